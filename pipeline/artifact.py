@@ -1,0 +1,119 @@
+"""The exported-artifact contract: file names, manifest schema, integrity.
+
+Owns: what an exported folder contains and how manifest.json is read, checked and
+written. Imports: standard library only (the runtime depends on it; keep it light).
+Reads/writes: ``<dir>/manifest.json``; hashes ``<dir>/model.onnx``.
+
+An exported folder holds:
+    model.onnx       the classifier graph, input (batch, time, features) -> probability (batch, 1)
+    stream.onnx      optional: one step-chunk of the recurrence with explicit hidden states
+    manifest.json    everything needed to use and trust model.onnx (see ``REQUIRED_KEYS``)
+    reference.npz    raw inputs with Keras' probabilities, for re-checking anywhere
+    report.md        human-readable build and verification report
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import ArtifactError, IntegrityError
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "SUPPORTED_SCHEMA_VERSIONS",
+    "MODEL_FILE",
+    "STREAM_MODEL_FILE",
+    "MANIFEST_FILE",
+    "REFERENCE_FILE",
+    "REPORT_FILE",
+    "REQUIRED_KEYS",
+    "sha256_file",
+    "read_manifest",
+    "write_manifest",
+    "verify_model_hash",
+]
+
+SCHEMA_VERSION = 1
+SUPPORTED_SCHEMA_VERSIONS = (1,)
+
+MODEL_FILE = "model.onnx"
+STREAM_MODEL_FILE = "stream.onnx"
+MANIFEST_FILE = "manifest.json"
+REFERENCE_FILE = "reference.npz"
+REPORT_FILE = "report.md"
+
+# Top-level keys every manifest must have; the runtime refuses a manifest without them.
+REQUIRED_KEYS = (
+    "schema_version",
+    "model",          # {"file", "sha256", "opset", "backend", "ops"}
+    "input",          # {"name", "dtype", "shape", "kind"}  shape uses names for dynamic axes
+    "output",         # {"name", "dtype", "shape"}
+    "preprocessing",  # {"type": "standardize", "mean": [...], "std": [...]} or {"type": "none"}
+    "masking",        # {"enabled", "mask_value"}
+    "threshold",      # decision threshold on probability of class 1
+    "class_names",    # [name of class 0, name of class 1]
+)
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Return the hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_manifest(model_dir: str | os.PathLike) -> dict[str, Any]:
+    """Read and check ``manifest.json`` of an exported folder.
+
+    Raises:
+        ArtifactError: folder or manifest missing, not JSON, unknown schema version,
+            or a required key missing.
+    """
+    folder = Path(model_dir)
+    if not folder.is_dir():
+        raise ArtifactError(f"model folder not found: expected a directory, got {str(folder)!r}")
+    path = folder / MANIFEST_FILE
+    if not path.is_file():
+        raise ArtifactError(f"{MANIFEST_FILE} not found in {str(folder)!r}: expected an exported model folder")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"{path} is not a readable JSON manifest: {exc}") from None
+    if not isinstance(manifest, dict):
+        raise ArtifactError(f"{path}: expected a JSON object, got {type(manifest).__name__}")
+    version = manifest.get("schema_version")
+    if version not in SUPPORTED_SCHEMA_VERSIONS:
+        supported = ", ".join(str(v) for v in SUPPORTED_SCHEMA_VERSIONS)
+        raise ArtifactError(
+            f"{path}: unsupported manifest schema_version {version!r}; this runtime supports {supported}"
+        )
+    missing = [key for key in REQUIRED_KEYS if key not in manifest]
+    if missing:
+        raise ArtifactError(f"{path}: manifest is missing required keys {missing}")
+    return manifest
+
+
+def write_manifest(model_dir: str | os.PathLike, manifest: dict[str, Any]) -> Path:
+    """Write ``manifest.json`` (sorted keys, 2-space indent) and return its path."""
+    path = Path(model_dir) / MANIFEST_FILE
+    path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return path
+
+
+def verify_model_hash(model_path: str | os.PathLike, expected_sha256: str) -> None:
+    """Raise ``IntegrityError`` unless the file's sha256 equals ``expected_sha256``."""
+    try:
+        actual = sha256_file(model_path)
+    except OSError as exc:
+        raise ArtifactError(f"cannot read model file {str(model_path)!r}: {exc.strerror or exc}") from None
+    if actual != expected_sha256:
+        raise IntegrityError(
+            f"{model_path}: sha256 mismatch, manifest expects {expected_sha256[:16]}..., "
+            f"file has {actual[:16]}...; the model was modified or damaged, re-export it"
+        )

@@ -1,0 +1,180 @@
+"""Load an exported folder and predict with onnxruntime, without TensorFlow.
+
+Owns: ``Predictor`` (loading with integrity checks, batch inference, labels) and the choice of
+onnxruntime session settings. Imports: numpy, onnxruntime, pipeline light modules (TF-free).
+Reads: ``<model_dir>/manifest.json``, ``model.onnx`` (and ``stream.onnx`` for streams).
+
+Example:
+    >>> from pipeline.runtime import Predictor
+    >>> p = Predictor.load("exported")
+    >>> p.predict_proba(X)          # X (N, T, F) raw features -> (N,) float32 P(class 1)
+    >>> p.predict(X)                # -> (N,) class labels
+    >>> p.predict_proba([a, b])     # variable lengths: list of (T_i, F) arrays
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import onnxruntime as ort
+
+from pipeline import artifact
+from pipeline.errors import ArtifactError, InputError, PipelineError
+from pipeline.preprocessing import apply_preprocessing
+from pipeline.runtime.inputs import ArrayLike, prepare_features
+
+__all__ = ["Predictor"]
+
+# Rows per onnxruntime call: bounds memory for huge inputs; results do not depend on it.
+DEFAULT_CHUNK = 4096
+
+
+def _session_options(threads: Optional[int]) -> ort.SessionOptions:
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3
+    if threads is not None:
+        so.intra_op_num_threads = int(threads)
+        so.inter_op_num_threads = 1
+    return so
+
+
+def open_session(path: Path, threads: Optional[int] = None) -> ort.InferenceSession:
+    """Create an onnxruntime CPU session; a damaged file raises ArtifactError."""
+    try:
+        return ort.InferenceSession(str(path), sess_options=_session_options(threads),
+                                    providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf/... types
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ArtifactError(f"{path} is not a loadable ONNX model (truncated or corrupted?): {first[:200]}") from None
+
+
+def _shape_of(node_arg) -> list:
+    return [d if isinstance(d, int) else (d or "?") for d in node_arg.shape]
+
+
+class Predictor:
+    """A loaded, verified classifier. Thread-safe: one instance may serve many threads."""
+
+    def __init__(self, model_dir: Path, manifest: dict[str, Any], session: ort.InferenceSession) -> None:
+        self.model_dir = model_dir
+        self.manifest = manifest
+        self._session = session
+        inp, out = manifest["input"], manifest["output"]
+        self.input_name: str = inp["name"]
+        self.output_name: str = out["name"]
+        shape = inp["shape"]  # e.g. ["batch", "time", 8]
+        self.input_kind: str = inp.get("kind", "features")
+        self.n_features: int = int(shape[2]) if self.input_kind == "features" else 0
+        self.timesteps: Optional[int] = shape[1] if isinstance(shape[1], int) else None
+        self.threshold: float = float(manifest["threshold"])
+        self.class_names: list = list(manifest["class_names"])
+        self.masked: bool = bool(manifest["masking"].get("enabled", False))
+        self._preprocessing = manifest["preprocessing"]
+        self._chunk = DEFAULT_CHUNK
+        self._check_graph_matches_manifest()
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def load(cls, model_dir: str | os.PathLike = "exported", threads: Optional[int] = None) -> "Predictor":
+        """Load an exported folder, verifying model.onnx against the manifest's sha256.
+
+        Args:
+            model_dir: folder written by ``gru-build`` (default ``exported``).
+            threads: onnxruntime intra-op threads; None lets the runtime choose.
+        Raises:
+            ArtifactError / IntegrityError: missing, damaged or untrusted artifact.
+        """
+        folder = Path(model_dir)
+        manifest = artifact.read_manifest(folder)
+        model_info = manifest["model"]
+        model_path = folder / model_info.get("file", artifact.MODEL_FILE)
+        if not model_path.is_file():
+            raise ArtifactError(f"model file not found: {str(model_path)!r}")
+        artifact.verify_model_hash(model_path, model_info.get("sha256", ""))
+        return cls(folder, manifest, open_session(model_path, threads))
+
+    def _check_graph_matches_manifest(self) -> None:
+        ins, outs = self._session.get_inputs(), self._session.get_outputs()
+        if [i.name for i in ins] != [self.input_name] or [o.name for o in outs] != [self.output_name]:
+            raise ArtifactError(
+                f"manifest names input {self.input_name!r} / output {self.output_name!r} but the graph has "
+                f"inputs {[i.name for i in ins]} / outputs {[o.name for o in outs]}"
+            )
+        graph_shape = _shape_of(ins[0])
+        want = self.manifest["input"]["shape"]
+        if len(graph_shape) != len(want) or any(
+            isinstance(w, int) and g != w for g, w in zip(graph_shape, want)
+        ):
+            raise ArtifactError(f"manifest input shape {want} disagrees with the graph's {graph_shape}")
+        if self.input_kind == "features" and len(want) != 3:
+            raise ArtifactError(f"manifest input shape {want}: expected (batch, time, features)")
+
+    # ------------------------------------------------------------------ inference
+    def _run(self, X: np.ndarray) -> np.ndarray:
+        """(n, T, F) float32 scaled -> (n,) float32 probabilities, in chunks."""
+        out = np.empty(X.shape[0], dtype=np.float32)
+        for start in range(0, X.shape[0], self._chunk):
+            part = X[start:start + self._chunk]
+            out[start:start + len(part)] = self._session.run([self.output_name], {self.input_name: part})[0].reshape(-1)
+        return out
+
+    def _check_mask_prefix(self, Xs: np.ndarray, lengths: Optional[np.ndarray]) -> None:
+        """Refuse real timesteps that equal the mask value: Keras would skip them."""
+        mv = float(self.manifest["masking"].get("mask_value", 0.0))
+        masked = (Xs == mv).all(axis=2)  # (N, T)
+        if lengths is not None:
+            masked &= np.arange(Xs.shape[1])[None, :] < lengths[:, None]
+        if masked.any():
+            i, t = (int(v) for v in np.argwhere(masked)[0])
+            raise InputError(
+                f"sample {i} timestep {t}: every scaled feature equals the mask value {mv}, so the Keras model "
+                "would skip this step; expected real steps to differ from the mask value in at least one feature"
+            )
+
+    def predict_proba(self, X: ArrayLike, lengths=None) -> np.ndarray:
+        """Probability of class 1 for each sample.
+
+        Args:
+            X: raw features (N, T, F), or a list of (T_i, F) arrays of varying length.
+            lengths: optional (N,) real lengths when X is a right-padded array.
+        Returns:
+            (N,) float32 in [0, 1].
+        Raises:
+            InputError: X is not what the model expects (message says what was received).
+        """
+        Xr, lens = prepare_features(X, self.n_features, lengths, self.timesteps)
+        Xs = apply_preprocessing(Xr, self._preprocessing, lens)  # (N, T, F) scaled, padding 0
+        if self.masked:
+            self._check_mask_prefix(Xs, lens)
+            proba = self._run(Xs)
+        elif lens is None:
+            proba = self._run(Xs)
+        else:
+            # No mask in the model: run each length group unpadded, which is exact.
+            proba = np.empty(Xs.shape[0], dtype=np.float32)
+            for length in np.unique(lens):
+                idx = np.flatnonzero(lens == length)
+                proba[idx] = self._run(np.ascontiguousarray(Xs[idx, :length]))
+        if not (np.isfinite(proba).all() and (proba >= 0).all() and (proba <= 1).all()):
+            bad = int(np.flatnonzero(~(np.isfinite(proba) & (proba >= 0) & (proba <= 1)))[0])
+            raise PipelineError(f"the model produced an invalid probability {proba[bad]} for sample {bad}; refusing to return it")
+        return proba
+
+    def predict(self, X: ArrayLike, lengths=None) -> np.ndarray:
+        """Class label of each sample (class names from the manifest), thresholded at ``threshold``."""
+        idx = (self.predict_proba(X, lengths) >= self.threshold).astype(np.int64)
+        return np.asarray(self.class_names)[idx]
+
+    def stream(self, n_streams: Optional[int] = None):
+        """Open a stream that carries the GRU state between pushes (see ``pipeline.runtime.stream``)."""
+        from pipeline.runtime.stream import Stream
+
+        return Stream.open(self, n_streams)
+
+    def __repr__(self) -> str:
+        return (f"Predictor({str(self.model_dir)!r}, features={self.n_features}, "
+                f"classes={self.class_names}, threshold={self.threshold})")
