@@ -1,0 +1,7 @@
+"""``python -m pipeline.build`` == ``gru-build``."""
+
+import sys
+
+from pipeline.build.cli import main
+
+sys.exit(main())

@@ -1,0 +1,281 @@
+"""The build stage end to end: data -> train -> export -> verify -> atomic publish.
+
+Owns: the order of the stages, the manifest contents, the staging folder and the swap that
+publishes it. Imports: the other pipeline.build modules (TensorFlow/Keras through them) and
+pipeline.runtime for verification. Reads: the data file(s) named in the config.
+Writes: ``<out>/`` (model.onnx, manifest.json, reference.npz, report.md), only after the
+equivalence check passed; until then everything lives in a hidden staging folder beside it.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from pipeline import __version__, artifact
+from pipeline.build.config import BuildConfig
+from pipeline.build.dataset import Splits, make_order_task, stratified_split
+from pipeline.datafiles import SequenceData, read_sequences
+from pipeline.errors import ConfigError, DataFormatError
+from pipeline.preprocessing import apply_preprocessing, fit_standardization
+
+__all__ = ["BuildResult", "run_build", "load_splits", "encode_labels"]
+
+REFERENCE_ROWS = 256  # test rows stored with Keras' outputs in reference.npz
+
+
+def log(message: str) -> None:
+    print(message, flush=True)
+
+
+@dataclass
+class BuildResult:
+    out_dir: Path
+    manifest: dict[str, Any]
+    seconds: float
+
+
+# ---------------------------------------------------------------------------- data
+
+def encode_labels(y: np.ndarray, where: str) -> tuple[np.ndarray, list]:
+    """Map raw labels to {0, 1}; class names sorted (numbers numerically). Exactly two classes."""
+    classes = np.unique(y)
+    if len(classes) != 2:
+        shown = ", ".join(repr(c.item() if hasattr(c, "item") else c) for c in classes[:5])
+        raise DataFormatError(f"{where}: expected exactly two classes, got {len(classes)} ({shown}{', ...' if len(classes) > 5 else ''})")
+    names = [c.item() if hasattr(c, "item") else c for c in classes]
+    return (y == classes[1]).astype(np.int64), names
+
+
+def _labelled(data: SequenceData, where: str) -> SequenceData:
+    if data.y is None:
+        raise DataFormatError(f"{where}: expected labels (NPZ 'y', CSV 'label' column, .ts class label), found none")
+    bad = ~np.isfinite(data.X) & (np.arange(data.X.shape[1])[None, :, None] < data.lengths[:, None, None])
+    if bad.any():
+        i, t, f = np.argwhere(bad)[0]
+        raise DataFormatError(
+            f"{where}: expected finite feature values, got {int(bad.sum())} NaN/Inf (first at sample {i}, "
+            f"timestep {t}, feature {f}); fill or drop them before building"
+        )
+    return data
+
+
+def load_splits(cfg: BuildConfig) -> tuple[Splits, list]:
+    """Train/val/test splits with labels encoded to {0, 1}, and the class names."""
+    d = cfg.data
+    if d.path is None:
+        data = make_order_task(d.n_samples, d.timesteps, d.features, seed=cfg.seed)
+        test_data = None
+    else:
+        data = _labelled(read_sequences(d.path), d.path)
+        test_data = _labelled(read_sequences(d.test_path), d.test_path) if d.test_path else None
+    y, names = encode_labels(data.y, d.path or "default task")
+    data.y = y
+    if test_data is not None:
+        if test_data.n_features != data.n_features:
+            raise DataFormatError(f"{d.test_path}: expected {data.n_features} features like the training data, got {test_data.n_features}")
+        unknown = set(np.unique(test_data.y).tolist()) - set(names)
+        if unknown:
+            raise DataFormatError(f"{d.test_path}: labels {sorted(map(str, unknown))} do not occur in the training data {names}")
+        test_data.y = (test_data.y == np.asarray(names, dtype=test_data.y.dtype)[1]).astype(np.int64)
+        rest = data
+    else:
+        if min(np.bincount(y)) < 3:
+            raise DataFormatError(f"{d.path}: each class needs at least 3 samples to split train/validation/test, got {np.bincount(y).tolist()}")
+        rest, test_data = stratified_split(data, d.test_fraction, cfg.seed)
+    train, val = stratified_split(rest, d.val_fraction, cfg.seed + 1)
+    return Splits(train, val, test_data), names
+
+
+def _pad_to(data: SequenceData, T: int) -> SequenceData:
+    if data.X.shape[1] == T:
+        return data
+    X = np.zeros((data.n_samples, T, data.n_features), np.float32)
+    X[:, : data.X.shape[1]] = data.X[:, :T]
+    return SequenceData(X, np.minimum(data.lengths, T), data.y, data.ids, data.feature_names)
+
+
+# ---------------------------------------------------------------------------- helpers
+
+def _versions() -> dict[str, str]:
+    import keras
+    import onnx
+    import onnxruntime
+    import tensorflow as tf
+    import tf2onnx
+
+    return {
+        "pipeline": __version__, "python": platform.python_version(), "numpy": np.__version__,
+        "tensorflow": tf.__version__, "keras": keras.__version__, "tf2onnx": tf2onnx.__version__,
+        "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
+    }
+
+
+def _export(model, cfg: BuildConfig) -> tuple[Any, str, Optional[str]]:
+    """Convert with the configured backend: (ModelProto, backend used, fallback reason)."""
+    from pipeline.build.model import INPUT_NAME
+    from pipeline.build.onnx_native import OUTPUT_NAME, UnsupportedModelError, export_native
+
+    backend = cfg.export.backend
+    if backend in ("auto", "native"):
+        try:
+            return export_native(model, INPUT_NAME, cfg.export.opset), "native", None
+        except UnsupportedModelError as exc:
+            if backend == "native":
+                raise
+            reason = str(exc)
+            log(f"  native GRU export not possible ({reason}); falling back to tf2onnx (Loop graph)")
+    else:
+        reason = None
+    from pipeline.build.onnx_tf2onnx import export_tf2onnx
+
+    return export_tf2onnx(model, INPUT_NAME, OUTPUT_NAME, cfg.export.opset), "tf2onnx", reason
+
+
+def _publish(staging: Path, out: Path) -> None:
+    """Move the verified staging folder to ``out``, keeping the old one until the move succeeded."""
+    backup = out.parent / f".{out.name}.previous-{os.getpid()}"
+    if backup.exists():
+        shutil.rmtree(backup)
+    if out.exists():
+        os.replace(out, backup)
+    try:
+        os.replace(staging, out)
+    except BaseException:
+        if backup.exists() and not out.exists():
+            os.replace(backup, out)
+        raise
+    if backup.exists():
+        shutil.rmtree(backup, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------- the build
+
+def run_build(cfg: BuildConfig) -> BuildResult:
+    """Train, export, verify and publish according to ``cfg``; returns where and what was written.
+
+    Raises:
+        PipelineError subclasses: bad data/config (nothing written), export or verification
+        failure (the previous artifact stays in place).
+    """
+    started = time.time()
+    cfg.validate()
+    out = Path(cfg.out).resolve()
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out must be a directory, got an existing file {str(out)!r}")
+
+    log("[1/6] data")
+    splits, class_names = load_splits(cfg)
+    variable = any(s.variable_length for s in (splits.train, splits.val, splits.test))
+    masking = cfg.model.masking if cfg.model.masking is not None else variable
+    if variable and not masking:
+        raise ConfigError("the data has sequences of different lengths: masking is required (drop --no-masking)")
+    T = max(s.X.shape[1] for s in (splits.train, splits.val, splits.test))
+    train, val, test = (_pad_to(s, T) for s in (splits.train, splits.val, splits.test))
+    F = train.n_features
+    prep = fit_standardization(train.X, train.lengths)
+    scale = lambda d: apply_preprocessing(d.X, prep, d.lengths)  # noqa: E731  (N, T, F) scaled
+    log(f"  train {train.n_samples}, validation {val.n_samples}, test {test.n_samples} sequences; "
+        f"T={T}{' (variable, masked)' if masking else ''}, F={F}, classes {class_names}")
+
+    log("[2/6] train")
+    from pipeline.build.baseline import order_blind_accuracy
+    from pipeline.build.model import INPUT_NAME, build_model
+    from pipeline.build.train import evaluate, fit, keras_proba, seed_everything
+
+    seed_everything(cfg.seed)
+    model = build_model(cfg.model, F, masking, cfg.train.learning_rate)
+    result = fit(model, scale(train), train.y, scale(val), val.y, cfg.train.epochs, cfg.train.batch_size,
+                 cfg.train.patience, cfg.train.verbose)
+    threshold = 0.5
+    metrics = {
+        "train": evaluate(model, scale(train), train.y, threshold),
+        "validation": evaluate(model, scale(val), val.y, threshold),
+        "test": evaluate(model, scale(test), test.y, threshold),
+        "order_blind_baseline_test_accuracy": order_blind_accuracy(
+            train.X, train.lengths, train.y, test.X, test.lengths, test.y),
+        "best_epoch": result.best_epoch,
+        "epochs_run": result.epochs_run,
+    }
+    log(f"  test accuracy {metrics['test']['accuracy']:.4f} (order-blind baseline "
+        f"{metrics['order_blind_baseline_test_accuracy']:.4f}), best epoch {result.best_epoch}/{result.epochs_run}")
+
+    log("[3/6] export")
+    proto, backend, fallback = _export(model, cfg)
+    ops = sorted({n.op_type for n in proto.graph.node})
+    log(f"  backend {backend}, opset {cfg.export.opset}, ops: {', '.join(ops)}")
+
+    staging = out.parent / f".{out.name}.staging-{os.getpid()}"
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    try:
+        model_path = staging / artifact.MODEL_FILE
+        model_path.write_bytes(proto.SerializeToString())
+        ref_n = min(REFERENCE_ROWS, test.n_samples)
+        ref_X, ref_len = test.X[:ref_n], test.lengths[:ref_n]
+        ref_p = keras_proba(model, apply_preprocessing(ref_X, prep, ref_len))
+        np.savez(staging / artifact.REFERENCE_FILE, X=ref_X, lengths=ref_len, keras_proba=ref_p, ids=test.ids[:ref_n])
+        manifest: dict[str, Any] = {
+            "schema_version": artifact.SCHEMA_VERSION,
+            "built_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "model": {"file": artifact.MODEL_FILE, "sha256": artifact.sha256_file(model_path),
+                      "opset": cfg.export.opset, "backend": backend, "fallback_reason": fallback, "ops": ops},
+            "input": {"name": INPUT_NAME, "dtype": "float32", "shape": ["batch", "time", F], "kind": "features"},
+            "output": {"name": proto.graph.output[0].name, "dtype": "float32", "shape": ["batch", 1],
+                       "meaning": f"probability of class {class_names[1]!r}"},
+            "preprocessing": prep,
+            "masking": {"enabled": bool(masking), "mask_value": 0.0 if masking else None,
+                        "padding": "right" if masking else None},
+            "threshold": threshold,
+            "class_names": class_names,
+            "timesteps_trained": T,
+            "feature_names": train.feature_names,
+            "seed": cfg.seed,
+            "config": cfg.to_dict(),
+            "versions": _versions(),
+            "metrics": metrics,
+            "training_history": result.history,
+            "reference": {"file": artifact.REFERENCE_FILE, "rows": int(ref_n)},
+        }
+        artifact.write_manifest(staging, manifest)
+
+        log("[4/6] verify Keras vs onnxruntime")
+        from pipeline.build.verify import (format_table, results_to_manifest, stress_families,
+                                           verify_equivalence)
+        from pipeline.runtime import Predictor
+
+        predictor = Predictor.load(staging)
+        families = stress_families(test, prep, cfg.verify.n_random, cfg.verify.odd_batch,
+                                   cfg.verify.large_batch, cfg.seed, masking)
+        try:
+            results = verify_equivalence(lambda Z: keras_proba(model, Z), predictor.predict_proba,
+                                         families, prep, cfg.verify.atol, threshold)
+        finally:
+            del predictor
+        table = format_table(results, cfg.verify.atol)
+        log(table)
+        manifest["equivalence"] = results_to_manifest(results, cfg.verify.atol)
+        artifact.write_manifest(staging, manifest)
+
+        log("[5/6] report")
+        from pipeline.build.report import write_report
+
+        write_report(staging, manifest, table)
+
+        log("[6/6] publish")
+        _publish(staging, out)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    seconds = time.time() - started
+    log(f"wrote {out} in {seconds:.1f} s (max |Keras - ONNX| = {manifest['equivalence']['max_abs_error']:.3g})")
+    return BuildResult(out, manifest, seconds)

@@ -1,0 +1,170 @@
+"""Typed build configuration: data, model, training, export and verification settings.
+
+Owns: the ``BuildConfig`` dataclass tree, its defaults, TOML loading and CLI overrides.
+Imports: standard library only (so ``gru-build --help`` stays fast).
+Reads: an optional TOML file. Writes: nothing (the resolved config is saved in the manifest).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from pipeline.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+__all__ = [
+    "DataConfig",
+    "ModelConfig",
+    "TrainConfig",
+    "ExportConfig",
+    "VerifyConfig",
+    "BuildConfig",
+    "load_config",
+]
+
+
+@dataclass
+class DataConfig:
+    """Where the sequences come from and how they are split."""
+
+    path: Optional[str] = None       # training data file; None = embedded default task
+    test_path: Optional[str] = None  # held-out test file; None = stratified split of `path`
+    n_samples: int = 6000            # default task: total samples (train + val + test)
+    timesteps: int = 50              # default task: sequence length
+    features: int = 8                # default task: features per timestep
+    test_fraction: float = 0.2       # held-out share when no test file is given
+    val_fraction: float = 0.2        # share of the remaining training data for early stopping
+
+
+@dataclass
+class ModelConfig:
+    """Keras architecture: [Masking] -> GRU stack -> [pooling] -> Dense(1, sigmoid)."""
+
+    units: int = 64                       # GRU units per layer (per direction)
+    layers: int = 1                       # stacked GRU layers
+    bidirectional: bool = False           # wrap each GRU in Bidirectional
+    merge_mode: str = "concat"            # Bidirectional merge: concat | sum | ave | mul
+    reset_after: bool = True              # Keras/CuDNN convention (ONNX linear_before_reset=1)
+    use_bias: bool = True
+    activation: str = "tanh"              # candidate activation: tanh | relu | sigmoid | hard_sigmoid
+    recurrent_activation: str = "sigmoid" # gate activation: sigmoid | hard_sigmoid | tanh | relu
+    go_backwards: bool = False            # process sequences in reverse
+    dropout: float = 0.0                  # input dropout (training only)
+    recurrent_dropout: float = 0.0        # recurrent dropout (training only)
+    masking: Optional[bool] = None        # Masking layer; None = on when data has variable lengths
+    head: str = "last"                    # last (final state) | avg | max (pooling over time)
+
+
+@dataclass
+class TrainConfig:
+    """Optimizer and schedule."""
+
+    epochs: int = 40                 # upper bound; early stopping usually ends sooner
+    batch_size: int = 64
+    learning_rate: float = 1e-3      # Adam
+    patience: int = 6                # early stopping on val_loss, best weights restored
+    verbose: str = "auto"            # Keras progress: auto | 0 | 1 | 2
+
+
+@dataclass
+class ExportConfig:
+    """ONNX conversion."""
+
+    opset: int = 17                  # fixed ONNX opset of model.onnx
+    backend: str = "auto"            # auto (native GRU op, else tf2onnx) | native | tf2onnx
+
+
+@dataclass
+class VerifyConfig:
+    """Keras vs onnxruntime equivalence check (a failure is an error)."""
+
+    atol: float = 1e-5               # max |p_keras - p_onnx| allowed on probabilities
+    n_random: int = 512              # samples per random stress family
+    large_batch: int = 2048          # size of the large-batch family
+    odd_batch: int = 37              # size of the odd-batch family
+
+
+@dataclass
+class BuildConfig:
+    """Everything ``gru-build`` needs; saved resolved in manifest.json."""
+
+    seed: int = 0
+    out: str = "exported"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    verify: VerifyConfig = field(default_factory=VerifyConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def validate(self) -> "BuildConfig":
+        """Raise ConfigError on values no build can use."""
+        m, t, e = self.model, self.train, self.export
+        checks = [
+            (m.units >= 1, f"model.units must be >= 1, got {m.units}"),
+            (m.layers >= 1, f"model.layers must be >= 1, got {m.layers}"),
+            (m.merge_mode in ("concat", "sum", "ave", "mul"), f"model.merge_mode must be concat|sum|ave|mul, got {m.merge_mode!r}"),
+            (m.head in ("last", "avg", "max"), f"model.head must be last|avg|max, got {m.head!r}"),
+            (0.0 <= m.dropout < 1.0 and 0.0 <= m.recurrent_dropout < 1.0, "dropout rates must be in [0, 1)"),
+            (t.epochs >= 1, f"train.epochs must be >= 1, got {t.epochs}"),
+            (t.batch_size >= 1, f"train.batch_size must be >= 1, got {t.batch_size}"),
+            (t.learning_rate > 0, f"train.learning_rate must be > 0, got {t.learning_rate}"),
+            (e.backend in ("auto", "native", "tf2onnx"), f"export.backend must be auto|native|tf2onnx, got {e.backend!r}"),
+            (13 <= e.opset <= 17, f"export.opset must be in [13, 17], got {e.opset}"),
+            (0 < self.verify.atol <= 1e-3, f"verify.atol must be in (0, 1e-3], got {self.verify.atol}"),
+            (0 < self.data.test_fraction < 1 and 0 < self.data.val_fraction < 1, "split fractions must be in (0, 1)"),
+            (self.data.timesteps >= 2 and self.data.features >= 2, "default task needs timesteps >= 2 and features >= 2"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+        return self
+
+
+def _merge(obj: Any, values: dict[str, Any], where: str) -> None:
+    """Set dataclass fields of ``obj`` from ``values``, recursing into sections."""
+    names = {f.name: f for f in dataclasses.fields(obj)}
+    for key, value in values.items():
+        if key not in names:
+            raise ConfigError(f"unknown config key {where}{key!r}: expected one of {sorted(names)}")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ConfigError(f"config section {where}{key!r} must be a table, got {type(value).__name__}")
+            _merge(current, value, f"{where}{key}.")
+        else:
+            if current is not None and value is not None and not isinstance(value, type(current)):
+                if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+                    value = float(value)
+                else:
+                    raise ConfigError(
+                        f"config key {where}{key!r} expects {type(current).__name__}, got {type(value).__name__} {value!r}"
+                    )
+            setattr(obj, key, value)
+
+
+def load_config(path: Optional[str] = None, overrides: Optional[dict[str, Any]] = None) -> BuildConfig:
+    """Defaults, then the TOML file at ``path``, then ``overrides`` (nested dict); validated."""
+    cfg = BuildConfig()
+    if path is not None:
+        p = Path(path)
+        try:
+            values = tomllib.loads(p.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path!r}") from None
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {path!r} as TOML: {exc}") from None
+        _merge(cfg, values, "")
+    if overrides:
+        _merge(cfg, overrides, "")
+    return cfg.validate()

@@ -1,0 +1,54 @@
+"""Generic ONNX export through tf2onnx (the fallback, and the reference "Loop" graph).
+
+Owns: converting any Keras 3 model with ``tf2onnx.convert.from_function`` over a
+``tf.function`` with an input signature (``from_keras`` fails on Keras 3, tf2onnx #2329), and
+renaming the graph output to the stable name. Imports: tensorflow, tf2onnx, onnx (build only).
+Writes: nothing (returns a ModelProto).
+"""
+
+from __future__ import annotations
+
+import onnx
+
+from pipeline.errors import ExportError
+
+__all__ = ["export_tf2onnx"]
+
+
+def export_tf2onnx(model, input_name: str, output_name: str, opset: int) -> onnx.ModelProto:
+    """Convert ``model`` with tf2onnx; graph input ``input_name``, output ``output_name`` (batch, 1)."""
+    import tensorflow as tf
+    import tf2onnx
+
+    in_shape = list(model.inputs[0].shape)  # [None, T or None, F] or [None, T] (token ids)
+    dtype = tf.int64 if len(in_shape) == 2 else tf.float32
+    spec = (tf.TensorSpec(in_shape, dtype, name=input_name),)
+
+    @tf.function(input_signature=spec)
+    def serve(x):
+        return model(x, training=False)
+
+    try:
+        proto, _ = tf2onnx.convert.from_function(serve, input_signature=spec, opset=opset)
+    except Exception as exc:  # tf2onnx raises many unrelated types
+        raise ExportError(f"tf2onnx could not convert the model: {type(exc).__name__}: {exc}") from None
+    graph = proto.graph
+    if len(graph.output) != 1:
+        raise ExportError(f"tf2onnx produced {len(graph.output)} outputs, expected 1")
+    old = graph.output[0].name
+    for node in graph.node:
+        node.output[:] = [output_name if o == old else o for o in node.output]
+        node.input[:] = [output_name if i == old else i for i in node.input]
+    graph.output[0].name = output_name
+    if graph.input[0].name != input_name:
+        raise ExportError(f"tf2onnx named the input {graph.input[0].name!r}, expected {input_name!r}")
+    # Name the dynamic axes like the native graph does.
+    dims = graph.input[0].type.tensor_type.shape.dim
+    dims[0].dim_param = "batch"
+    if len(dims) > 1 and not dims[1].HasField("dim_value"):
+        dims[1].dim_param = "time"
+    out_dims = graph.output[0].type.tensor_type.shape.dim
+    if out_dims:
+        out_dims[0].dim_param = "batch"
+    onnx.checker.check_model(proto)
+    return proto

@@ -1,0 +1,149 @@
+"""Equivalence verification: Keras vs onnxruntime through the real runtime.
+
+Owns: the stress families, the per-family error table and the pass/fail decision.
+Imports: numpy, pipeline.runtime (to run the exported folder exactly as users will), and
+calls into Keras through the model object it is given. Reads: the staged artifact folder.
+Writes: nothing (the caller stores the results in the manifest).
+
+Each family feeds the *same raw inputs* to both sides: the runtime scales them itself, Keras gets
+``apply_preprocessing`` of them (the function the runtime uses). A family fails when
+max |p_keras - p_onnx| > atol or any predicted label differs. Every failure is collected, then
+``VerificationError`` reports all of them with the largest difference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from pipeline.datafiles import SequenceData
+from pipeline.errors import VerificationError
+from pipeline.preprocessing import apply_preprocessing
+
+__all__ = ["Family", "FamilyResult", "stress_families", "verify_equivalence", "format_table"]
+
+
+@dataclass
+class Family:
+    """One group of raw inputs to compare on: X (N, T, F) raw, lengths (N,) or None."""
+
+    name: str
+    X: np.ndarray
+    lengths: Optional[np.ndarray] = None
+
+
+@dataclass
+class FamilyResult:
+    name: str
+    count: int
+    max_abs: float
+    mean_abs: float
+    label_mismatches: int
+    passed: bool
+
+
+def _raw_from_scaled(Z: np.ndarray, prep: dict[str, Any]) -> np.ndarray:
+    if prep.get("type") != "standardize":
+        return Z.astype(np.float32)
+    mean = np.asarray(prep["mean"], np.float32)
+    std = np.asarray(prep["std"], np.float32)
+    return (Z * std + mean).astype(np.float32)
+
+
+def stress_families(test: SequenceData, prep: dict[str, Any], n_random: int, odd_batch: int,
+                    large_batch: int, seed: int, variable_length: bool) -> list[Family]:
+    # variable_length: the model is masked, so families mix lengths (right-padded rows).
+    """The test split plus synthetic families; values "after scaling" are mapped back to raw."""
+    rng = np.random.default_rng(seed + 1)
+    T, F = test.X.shape[1], test.X.shape[2]
+    test_lengths = test.lengths if variable_length else None
+
+    def lengths_for(n: int) -> Optional[np.ndarray]:
+        return rng.integers(max(1, T // 4), T + 1, size=n) if variable_length else None
+
+    def scaled(name: str, Z: np.ndarray, lengths=None) -> Family:
+        return Family(name, _raw_from_scaled(Z, prep), lengths)
+
+    big = rng.choice(np.float32([-100.0, 100.0]), size=(n_random, T, F)) * rng.uniform(0.5, 1.0, (n_random, T, F))
+    fams = [
+        Family("test split", test.X, test_lengths),
+        # In a masked model an all-zero scaled step is padding, so that family sits just off zero.
+        scaled("near-zero (scaled 1e-3)" if variable_length else "zeros (scaled)",
+               np.full((16, T, F), 1e-3 if variable_length else 0.0, np.float32), lengths_for(16)),
+        scaled("constant sequences", np.repeat(rng.normal(0, 2, (n_random, 1, F)), T, axis=1).astype(np.float32), lengths_for(n_random)),
+        scaled("saturating +-100", big.astype(np.float32), lengths_for(n_random)),
+        scaled("random normal", rng.standard_normal((n_random, T, F)).astype(np.float32), lengths_for(n_random)),
+        scaled("batch of 1", rng.standard_normal((1, T, F)).astype(np.float32), lengths_for(1)),
+        scaled(f"odd batch ({odd_batch})", rng.standard_normal((odd_batch, T, F)).astype(np.float32), lengths_for(odd_batch)),
+        scaled(f"large batch ({large_batch})", rng.standard_normal((large_batch, T, F)).astype(np.float32), lengths_for(large_batch)),
+    ]
+    # Raw zeros are a family of their own for models without masking.
+    if not variable_length:
+        fams.insert(1, Family("zeros (raw)", np.zeros((16, T, F), np.float32)))
+    return fams
+
+
+def verify_equivalence(
+    keras_fn: Callable[[np.ndarray], np.ndarray],
+    onnx_fn: Callable[[np.ndarray, Optional[np.ndarray]], np.ndarray],
+    families: list[Family],
+    prep: dict[str, Any],
+    atol: float,
+    threshold: float,
+) -> list[FamilyResult]:
+    """Compare Keras and the runtime on every family.
+
+    Args:
+        keras_fn: scaled (N, T, F) -> (N,) probabilities from Keras (inference mode).
+        onnx_fn: raw (N, T, F), lengths -> (N,) probabilities from the runtime.
+        families: inputs to compare on.
+        prep: manifest preprocessing entry.
+        atol: maximum allowed |p_keras - p_onnx|.
+        threshold: decision threshold for the label comparison.
+    Returns:
+        one FamilyResult per family.
+    Raises:
+        VerificationError: any family exceeds atol or has a label mismatch.
+    """
+    results = []
+    for fam in families:
+        p_onnx = np.asarray(onnx_fn(fam.X, fam.lengths), dtype=np.float64)
+        p_keras = np.asarray(keras_fn(apply_preprocessing(fam.X, prep, fam.lengths)), dtype=np.float64)
+        if p_onnx.shape != p_keras.shape:
+            raise VerificationError(f"family {fam.name!r}: ONNX returned shape {p_onnx.shape}, Keras {p_keras.shape}")
+        err = np.abs(p_keras - p_onnx)
+        mism = int(((p_keras >= threshold) != (p_onnx >= threshold)).sum())
+        max_abs = float(err.max()) if err.size else 0.0
+        results.append(FamilyResult(fam.name, int(err.size), max_abs, float(err.mean()) if err.size else 0.0,
+                                    mism, bool(max_abs <= atol and mism == 0 and np.isfinite(err).all())))
+    failed = [r for r in results if not r.passed]
+    if failed:
+        worst = max(results, key=lambda r: r.max_abs)
+        detail = "; ".join(f"{r.name}: max {r.max_abs:.3g}, {r.label_mismatches} label mismatches" for r in failed)
+        raise VerificationError(
+            f"Keras and ONNX disagree (tolerance {atol:g}): {detail}; largest difference {worst.max_abs:.3g} "
+            f"in {worst.name!r}"
+        )
+    return results
+
+
+def format_table(results: list[FamilyResult], atol: float) -> str:
+    """Markdown table of the per-family errors."""
+    lines = [
+        f"| family | count | max abs err | mean abs err | label mismatches | ok (atol {atol:g}) |",
+        "|---|---:|---:|---:|---:|:---:|",
+    ]
+    for r in results:
+        lines.append(f"| {r.name} | {r.count} | {r.max_abs:.3g} | {r.mean_abs:.3g} | {r.label_mismatches} | {'yes' if r.passed else 'NO'} |")
+    return "\n".join(lines)
+
+
+def results_to_manifest(results: list[FamilyResult], atol: float) -> dict[str, Any]:
+    return {
+        "atol": atol,
+        "passed": all(r.passed for r in results),
+        "max_abs_error": max((r.max_abs for r in results), default=0.0),
+        "families": [asdict(r) for r in results],
+    }

@@ -1,0 +1,96 @@
+"""Build path under TensorFlow: a tiny config trains, exports, verifies and publishes; a broken
+export is caught and leaves the previous artifact in place."""
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tensorflow")
+
+from onnx import numpy_helper  # noqa: E402
+
+from pipeline.artifact import sha256_file  # noqa: E402
+from pipeline.build import builder  # noqa: E402
+from pipeline.build.config import load_config  # noqa: E402
+from pipeline.errors import VerificationError  # noqa: E402
+from pipeline.runtime import Predictor  # noqa: E402
+
+TINY = {
+    "data": {"n_samples": 240, "timesteps": 12, "features": 3},
+    "model": {"units": 8},
+    "train": {"epochs": 2, "batch_size": 32, "verbose": "0"},
+    "verify": {"n_random": 32, "large_batch": 64, "odd_batch": 7},
+}
+
+
+def tiny_config(out, **extra):
+    cfg = {**TINY, "out": str(out)}
+    for k, v in extra.items():
+        cfg[k] = {**cfg.get(k, {}), **v}
+    return load_config(None, cfg)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    out = tmp_path_factory.mktemp("build") / "artifact"
+    result = builder.run_build(tiny_config(out))
+    return out, result
+
+
+def test_tiny_build_writes_a_verified_artifact(built):
+    out, result = built
+    names = {p.name for p in out.iterdir()}
+    assert {"model.onnx", "manifest.json", "reference.npz", "report.md"} <= names
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["model"]["sha256"] == sha256_file(out / "model.onnx")
+    assert manifest["equivalence"]["passed"] and manifest["equivalence"]["max_abs_error"] <= 1e-5
+    assert manifest["input"]["shape"] == ["batch", "time", 3]
+    assert manifest["config"]["model"]["units"] == 8 and manifest["seed"] == 0
+    for tool in ("tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "numpy"):
+        assert manifest["versions"][tool]
+    assert len(manifest["preprocessing"]["mean"]) == 3
+    ref = np.load(out / "reference.npz")
+    p = Predictor.load(out)
+    assert np.abs(p.predict_proba(ref["X"]) - ref["keras_proba"]).max() <= 1e-5
+    assert not list(out.parent.glob(".artifact.*")), "staging folders left behind"
+
+
+def test_broken_export_is_caught_and_previous_artifact_kept(built, monkeypatch):
+    out, _ = built
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    real_export = builder._export
+
+    def perturbed(model, cfg):
+        proto, backend, reason = real_export(model, cfg)
+        for init in proto.graph.initializer:
+            if init.name.startswith("W"):  # the GRU input kernel
+                w = numpy_helper.to_array(init).copy()
+                w += 0.05 * np.random.default_rng(0).standard_normal(w.shape).astype(w.dtype)
+                init.CopyFrom(numpy_helper.from_array(w, init.name))
+        return proto, backend, reason
+
+    monkeypatch.setattr(builder, "_export", perturbed)
+    with pytest.raises(VerificationError, match="Keras and ONNX disagree"):
+        builder.run_build(tiny_config(out, train={"epochs": 1}))
+    after = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    assert after == before
+    Predictor.load(out)  # still loadable and trusted
+    assert not list(out.parent.glob(".artifact.*")), "staging folders left behind"
+
+
+def test_tf2onnx_backend_is_verified_too(tmp_path):
+    out = tmp_path / "tf2onnx"
+    result = builder.run_build(tiny_config(out, export={"backend": "tf2onnx"}, train={"epochs": 1}))
+    assert result.manifest["model"]["backend"] == "tf2onnx"
+    assert "Loop" in result.manifest["model"]["ops"]
+    assert result.manifest["equivalence"]["passed"]
+
+
+def test_build_cli_reports_bad_config_in_one_line(tmp_path, capsys):
+    from pipeline.build.cli import main
+
+    code = main(["--units", "0", "--out", str(tmp_path / "x")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err == "gru-build: error: model.units must be >= 1, got 0"
+    assert not (tmp_path / "x").exists()

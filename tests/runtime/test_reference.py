@@ -1,0 +1,47 @@
+"""The committed exported/ model reproduces the committed Keras reference outputs (no TensorFlow)."""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from conftest import EXPORTED  # noqa: E402
+
+from pipeline.runtime import Predictor
+
+
+def test_committed_model_matches_keras_reference():
+    manifest = json.loads((EXPORTED / "manifest.json").read_text())
+    ref = np.load(EXPORTED / "reference.npz", allow_pickle=False)
+    p = Predictor.load(EXPORTED)
+    lengths = ref["lengths"] if (ref["lengths"] != ref["X"].shape[1]).any() else None
+    proba = p.predict_proba(ref["X"], lengths)
+    err = np.abs(proba.astype(np.float64) - ref["keras_proba"].astype(np.float64))
+    assert err.max() <= manifest["config"]["verify"]["atol"] <= 1e-5
+    thr = manifest["threshold"]
+    assert ((proba >= thr) == (ref["keras_proba"] >= thr)).all()
+
+
+def test_committed_manifest_records_a_passed_verification_and_accuracy():
+    manifest = json.loads((EXPORTED / "manifest.json").read_text())
+    eq = manifest["equivalence"]
+    assert eq["passed"] and eq["max_abs_error"] <= 1e-5
+    names = {f["name"] for f in eq["families"]}
+    assert {"test split", "saturating +-100", "random normal", "batch of 1"} <= names
+    assert manifest["metrics"]["test"]["accuracy"] >= 0.95
+    assert manifest["metrics"]["order_blind_baseline_test_accuracy"] <= 0.65
+    assert manifest["model"]["backend"] == "native"
+    assert "GRU" in manifest["model"]["ops"] and "Loop" not in manifest["model"]["ops"]
+
+
+def test_predict_returns_class_names_and_list_input():
+    p = Predictor.load(EXPORTED)
+    ref = np.load(EXPORTED / "reference.npz", allow_pickle=False)
+    X = ref["X"][:10]
+    labels = p.predict(X)
+    assert labels.shape == (10,)
+    assert set(labels.tolist()) <= set(p.class_names)
+    # A list of (T_i, F) arrays gives the same numbers as the stacked array when lengths agree.
+    np.testing.assert_array_equal(p.predict_proba(list(X)), p.predict_proba(X))
