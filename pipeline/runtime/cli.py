@@ -1,5 +1,10 @@
 """``gru-predict MODEL_DIR INPUT [--output FILE]``: batch predictions from a data file.
 
+``gru-predict MODEL_DIR - --stream`` reads one timestep per stdin line (F comma-separated raw
+features) and prints the running probability of class 1 after each line, flushed, so it can sit
+in a shell pipeline. A blank line or ``#`` comment is skipped, ``reset`` starts a new sequence; the
+first malformed line stops with a one-line error on stderr and exit code 2 (no guessing).
+
 Owns: the predict command line. Imports: the TF-free runtime only.
 Reads: MODEL_DIR (exported folder) and INPUT (.npz, .npy, .csv long layout, .ts).
 Writes: CSV ``id,probability,label`` to --output (atomically) or stdout.
@@ -30,7 +35,30 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("input", metavar="INPUT", help="data file: .npz (X[, lengths, ids]), .npy (X), .csv (long layout), .ts")
     p.add_argument("--output", "-o", metavar="FILE", help="write the CSV here instead of stdout")
     p.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: chosen by the runtime)")
+    p.add_argument("--stream", action="store_true",
+                   help="read one timestep per line (F comma-separated numbers) from INPUT ('-' = stdin) and "
+                        "print the running probability after each; stops at the first bad line (exit 2)")
     return p
+
+
+def stream_main(args) -> int:
+    """--stream: timesteps from a text file or stdin, running probabilities to stdout."""
+    from pipeline.runtime.predictor import Predictor
+    from pipeline.runtime.stream import stream_csv
+
+    if args.output:
+        raise InputError("--output cannot be used with --stream: the probabilities go to stdout line by line")
+    predictor = Predictor.load(args.model_dir, threads=args.threads)
+    if args.input == "-":
+        stream_csv(predictor, sys.stdin, sys.stdout)
+    else:
+        try:
+            fh = open(args.input, encoding="utf-8")
+        except OSError as exc:
+            raise InputError(f"{args.input}: cannot read: {exc.strerror or exc}") from None
+        with fh:
+            stream_csv(predictor, fh, sys.stdout)
+    return 0
 
 
 def write_rows(fh: TextIO, ids, proba, labels) -> None:
@@ -48,6 +76,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
         if args.threads is not None and args.threads < 1:
             raise InputError(f"--threads: expected a positive integer, got {args.threads}")
+        if args.stream:
+            return stream_main(args)
         predictor = Predictor.load(args.model_dir, threads=args.threads)
         data = read_sequences(args.input)
         if data.n_features != predictor.n_features:

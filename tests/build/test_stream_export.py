@@ -1,0 +1,83 @@
+"""stream.onnx export: written and verified against Keras (initial_state/return_state) for models that
+can stream, refused with a reason for those that cannot, and a disagreement fails the export."""
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tensorflow")
+
+from pipeline.artifact import sha256_file  # noqa: E402
+from pipeline.build import stream_export  # noqa: E402
+from pipeline.build.config import ModelConfig  # noqa: E402
+from pipeline.build.model import build_model  # noqa: E402
+from pipeline.errors import VerificationError  # noqa: E402
+
+F = 3
+
+
+def _manifest():
+    return {"input": {"name": "x", "shape": ["batch", "time", F], "kind": "features"}, "timesteps_trained": 10}
+
+
+def _model(masking=False, **cfg):
+    import keras
+
+    keras.utils.set_random_seed(0)
+    return build_model(ModelConfig(units=6, **cfg), F, masking)
+
+
+@pytest.mark.parametrize("cfg, masking", [
+    ({}, False),
+    ({"layers": 2}, False),
+    ({}, True),
+    ({"reset_after": False, "recurrent_activation": "hard_sigmoid"}, False),
+    ({"use_bias": False, "activation": "relu", "layers": 3}, False),
+])
+def test_streamable_models_export_and_verify(tmp_path, cfg, masking):
+    manifest = _manifest()
+    entry = stream_export.export_stream(_model(masking, **cfg), tmp_path, manifest, log=lambda m: None)
+    assert manifest["stream"] is entry and entry["supported"]
+    assert entry["sha256"] == sha256_file(tmp_path / "stream.onnx")
+    n = cfg.get("layers", 1)
+    assert entry["states"] == [{"input": f"h_in_{i}", "output": f"h_out_{i}", "shape": [1, 6]} for i in range(n)]
+    v = entry["verification"]
+    assert v["passed"] and v["max_abs_error_proba"] <= 1e-6 and v["max_abs_error_state"] <= 1e-6
+    assert v["chunkings"] >= 3 and v["max_abs_error_twin_vs_model"] <= 1e-5
+
+
+@pytest.mark.parametrize("cfg, reason", [
+    ({"bidirectional": True}, "Bidirectional"),
+    ({"go_backwards": True}, "go_backwards"),
+    ({"head": "avg"}, "pooling"),
+])
+def test_unstreamable_models_are_recorded_not_written(tmp_path, cfg, reason):
+    manifest = _manifest()
+    entry = stream_export.export_stream(_model(**cfg), tmp_path, manifest, log=lambda m: None)
+    assert entry["supported"] is False and reason in entry["reason"]
+    assert manifest["stream"] == entry
+    assert not (tmp_path / "stream.onnx").exists()
+
+
+def test_a_disagreeing_stream_graph_fails_verification(tmp_path, monkeypatch):
+    real = stream_export._onnx_stream_runner
+
+    def drifting(*args):
+        run = real(*args)
+
+        def wrapped(x, states):
+            p, s = run(x, states)
+            return p, [h + np.float32(2e-6) for h in s]  # tiny drift in the carried state
+
+        return wrapped
+
+    monkeypatch.setattr(stream_export, "_onnx_stream_runner", drifting)
+    with pytest.raises(VerificationError, match="stream.onnx disagrees with Keras"):
+        stream_export.export_stream(_model(), tmp_path, _manifest(), log=lambda m: None)
+
+
+def test_random_chunking_covers_the_sequence():
+    rng = np.random.default_rng(0)
+    for T in (1, 2, 7, 50):
+        for _ in range(20):
+            sizes = stream_export.random_chunking(T, rng, 5)
+            assert sum(sizes) == T and min(sizes) >= 1 and max(sizes) <= 5

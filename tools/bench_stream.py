@@ -1,0 +1,67 @@
+"""Benchmark streaming inference: ``python tools/bench_stream.py [MODEL_DIR]``.
+
+Per-step latency of one stream (median of many pushes), throughput of 64 and 1024 batched
+streams, and the cost of recomputing the full window with ``Predictor.predict_proba`` each step.
+Uses MODEL_DIR, else ``exported/`` when it has a stream graph, else builds a small default-sized
+model (64 units, F=8, T=50, 1 epoch) in a temporary folder (needs TensorFlow).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from pipeline.runtime import Predictor  # noqa: E402
+from pipeline.runtime.stream_bench import bench_stream, format_results  # noqa: E402
+
+
+def _model_dir(arg, tmp: str) -> Path:
+    if arg:
+        return Path(arg)
+    default = Path(__file__).resolve().parents[1] / "exported"
+    if (default / "manifest.json").is_file():
+        p = Predictor.load(default)
+        if p.manifest.get("stream", {}).get("supported"):
+            return default
+    from pipeline.build.builder import run_build
+    from pipeline.build.config import load_config
+
+    out = Path(tmp) / "bench-model"
+    print(f"exported/ has no stream graph: building a small model in {out}", file=sys.stderr)
+    cfg = {"data": {"n_samples": 300, "timesteps": 50, "features": 8}, "model": {"units": 64},
+           "train": {"epochs": 1, "verbose": "0"}, "verify": {"n_random": 32, "large_batch": 64},
+           "out": str(out)}
+    stdout = sys.stdout
+    sys.stdout = sys.stderr  # keep the build log out of the table
+    try:
+        run_build(load_config(None, cfg))
+    finally:
+        sys.stdout = stdout
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("model_dir", nargs="?", help="exported folder with a stream graph")
+    ap.add_argument("--window", type=int, default=50, help="window length recomputed by the baseline")
+    ap.add_argument("--pushes", type=int, default=20000, help="timed pushes for the single stream")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = _model_dir(args.model_dir, tmp)
+        p = Predictor.load(folder, threads=1)
+        cfg = p.manifest["config"]["model"]
+        print(f"model {folder.name}: {cfg['layers']} GRU layer(s) x {cfg['units']} units, F={p.n_features}; "
+              f"onnxruntime 1 thread; {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs")
+        print(format_results(bench_stream(p, window=args.window, n_single=args.pushes)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
