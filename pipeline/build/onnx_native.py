@@ -10,7 +10,10 @@ Mapping (Keras -> ONNX GRU, gate order z, r, h in both):
     R = recurrent_kernel.T  (3H, H)        (D, 3H, H)
     B = [input bias, recurrent bias]  (6H,)  reset_after=False puts zeros in the recurrent half
     reset_after=True  <-> linear_before_reset=1
-    Masking / Embedding(mask_zero) over right-padded rows <-> sequence_lens (count of unmasked steps)
+    Masking / Embedding(mask_zero) over right-padded rows <-> sequence_lens (count of unmasked steps);
+        on padded steps the graph reproduces Keras' returned values (last real output repeated for a
+        plain GRU, zeros inside Bidirectional and for go_backwards) so mask-blind layers such as
+        GlobalMaxPooling1D see the same numbers as in Keras
     go_backwards <-> direction="reverse"; Bidirectional <-> direction="bidirectional"
 The op is time-major (layout=0): the graph transposes once at the input and keeps the time-major
 layout between stacked GRUs.
@@ -238,19 +241,29 @@ class _Emitter:
         g = self.g
         direction = "reverse" if layer.go_backwards else "forward"
         Y, Y_h, _ = self._run_gru(t, [layer], direction)
-        if layer.return_sequences:
-            seq = g.op1("Squeeze", [Y, g.const("axis1", np.array([1], dtype=np.int64))], "y_tbh")  # (T, B, H)
-            if layer.go_backwards:
-                if t.lengths is not None:
-                    raise UnsupportedModelError("go_backwards with return_sequences over masked input")
-                # Keras returns the outputs in processing (reversed) order.
-                seq = g.op1("Slice", [seq, g.const("start", np.array([-1], np.int64)),
-                                      g.const("end", np.array([np.iinfo(np.int64).min], np.int64)),
-                                      g.const("axes", np.array([0], np.int64)),
-                                      g.const("step", np.array([-1], np.int64))], "y_rev")
-            return _Tensor(seq, "tbf", t.lengths, t.mask_tb1)
         last = g.op1("Squeeze", [Y_h, g.const("axis0", np.array([0], dtype=np.int64))], "h_last")  # (B, H)
-        return _Tensor(last, "bf")
+        if not layer.return_sequences:
+            return _Tensor(last, "bf")
+        seq = g.op1("Squeeze", [Y, g.const("axis1", np.array([1], dtype=np.int64))], "y_tbh")  # (T, B, H)
+        if layer.go_backwards:
+            # Keras returns the outputs in processing (reversed) order. Over right-padded masked rows
+            # that order starts with T - L steps holding the initial state (zeros) and ends with the
+            # real steps, while the *unreversed* mask is passed on; the full-time reversal of the ONNX
+            # output (zeros past each row's length) reproduces exactly that.
+            seq = g.op1("Slice", [seq, g.const("start", np.array([-1], np.int64)),
+                                  g.const("end", np.array([np.iinfo(np.int64).min], np.int64)),
+                                  g.const("axes", np.array([0], np.int64)),
+                                  g.const("step", np.array([-1], np.int64))], "y_rev")
+        elif t.mask_tb1 is not None and not self.stateful and not getattr(layer, "zero_output_for_mask", False):
+            seq = self._carry_last(seq, last, t.mask_tb1)
+        return _Tensor(seq, "tbf", t.lengths, t.mask_tb1)
+
+    def _carry_last(self, seq: str, last: str, mask_tb1: str) -> str:
+        """Keras (zero_output_for_mask=False) repeats the last real output on masked steps; ONNX
+        writes zeros there. Only visible to layers that ignore the mask (GlobalMaxPooling1D)."""
+        g = self.g
+        real = g.op1("Cast", [mask_tb1], "real_tb1", to=TensorProto.BOOL)  # (T, B, 1)
+        return g.op1("Where", [real, seq, last], "y_carried")  # (T, B, H); `last` (B, H) broadcasts
 
     def _merge(self, a: str, b: str, mode: str, axis: int) -> str:
         g = self.g
@@ -280,6 +293,13 @@ class _Emitter:
             y_f, y_b = g.op("Split", [Y], "y_dir", n_out=2, axis=1)  # (T, 1, B, H) each
             ax = g.const("axis1", np.array([1], dtype=np.int64))
             y_f, y_b = g.op1("Squeeze", [y_f, ax]), g.op1("Squeeze", [y_b, ax])
+            # Bidirectional forces zero_output_for_mask=True on its layers when returning sequences,
+            # which matches ONNX's zeros past each length; honour a layer that was changed back.
+            # The backward layer's masked steps hold its initial state (zeros) either way.
+            if t.mask_tb1 is not None and not self.stateful and not getattr(fw, "zero_output_for_mask", True):
+                h_f_last = g.op1("Squeeze", [g.op("Split", [Y_h], "h_dir", n_out=2, axis=0)[0],
+                                             g.const("axis0", np.array([0], np.int64))], "h_f_last")
+                y_f = self._carry_last(y_f, h_f_last, t.mask_tb1)
             merged = self._merge(y_f, y_b, layer.merge_mode, axis=2)  # (T, B, *)
             return _Tensor(merged, "tbf", t.lengths, t.mask_tb1)
         h_f, h_b = g.op("Split", [Y_h], "h_dir", n_out=2, axis=0)  # (1, B, H) each
@@ -303,8 +323,8 @@ class _Emitter:
             total = g.op1("ReduceSum", [masked, g.const("axis0", np.array([0], np.int64))], "sum", keepdims=0)
             count = g.op1("ReduceSum", [t.mask_tb1, g.const("axis0", np.array([0], np.int64))], "count", keepdims=0)
             return _Tensor(g.op1("Div", [total, count], "avg"), "bf")  # (B, H)
-        if t.mask_tb1 is not None:
-            raise UnsupportedModelError("GlobalMaxPooling1D ignores masks in Keras; refusing a masked max pool")
+        # Keras 3 GlobalMaxPooling1D ignores the mask and takes the max over every step, padded ones
+        # included; the GRU emitters reproduce Keras' values on padded steps, so a plain max is exact.
         return _Tensor(g.op1("ReduceMax", [t.name], "max", axes=[axis], keepdims=0), "bf")
 
     def dense(self, layer, t: _Tensor) -> _Tensor:

@@ -1,0 +1,387 @@
+"""Coverage of the native ONNX GRU exporter: the configurations people use, built and measured.
+
+Owns: the list of model configurations (``CASES``), building one as a tiny Keras model with
+non-trivial random weights, exporting it with ``export_native``, running it in onnxruntime on
+random and "real" inputs (the default order task, standardized) at two batch sizes and two
+sequence lengths, and measuring max |Keras - ORT|; also the batch-1 latency comparison of the
+native GRU graph against tf2onnx's Loop graph. Used by tests/build/test_native_coverage.py and
+tools/coverage_table.py.
+Imports: numpy, onnx, onnxruntime, keras (build stage only), pipeline.build modules.
+Reads/writes: nothing on disk.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import numpy as np
+import onnx
+
+from pipeline.build.dataset import make_order_task
+from pipeline.preprocessing import apply_preprocessing, fit_standardization
+
+__all__ = [
+    "Case", "CaseResult", "CASES", "case_by_name", "build_case", "randomize_weights", "make_inputs",
+    "ort_session", "run_onnx", "keras_run", "measure_case", "graph_ops", "latency_native_vs_tf2onnx",
+    "markdown_table", "FEATURES", "VOCAB", "TIMESTEPS", "BATCHES",
+]
+
+FEATURES = 3          # F of the feature-input cases
+VOCAB = 12            # token-id cases: ids in [1, VOCAB), 0 = padding
+TIMESTEPS = (9, 16)   # two T values, the dynamic time axis is exercised with both
+BATCHES = (1, 6)      # two batch sizes, the dynamic batch axis is exercised with both
+INPUT_NAME = "x"
+OPSET = 17
+
+
+@dataclass(frozen=True)
+class Case:
+    """One configuration: a name, the layers after the input, and how the input looks.
+
+    ``layers`` is called with no argument and returns fresh Keras layers applied in order after
+    the input (and the Masking layer when ``masked``); a Dense(1, sigmoid) head is appended.
+    """
+
+    name: str
+    layers: Callable[[], list]
+    masked: bool = False      # Masking(0.0) on right-padded float input
+    tokens: bool = False      # (batch, time) int64 ids through Embedding(mask_zero=True)
+    weight_scale: float = 1.0 # multiplies the random weights (unbounded relu gates need less)
+
+
+def _gru(units: int = 8, **kw):
+    import keras
+
+    return keras.layers.GRU(units, **kw)
+
+
+def _bi(merge_mode: str = "concat", **kw):
+    import keras
+
+    return keras.layers.Bidirectional(_gru(**kw), merge_mode=merge_mode)
+
+
+def _layer(name: str, *args, **kw):
+    import keras
+
+    return getattr(keras.layers, name)(*args, **kw)
+
+
+CASES: list[Case] = [
+    Case("GRU reset_after=True", lambda: [_gru(reset_after=True)]),
+    Case("GRU reset_after=False", lambda: [_gru(reset_after=False)]),
+    Case("GRU use_bias=False", lambda: [_gru(use_bias=False)]),
+    Case("GRU use_bias=False reset_after=False", lambda: [_gru(use_bias=False, reset_after=False)]),
+    Case("2 stacked GRUs", lambda: [_gru(return_sequences=True), _gru()]),
+    Case("3 stacked GRUs", lambda: [_gru(return_sequences=True), _gru(6, return_sequences=True), _gru(4)]),
+    Case("GRU + GlobalAveragePooling1D", lambda: [_gru(return_sequences=True), _layer("GlobalAveragePooling1D")]),
+    Case("GRU + GlobalMaxPooling1D", lambda: [_gru(return_sequences=True), _layer("GlobalMaxPooling1D")]),
+    Case("GRU + Dense(6, relu) hidden", lambda: [_gru(), _layer("Dense", 6, activation="relu")]),
+    Case("Bidirectional concat", lambda: [_bi("concat")]),
+    Case("Bidirectional sum", lambda: [_bi("sum")]),
+    Case("Bidirectional ave", lambda: [_bi("ave")]),
+    Case("Bidirectional mul", lambda: [_bi("mul")]),
+    Case("2 stacked Bidirectional + avg pool", lambda: [_bi("concat", return_sequences=True),
+                                                        _bi("sum", return_sequences=True),
+                                                        _layer("GlobalAveragePooling1D")]),
+    Case("GRU go_backwards", lambda: [_gru(go_backwards=True)]),
+    Case("GRU go_backwards return_sequences + GRU", lambda: [_gru(go_backwards=True, return_sequences=True), _gru()]),
+    Case("activation=relu", lambda: [_gru(activation="relu")]),
+    Case("activation=sigmoid", lambda: [_gru(activation="sigmoid")]),
+    Case("activation=hard_sigmoid", lambda: [_gru(activation="hard_sigmoid")]),
+    Case("recurrent_activation=hard_sigmoid", lambda: [_gru(recurrent_activation="hard_sigmoid")]),
+    Case("recurrent_activation=tanh", lambda: [_gru(recurrent_activation="tanh")]),
+    # relu gates are unbounded, so z > 1 makes h grow geometrically (inf/NaN in Keras and ORT alike)
+    # at unit-variance weights; smaller weights keep it finite.
+    Case("recurrent_activation=relu", lambda: [_gru(recurrent_activation="relu")], weight_scale=0.3),
+    Case("dropout=0.3 recurrent_dropout=0.3", lambda: [_gru(dropout=0.3, recurrent_dropout=0.3)]),
+    Case("Dropout layer between GRUs", lambda: [_gru(return_sequences=True), _layer("Dropout", 0.5), _gru()]),
+    Case("Masking + GRU", lambda: [_gru()], masked=True),
+    Case("Masking + GRU reset_after=False", lambda: [_gru(reset_after=False)], masked=True),
+    Case("Masking + 2 stacked GRUs", lambda: [_gru(return_sequences=True), _gru()], masked=True),
+    Case("Masking + Bidirectional concat", lambda: [_bi("concat")], masked=True),
+    Case("Masking + stacked Bidirectional", lambda: [_bi("ave", return_sequences=True), _bi("mul")], masked=True),
+    Case("Masking + GRU + avg pool", lambda: [_gru(return_sequences=True), _layer("GlobalAveragePooling1D")], masked=True),
+    Case("Masking + Bidirectional + avg pool", lambda: [_bi("concat", return_sequences=True),
+                                                        _layer("GlobalAveragePooling1D")], masked=True),
+    Case("Masking + GRU + max pool", lambda: [_gru(return_sequences=True), _layer("GlobalMaxPooling1D")], masked=True),
+    Case("Masking + 2 stacked GRUs + max pool", lambda: [_gru(return_sequences=True), _gru(return_sequences=True),
+                                                         _layer("GlobalMaxPooling1D")], masked=True),
+    Case("Masking + Bidirectional + max pool", lambda: [_bi("sum", return_sequences=True),
+                                                        _layer("GlobalMaxPooling1D")], masked=True),
+    Case("Masking + GRU go_backwards", lambda: [_gru(go_backwards=True)], masked=True),
+    Case("Masking + GRU go_backwards return_sequences + avg pool",
+         lambda: [_gru(go_backwards=True, return_sequences=True), _layer("GlobalAveragePooling1D")], masked=True),
+    Case("Masking + GRU go_backwards return_sequences + GRU",
+         lambda: [_gru(go_backwards=True, return_sequences=True), _gru()], masked=True),
+    Case("Embedding(mask_zero) + GRU", lambda: [_layer("Embedding", VOCAB, 5, mask_zero=True), _gru()], tokens=True),
+    Case("Embedding(mask_zero) + Bidirectional + avg pool",
+         lambda: [_layer("Embedding", VOCAB, 5, mask_zero=True), _bi("concat", return_sequences=True),
+                  _layer("GlobalAveragePooling1D")], tokens=True),
+    Case("Embedding(mask_zero) + 2 stacked GRUs + max pool",
+         lambda: [_layer("Embedding", VOCAB, 5, mask_zero=True), _gru(return_sequences=True),
+                  _gru(return_sequences=True), _layer("GlobalMaxPooling1D")], tokens=True),
+]
+
+
+def case_by_name(name: str) -> Case:
+    for case in CASES:
+        if case.name == name:
+            return case
+    raise KeyError(name)
+
+
+def randomize_weights(model, seed: int, scale: float = 1.0) -> None:
+    """Replace every weight with seeded normal values scaled 1/sqrt(fan_in), biases 0.3.
+
+    Glorot/orthogonal inits with zero biases keep a random GRU close to linear; these scales put
+    the gates' pre-activations around unit variance, so they neither saturate nor vanish.
+    """
+    rng = np.random.default_rng(seed)
+    new = []
+    for w in model.weights:
+        shape = tuple(w.shape)
+        if "embeddings" in w.path:
+            values = rng.normal(0.0, 1.0, shape)
+        elif len(shape) >= 2:
+            values = rng.normal(0.0, 1.0 / np.sqrt(shape[0]), shape)
+        else:
+            values = rng.normal(0.0, 0.3, shape)
+        new.append((scale * values).astype(np.float32))
+    model.set_weights(new)
+
+
+def build_case(case: Case, seed: int = 0):
+    """The Keras model of ``case`` with randomized weights: (batch, time, F) or (batch, time) ids -> (batch, 1)."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    if case.tokens:
+        inputs = keras.Input(shape=(None,), dtype="int64", name=INPUT_NAME)  # (batch, time) ids
+    else:
+        inputs = keras.Input(shape=(None, FEATURES), name=INPUT_NAME)  # (batch, time, F)
+    x = inputs
+    if case.masked:
+        x = keras.layers.Masking(mask_value=0.0)(x)
+    with warnings.catch_warnings():
+        # Keras warns that GlobalMaxPooling1D drops the mask; that is the behaviour being measured.
+        warnings.filterwarnings("ignore", message=".*does not support masking.*")
+        for layer in case.layers():
+            x = layer(x)
+    outputs = keras.layers.Dense(1, activation="sigmoid", name="classifier")(x)  # (batch, 1)
+    model = keras.Model(inputs, outputs, name="coverage_" + "".join(c if c.isalnum() else "_" for c in case.name))
+    randomize_weights(model, seed, case.weight_scale)
+    return model
+
+
+def _right_pad(X: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Zero every step at or past each row's length: X (N, T, ...) right-padded."""
+    X = X.copy()
+    steps = np.arange(X.shape[1])[None, :]
+    X[steps >= lengths[:, None]] = 0
+    return X
+
+
+def make_inputs(case: Case, seed: int = 0) -> list[tuple[str, np.ndarray]]:
+    """Named input batches for ``case``: random and real data, every (batch, T) in BATCHES x TIMESTEPS.
+
+    Masked and token cases get right-padded rows with lengths in [1, T]; the longest row is full.
+    "Real" inputs are the default order task standardized like the build does (for tokens:
+    feature 0 of it bucketed into ids 1..VOCAB-1).
+    """
+    rng = np.random.default_rng(seed)
+    batches: list[tuple[str, np.ndarray]] = []
+    for T in TIMESTEPS:
+        task = make_order_task(max(BATCHES), T, max(FEATURES, 2), seed=seed + T)
+        real_lengths = rng.integers(max(1, T // 3), T + 1, size=max(BATCHES))
+        real_lengths[0] = T
+        if case.masked or case.tokens:
+            prep = fit_standardization(task.X, real_lengths)
+            real = apply_preprocessing(task.X, prep, real_lengths)  # (N, T, F), zeros past the lengths
+        else:
+            real = apply_preprocessing(task.X, fit_standardization(task.X))  # (N, T, F)
+        for B in BATCHES:
+            lengths = real_lengths[:B]
+            if case.tokens:
+                bins = np.linspace(-2.0, 2.0, VOCAB - 2)
+                ids_real = (np.digitize(real[:B, :, 0], bins) + 1).astype(np.int64)  # (B, T) in [1, VOCAB)
+                ids_rand = rng.integers(1, VOCAB, size=(B, T)).astype(np.int64)
+                batches.append((f"random ids B={B} T={T}", _right_pad(ids_rand, lengths)))
+                batches.append((f"order task ids B={B} T={T}", _right_pad(ids_real, lengths)))
+                continue
+            rand = rng.standard_normal((B, T, FEATURES)).astype(np.float32)  # (B, T, F)
+            if case.masked:
+                rand = _right_pad(rand, lengths)
+            batches.append((f"random B={B} T={T}", rand))
+            batches.append((f"order task B={B} T={T}", np.ascontiguousarray(real[:B], dtype=np.float32)))
+    return batches
+
+
+def ort_session(proto: onnx.ModelProto, threads: int = 1):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    return ort.InferenceSession(proto.SerializeToString(), sess_options=so, providers=["CPUExecutionProvider"])
+
+
+def run_onnx(session, X: np.ndarray) -> np.ndarray:
+    """(N, T, F) or (N, T) -> (N,) probabilities from onnxruntime."""
+    name = session.get_inputs()[0].name
+    return np.asarray(session.run(None, {name: X})[0], dtype=np.float32).reshape(-1)
+
+
+def keras_run(model, X: np.ndarray) -> np.ndarray:
+    """(N, T, F) or (N, T) -> (N,) probabilities from Keras in inference mode."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*does not support masking.*")
+        return np.asarray(model(X, training=False), dtype=np.float32).reshape(-1)
+
+
+def graph_ops(proto: onnx.ModelProto) -> list[str]:
+    return sorted({n.op_type for n in proto.graph.node})
+
+
+@dataclass
+class CaseResult:
+    name: str
+    ops: list[str]
+    gru_nodes: int
+    max_abs_random: float
+    max_abs_real: float
+    per_batch: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def max_abs(self) -> float:
+        return max(self.max_abs_random, self.max_abs_real)
+
+    @property
+    def has_loop(self) -> bool:
+        return any(op in ("Loop", "Scan") for op in self.ops)
+
+
+def measure_case(case: Case, seed: int = 0) -> CaseResult:
+    """Build, export natively, run both sides on every input batch; the errors per batch."""
+    from pipeline.build.onnx_native import export_native
+
+    model = build_case(case, seed)
+    proto = export_native(model, INPUT_NAME, OPSET)
+    session = ort_session(proto)
+    per_batch: dict[str, float] = {}
+    for name, X in make_inputs(case, seed):
+        p_keras = keras_run(model, X)
+        p_onnx = run_onnx(session, X)
+        assert p_keras.shape == p_onnx.shape == (X.shape[0],), (name, p_keras.shape, p_onnx.shape)
+        err = np.abs(p_keras.astype(np.float64) - p_onnx)
+        # A non-finite probability on either side is a failure, never a silent NaN comparison.
+        per_batch[name] = float(err.max()) if np.isfinite(err).all() else float("inf")
+    rand = max(v for k, v in per_batch.items() if k.startswith("random"))
+    real = max(v for k, v in per_batch.items() if k.startswith("order task"))
+    return CaseResult(case.name, graph_ops(proto), sum(n.op_type == "GRU" for n in proto.graph.node),
+                      rand, real, per_batch)
+
+
+def latency_native_vs_tf2onnx(units: int = 64, timesteps: int = 50, features: int = 8, rounds: int = 15,
+                              calls_per_round: int = 20, seed: int = 0) -> dict[str, float]:
+    """Median batch-1 latency (ms per call) of the default-size model: native GRU graph vs tf2onnx Loop graph.
+
+    Both graphs come from the same random-weight model and run with one intra-op thread; rounds
+    alternate between the two so machine load affects both alike.
+    """
+    from pipeline.build.config import ModelConfig
+    from pipeline.build.model import build_model
+    from pipeline.build.onnx_native import OUTPUT_NAME, export_native
+    from pipeline.build.onnx_tf2onnx import export_tf2onnx
+
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    model = build_model(ModelConfig(units=units), features, masking=False)
+    randomize_weights(model, seed)
+    sessions = {
+        "native GRU op": ort_session(export_native(model, INPUT_NAME, OPSET)),
+        "tf2onnx Loop": ort_session(export_tf2onnx(model, INPUT_NAME, OUTPUT_NAME, OPSET)),
+    }
+    X = np.random.default_rng(seed).standard_normal((1, timesteps, features)).astype(np.float32)  # (1, T, F)
+    ref = keras_run(model, X)
+    times: dict[str, list[float]] = {k: [] for k in sessions}
+    errors: dict[str, float] = {}
+    for name, sess in sessions.items():  # warm-up + correctness
+        for _ in range(5):
+            p = run_onnx(sess, X)
+        errors[name] = float(np.abs(p - ref).max())
+    for r in range(rounds):
+        order = list(sessions.items()) if r % 2 == 0 else list(sessions.items())[::-1]
+        for name, sess in order:
+            start = time.perf_counter()
+            for _ in range(calls_per_round):
+                run_onnx(sess, X)
+            times[name].append((time.perf_counter() - start) / calls_per_round * 1e3)
+    out = {f"{name} ms": statistics.median(v) for name, v in times.items()}
+    out.update({f"{name} max abs error": e for name, e in errors.items()})
+    out["speed-up"] = out["tf2onnx Loop ms"] / out["native GRU op ms"]
+    return out
+
+
+def markdown_table(results: list[CaseResult]) -> str:
+    """configuration | ONNX ops | max abs error (random / order task)."""
+    lines = ["| configuration | ONNX ops | max abs error (random / order task) |", "|---|---|---:|"]
+    for r in results:
+        lines.append(f"| {r.name} | {', '.join(r.ops)} | {r.max_abs_random:.2g} / {r.max_abs_real:.2g} |")
+    return "\n".join(lines)
+
+
+README_BEGIN = "<!-- BEGIN native-gru -->"
+README_END = "<!-- END native-gru -->"
+
+
+def readme_section(results: list[CaseResult], latency: Optional[dict[str, float]]) -> str:
+    """The Markdown placed between the native-gru markers of README.md."""
+    worst = max(r.max_abs for r in results)
+    parts = [
+        "## Native ONNX GRU export",
+        "",
+        "tf2onnx turns a Keras 3 GRU into a `Loop` over time steps. `pipeline/build/onnx_native.py` instead",
+        "emits the ONNX `GRU` op directly (gate order z, r, h in both; `reset_after=True` is",
+        "`linear_before_reset=1`; Bidirectional is `direction=\"bidirectional\"`, go_backwards is `\"reverse\"`;",
+        "Masking / `Embedding(mask_zero=True)` over right-padded rows becomes `sequence_lens`). On padded steps",
+        "the graph reproduces the values Keras returns (a plain GRU repeats its last real output, Bidirectional",
+        "and go_backwards give zeros), so mask-blind layers such as `GlobalMaxPooling1D` agree too. Anything it",
+        "cannot express exactly (custom cells, Conv1D, ...) raises `UnsupportedModelError` and the build falls",
+        "back to tf2onnx (`manifest[\"model\"][\"backend\"] == \"tf2onnx\"`, with `fallback_reason`), verified the same way.",
+        "Left-padded input cannot be expressed by `sequence_lens`; the runtime refuses real steps equal to the",
+        "mask value (`InputError`) rather than answering differently from Keras.",
+        "",
+        f"Coverage (`python tools/coverage_table.py`; tiny random-weight models, one ONNX model per row run at batch",
+        f"{' and '.join(map(str, BATCHES))} and T {' and '.join(map(str, TIMESTEPS))}, on random and standardized",
+        f"order-task inputs; tolerance 1e-5 on probabilities, worst {worst:.2g}):",
+        "",
+        markdown_table(results),
+    ]
+    if latency:
+        parts += [
+            "",
+            "Batch-1 latency of the default-size model (GRU(64), T=50, F=8, one intra-op thread, median of",
+            "interleaved rounds):",
+            "",
+            "| graph | ms per call |",
+            "|---|---:|",
+            f"| native GRU op | {latency['native GRU op ms']:.3f} |",
+            f"| tf2onnx Loop | {latency['tf2onnx Loop ms']:.3f} |",
+            "",
+            f"The native graph is {latency['speed-up']:.1f}x faster at batch 1.",
+        ]
+    return "\n".join(parts)
+
+
+def replace_readme_region(readme_text: str, body: str) -> str:
+    """``readme_text`` with everything between the native-gru markers replaced by ``body``."""
+    start = readme_text.index(README_BEGIN) + len(README_BEGIN)
+    end = readme_text.index(README_END, start)
+    return readme_text[:start] + "\n" + body.strip() + "\n" + readme_text[end:]
