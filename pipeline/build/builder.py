@@ -189,23 +189,31 @@ def run_build(cfg: BuildConfig) -> BuildResult:
     log("[2/6] train")
     from pipeline.build.baseline import order_blind_accuracy
     from pipeline.build.model import INPUT_NAME, build_model
-    from pipeline.build.train import evaluate, fit, keras_proba, seed_everything
+    from pipeline.build.train import fit, keras_proba, seed_everything
 
     seed_everything(cfg.seed)
     model = build_model(cfg.model, F, masking, cfg.train.learning_rate)
-    result = fit(model, scale(train), train.y, scale(val), val.y, cfg.train.epochs, cfg.train.batch_size,
-                 cfg.train.patience, cfg.train.verbose)
-    threshold = 0.5
+    result = fit(model, scale(train), train.y, scale(val), val.y, cfg.train)
+    sched = result.schedule
+    log(f"  schedule: up to {sched['epochs']} epochs x {sched['steps_per_epoch']} updates (batch {sched['batch_size']}), "
+        f"patience {sched['patience']}, class weights {sched['class_weight'] or 'none'}")
+    from pipeline.build.report import binary_metrics, choose_threshold
+
+    probas = {name: (d.y, keras_proba(model, scale(d)))
+              for name, d in (("train", train), ("validation", val), ("test", test))}
+    if cfg.train.threshold is not None:
+        threshold, threshold_source = float(cfg.train.threshold), "fixed by train.threshold"
+    else:
+        threshold, threshold_source = choose_threshold(*probas["validation"])
     metrics = {
-        "train": evaluate(model, scale(train), train.y, threshold),
-        "validation": evaluate(model, scale(val), val.y, threshold),
-        "test": evaluate(model, scale(test), test.y, threshold),
+        **{name: binary_metrics(y, p, threshold) for name, (y, p) in probas.items()},
         "order_blind_baseline_test_accuracy": order_blind_accuracy(
             train.X, train.lengths, train.y, test.X, test.lengths, test.y),
         "best_epoch": result.best_epoch,
         "epochs_run": result.epochs_run,
+        "schedule": sched,
     }
-    log(f"  test accuracy {metrics['test']['accuracy']:.4f} (order-blind baseline "
+    log(f"  test accuracy {metrics['test']['accuracy']:.4f} at threshold {threshold:.4g} (order-blind baseline "
         f"{metrics['order_blind_baseline_test_accuracy']:.4f}), best epoch {result.best_epoch}/{result.epochs_run}")
 
     log("[3/6] export")
@@ -236,6 +244,7 @@ def run_build(cfg: BuildConfig) -> BuildResult:
             "masking": {"enabled": bool(masking), "mask_value": 0.0 if masking else None,
                         "padding": "right" if masking else None},
             "threshold": threshold,
+            "threshold_source": threshold_source,
             "class_names": class_names,
             "timesteps_trained": T,
             "feature_names": train.feature_names,
@@ -246,6 +255,9 @@ def run_build(cfg: BuildConfig) -> BuildResult:
             "training_history": result.history,
             "reference": {"file": artifact.REFERENCE_FILE, "rows": int(ref_n)},
         }
+        from pipeline.build.stream_export import export_stream  # stream.onnx + manifest["stream"], verified
+
+        export_stream(model, staging, manifest, cfg, lambda Z: keras_proba(model, Z))
         artifact.write_manifest(staging, manifest)
 
         log("[4/6] verify Keras vs onnxruntime")
@@ -256,9 +268,10 @@ def run_build(cfg: BuildConfig) -> BuildResult:
         predictor = Predictor.load(staging)
         families = stress_families(test, prep, cfg.verify.n_random, cfg.verify.odd_batch,
                                    cfg.verify.large_batch, cfg.seed, masking)
+        sample_errors: dict[str, np.ndarray] = {}
         try:
             results = verify_equivalence(lambda Z: keras_proba(model, Z), predictor.predict_proba,
-                                         families, prep, cfg.verify.atol, threshold)
+                                         families, prep, cfg.verify.atol, threshold, errors_out=sample_errors)
         finally:
             del predictor
         table = format_table(results, cfg.verify.atol)
@@ -267,9 +280,13 @@ def run_build(cfg: BuildConfig) -> BuildResult:
         artifact.write_manifest(staging, manifest)
 
         log("[5/6] report")
-        from pipeline.build.report import write_report
+        from pipeline.build.report import write_plots, write_report
 
-        write_report(staging, manifest, table)
+        plots = write_plots(staging, result.history, {k: probas[k] for k in ("validation", "test")}, threshold,
+                            class_names, sample_errors, cfg.verify.atol)
+        manifest["report"] = {"file": artifact.REPORT_FILE, "plots": plots}
+        artifact.write_manifest(staging, manifest)
+        write_report(staging, manifest, table, plots)
 
         log("[6/6] publish")
         _publish(staging, out)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -65,12 +66,28 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    """Optimizer and schedule."""
+    """Optimizer, schedule and decision threshold.
 
-    epochs: int = 40                 # upper bound; early stopping usually ends sooner
-    batch_size: int = 64
-    learning_rate: float = 1e-3      # Adam
-    patience: int = 6                # early stopping on val_loss, best weights restored
+    The defaults are meant to work unchanged from a few dozen to tens of thousands of sequences:
+    the budget is counted in optimizer updates (so a 40-sample file still gets hundreds of steps),
+    patience likewise, the learning rate halves on plateaus, the best-validation weights are kept,
+    and classes are weighted so an imbalanced file does not collapse onto the majority class.
+    """
+
+    epochs: Optional[int] = None     # None = auto: max(min_epochs, ceil(min_steps / steps per epoch)), capped at max_epochs; a number = exactly that upper bound
+    min_epochs: int = 40             # auto epochs: at least this many (early stopping usually ends sooner)
+    min_steps: int = 1000            # auto epochs: at least this many optimizer updates ...
+    max_epochs: int = 400            # ... but never more epochs than this (wins over min_epochs)
+    batch_size: int = 64             # shrunk automatically so small training sets get >= 4 updates per epoch
+    learning_rate: float = 3e-3      # Adam, initial (halved on plateaus, see lr_factor)
+    patience: int = 6                # early stopping on val_loss after this many epochs without improvement ...
+    patience_steps: int = 600        # ... and at least this many optimizer updates; best weights restored
+    lr_factor: float = 0.5           # ReduceLROnPlateau on val_loss: multiply the learning rate by this (1.0 = off)
+    lr_patience: Optional[int] = None  # epochs without improvement before reducing; None = half the early-stopping patience
+    min_lr: float = 1e-5             # ReduceLROnPlateau floor
+    clipnorm: float = 1.0            # clip the global gradient norm (keeps long sequences stable); 0 = off
+    class_weight: str = "balanced"   # balanced (weights n / (2 * n_class)) | none
+    threshold: Optional[float] = None  # decision threshold on p(class 1); None = chosen on validation (max balanced accuracy, 0.5 if degenerate)
     verbose: str = "auto"            # Keras progress: auto | 0 | 1 | 2
 
 
@@ -116,7 +133,17 @@ class BuildConfig:
             (m.merge_mode in ("concat", "sum", "ave", "mul"), f"model.merge_mode must be concat|sum|ave|mul, got {m.merge_mode!r}"),
             (m.head in ("last", "avg", "max"), f"model.head must be last|avg|max, got {m.head!r}"),
             (0.0 <= m.dropout < 1.0 and 0.0 <= m.recurrent_dropout < 1.0, "dropout rates must be in [0, 1)"),
-            (t.epochs >= 1, f"train.epochs must be >= 1, got {t.epochs}"),
+            (t.epochs is None or t.epochs >= 1, f"train.epochs must be >= 1, got {t.epochs}"),
+            (t.min_epochs >= 1 and t.max_epochs >= 1, f"train.min_epochs and train.max_epochs must be >= 1, got {t.min_epochs}, {t.max_epochs}"),
+            (t.min_steps >= 0 and t.patience >= 1 and t.patience_steps >= 0,
+             "train.min_steps and train.patience_steps must be >= 0, train.patience >= 1"),
+            (0 < t.lr_factor <= 1, f"train.lr_factor must be in (0, 1], got {t.lr_factor}"),
+            (t.lr_patience is None or t.lr_patience >= 1, f"train.lr_patience must be >= 1, got {t.lr_patience}"),
+            (t.clipnorm >= 0, f"train.clipnorm must be >= 0 (0 = off), got {t.clipnorm}"),
+            (t.min_lr >= 0, f"train.min_lr must be >= 0, got {t.min_lr}"),
+            (t.class_weight in ("balanced", "none"), f"train.class_weight must be balanced|none, got {t.class_weight!r}"),
+            (t.threshold is None or 0 < t.threshold < 1, f"train.threshold must be in (0, 1), got {t.threshold}"),
+            (str(t.verbose) in ("auto", "0", "1", "2"), f"train.verbose must be auto|0|1|2, got {t.verbose!r}"),
             (t.batch_size >= 1, f"train.batch_size must be >= 1, got {t.batch_size}"),
             (t.learning_rate > 0, f"train.learning_rate must be > 0, got {t.learning_rate}"),
             (e.backend in ("auto", "native", "tf2onnx"), f"export.backend must be auto|native|tf2onnx, got {e.backend!r}"),
@@ -131,6 +158,13 @@ class BuildConfig:
         return self
 
 
+def _expected_type(obj: Any, name: str) -> Optional[type]:
+    """The non-None type a dataclass field declares (``Optional[int]`` -> int), or None if unknown."""
+    hint = typing.get_type_hints(type(obj)).get(name)
+    args = [a for a in typing.get_args(hint) if a is not type(None)] if typing.get_origin(hint) is not None else [hint]
+    return args[0] if len(args) == 1 and isinstance(args[0], type) else None
+
+
 def _merge(obj: Any, values: dict[str, Any], where: str) -> None:
     """Set dataclass fields of ``obj`` from ``values``, recursing into sections."""
     names = {f.name: f for f in dataclasses.fields(obj)}
@@ -143,12 +177,13 @@ def _merge(obj: Any, values: dict[str, Any], where: str) -> None:
                 raise ConfigError(f"config section {where}{key!r} must be a table, got {type(value).__name__}")
             _merge(current, value, f"{where}{key}.")
         else:
-            if current is not None and value is not None and not isinstance(value, type(current)):
-                if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+            want = _expected_type(obj, key) or (type(current) if current is not None else None)
+            if want is not None and value is not None and (not isinstance(value, want) or (isinstance(value, bool) and want is not bool)):
+                if want is float and isinstance(value, int) and not isinstance(value, bool):
                     value = float(value)
                 else:
                     raise ConfigError(
-                        f"config key {where}{key!r} expects {type(current).__name__}, got {type(value).__name__} {value!r}"
+                        f"config key {where}{key!r} expects {want.__name__}, got {type(value).__name__} {value!r}"
                     )
             setattr(obj, key, value)
 

@@ -1,25 +1,247 @@
-"""Human-readable build report (report.md in the artifact folder).
+"""Build report: metrics math, threshold choice, report.md and PNG plots in the artifact folder.
 
-Owns: rendering the manifest's metrics, model and equivalence results as Markdown.
-Imports: standard library only. Writes: ``<dir>/report.md``.
+Owns: ROC / precision-recall curves and their areas (numpy only, no sklearn), the decision
+threshold chosen on validation data, and rendering the manifest's metrics, model, equivalence
+results and plots as Markdown. Imports: numpy; matplotlib (Agg backend) only inside
+``write_plots``, so the runtime never needs it. Writes: ``<dir>/report.md`` and ``<dir>/*.png``.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
+
+import numpy as np
 
 from pipeline import artifact
 
-__all__ = ["write_report"]
+__all__ = [
+    "roc_curve", "pr_curve", "auc", "binary_metrics", "choose_threshold", "confusion",
+    "write_plots", "write_report", "PLOT_FILES",
+]
+
+PLOT_FILES = {
+    "training": "training_curves.png",
+    "roc": "roc_curve.png",
+    "pr": "precision_recall_curve.png",
+    "confusion": "confusion_matrix.png",
+    "errors": "equivalence_errors.png",
+}
 
 
-def write_report(folder: Path, manifest: dict[str, Any], equivalence_table: str) -> Path:
-    """Write report.md summarising data, model, metrics and the Keras-vs-ONNX check."""
+# ---------------------------------------------------------------------------- metrics (numpy only)
+
+def _sorted_counts(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Cumulative true/false positives when thresholding at each distinct score, highest first."""
+    y = np.asarray(y, dtype=np.int64)
+    p = np.asarray(p, dtype=np.float64)
+    order = np.argsort(-p, kind="mergesort")
+    p, y = p[order], y[order]
+    last = np.r_[np.flatnonzero(np.diff(p)), len(p) - 1]  # last index of each run of equal scores
+    tp = np.cumsum(y)[last]
+    fp = (last + 1) - tp
+    return tp.astype(np.float64), fp.astype(np.float64), p[last]
+
+
+def roc_curve(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(false positive rate, true positive rate, thresholds), starting at (0, 0). y in {0, 1}."""
+    tp, fp, thr = _sorted_counts(y, p)
+    P, N = max(tp[-1], 1.0) if len(tp) else 1.0, max(fp[-1], 1.0) if len(fp) else 1.0
+    return np.r_[0.0, fp / N], np.r_[0.0, tp / P], np.r_[np.inf, thr]
+
+
+def pr_curve(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(recall, precision, thresholds) for class 1, starting at recall 0 / precision 1."""
+    tp, fp, thr = _sorted_counts(y, p)
+    P = max(tp[-1], 1.0) if len(tp) else 1.0
+    precision = tp / np.maximum(tp + fp, 1.0)
+    return np.r_[0.0, tp / P], np.r_[1.0, precision], np.r_[np.inf, thr]
+
+
+def auc(x: np.ndarray, y: np.ndarray) -> float:
+    """Trapezoidal area under a curve given by monotone x."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    return float(np.sum(np.diff(x) * (y[1:] + y[:-1]) / 2.0)) if len(x) > 1 else float("nan")
+
+
+def average_precision(y: np.ndarray, p: np.ndarray) -> float:
+    """Area under the precision-recall curve as a step function (the usual 'average precision')."""
+    recall, precision, _ = pr_curve(y, p)
+    return float(np.sum(np.diff(recall) * precision[1:]))
+
+
+def confusion(y: np.ndarray, p: np.ndarray, threshold: float) -> list[list[int]]:
+    """[[TN, FP], [FN, TP]] (rows: true class 0/1, columns: predicted 0/1) at ``p >= threshold``."""
+    y = np.asarray(y, np.int64)
+    pred = (np.asarray(p) >= threshold).astype(np.int64)
+    return [[int(((y == t) & (pred == q)).sum()) for q in (0, 1)] for t in (0, 1)]
+
+
+def _balanced_accuracy(cm: list[list[int]]) -> float:
+    rates = [cm[c][c] / (cm[c][0] + cm[c][1]) for c in (0, 1) if cm[c][0] + cm[c][1] > 0]
+    return float(np.mean(rates)) if rates else float("nan")
+
+
+def binary_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, Any]:
+    """Accuracy, balanced accuracy, log loss, ROC AUC, average precision and confusion matrix."""
+    y = np.asarray(y, np.int64)
+    p64 = np.asarray(p, np.float64)
+    eps = 1e-7
+    loss = -np.mean(y * np.log(np.clip(p64, eps, 1)) + (1 - y) * np.log(np.clip(1 - p64, eps, 1))) if len(y) else float("nan")
+    cm = confusion(y, p64, threshold)
+    both = 0 < y.sum() < len(y)
+    fpr, tpr, _ = roc_curve(y, p64)
+    return {
+        "accuracy": float(((p64 >= threshold).astype(np.int64) == y).mean()) if len(y) else float("nan"),
+        "balanced_accuracy": _balanced_accuracy(cm),
+        "loss": float(loss),
+        "roc_auc": auc(fpr, tpr) if both else None,
+        "average_precision": average_precision(y, p64) if both else None,
+        "confusion_matrix": cm,
+        "n": int(len(y)),
+    }
+
+
+def choose_threshold(y: np.ndarray, p: np.ndarray, default: float = 0.5) -> tuple[float, str]:
+    """Threshold maximising balanced accuracy on (y, p), and how it was chosen.
+
+    Among all thresholds reaching the best balanced accuracy the one closest to ``default`` is
+    taken (so 0.5 is kept whenever it is already optimal). Degenerate data (one class only, or
+    no sample) gives ``default``.
+    """
+    y = np.asarray(y, np.int64)
+    p = np.asarray(p, np.float64)
+    if len(y) == 0 or y.min() == y.max():
+        return float(default), "default (validation split has one class only)"
+    u = np.unique(p)
+    # Candidates: midpoints between distinct scores, plus just below the lowest / above the highest.
+    cands = np.r_[u[0] / 2.0, (u[1:] + u[:-1]) / 2.0, (u[-1] + 1.0) / 2.0, default]
+    cands = cands[(cands > 0) & (cands < 1)]
+    P, N = max(int(y.sum()), 1), max(int((1 - y).sum()), 1)
+    pred = p[None, :] >= cands[:, None]
+    bal = ((pred & (y == 1)).sum(1) / P + (~pred & (y == 0)).sum(1) / N) / 2.0
+    best = bal.max()
+    tied = cands[np.isclose(bal, best, rtol=0, atol=1e-12)]
+    # Within the interval of equally good thresholds that contains the default, keep the default.
+    chosen = float(tied[np.argmin(np.abs(tied - default))])
+    return chosen, f"max balanced accuracy on validation ({best:.4f})"
+
+
+# ---------------------------------------------------------------------------- plots
+
+def write_plots(folder: Path, history: dict[str, list[float]], curves: dict[str, tuple[np.ndarray, np.ndarray]],
+                threshold: float, class_names: list, errors: Optional[dict[str, np.ndarray]], atol: float) -> dict[str, str]:
+    """Write the PNG plots; returns {kind: file name} of those written.
+
+    Args:
+        history: Keras history (loss, val_loss, accuracy, val_accuracy, learning_rate...).
+        curves: split name -> (y (N,) in {0, 1}, p (N,) probabilities); "test" is plotted for the
+            confusion matrix, every split for ROC / PR.
+        errors: family name -> per-sample |p_keras - p_onnx| from verification, or None.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written: dict[str, str] = {}
+
+    def save(fig, kind: str) -> None:
+        fig.tight_layout()
+        fig.savefig(folder / PLOT_FILES[kind], dpi=100)
+        plt.close(fig)
+        written[kind] = PLOT_FILES[kind]
+
+    if history.get("loss"):
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+        epochs = np.arange(1, len(history["loss"]) + 1)
+        for ax, key in zip(axes, ("loss", "accuracy")):
+            for name, style in ((key, "-"), (f"val_{key}", "--")):
+                if name in history:
+                    ax.plot(epochs, history[name], style, label="validation" if name.startswith("val_") else "training")
+            ax.set_xlabel("epoch")
+            ax.set_ylabel(key)
+            ax.grid(alpha=0.3)
+            ax.legend()
+        if history.get("val_loss"):
+            best = int(np.argmin(history["val_loss"])) + 1
+            axes[0].axvline(best, color="grey", lw=0.8, ls=":")
+        axes[0].set_title("loss (dotted: restored best epoch)")
+        axes[1].set_title("accuracy")
+        save(fig, "training")
+
+    valid = {k: v for k, v in curves.items() if len(v[0]) and 0 < np.sum(v[0]) < len(v[0])}
+    if valid:
+        fig, ax = plt.subplots(figsize=(5, 5))
+        for name, (y, p) in valid.items():
+            fpr, tpr, _ = roc_curve(y, p)
+            ax.plot(fpr, tpr, label=f"{name} (AUC {auc(fpr, tpr):.3f})")
+        ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":")
+        ax.set_xlabel("false positive rate")
+        ax.set_ylabel("true positive rate")
+        ax.set_title(f"ROC, positive class {class_names[1]!r}")
+        ax.legend(loc="lower right")
+        save(fig, "roc")
+
+        fig, ax = plt.subplots(figsize=(5, 5))
+        for name, (y, p) in valid.items():
+            recall, precision, _ = pr_curve(y, p)
+            ax.step(recall, precision, where="post", label=f"{name} (AP {average_precision(y, p):.3f})")
+        ax.set_xlabel("recall")
+        ax.set_ylabel("precision")
+        ax.set_ylim(0, 1.02)
+        ax.set_title(f"precision-recall, positive class {class_names[1]!r}")
+        ax.legend(loc="lower left")
+        save(fig, "pr")
+
+    if "test" in curves and len(curves["test"][0]):
+        y, p = curves["test"]
+        cm = np.asarray(confusion(y, p, threshold))
+        fig, ax = plt.subplots(figsize=(4.5, 4))
+        ax.imshow(cm, cmap="Blues")
+        for i in range(2):
+            for j in range(2):
+                ax.text(j, i, str(cm[i, j]), ha="center", va="center",
+                        color="white" if cm[i, j] > cm.max() / 2 else "black", fontsize=14)
+        labels = [str(c) for c in class_names]
+        ax.set_xticks([0, 1], labels)
+        ax.set_yticks([0, 1], labels)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_title(f"test confusion matrix (threshold {threshold:.3g})")
+        save(fig, "confusion")
+
+    if errors:
+        allerr = np.concatenate([np.asarray(e, np.float64).ravel() for e in errors.values()])
+        fig, ax = plt.subplots(figsize=(7, 4))
+        floor = 1e-12
+        bins = np.logspace(np.log10(floor), np.log10(max(allerr.max(), atol) * 2), 50)
+        ax.hist(np.maximum(allerr, floor), bins=bins, color="tab:blue")
+        ax.set_xscale("log")
+        ax.axvline(atol, color="red", ls="--", label=f"atol {atol:g}")
+        ax.set_xlabel(f"|p_keras - p_onnx| (values below {floor:g} drawn at {floor:g})")
+        ax.set_ylabel("samples")
+        ax.set_title(f"Keras vs onnxruntime, {len(allerr)} samples in {len(errors)} families")
+        ax.legend()
+        save(fig, "errors")
+    return written
+
+
+# ---------------------------------------------------------------------------- report.md
+
+def _fmt(v: Any) -> str:
+    return "n/a" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.4f}"
+
+
+def write_report(folder: Path, manifest: dict[str, Any], equivalence_table: str,
+                 plots: Optional[dict[str, str]] = None) -> Path:
+    """Write report.md summarising data, model, training, metrics, plots and the Keras-vs-ONNX check."""
     m = manifest["metrics"]
     cfg = manifest["config"]
     model = manifest["model"]
+    plots = plots or {}
+    names = manifest["class_names"]
     lines = [
         "# GRU classifier build report",
         "",
@@ -27,27 +249,72 @@ def write_report(folder: Path, manifest: dict[str, Any], equivalence_table: str)
         "",
         "## Data and model",
         "",
-        f"- data: {cfg['data']['path'] or 'embedded default task (pulse order)'}",
-        f"- input: {manifest['input']['shape']} float32, classes {manifest['class_names']}, "
+        f"- data: {cfg['data']['path'] or 'embedded default task (pulse order)'}"
+        + (f"; test data: {cfg['data']['test_path']}" if cfg["data"].get("test_path") else
+           (f" (stratified held-out test split {cfg['data']['test_fraction']:g})" if cfg["data"]["path"] else "")),
+        f"- input: {manifest['input']['shape']} float32, {manifest.get('timesteps_trained', '?')} timesteps trained, "
+        f"classes {names} (0 = {names[0]!r}, 1 = {names[1]!r}), "
         f"masking {'on' if manifest['masking']['enabled'] else 'off'}",
+        f"- preprocessing: {manifest['preprocessing'].get('type', '?')} (fitted on the training split)",
         f"- model: {json.dumps(cfg['model'])}",
         f"- export: backend `{model['backend']}`, opset {model['opset']}, ops {', '.join(model['ops'])}"
         + (f" (fallback: {model['fallback_reason']})" if model.get("fallback_reason") else ""),
         f"- sha256 of {artifact.MODEL_FILE}: `{model['sha256']}`",
         "",
+    ]
+    sched = m.get("schedule")
+    if sched:
+        lines += [
+            "## Training",
+            "",
+            f"- schedule: up to {sched['epochs']} epochs of {sched['steps_per_epoch']} updates (batch {sched['batch_size']}), "
+            f"early-stopping patience {sched['patience']} epochs, learning-rate reduction patience {sched.get('lr_patience')}",
+            f"- class weights: {sched.get('class_weight') or 'none'}",
+            f"- best epoch {m['best_epoch']} of {m['epochs_run']} run (its weights were restored)",
+            "",
+        ]
+    th = manifest.get("threshold", 0.5)
+    lines += [
         "## Metrics",
         "",
-        "| split | accuracy | loss | n |",
-        "|---|---:|---:|---:|",
+        f"Decision threshold on p({names[1]!r}): **{th:.4g}** — {manifest.get('threshold_source', 'fixed')}.",
+        "",
+        "| split | accuracy | balanced acc. | loss | ROC AUC | avg. precision | n |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for split in ("train", "validation", "test"):
         s = m[split]
-        lines.append(f"| {split} | {s['accuracy']:.4f} | {s['loss']:.4f} | {s['n']} |")
+        lines.append(f"| {split} | {_fmt(s['accuracy'])} | {_fmt(s.get('balanced_accuracy'))} | {_fmt(s['loss'])} | "
+                     f"{_fmt(s.get('roc_auc'))} | {_fmt(s.get('average_precision'))} | {s['n']} |")
+    cm = m["test"].get("confusion_matrix")
+    if cm:
+        lines += [
+            "",
+            f"Test confusion matrix at threshold {th:.4g} (rows true, columns predicted):",
+            "",
+            f"| | pred {names[0]!r} | pred {names[1]!r} |",
+            "|---|---:|---:|",
+            f"| true {names[0]!r} | {cm[0][0]} | {cm[0][1]} |",
+            f"| true {names[1]!r} | {cm[1][0]} | {cm[1][1]} |",
+        ]
     lines += [
         "",
         f"Order-blind baseline (logistic regression on per-feature mean and std) test accuracy: "
         f"{m['order_blind_baseline_test_accuracy']:.4f}. Best epoch {m['best_epoch']} of {m['epochs_run']}.",
         "",
+    ]
+    captions = {
+        "training": "Training and validation loss / accuracy per epoch",
+        "roc": "ROC curves (AUC in the legend)",
+        "pr": "Precision-recall curves (average precision in the legend)",
+        "confusion": "Test confusion matrix at the chosen threshold",
+        "errors": "Histogram of per-sample |Keras - ONNX| from verification",
+    }
+    if plots:
+        lines += ["## Plots", ""]
+        for kind, fname in plots.items():
+            lines += [f"**{captions.get(kind, kind)}**", "", f"![{captions.get(kind, kind)}]({fname})", ""]
+    lines += [
         "## Equivalence: Keras vs onnxruntime",
         "",
         equivalence_table,

@@ -92,6 +92,7 @@ def verify_equivalence(
     prep: dict[str, Any],
     atol: float,
     threshold: float,
+    errors_out: Optional[dict[str, np.ndarray]] = None,
 ) -> list[FamilyResult]:
     """Compare Keras and the runtime on every family.
 
@@ -102,6 +103,7 @@ def verify_equivalence(
         prep: manifest preprocessing entry.
         atol: maximum allowed |p_keras - p_onnx|.
         threshold: decision threshold for the label comparison.
+        errors_out: if given, filled with family name -> per-sample |p_keras - p_onnx| (N,).
     Returns:
         one FamilyResult per family.
     Raises:
@@ -114,6 +116,8 @@ def verify_equivalence(
         if p_onnx.shape != p_keras.shape:
             raise VerificationError(f"family {fam.name!r}: ONNX returned shape {p_onnx.shape}, Keras {p_keras.shape}")
         err = np.abs(p_keras - p_onnx)
+        if errors_out is not None:
+            errors_out[fam.name] = err
         mism = int(((p_keras >= threshold) != (p_onnx >= threshold)).sum())
         max_abs = float(err.max()) if err.size else 0.0
         results.append(FamilyResult(fam.name, int(err.size), max_abs, float(err.mean()) if err.size else 0.0,

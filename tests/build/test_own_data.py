@@ -1,0 +1,254 @@
+"""Bring your own data: NPZ, CSV (variable length, string labels) and .ts files go through
+``gru-build`` (train, export, verify, report) and ``gru-predict`` prints the original class names;
+bad data fails with one line on stderr, a non-zero exit code and nothing written."""
+
+import io
+import json
+from contextlib import redirect_stdout
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.build import cli as build_cli
+from pipeline.build.config import TrainConfig, load_config
+from pipeline.build.report import auc, choose_threshold, confusion, roc_curve
+from pipeline.runtime import cli as predict_cli
+
+TINY_TOML = """
+seed = 3
+
+[model]
+units = 8
+
+[train]
+max_epochs = 15        # keeps each test build to a few seconds
+learning_rate = 0.01
+verbose = "0"
+
+[verify]
+n_random = 32
+large_batch = 64
+odd_batch = 7
+"""
+
+PLOTS = ["training_curves.png", "roc_curve.png", "precision_recall_curve.png", "confusion_matrix.png",
+         "equivalence_errors.png"]
+
+
+# ---------------------------------------------------------------------------- data writers
+
+def _series(rng, n, lengths, n_features):
+    """Labelled toy sequences: class 1 has a positive bump on feature 0, class 0 a negative one."""
+    y = np.arange(n) % 2
+    out = []
+    for i in range(n):
+        x = rng.standard_normal((lengths[i], n_features)).astype(np.float32)
+        k = rng.integers(0, lengths[i] - 3)
+        x[k:k + 3, 0] += 3.0 if y[i] else -3.0
+        out.append(x)
+    return out, y
+
+
+def write_csv(path, n=30, seed=0, names=("cat", "dog")):
+    rng = np.random.default_rng(seed)
+    series, y = _series(rng, n, rng.integers(8, 16, size=n), 2)
+    rows = ["sample_id,t,a,b,label"]
+    for i, x in enumerate(series):
+        for t, (a, b) in enumerate(x):
+            rows.append(f"s{i},{t},{a:.5f},{b:.5f},{names[y[i]]}")
+    Path(path).write_text("\n".join(rows) + "\n")
+    return path
+
+
+def write_ts(path, n, seed, labels=("1", "2"), length=12):
+    rng = np.random.default_rng(seed)
+    series, y = _series(rng, n, [length] * n, 1)
+    lines = ["@problemName Toy", "@timeStamps false", "@univariate true",
+             f"@classLabel true {' '.join(labels)}", "@data"]
+    lines += [",".join(f"{v:.5f}" for v in x[:, 0]) + f":{labels[y[i]]}" for i, x in enumerate(series)]
+    Path(path).write_text("\n".join(lines) + "\n")
+    return path
+
+
+def write_npz(path, n=40, seed=1):
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(6, 11, size=n)
+    series, y = _series(rng, n, lengths, 3)
+    X = np.zeros((n, 10, 3), np.float32)
+    for i, x in enumerate(series):
+        X[i, : len(x)] = x
+    np.savez(path, X=X, y=np.where(y == 1, 7, 3), lengths=lengths)
+    return path
+
+
+def gru_build(args, capsys):
+    code = build_cli.main(list(args))
+    err = capsys.readouterr().err
+    return code, err
+
+
+def gru_predict(model_dir, data):
+    buf = io.StringIO()
+    with redirect_stdout(buf):
+        code = predict_cli.main([str(model_dir), str(data)])
+    assert code == 0
+    rows = buf.getvalue().strip().splitlines()
+    assert rows[0] == "id,probability,label"
+    return [r.split(",") for r in rows[1:]]
+
+
+# ---------------------------------------------------------------------------- builds (shared)
+
+@pytest.fixture(scope="session")
+def own_builds(tmp_path_factory):
+    pytest.importorskip("tensorflow")
+    root = tmp_path_factory.mktemp("own_data")
+    cfg = root / "tiny.toml"
+    cfg.write_text(TINY_TOML)
+    files = {
+        "csv": (write_csv(root / "train.csv"), None),
+        "npz": (write_npz(root / "train.npz"), None),
+        "ts": (write_ts(root / "Toy_TRAIN.ts", 40, 2), write_ts(root / "Toy_TEST.ts", 24, 3)),
+    }
+    builds = {}
+    for kind, (train, test) in files.items():
+        out = root / f"out_{kind}"
+        argv = ["--data", str(train), "--out", str(out), "--config", str(cfg)]
+        if test:
+            argv += ["--test-data", str(test)]
+        if kind == "npz":
+            argv += ["--units", "6", "--seed", "5"]  # flags override the config file
+        assert build_cli.main(argv) == 0, kind
+        builds[kind] = (out, train, test)
+    return builds
+
+
+@pytest.mark.parametrize("kind, names", [("csv", ["cat", "dog"]), ("npz", [3, 7]), ("ts", [1, 2])])
+def test_build_verify_predict(own_builds, kind, names):
+    out, train, test = own_builds[kind]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["class_names"] == names
+    assert manifest["equivalence"]["passed"]
+    assert 0 < manifest["threshold"] < 1 and manifest["threshold_source"]
+    assert manifest["metrics"]["test"]["n"] >= 1
+    # Variable-length data is padded and masked automatically.
+    assert manifest["masking"]["enabled"] is (kind in ("csv", "npz"))
+    # Report and plots are in the artifact folder.
+    report = (out / "report.md").read_text()
+    for png in PLOTS:
+        assert (out / png).stat().st_size > 1000, png
+        assert f"]({png})" in report
+    assert "ROC AUC" in report and "threshold" in report
+    # gru-predict prints the original class names, thresholded at the manifest threshold.
+    rows = gru_predict(out, test or train)
+    assert {r[2] for r in rows} <= {str(n) for n in names}
+    for _, p, label in rows:
+        assert label == str(names[int(float(p) >= manifest["threshold"])])
+
+
+def test_config_file_and_flags_saved_resolved(own_builds):
+    cfg = json.loads((own_builds["npz"][0] / "manifest.json").read_text())["config"]
+    assert cfg["train"]["max_epochs"] == 15 and cfg["train"]["learning_rate"] == 0.01  # from TOML
+    assert cfg["model"]["units"] == 6 and cfg["seed"] == 5                               # flags win
+    assert cfg["train"]["class_weight"] == "balanced"                                     # defaults
+    assert cfg["data"]["path"].endswith("train.npz")
+
+
+def test_small_file_gets_a_step_budget(own_builds):
+    m = json.loads((own_builds["csv"][0] / "manifest.json").read_text())
+    sched = m["metrics"]["schedule"]
+    assert sched["batch_size"] < 64 and sched["steps_per_epoch"] >= 2
+    assert m["metrics"]["train"]["n"] + m["metrics"]["validation"]["n"] + m["metrics"]["test"]["n"] == 30
+    assert min(m["metrics"]["validation"]["confusion_matrix"][c][0] + m["metrics"]["validation"]["confusion_matrix"][c][1]
+               for c in (0, 1)) >= 1  # both classes in the validation split
+
+
+# ---------------------------------------------------------------------------- bad data
+
+def _bad_files(d: Path):
+    ok_csv = write_csv(d / "ok.csv")
+    (d / "cols.csv").write_text("id,time,a,label\n1,0,0.5,x\n")
+    (d / "ragged.csv").write_text("sample_id,t,a,b,label\ns1,0,1,2,x\ns1,1,1,x\n")
+    (d / "ragged.ts").write_text("@classLabel true 1 2\n@data\n1,2,3:4,5,6:1\n1,2,3:2\n")
+    (d / "empty.csv").write_text("")
+    (d / "data.txt").write_text("1,2,3\n")
+    text = ok_csv.read_text().splitlines()
+    (d / "nan.csv").write_text("\n".join(text[:5] + [text[5].replace(text[5].split(",")[2], "nan", 1)] + text[6:]) + "\n")
+    (d / "one.csv").write_text(ok_csv.read_text().replace(",dog", ",cat"))
+    write_ts(d / "three.ts", 30, 0)
+    three = (d / "three.ts").read_text().splitlines()
+    three[-1] = three[-1].rsplit(":", 1)[0] + ":3"
+    (d / "three.ts").write_text("\n".join(three) + "\n")
+    write_ts(d / "other_labels.ts", 12, 1, labels=("a", "b"))
+    write_ts(d / "ok.ts", 30, 2)
+    np.savez(d / "nolabels.npz", X=np.zeros((4, 5, 2), np.float32))
+    return {
+        "wrong columns": (["--data", str(d / "cols.csv")], "expected header"),
+        "ragged csv": (["--data", str(d / "ragged.csv")], "expected 5 columns"),
+        "ragged ts": (["--data", str(d / "ragged.ts")], "expected 2 dimensions"),
+        "empty": (["--data", str(d / "empty.csv")], "empty"),
+        "unknown format": (["--data", str(d / "data.txt")], "unknown data format"),
+        "nan": (["--data", str(d / "nan.csv")], "NaN"),
+        "one class": (["--data", str(d / "one.csv")], "exactly two classes, got 1"),
+        "three classes": (["--data", str(d / "three.ts")], "exactly two classes, got 3"),
+        "missing file": (["--data", str(d / "nope.csv")], "not found"),
+        "no labels": (["--data", str(d / "nolabels.npz")], "expected labels"),
+        "test features differ": (["--data", str(d / "ok.csv"), "--test-data", str(d / "other_labels.ts")], "features"),
+        "test labels unknown": (["--data", str(d / "ok.ts"), "--test-data", str(d / "other_labels.ts")], "do not occur"),
+    }
+
+
+def test_bad_data_one_line_nonzero_nothing_written(tmp_path, capsys):
+    cases = _bad_files(tmp_path)
+    for name, (argv, needle) in cases.items():
+        out = tmp_path / f"out_{name.replace(' ', '_')}"
+        before = set(tmp_path.iterdir())
+        code, err = gru_build(argv + ["--out", str(out)], capsys)
+        assert code != 0, name
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("gru-build: error: "), (name, err)
+        assert needle in lines[0], (name, lines[0])
+        assert not out.exists() and set(tmp_path.iterdir()) == before, name
+
+
+# ---------------------------------------------------------------------------- pieces (no training)
+
+def test_roc_auc_matches_rank_statistic():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 300)
+    p = np.round(rng.random(300) * 0.6 + 0.3 * y, 2)  # ties on purpose
+    fpr, tpr, _ = roc_curve(y, p)
+    pos, neg = p[y == 1], p[y == 0]
+    mw = ((pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()) / (len(pos) * len(neg))
+    assert auc(fpr, tpr) == pytest.approx(mw, abs=1e-12)
+
+
+def test_threshold_choice():
+    assert choose_threshold(np.array([1, 1, 1]), np.array([0.2, 0.3, 0.9]))[0] == 0.5  # one class only
+    assert choose_threshold(np.array([0, 1]), np.array([0.1, 0.9]))[0] == 0.5         # 0.5 already optimal
+    y, p = np.array([0, 0, 1, 1]), np.array([0.1, 0.2, 0.3, 0.4])                      # all below 0.5
+    t, _ = choose_threshold(y, p)
+    assert 0.2 < t <= 0.3 and confusion(y, p, t) == [[2, 0], [0, 2]]
+
+
+def test_step_budget_schedule():
+    from pipeline.build.train import class_weights, plan_schedule
+
+    small = plan_schedule(26, TrainConfig())
+    assert small["epochs"] * small["steps_per_epoch"] >= 1000 or small["epochs"] == TrainConfig().max_epochs
+    assert small["steps_per_epoch"] >= 3 and small["patience"] * small["steps_per_epoch"] >= TrainConfig().patience_steps
+    default_task = plan_schedule(3840, TrainConfig())
+    assert default_task == {**default_task, "epochs": 40, "batch_size": 64, "patience": 10}
+    assert plan_schedule(26, TrainConfig(epochs=2))["epochs"] == 2
+    w = class_weights(np.array([0] * 30 + [1] * 10), "balanced")
+    assert w[1] == pytest.approx(3 * w[0]) and class_weights(np.array([0, 1]), "none") is None
+
+
+def test_config_types_checked():
+    from pipeline.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="expects int"):
+        load_config(None, {"train": {"epochs": "many"}})
+    with pytest.raises(ConfigError, match="threshold"):
+        load_config(None, {"train": {"threshold": 1.5}})
