@@ -47,6 +47,9 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--batch-size", type=int)
     g.add_argument("--learning-rate", type=float)
     g.add_argument("--patience", type=int)
+    g.add_argument("--min-steps", type=int, help="auto epochs: at least this many optimizer updates (default 1000)")
+    g.add_argument("--class-weight", choices=["balanced", "none"])
+    g.add_argument("--threshold", type=float, help="decision threshold; default: chosen on validation data")
     g = p.add_argument_group("default task")
     g.add_argument("--samples", type=int, help="default task: number of sequences (default 6000)")
     g.add_argument("--timesteps", type=int, help="default task: timesteps (default 50)")
@@ -67,7 +70,8 @@ _FLAG_TO_KEY = {
     "recurrent_activation": ("model", "recurrent_activation"), "dropout": ("model", "dropout"),
     "recurrent_dropout": ("model", "recurrent_dropout"), "head": ("model", "head"),
     "epochs": ("train", "epochs"), "batch_size": ("train", "batch_size"), "learning_rate": ("train", "learning_rate"),
-    "patience": ("train", "patience"), "backend": ("export", "backend"), "opset": ("export", "opset"),
+    "patience": ("train", "patience"), "min_steps": ("train", "min_steps"),
+    "class_weight": ("train", "class_weight"), "threshold": ("train", "threshold"), "backend": ("export", "backend"), "opset": ("export", "opset"),
     "atol": ("verify", "atol"),
 }
 
