@@ -1,13 +1,11 @@
 """The committed exported/ model reproduces the committed Keras reference outputs (no TensorFlow)."""
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conftest import EXPORTED  # noqa: E402
+EXPORTED = Path(__file__).resolve().parents[2] / "exported"
 
 from pipeline.runtime import Predictor
 
