@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -96,7 +97,48 @@ def read_manifest(model_dir: str | os.PathLike) -> dict[str, Any]:
     missing = [key for key in REQUIRED_KEYS if key not in manifest]
     if missing:
         raise ArtifactError(f"{path}: manifest is missing required keys {missing}")
+    _check_structure(manifest, path)
     return manifest
+
+
+def _check_structure(m: dict[str, Any], path: Path) -> None:
+    """Refuse a manifest whose entries have the wrong types (the runtime would crash on them)."""
+    def need(ok: bool, what: str) -> None:
+        if not ok:
+            raise ArtifactError(f"{path}: invalid manifest: expected {what}")
+
+    for key in ("model", "input", "output", "preprocessing", "masking"):
+        need(isinstance(m[key], dict), f"'{key}' to be an object, got {type(m[key]).__name__}")
+    model, inp, out = m["model"], m["input"], m["output"]
+    name = model.get("file", MODEL_FILE)
+    # a bare file name inside the folder: never an absolute path or '..' (path traversal)
+    need(isinstance(name, str) and name not in ("", ".", "..") and Path(name).name == name and "\\" not in name,
+         f"model.file to be a file name inside the folder, got {name!r}")
+    need(isinstance(model.get("sha256"), str) and len(model["sha256"]) == 64,
+         f"model.sha256 to be a 64-character hex digest, got {model.get('sha256')!r}")
+    for what, entry in (("input", inp), ("output", out)):
+        need(isinstance(entry.get("name"), str) and entry["name"] != "", f"{what}.name to be a non-empty string")
+        need(isinstance(entry.get("shape"), list), f"{what}.shape to be a list")
+    shape = inp["shape"]
+    if inp.get("kind", "features") == "features":
+        need(len(shape) == 3 and isinstance(shape[2], int) and not isinstance(shape[2], bool) and shape[2] >= 1,
+             f"input.shape [batch, time, features>=1], got {shape}")
+        n_feat = shape[2]
+        prep = m["preprocessing"]
+        need(prep.get("type", "none") in ("none", "standardize"),
+             f"preprocessing.type 'standardize' or 'none', got {prep.get('type')!r}")
+        if prep.get("type") == "standardize":
+            for key in ("mean", "std"):
+                vals = prep.get(key)
+                need(isinstance(vals, list) and len(vals) == n_feat
+                     and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in vals),
+                     f"preprocessing.{key} to be {n_feat} finite numbers (one per feature)")
+            need(all(v > 0 for v in prep["std"]), "preprocessing.std values > 0")
+    thr = m["threshold"]
+    need(isinstance(thr, (int, float)) and not isinstance(thr, bool) and 0 <= thr <= 1,
+         f"threshold to be a number in [0, 1], got {thr!r}")
+    need(isinstance(m["class_names"], list) and len(m["class_names"]) == 2,
+         f"class_names to be a list of two names, got {m['class_names']!r}")
 
 
 def write_manifest(model_dir: str | os.PathLike, manifest: dict[str, Any]) -> Path:

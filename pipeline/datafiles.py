@@ -20,7 +20,9 @@ from __future__ import annotations
 import csv
 import io
 import os
+import struct
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -29,9 +31,19 @@ import numpy as np
 
 from pipeline.errors import DataFormatError, InputError
 
-__all__ = ["SequenceData", "read_sequences", "pad_sequences", "SUPPORTED_SUFFIXES"]
+__all__ = ["SequenceData", "read_sequences", "pad_sequences", "iter_npy_chunks", "SUPPORTED_SUFFIXES"]
 
 SUPPORTED_SUFFIXES = (".npz", ".npy", ".csv", ".ts")
+
+# Padding variable-length series to the longest one may cost far more memory than the file holds
+# (one long series among many short ones). Refuse when the padded array would exceed this many
+# cells AND be more than PAD_BLOWUP times the real values: such a file is hostile or needs splitting.
+PAD_MAX_CELLS = 1 << 28  # 1 GiB of float32
+PAD_BLOWUP = 16
+
+# Errors the parsers (numpy, zipfile, csv, zlib) raise on malformed content.
+_PARSE_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, UnicodeDecodeError, csv.Error,
+                 zlib.error, struct.error, OverflowError, NotImplementedError)
 
 
 @dataclass
@@ -77,6 +89,14 @@ def pad_sequences(series: list[np.ndarray], dtype=np.float32) -> tuple[np.ndarra
     if len(n_features) != 1:
         raise InputError(f"all sequences must have the same number of features, got {sorted(n_features)}")
     lengths = np.array([s.shape[0] for s in series], dtype=np.int64)
+    n_feat = next(iter(n_features))
+    padded = len(series) * int(lengths.max()) * n_feat
+    if padded > PAD_MAX_CELLS and padded > PAD_BLOWUP * int(lengths.sum()) * n_feat:
+        raise InputError(
+            f"padding {len(series)} sequences to the longest ({int(lengths.max())} timesteps) would need "
+            f"{padded * np.dtype(dtype).itemsize / 2**30:.1f} GiB for {int(lengths.sum())} real timesteps: "
+            "expected sequences of comparable length; split the file or trim the longest series"
+        )
     X = np.zeros((len(series), int(lengths.max()), n_features.pop()), dtype=dtype)
     for i, s in enumerate(series):
         X[i, : s.shape[0]] = s
@@ -108,8 +128,9 @@ def read_sequences(path: str | os.PathLike) -> SequenceData:
         raise
     except PermissionError as exc:
         raise DataFormatError(f"cannot read {str(p)!r}: {exc.strerror}") from None
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, UnicodeDecodeError) as exc:
-        raise DataFormatError(f"cannot read {str(p)!r} as {suffix[1:].upper()}: {exc}") from None
+    except _PARSE_ERRORS as exc:
+        detail = str(exc) or type(exc).__name__
+        raise DataFormatError(f"cannot read {str(p)!r} as {suffix[1:].upper()}: {detail}") from None
     if data.n_samples == 0:
         raise DataFormatError(f"{str(p)!r} holds no samples: expected at least one sequence")
     if data.ids.shape[0] != data.n_samples:
@@ -134,33 +155,121 @@ def _as_feature_array(arr: np.ndarray, where: str) -> np.ndarray:
     return arr.astype(np.float32, copy=False)
 
 
-def _read_npy(p: Path) -> SequenceData:
+def _npy_header(fh, where: str, size: int) -> tuple[tuple, bool, np.dtype, int]:
+    """Read and check a .npy header from ``fh`` holding ``size`` bytes in all.
+
+    Returns (shape, fortran_order, dtype, offset of the data). Refuses pickled objects and
+    files whose data is shorter than the header declares (truncated), before allocating anything.
+    """
     try:
-        arr = np.load(p, allow_pickle=False)
-    except ValueError as exc:
-        if "pickle" in str(exc).lower():
-            raise DataFormatError(f"{str(p)!r} holds Python objects (pickles are refused): expected a numeric array") from None
+        version = np.lib.format.read_magic(fh)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+        elif version in ((2, 0), (3, 0)):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+        else:
+            raise DataFormatError(f"cannot read {where}: unsupported .npy format version {version}")
+    except DataFormatError:
         raise
-    if not isinstance(arr, np.ndarray):
-        raise DataFormatError(f"{str(p)!r}: expected a single .npy array")
+    except Exception as exc:  # noqa: BLE001 - hostile headers make numpy/ast raise many types
+        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+        raise DataFormatError(f"cannot read {where}: not a valid .npy array (bad header: {detail})") from None
+    if dtype.hasobject:
+        raise DataFormatError(f"{where} holds Python objects (pickles are refused): expected a numeric array")
+    offset = fh.tell()
+    need = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+    if need > size - offset:
+        raise DataFormatError(
+            f"cannot read {where}: truncated: the header declares shape {shape} ({need} bytes) but only {size - offset} bytes follow"
+        )
+    if need < size - offset:
+        raise DataFormatError(
+            f"cannot read {where}: {size - offset - need} unexpected bytes after the array data of shape {shape}: "
+            "expected exactly one array (several arrays saved into one file?)"
+        )
+    return tuple(shape), bool(fortran), dtype, offset
+
+
+def _read_npy(p: Path) -> SequenceData:
+    with open(p, "rb") as fh:
+        if fh.read(6) != b"\x93NUMPY":
+            raise DataFormatError(f"{str(p)!r}: expected a .npy array file (magic '\\x93NUMPY'), got other content")
+        fh.seek(0)
+        _npy_header(fh, str(p), p.stat().st_size)
+    arr = np.load(p, allow_pickle=False)
     X = _as_feature_array(arr, str(p))
     lengths = np.full(X.shape[0], X.shape[1], dtype=np.int64)
     return SequenceData(X=X, lengths=lengths)
 
 
+def iter_npy_chunks(path: str | os.PathLike, rows: int):
+    """Open a large .npy X (N, T, F) for streaming.
+
+    Returns ``(shape, chunks)`` where ``chunks`` yields ``(start, X_chunk)`` with X_chunk a float32
+    (<=rows, T, F) array read straight from the file, so memory stays bounded by ``rows``.
+    Same checks and errors as ``read_sequences`` (DataFormatError) for the header and content.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise DataFormatError(f"data file not found: {str(p)!r}")
+    size = p.stat().st_size
+    if size == 0:
+        raise DataFormatError(f"data file is empty: {str(p)!r}")
+    with open(p, "rb") as fh:
+        if fh.read(6) != b"\x93NUMPY":
+            raise DataFormatError(f"{str(p)!r}: expected a .npy array file (magic '\\x93NUMPY'), got other content")
+        fh.seek(0)
+        shape, fortran, dtype, offset = _npy_header(fh, str(p), size)
+    if dtype.kind not in "biuf":
+        raise DataFormatError(f"{p}: expected numeric features, got dtype {dtype}")
+    if len(shape) != 3:
+        raise DataFormatError(f"{p}: expected X with shape (samples, timesteps, features), got rank {len(shape)} shape {shape}")
+    if 0 in shape:
+        raise DataFormatError(f"{p}: expected a non-empty X, got shape {shape}")
+    if fortran:
+        raise DataFormatError(f"{p}: Fortran-ordered arrays cannot be streamed; save X in C order")
+    n, t, f = shape
+    row_bytes = t * f * dtype.itemsize
+    rows = max(1, int(rows))
+
+    def chunks():
+        with open(p, "rb") as fh:
+            fh.seek(offset)
+            for start in range(0, n, rows):
+                count = min(rows, n - start)
+                buf = bytearray(count * row_bytes)
+                if fh.readinto(buf) != len(buf):
+                    raise DataFormatError(f"{p}: truncated while reading rows {start}..{start + count - 1}")
+                arr = np.frombuffer(buf, dtype=dtype).reshape(count, t, f)
+                yield start, _as_feature_array(arr, str(p))
+
+    return shape, chunks()
+
+
 def _read_npz(p: Path) -> SequenceData:
+    if not zipfile.is_zipfile(p):
+        raise DataFormatError(f"{str(p)!r}: expected an NPZ (zip) archive, got other content")
     with np.load(p, allow_pickle=False) as npz:
         keys = set(npz.files)
         if "X" not in keys:
             raise DataFormatError(f"{str(p)!r}: expected an array named 'X' in the NPZ, found {sorted(keys) or 'none'}")
+        members = set(npz.zip.namelist())
 
         def load(key: str) -> np.ndarray:
+            member = key + ".npy" if key + ".npy" in members else key
+            info = npz.zip.getinfo(member)
             try:
-                return npz[key]
-            except ValueError as exc:
-                if "pickle" in str(exc).lower():
-                    raise DataFormatError(f"{str(p)!r}: array {key!r} holds Python objects (pickles are refused)") from None
-                raise
+                with npz.zip.open(member) as fh:  # check the header before numpy allocates the array
+                    if fh.read(6) != b"\x93NUMPY":
+                        raise DataFormatError(f"{p}:{key}: expected a .npy array inside the NPZ, got other content")
+                    fh.seek(0)
+                    _npy_header(fh, f"{p}:{key}", info.file_size)
+                arr = npz[key]
+            except RuntimeError as exc:  # zipfile: encrypted member, password required
+                raise DataFormatError(f"{p}:{key}: cannot read this NPZ member: {exc}") from None
+            if not isinstance(arr, np.ndarray):  # pragma: no cover - numpy returns arrays for .npy members
+                raise DataFormatError(f"{p}:{key}: expected an array")
+            return arr
 
         X = _as_feature_array(load("X"), f"{p}:X")
         n, t = X.shape[:2]
@@ -238,7 +347,11 @@ def _read_csv(p: Path) -> SequenceData:
             sid = row[0].strip()
             if not sid:
                 raise DataFormatError(f"{p}:{line_no}: empty sample_id")
+            if "\x00" in sid or (has_label and "\x00" in row[-1]):
+                raise DataFormatError(f"{p}:{line_no}: NUL byte in a text cell: expected a text CSV, not binary data")
             t = _parse_float(row[1].strip(), f"{p}:{line_no} column 't'")
+            if not np.isfinite(t):
+                raise DataFormatError(f"{p}:{line_no} column 't': expected a finite time index, got {row[1].strip()!r}")
             if (sid, t) in seen:
                 raise DataFormatError(f"{p}:{line_no}: duplicate row for sample_id {sid!r} at t={row[1].strip()}")
             seen.add((sid, t))
@@ -258,10 +371,10 @@ def _read_csv(p: Path) -> SequenceData:
         raise DataFormatError(f"{str(p)!r} has a header but no data rows")
     ids = list(series)
     arrays = [np.array([f for _, f in sorted(series[s], key=lambda r: r[0])], dtype=np.float64) for s in ids]
-    X, lengths = pad_sequences([a.astype(np.float32) for a in arrays])
     big = max(np.abs(a[np.isfinite(a)]).max(initial=0.0) for a in arrays)
     if big > np.finfo(np.float32).max:
         raise DataFormatError(f"{p}: values up to {big:.3g} overflow float32")
+    X, lengths = pad_sequences([a.astype(np.float32) for a in arrays])
     y = None
     if has_label:
         y = _labels_from_text([labels[s] for s in ids], f"{p}:label")
@@ -276,7 +389,7 @@ def _labels_from_text(values: list[str], where: str) -> np.ndarray:
         as_float = [float(v) for v in values]
     except ValueError:
         return np.array(values, dtype=str)
-    if all(np.isfinite(f) and f == int(f) for f in as_float):
+    if all(np.isfinite(f) and f == int(f) and abs(f) < 2**63 for f in as_float):
         return np.array([int(f) for f in as_float], dtype=np.int64)
     return np.array(values, dtype=str)
 
@@ -290,13 +403,20 @@ def _read_ts(p: Path) -> SequenceData:
     series: list[np.ndarray] = []
     labels: list[str] = []
     n_dims: Optional[int] = None
+    declared_dims: Optional[int] = None  # from '@univariate true' or '@dimensions N'
     for line_no, raw in enumerate(io.StringIO(text), start=1):
         line = raw.strip()
-        if not line or line.startswith("#"):
+        if not line or line.startswith(("#", "%")):
             continue
         if not in_data:
             low = line.lower()
-            if low.startswith("@classlabel"):
+            if low.startswith("@univariate") and len(low.split()) > 1 and low.split()[1] == "true":
+                declared_dims = 1
+            elif low.startswith("@dimensions") and len(low.split()) > 1:
+                if not low.split()[1].isdigit() or int(low.split()[1]) < 1:
+                    raise DataFormatError(f"{p}:{line_no}: expected '@dimensions <positive integer>', got {line[:40]!r}")
+                declared_dims = int(low.split()[1])
+            elif low.startswith("@classlabel"):
                 has_label = len(low.split()) > 1 and low.split()[1] == "true"
             elif low.startswith("@timestamps") and low.split()[-1] == "true":
                 raise DataFormatError(f"{p}:{line_no}: .ts files with timestamps are not supported")
@@ -313,6 +433,8 @@ def _read_ts(p: Path) -> SequenceData:
             parts = parts[:-1]
         if n_dims is None:
             n_dims = len(parts)
+            if declared_dims is not None and n_dims != declared_dims:
+                raise DataFormatError(f"{p}:{line_no}: the header declares {declared_dims} dimension(s), got {n_dims}")
         elif len(parts) != n_dims:
             raise DataFormatError(f"{p}:{line_no}: expected {n_dims} dimensions, got {len(parts)}")
         dims = []
@@ -329,11 +451,14 @@ def _read_ts(p: Path) -> SequenceData:
             keep -= 1
         if keep == 0:
             raise DataFormatError(f"{p}:{line_no}: series has no values")
-        series.append(arr[:keep].astype(np.float32))
+        series.append(arr[:keep])  # float64 until the overflow check below
     if not in_data:
         raise DataFormatError(f"{p}: no '@data' line found: expected a UCR/UEA .ts file")
     if not series:
         raise DataFormatError(f"{str(p)!r} has no series after '@data'")
-    X, lengths = pad_sequences(series)
+    big = max(float(np.abs(a[np.isfinite(a)]).max(initial=0.0)) for a in series)
+    if big > float(np.finfo(np.float32).max):
+        raise DataFormatError(f"{p}: values up to {big:.3g} overflow float32")
+    X, lengths = pad_sequences([a.astype(np.float32) for a in series])
     y = _labels_from_text(labels, f"{p}:label") if has_label else None
     return SequenceData(X=X, lengths=lengths, y=y)

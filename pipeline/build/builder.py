@@ -9,6 +9,7 @@ equivalence check passed; until then everything lives in a hidden staging folder
 
 from __future__ import annotations
 
+import ctypes
 import datetime as _dt
 import os
 import platform
@@ -140,8 +141,29 @@ def _export(model, cfg: BuildConfig) -> tuple[Any, str, Optional[str]]:
     return export_tf2onnx(model, INPUT_NAME, OUTPUT_NAME, cfg.export.opset), "tf2onnx", reason
 
 
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two existing paths (Linux ``renameat2(RENAME_EXCHANGE)``); False if unsupported."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    at_fdcwd, rename_exchange = -100, 2
+    return fn(at_fdcwd, os.fsencode(str(a)), at_fdcwd, os.fsencode(str(b)), rename_exchange) == 0
+
+
 def _publish(staging: Path, out: Path) -> None:
-    """Move the verified staging folder to ``out``, keeping the old one until the move succeeded."""
+    """Move the verified staging folder to ``out``.
+
+    Where the OS can swap two folders atomically, ``out`` is never missing: it holds the old
+    artifact until the instant it holds the new one. Elsewhere the old folder is first renamed to
+    ``.<out>.previous-<pid>``; if the process dies before the second rename, ``_recover`` puts it
+    back at the start of the next build.
+    """
+    if out.exists() and _exchange(staging, out):
+        shutil.rmtree(staging, ignore_errors=True)  # staging now holds the old artifact
+        return
     backup = out.parent / f".{out.name}.previous-{os.getpid()}"
     if backup.exists():
         shutil.rmtree(backup)
@@ -155,6 +177,31 @@ def _publish(staging: Path, out: Path) -> None:
         raise
     if backup.exists():
         shutil.rmtree(backup, ignore_errors=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _recover(out: Path) -> None:
+    """Undo what a killed build left beside ``out``: restore a moved-aside artifact if ``out`` is
+    missing, and delete staging/previous folders of processes that no longer run."""
+    if not out.parent.is_dir():
+        return
+    leftovers = sorted(out.parent.glob(f".{out.name}.previous-*"), key=lambda p: p.stat().st_mtime, reverse=True)
+    if not out.exists() and leftovers:
+        os.replace(leftovers.pop(0), out)
+        log(f"  restored the previous artifact into {out} (a build was interrupted while publishing)")
+    for path in leftovers + list(out.parent.glob(f".{out.name}.staging-*")):
+        pid = path.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------- the build
@@ -171,6 +218,7 @@ def run_build(cfg: BuildConfig) -> BuildResult:
     out = Path(cfg.out).resolve()
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out must be a directory, got an existing file {str(out)!r}")
+    _recover(out)
 
     log("[1/6] data")
     splits, class_names = load_splits(cfg)

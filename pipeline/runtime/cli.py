@@ -13,6 +13,7 @@ Writes: CSV ``id,probability,label`` to --output (atomically) or stdout.
 from __future__ import annotations
 
 import argparse
+import csv
 import os
 import sys
 import tempfile
@@ -61,10 +62,68 @@ def stream_main(args) -> int:
     return 0
 
 
-def write_rows(fh: TextIO, ids, proba, labels) -> None:
-    fh.write("id,probability,label\n")
-    for i, p, lab in zip(ids, proba, labels):
-        fh.write(f"{i},{float(p):.9g},{lab}\n")
+def write_rows(fh: TextIO, ids, proba, labels, header: bool = True) -> None:
+    # csv.writer quotes ids holding commas, quotes or newlines (they come from user files)
+    w = csv.writer(fh, lineterminator="\n")
+    if header:
+        w.writerow(("id", "probability", "label"))
+    w.writerows((i, f"{float(p):.9g}", lab) for i, p, lab in zip(ids, proba, labels))
+
+
+# ---------------------------------------------------------------- large .npy files, in bounded memory
+NPY_CHUNK_BYTES = 16 << 20  # raw float32 bytes per chunk: memory stays O(chunk), not O(file)
+
+
+def predict_npy_chunked(predictor, path: str, fh: TextIO, chunk_bytes: int = NPY_CHUNK_BYTES) -> int:
+    """Predict every row of a (N, T, F) .npy file, reading, scaling and writing it chunk by chunk.
+
+    A first pass checks every value (so nothing is written for a bad file), a second predicts.
+    Results equal ``predict_proba`` on the whole array (rows are independent). Returns N.
+    """
+    import numpy as np
+
+    from pipeline.datafiles import iter_npy_chunks
+
+    shape, _ = iter_npy_chunks(path, 1)
+    n, t, f = shape
+    if f != predictor.n_features:
+        raise InputError(f"{path}: expected {predictor.n_features} features per timestep, got {f}")
+    rows = max(1, chunk_bytes // (t * f * 4))
+    for start, X in iter_npy_chunks(path, rows)[1]:
+        bad = ~np.isfinite(X)
+        if bad.any():
+            i, step, feat = (int(v) for v in np.argwhere(bad)[0])
+            raise InputError(f"{path}: expected finite values, got {X[i, step, feat]} at sample {start + i}, "
+                             f"timestep {step}, feature {feat}")
+    write_rows(fh, [], [], [])
+    names = predictor.class_names
+    for start, X in iter_npy_chunks(path, rows)[1]:
+        try:
+            proba = predictor.predict_proba(X)
+        except InputError as exc:
+            raise InputError(f"{path}: rows {start}..{start + len(X) - 1} (sample numbers count from {start}): {exc}") from None
+        labels = [names[int(p >= predictor.threshold)] for p in proba]
+        write_rows(fh, range(start, start + len(X)), proba, labels, header=False)
+    return n
+
+
+def _predict_npy_main(predictor, args) -> int:
+    """gru-predict on a .npy INPUT: the streaming path of ``predict_npy_chunked``."""
+    if not args.output:
+        predict_npy_chunked(predictor, args.input, sys.stdout)
+        return 0
+    out = Path(args.output)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent if str(out.parent) else ".")
+    try:
+        with os.fdopen(fd, "w", newline="") as fh:
+            n = predict_npy_chunked(predictor, args.input, fh)
+        os.replace(tmp, out)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    print(f"wrote {n} predictions to {out}", file=sys.stderr)
+    return 0
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -79,6 +138,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.stream:
             return stream_main(args)
         predictor = Predictor.load(args.model_dir, threads=args.threads)
+        if Path(args.input).suffix.lower() == ".npy":
+            return _predict_npy_main(predictor, args)
         data = read_sequences(args.input)
         if data.n_features != predictor.n_features:
             raise InputError(f"{args.input}: expected {predictor.n_features} features per timestep, got {data.n_features}")

@@ -26,6 +26,15 @@ def _numeric(arr: np.ndarray, what: str) -> np.ndarray:
     return arr
 
 
+def _check_float32_range(arr: np.ndarray, what: str) -> None:
+    """Refuse finite values that would become Inf when cast to float32 (float64 or wider input)."""
+    if arr.dtype.kind == "f" and arr.dtype.itemsize > 4 and arr.size:
+        finite = arr[np.isfinite(arr)]
+        big = float(np.abs(finite).max(initial=0.0))
+        if big > float(np.finfo(np.float32).max):
+            raise InputError(f"{what}: values up to {big:.3g} overflow float32 (max {np.finfo(np.float32).max:.3g})")
+
+
 def check_finite(X: np.ndarray, lengths: Optional[np.ndarray], what: str = "X") -> None:
     """Raise InputError naming the first NaN/Inf on a real timestep of X (N, T, F)."""
     if lengths is None:
@@ -86,6 +95,7 @@ def prepare_features(X: ArrayLike, n_features: int, lengths=None,
                 raise InputError(f"X[{i}]: expected {n_features} features, got {arr.shape[1]}")
             if arr.shape[0] == 0:
                 raise InputError(f"X[{i}]: expected at least one timestep, got 0")
+            _check_float32_range(arr, f"X[{i}]")
             series.append(arr)
         with np.errstate(over="ignore"):
             Xp, lens = pad_sequences(series)
@@ -108,8 +118,8 @@ def prepare_features(X: ArrayLike, n_features: int, lengths=None,
         raise InputError(f"X: expected at least one sample and one timestep, got shape {arr.shape}")
     if fixed_timesteps is not None and t != fixed_timesteps:
         raise InputError(f"X: expected {fixed_timesteps} timesteps, got {t}")
-    with np.errstate(over="ignore"):
-        X32 = np.ascontiguousarray(arr, dtype=np.float32)
+    _check_float32_range(arr, "X")
+    X32 = np.ascontiguousarray(arr, dtype=np.float32)
     lens = None if lengths is None else check_lengths(lengths, n, t)
     check_finite(X32, lens)
     if lens is not None and (lens == t).all():

@@ -26,7 +26,7 @@ import onnxruntime as ort
 from pipeline import artifact
 from pipeline.errors import ArtifactError, InputError, PipelineError
 from pipeline.preprocessing import apply_preprocessing
-from pipeline.runtime.inputs import ArrayLike, prepare_features
+from pipeline.runtime.inputs import ArrayLike, check_finite, prepare_features
 
 __all__ = ["Predictor"]
 
@@ -182,7 +182,9 @@ class Predictor:
             InputError: X is not what the model expects (message says what was received).
         """
         Xr, lens = prepare_features(X, self.n_features, lengths, self.timesteps)
-        Xs = apply_preprocessing(Xr, self._preprocessing, lens)  # (N, T, F) scaled, padding 0
+        with np.errstate(over="ignore", invalid="ignore"):
+            Xs = apply_preprocessing(Xr, self._preprocessing, lens)  # (N, T, F) scaled, padding 0
+        check_finite(Xs, lens, "X after standardization")  # finite raw values can overflow float32 here
         if self.masked:
             self._check_mask_prefix(Xs, lens)
             proba = self._run(Xs)

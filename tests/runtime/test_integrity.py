@@ -1,0 +1,130 @@
+"""Damaged or untrusted artifacts are refused at load time with ArtifactError / IntegrityError."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from pipeline import artifact
+from pipeline.errors import ArtifactError, IntegrityError
+from pipeline.runtime import Predictor
+
+
+@pytest.fixture
+def model_dir(tmp_path, tiny_model_dir):
+    folder = tmp_path / "exported"
+    shutil.copytree(tiny_model_dir, folder)
+    return folder
+
+
+def _manifest(folder):
+    return json.loads((folder / "manifest.json").read_text())
+
+
+def _save(folder, manifest):
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+def _refused(folder, error=ArtifactError, match=None):
+    with pytest.raises(error, match=match) as info:
+        Predictor.load(folder)
+    msg = str(info.value)
+    assert msg and "\n" not in msg
+    return msg
+
+
+def test_good_artifact_loads(model_dir):
+    p = Predictor.load(model_dir)
+    assert p.predict_proba(np.zeros((2, 3, 3), np.float32)).shape == (2,)
+
+
+def test_sha256_mismatch(model_dir):
+    raw = bytearray((model_dir / "model.onnx").read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    (model_dir / "model.onnx").write_bytes(bytes(raw))
+    msg = _refused(model_dir, IntegrityError, "sha256 mismatch")
+    assert "re-export" in msg
+
+
+def test_manifest_hash_edited(model_dir):
+    m = _manifest(model_dir)
+    m["model"]["sha256"] = "0" * 64
+    _save(model_dir, m)
+    _refused(model_dir, IntegrityError)
+
+
+@pytest.mark.parametrize("version", [0, 2, "1", None, 1.5])
+def test_unknown_schema_version(model_dir, version):
+    m = _manifest(model_dir)
+    m["schema_version"] = version
+    _save(model_dir, m)
+    msg = _refused(model_dir, ArtifactError, "unsupported manifest schema_version")
+    supported = ", ".join(str(v) for v in artifact.SUPPORTED_SCHEMA_VERSIONS)
+    assert msg.endswith(f"this runtime supports {supported}")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not onnx", "empty", "zeros"])
+def test_unparseable_model_with_matching_hash(model_dir, damage):
+    """The hash matches (re-recorded), so only parsing can catch it."""
+    path = model_dir / "model.onnx"
+    raw = path.read_bytes()
+    path.write_bytes({"truncated": raw[: len(raw) // 3], "not onnx": b"this is not a protobuf \xff\x00" * 20,
+                      "empty": b"", "zeros": bytes(len(raw))}[damage])
+    m = _manifest(model_dir)
+    m["model"]["sha256"] = artifact.sha256_file(path)
+    _save(model_dir, m)
+    msg = _refused(model_dir, ArtifactError)
+    assert not isinstance(msg, IntegrityError)
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda m: m["input"].update(name="input_1"), "manifest names input"),
+    (lambda m: m["output"].update(name="prob"), "manifest names input"),
+    (lambda m: (m["input"].update(shape=["batch", "time", 5]),
+                m["preprocessing"].update(mean=[0.0] * 5, std=[1.0] * 5)), "disagrees with the graph"),
+    (lambda m: m["input"].update(shape=["batch", "time", 5]), "preprocessing.mean"),
+    (lambda m: m["input"].update(shape=["batch", 7, 3]), "disagrees with the graph"),
+    (lambda m: m["input"].update(shape=["batch", 3]), "input.shape"),
+    (lambda m: m["preprocessing"].update(mean=[0.0]), "preprocessing.mean"),
+    (lambda m: m["preprocessing"].update(std=[1.0, 0.0, 1.0]), "preprocessing.std"),
+    (lambda m: m["preprocessing"].update(type="minmax"), "preprocessing.type"),
+    (lambda m: m.update(threshold="high"), "threshold"),
+    (lambda m: m.update(class_names=["only"]), "class_names"),
+    (lambda m: m.update(input=[]), "'input' to be an object"),
+    (lambda m: m["input"].pop("name"), "input.name"),
+    (lambda m: m["model"].pop("sha256"), "model.sha256"),
+    (lambda m: m["model"].update(file="../../etc/passwd"), "model.file"),
+    (lambda m: m["model"].update(file="/etc/passwd"), "model.file"),
+    (lambda m: m["model"].update(file="missing.onnx"), "model file not found"),
+    (lambda m: m.pop("threshold"), "missing required keys"),
+])
+def test_manifest_disagrees_with_graph_or_is_malformed(model_dir, edit, match):
+    m = _manifest(model_dir)
+    edit(m)
+    _save(model_dir, m)
+    _refused(model_dir, ArtifactError, match)
+
+
+@pytest.mark.parametrize("content", [b"", b"{", b"[1, 2]", b"\xff\xfe", b'{"schema_version": 1}'])
+def test_unreadable_manifest(model_dir, content):
+    (model_dir / "manifest.json").write_bytes(content)
+    _refused(model_dir, ArtifactError)
+
+
+def test_missing_folder_or_files(tmp_path, model_dir):
+    _refused(tmp_path / "nope", ArtifactError, "model folder not found")
+    (model_dir / "model.onnx").unlink()
+    _refused(model_dir, ArtifactError, "model file not found")
+    (model_dir / "manifest.json").unlink()
+    _refused(model_dir, ArtifactError, "manifest.json not found")
+
+
+def test_cli_exit_code_for_damaged_model(model_dir, tmp_path):
+    from pipeline.runtime.cli import main
+
+    np.save(tmp_path / "x.npy", np.zeros((1, 2, 3), np.float32))
+    (model_dir / "model.onnx").write_bytes(b"garbage")
+    assert main([str(model_dir), str(tmp_path / "x.npy")]) == 3
