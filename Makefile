@@ -11,7 +11,7 @@ export PYTHONDONTWRITEBYTECODE = 1
 help:
 	@echo "make export          train on the default task, export, verify, write exported/"
 	@echo "make test            run the whole test suite"
-	@echo "make bench           benchmark the runtime against peers (installs the bench extra)"
+	@echo "make bench           runtime vs Keras, tf.function, tf2onnx graph; streaming (bench-results/)"
 	@echo "make coverage-table  regenerate the native-GRU coverage table in README.md"
 
 $(PY):
@@ -30,11 +30,7 @@ export: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
-$(VENV)/.installed-bench: $(STAMP)
-	$(PY) -m pip install --quiet -e ".[build,dev,bench]"
-	@touch $@
-
-bench: $(VENV)/.installed-bench
+bench: $(STAMP)
 	$(PY) tools/bench.py
 
 coverage-table: $(STAMP)
