@@ -318,8 +318,16 @@ def run_build(cfg: BuildConfig) -> BuildResult:
                                    cfg.verify.large_batch, cfg.seed, masking)
         sample_errors: dict[str, np.ndarray] = {}
         try:
+            from pipeline.build.model import float64_twin
+
+            def exact_proba(Z: np.ndarray) -> np.ndarray:  # only called to explain a failure
+                twin = float64_twin(model)
+                return np.concatenate([np.asarray(twin(Z[s:s + 1024].astype(np.float64), training=False)).reshape(-1)
+                                       for s in range(0, len(Z), 1024)])
+
             results = verify_equivalence(lambda Z: keras_proba(model, Z), predictor.predict_proba,
-                                         families, prep, cfg.verify.atol, threshold, errors_out=sample_errors)
+                                         families, prep, cfg.verify.atol, threshold, errors_out=sample_errors,
+                                         exact_fn=exact_proba)
         finally:
             del predictor
         table = format_table(results, cfg.verify.atol)

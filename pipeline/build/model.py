@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Optional
 
 import keras
+import numpy as np
 
 from pipeline.build.config import ModelConfig
 
@@ -64,3 +65,25 @@ def build_model(cfg: ModelConfig, n_features: int, masking: bool, learning_rate:
         metrics=["accuracy"],
     )
     return model
+
+
+def float64_twin(model: keras.Model) -> keras.Model:
+    """The same architecture and weights computed in float64: a near-exact reference.
+
+    Used to tell, when Keras and ONNX disagree, whether float32 itself is ill-conditioned on an
+    input (both sides far from the float64 result) or one side is wrong.
+    """
+    config = model.get_config()
+
+    def to_f64(node):
+        if isinstance(node, dict):
+            return {k: ("float64" if k == "dtype" and not isinstance(v, dict) and v is not None and "float" in str(v) else
+                        {**v, "config": {**v.get("config", {}), "name": "float64"}} if k == "dtype" and isinstance(v, dict) else
+                        to_f64(v)) for k, v in node.items()}
+        if isinstance(node, list):
+            return [to_f64(v) for v in node]
+        return node
+
+    twin = model.__class__.from_config(to_f64(config))
+    twin.set_weights([np.asarray(w, dtype=np.float64) for w in model.get_weights()])
+    return twin

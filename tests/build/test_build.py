@@ -71,8 +71,12 @@ def test_broken_export_is_caught_and_previous_artifact_kept(built, monkeypatch):
         return proto, backend, reason
 
     monkeypatch.setattr(builder, "_export", perturbed)
-    with pytest.raises(VerificationError, match="Keras and ONNX disagree"):
+    with pytest.raises(VerificationError, match="Keras and ONNX disagree") as info:
         builder.run_build(tiny_config(out, train={"epochs": 1}))
+    # The message explains which side left the float64 result: Keras stays close, ONNX does not.
+    assert "from a float64 evaluation of the same weights" in str(info.value)
+    keras_gap = float(str(info.value).split("Keras is ")[1].split()[0])
+    assert keras_gap < 1e-5
     after = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
     assert after == before
     Predictor.load(out)  # still loadable and trusted
