@@ -13,12 +13,13 @@ Writes: CSV ``id,probability,label`` to --output (atomically) or stdout.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Optional, Sequence, TextIO
+from typing import Iterator, Optional, Sequence, TextIO
 
 from pipeline.cli_common import run_cli
 from pipeline.errors import InputError
@@ -60,6 +61,20 @@ def stream_main(args) -> int:
         with fh:
             stream_csv(predictor, fh, sys.stdout)
     return 0
+
+
+@contextlib.contextmanager
+def atomic_output(out: Path) -> Iterator[TextIO]:
+    """Write a text file beside ``out`` and move it into place only when writing succeeded."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent if str(out.parent) else ".")
+    try:
+        with os.fdopen(fd, "w", newline="") as fh:
+            yield fh
+        os.replace(tmp, out)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 def write_rows(fh: TextIO, ids, proba, labels, header: bool = True) -> None:
@@ -113,15 +128,8 @@ def _predict_npy_main(predictor, args) -> int:
         predict_npy_chunked(predictor, args.input, sys.stdout)
         return 0
     out = Path(args.output)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent if str(out.parent) else ".")
-    try:
-        with os.fdopen(fd, "w", newline="") as fh:
-            n = predict_npy_chunked(predictor, args.input, fh)
-        os.replace(tmp, out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_output(out) as fh:
+        n = predict_npy_chunked(predictor, args.input, fh)
     print(f"wrote {n} predictions to {out}", file=sys.stderr)
     return 0
 
@@ -148,15 +156,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         labels = [predictor.class_names[int(p >= predictor.threshold)] for p in proba]
         if args.output:
             out = Path(args.output)
-            fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent if str(out.parent) else ".")
-            try:
-                with os.fdopen(fd, "w", newline="") as fh:
-                    write_rows(fh, data.ids, proba, labels)
-                os.replace(tmp, out)
-            except BaseException:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
-                raise
+            with atomic_output(out) as fh:
+                write_rows(fh, data.ids, proba, labels)
             print(f"wrote {len(proba)} predictions to {out}", file=sys.stderr)
         else:
             write_rows(sys.stdout, data.ids, proba, labels)
