@@ -320,8 +320,12 @@ def run_build(cfg: BuildConfig) -> BuildResult:
         try:
             from pipeline.build.model import float64_twin
 
-            def exact_proba(Z: np.ndarray) -> np.ndarray:  # only called to explain a failure
-                twin = float64_twin(model)
+            twin64: list = []  # built on first use: only a failure needs it
+
+            def exact_proba(Z: np.ndarray) -> np.ndarray:
+                if not twin64:
+                    twin64.append(float64_twin(model))
+                twin = twin64[0]
                 return np.concatenate([np.asarray(twin(Z[s:s + 1024].astype(np.float64), training=False)).reshape(-1)
                                        for s in range(0, len(Z), 1024)])
 

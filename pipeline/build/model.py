@@ -76,13 +76,19 @@ def float64_twin(model: keras.Model) -> keras.Model:
     config = model.get_config()
 
     def to_f64(node):
-        if isinstance(node, dict):
-            return {k: ("float64" if k == "dtype" and not isinstance(v, dict) and v is not None and "float" in str(v) else
-                        {**v, "config": {**v.get("config", {}), "name": "float64"}} if k == "dtype" and isinstance(v, dict) else
-                        to_f64(v)) for k, v in node.items()}
         if isinstance(node, list):
             return [to_f64(v) for v in node]
-        return node
+        if not isinstance(node, dict):
+            return node
+        out = {}
+        for key, value in node.items():
+            if key == "dtype" and isinstance(value, dict):  # a serialized DTypePolicy
+                out[key] = {**value, "config": {**value.get("config", {}), "name": "float64"}}
+            elif key == "dtype" and isinstance(value, str) and "float" in value:
+                out[key] = "float64"
+            else:
+                out[key] = to_f64(value)
+        return out
 
     twin = model.__class__.from_config(to_f64(config))
     twin.set_weights([np.asarray(w, dtype=np.float64) for w in model.get_weights()])
