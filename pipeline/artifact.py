@@ -6,6 +6,8 @@ Reads/writes: ``<dir>/manifest.json``; hashes ``<dir>/model.onnx``.
 
 An exported folder holds:
     model.onnx       the classifier graph, input (batch, time, features) -> probability (batch, 1)
+    model_unrolled.onnx  optional: the same classifier unrolled over the trained length (faster for
+                     large batches of exactly that length; see manifest "unrolled")
     stream.onnx      optional: one step-chunk of the recurrence with explicit hidden states
     manifest.json    everything needed to use and trust model.onnx (see ``REQUIRED_KEYS``)
     reference.npz    raw inputs with Keras' probabilities, for re-checking anywhere
@@ -28,6 +30,7 @@ __all__ = [
     "SUPPORTED_SCHEMA_VERSIONS",
     "MODEL_FILE",
     "STREAM_MODEL_FILE",
+    "UNROLLED_MODEL_FILE",
     "MANIFEST_FILE",
     "REFERENCE_FILE",
     "REPORT_FILE",
@@ -36,6 +39,7 @@ __all__ = [
     "read_manifest",
     "write_manifest",
     "verify_model_hash",
+    "checked_file_name",
 ]
 
 SCHEMA_VERSION = 1
@@ -43,6 +47,7 @@ SUPPORTED_SCHEMA_VERSIONS = (1,)
 
 MODEL_FILE = "model.onnx"
 STREAM_MODEL_FILE = "stream.onnx"
+UNROLLED_MODEL_FILE = "model_unrolled.onnx"
 MANIFEST_FILE = "manifest.json"
 REFERENCE_FILE = "reference.npz"
 REPORT_FILE = "report.md"
@@ -110,10 +115,8 @@ def _check_structure(m: dict[str, Any], path: Path) -> None:
     for key in ("model", "input", "output", "preprocessing", "masking"):
         need(isinstance(m[key], dict), f"'{key}' to be an object, got {type(m[key]).__name__}")
     model, inp, out = m["model"], m["input"], m["output"]
-    name = model.get("file", MODEL_FILE)
-    # a bare file name inside the folder: never an absolute path or '..' (path traversal)
-    need(isinstance(name, str) and name not in ("", ".", "..") and Path(name).name == name and "\\" not in name,
-         f"model.file to be a file name inside the folder, got {name!r}")
+    need(_is_bare_file_name(model.get("file", MODEL_FILE)),
+         f"model.file to be a file name inside the folder, got {model.get('file')!r}")
     need(isinstance(model.get("sha256"), str) and len(model["sha256"]) == 64,
          f"model.sha256 to be a 64-character hex digest, got {model.get('sha256')!r}")
     for what, entry in (("input", inp), ("output", out)):
@@ -139,6 +142,18 @@ def _check_structure(m: dict[str, Any], path: Path) -> None:
          f"threshold to be a number in [0, 1], got {thr!r}")
     need(isinstance(m["class_names"], list) and len(m["class_names"]) == 2,
          f"class_names to be a list of two names, got {m['class_names']!r}")
+
+
+def _is_bare_file_name(name: Any) -> bool:
+    """A bare file name inside the folder: never an absolute path or '..' (path traversal)."""
+    return isinstance(name, str) and name not in ("", ".", "..") and Path(name).name == name and "\\" not in name
+
+
+def checked_file_name(name: Any, what: str) -> str:
+    """``name`` if it is a bare file name inside the artifact folder, else ArtifactError."""
+    if not _is_bare_file_name(name):
+        raise ArtifactError(f"invalid manifest: expected {what} to be a file name inside the folder, got {name!r}")
+    return name
 
 
 def write_manifest(model_dir: str | os.PathLike, manifest: dict[str, Any]) -> Path:

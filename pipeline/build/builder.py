@@ -206,6 +206,21 @@ def _recover(out: Path) -> None:
 
 # ---------------------------------------------------------------------------- the build
 
+def _memo(fn):
+    """Cache ``fn(Z)`` by the bytes of Z: the same family is verified against two graph forms."""
+    import hashlib
+
+    cache: dict[tuple, np.ndarray] = {}
+
+    def call(Z: np.ndarray) -> np.ndarray:
+        key = (Z.shape, str(Z.dtype), hashlib.blake2b(np.ascontiguousarray(Z).tobytes(), digest_size=16).digest())
+        if key not in cache:
+            cache[key] = fn(Z)
+        return cache[key]
+
+    return call
+
+
 def run_build(cfg: BuildConfig) -> BuildResult:
     """Train, export, verify and publish according to ``cfg``; returns where and what was written.
 
@@ -306,6 +321,9 @@ def run_build(cfg: BuildConfig) -> BuildResult:
         from pipeline.build.stream_export import export_stream  # stream.onnx + manifest["stream"], verified
 
         export_stream(model, staging, manifest, cfg, lambda Z: keras_proba(model, Z))
+        from pipeline.build.unrolled_export import stage_unrolled, verify_unrolled
+
+        stage_unrolled(proto, staging, manifest, T, bool(masking), log)
         artifact.write_manifest(staging, manifest)
 
         log("[4/6] verify Keras vs onnxruntime")
@@ -313,7 +331,8 @@ def run_build(cfg: BuildConfig) -> BuildResult:
                                            verify_equivalence)
         from pipeline.runtime import Predictor
 
-        predictor = Predictor.load(staging)
+        predictor = Predictor.load(staging, graph="native")  # model.onnx itself; the unrolled form below
+        keras_fn = _memo(lambda Z: keras_proba(model, Z))
         families = stress_families(test, prep, cfg.verify.n_random, cfg.verify.odd_batch,
                                    cfg.verify.large_batch, cfg.seed, masking)
         sample_errors: dict[str, np.ndarray] = {}
@@ -329,7 +348,7 @@ def run_build(cfg: BuildConfig) -> BuildResult:
                 return np.concatenate([np.asarray(twin(Z[s:s + 1024].astype(np.float64), training=False)).reshape(-1)
                                        for s in range(0, len(Z), 1024)])
 
-            results = verify_equivalence(lambda Z: keras_proba(model, Z), predictor.predict_proba,
+            results = verify_equivalence(keras_fn, predictor.predict_proba,
                                          families, prep, cfg.verify.atol, threshold, errors_out=sample_errors,
                                          exact_fn=exact_proba)
         finally:
@@ -337,6 +356,7 @@ def run_build(cfg: BuildConfig) -> BuildResult:
         table = format_table(results, cfg.verify.atol)
         log(table)
         manifest["equivalence"] = results_to_manifest(results, cfg.verify.atol)
+        verify_unrolled(staging, manifest, families, keras_fn, prep, cfg.verify.atol, threshold, log)
         artifact.write_manifest(staging, manifest)
 
         log("[5/6] report")

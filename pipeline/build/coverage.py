@@ -256,6 +256,10 @@ class CaseResult:
     max_abs_random: float
     max_abs_real: float
     per_batch: dict[str, float] = field(default_factory=dict)
+    # unrolled batch graph (unmasked cases only; None = not applicable): max |Keras - unrolled| and
+    # max |unrolled - native| over the same inputs, one unrolled graph per sequence length
+    unrolled_vs_keras: Optional[float] = None
+    unrolled_vs_native: Optional[float] = None
 
     @property
     def max_abs(self) -> float:
@@ -269,22 +273,33 @@ class CaseResult:
 def measure_case(case: Case, seed: int = 0) -> CaseResult:
     """Build, export natively, run both sides on every input batch; the errors per batch."""
     from pipeline.build.onnx_native import export_native
+    from pipeline.build.onnx_unrolled import unroll_grus
 
     model = build_case(case, seed)
     proto = export_native(model, INPUT_NAME, OPSET)
     session = ort_session(proto)
+    unrolled = {} if case.masked or case.tokens else {T: ort_session(unroll_grus(proto, T)) for T in TIMESTEPS}
     per_batch: dict[str, float] = {}
+    vs_keras, vs_native = [], []
+
+    def worst(a: np.ndarray, b: np.ndarray) -> float:
+        err = np.abs(a.astype(np.float64) - b)
+        # A non-finite probability on either side is a failure, never a silent NaN comparison.
+        return float(err.max()) if np.isfinite(err).all() else float("inf")
+
     for name, X in make_inputs(case, seed):
         p_keras = keras_run(model, X)
         p_onnx = run_onnx(session, X)
         assert p_keras.shape == p_onnx.shape == (X.shape[0],), (name, p_keras.shape, p_onnx.shape)
-        err = np.abs(p_keras.astype(np.float64) - p_onnx)
-        # A non-finite probability on either side is a failure, never a silent NaN comparison.
-        per_batch[name] = float(err.max()) if np.isfinite(err).all() else float("inf")
+        per_batch[name] = worst(p_keras, p_onnx)
+        if unrolled:
+            p_unrolled = run_onnx(unrolled[X.shape[1]], X)
+            vs_keras.append(worst(p_keras, p_unrolled))
+            vs_native.append(worst(p_onnx, p_unrolled))
     rand = max(v for k, v in per_batch.items() if k.startswith("random"))
     real = max(v for k, v in per_batch.items() if k.startswith("order task"))
     return CaseResult(case.name, graph_ops(proto), sum(n.op_type == "GRU" for n in proto.graph.node),
-                      rand, real, per_batch)
+                      rand, real, per_batch, max(vs_keras, default=None), max(vs_native, default=None))
 
 
 def latency_native_vs_tf2onnx(units: int = 64, timesteps: int = 50, features: int = 8, rounds: int = 15,

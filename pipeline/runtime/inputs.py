@@ -63,8 +63,8 @@ def check_lengths(lengths, n: int, t: int) -> np.ndarray:
     return arr
 
 
-def prepare_features(X: ArrayLike, n_features: int, lengths=None,
-                     fixed_timesteps: Optional[int] = None) -> tuple[np.ndarray, Optional[np.ndarray]]:
+def prepare_features(X: ArrayLike, n_features: int, lengths=None, fixed_timesteps: Optional[int] = None,
+                     check_values: bool = True) -> tuple[np.ndarray, Optional[np.ndarray]]:
     """Check and convert model input.
 
     Args:
@@ -72,6 +72,9 @@ def prepare_features(X: ArrayLike, n_features: int, lengths=None,
         n_features: F the model expects.
         lengths: optional (N,) real lengths of right-padded rows of an array X.
         fixed_timesteps: T when the model's time axis is fixed, else None.
+        check_values: check an array X for NaN/Inf here; False when the caller checks the scaled
+            values instead (a NaN/Inf survives scaling) and calls ``check_finite`` on X only to
+            name a failure.
     Returns:
         X as C-contiguous float32 (N, T, F) and lengths (N,) int64, or None when all rows are full.
     Raises:
@@ -121,7 +124,8 @@ def prepare_features(X: ArrayLike, n_features: int, lengths=None,
     _check_float32_range(arr, "X")
     X32 = np.ascontiguousarray(arr, dtype=np.float32)
     lens = None if lengths is None else check_lengths(lengths, n, t)
-    check_finite(X32, lens)
+    if check_values:
+        check_finite(X32, lens)
     if lens is not None and (lens == t).all():
         lens = None
     return X32, lens

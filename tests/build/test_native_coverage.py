@@ -9,7 +9,8 @@ Each configuration is a tiny Keras model with random, non-saturating weights, ex
 ``export_native`` and run in onnxruntime at two batch sizes and two sequence lengths (one ONNX
 model, dynamic axes), on random inputs and on the standardized default order task; masked cases
 use right-padded rows of varying length. The graph must use GRU ops (no Loop/Scan) and
-max |Keras - ORT| on probabilities must stay <= 1e-5.
+max |Keras - ORT| on probabilities must stay <= 1e-5. Unmasked configurations are also unrolled
+(``unroll_grus``) at each length and checked against Keras and against the native graph.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import keras  # noqa: E402
 from pipeline import artifact  # noqa: E402
 from pipeline.build import coverage  # noqa: E402
 from pipeline.build.onnx_native import UnsupportedModelError, export_native  # noqa: E402
+from pipeline.build.unrolled_export import STRATEGY_ATOL  # noqa: E402
 from pipeline.errors import InputError  # noqa: E402
 
 ATOL = 1e-5
@@ -41,6 +43,13 @@ def test_native_gru_matches_keras(case: coverage.Case) -> None:
     assert len(result.per_batch) == 2 * len(coverage.BATCHES) * len(coverage.TIMESTEPS)
     assert result.max_abs_random <= ATOL, result.per_batch
     assert result.max_abs_real <= ATOL, result.per_batch
+    # The unrolled batch graph (model_unrolled.onnx) of every unmasked configuration: as close to
+    # Keras as the native graph, and within the runtime's strategy tolerance of the native graph.
+    if case.masked or case.tokens:
+        assert result.unrolled_vs_keras is None
+    else:
+        assert result.unrolled_vs_keras <= ATOL, result.unrolled_vs_keras
+        assert result.unrolled_vs_native <= STRATEGY_ATOL, result.unrolled_vs_native
 
 
 def test_inputs_exercise_padding_and_unsaturated_outputs() -> None:

@@ -1,0 +1,95 @@
+"""Ship the unrolled batch graph only when it is as trustworthy as model.onnx.
+
+Owns: writing ``model_unrolled.onnx`` beside ``model.onnx``, its manifest entry, and the two checks
+that decide whether it ships: Keras vs the unrolled graph on every verification family (same
+tolerance as model.onnx) and the unrolled vs the native graph within ``STRATEGY_ATOL`` (so the
+runtime's choice of graph never changes a result by more than that).
+Imports: numpy, onnx, pipeline.build.onnx_unrolled, pipeline.build.verify, pipeline.runtime.
+Writes: ``<staging>/model_unrolled.onnx`` (removed again if a check fails); fills
+``manifest["unrolled"]`` (the caller writes the manifest).
+
+Manifest entry::
+
+    "unrolled": {"supported": true, "file": "model_unrolled.onnx", "sha256": ..., "timesteps": 50,
+                 "verification": {"atol": 1e-5, "max_abs_error_vs_keras": ..., "strategy_atol": 1e-6,
+                                  "max_abs_error_vs_native": ..., "families": [...]}}
+
+or ``{"supported": false, "reason": "<why>"}``: the runtime then always uses model.onnx.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from pipeline import artifact
+from pipeline.errors import VerificationError
+
+__all__ = ["stage_unrolled", "verify_unrolled", "STRATEGY_ATOL"]
+
+STRATEGY_ATOL = 1e-6  # max |unrolled - native| allowed on any verification input
+
+
+def stage_unrolled(proto, staging: Path, manifest: dict[str, Any], timesteps: int, masking: bool,
+                   log: Callable[[str], None]) -> None:
+    """Write the unrolled graph of ``proto`` and a pending manifest entry, or record why not."""
+    from pipeline.build.onnx_native import UnsupportedModelError
+    from pipeline.build.onnx_unrolled import unroll_grus
+
+    reason = None
+    if masking:
+        reason = "masked (variable-length) models run the native GRU op, which takes sequence lengths"
+    elif not any(n.op_type == "GRU" for n in proto.graph.node):
+        reason = "the exported graph has no native GRU op (tf2onnx backend)"
+    else:
+        try:
+            unrolled = unroll_grus(proto, timesteps)
+        except UnsupportedModelError as exc:
+            reason = str(exc)
+    if reason:
+        manifest["unrolled"] = {"supported": False, "reason": reason}
+        log(f"  unrolled batch graph: not built ({reason})")
+        return
+    path = Path(staging) / artifact.UNROLLED_MODEL_FILE
+    path.write_bytes(unrolled.SerializeToString())
+    manifest["unrolled"] = {"supported": True, "file": artifact.UNROLLED_MODEL_FILE,
+                            "sha256": artifact.sha256_file(path), "timesteps": int(timesteps),
+                            "nodes": len(unrolled.graph.node)}
+
+
+def _drop(staging: Path, manifest: dict[str, Any], reason: str, log: Callable[[str], None]) -> None:
+    (Path(staging) / artifact.UNROLLED_MODEL_FILE).unlink(missing_ok=True)
+    manifest["unrolled"] = {"supported": False, "reason": reason}
+    log(f"  unrolled batch graph: not shipped ({reason})")
+
+
+def verify_unrolled(staging: Path, manifest: dict[str, Any], families, keras_fn, prep: dict[str, Any],
+                    atol: float, threshold: float, log: Callable[[str], None]) -> None:
+    """Check a staged unrolled graph against Keras and the native graph; drop it on any failure."""
+    from pipeline.build.verify import verify_equivalence
+    from pipeline.runtime import Predictor
+
+    entry = manifest.get("unrolled") or {}
+    if not entry.get("supported"):
+        return
+    T = entry["timesteps"]
+    fams = [f for f in families if f.X.shape[1] == T and f.lengths is None]
+    unrolled = Predictor.load(staging, graph="unrolled")
+    native = Predictor.load(staging, graph="native")
+    try:
+        results = verify_equivalence(keras_fn, unrolled.predict_proba, fams, prep, atol, threshold)
+    except VerificationError as exc:
+        _drop(staging, manifest, f"unrolled graph vs Keras: {exc}", log)
+        return
+    vs_native = max(float(np.abs(unrolled.predict_proba(f.X).astype(np.float64)
+                                 - native.predict_proba(f.X).astype(np.float64)).max()) for f in fams)
+    if not vs_native <= STRATEGY_ATOL:
+        _drop(staging, manifest, f"unrolled and native graphs differ by {vs_native:.3g} > {STRATEGY_ATOL:g}", log)
+        return
+    worst = max(r.max_abs for r in results)
+    entry["verification"] = {"atol": atol, "max_abs_error_vs_keras": worst, "strategy_atol": STRATEGY_ATOL,
+                             "max_abs_error_vs_native": vs_native, "families": [r.name for r in results]}
+    log(f"  unrolled batch graph (T={T}, {entry['nodes']} nodes): max |Keras - unrolled| {worst:.3g}, "
+        f"max |unrolled - native| {vs_native:.3g} on {len(fams)} families")
