@@ -1,10 +1,12 @@
-"""Batch-inference benchmark: our runtime against Keras, tf.function and the tf2onnx graph.
+"""Batch-inference benchmark: our runtime against Keras, tf.function, the tf2onnx graph and peers.
 
 Owns: rebuilding the Keras twin of an exported default-architecture model (weights read back
 from model.onnx, so every engine runs the very same numbers), timing engines side by side in
 interleaved rounds (median), checking every engine's outputs against Keras in the same run, and
-the fp32 matmul roof. Imports: numpy, onnx, keras/tensorflow, tf2onnx (build stage only), and
-pipeline.runtime. Reads: an exported folder. Writes: nothing (tools/bench.py writes results).
+the fp32 matmul roof. The optional peers (OpenVINO, LiteRT) come from bench_peers; ratios,
+targets, markdown and plot from bench_report; cold start and install size from bench_startup.
+Imports: numpy, onnx, keras/tensorflow, tf2onnx (build stage only), and pipeline.runtime.
+Reads: an exported folder. Writes: nothing (tools/bench.py writes results).
 """
 
 from __future__ import annotations
@@ -12,11 +14,14 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
-__all__ = ["BenchRow", "keras_twin", "matmul_roof_gflops", "bench_batches", "format_markdown"]
+__all__ = ["BenchRow", "OURS", "keras_twin", "matmul_roof_gflops", "model_flops_per_sample", "bench_batches",
+           "rows_as_dicts"]
+
+OURS = "ours (Predictor.predict_proba)"
 
 
 @dataclass
@@ -24,8 +29,9 @@ class BenchRow:
     engine: str
     batch: int
     samples_per_s: float
-    latency_ms: float
+    latency_ms: float  # wall time of one call on the whole batch
     max_abs_err_vs_keras: float
+    setting: str = ""  # how the engine was run, when it has a choice (peers)
 
 
 def keras_twin(model_dir: Path):
@@ -74,15 +80,22 @@ def model_flops_per_sample(T: int, F: int, H: int) -> float:
 
 
 def bench_batches(model_dir: Path, batches=(1, 64, 1024, 8192), rounds: int = 5,
-                  min_seconds: float = 0.2, log: Callable[[str], None] = print) -> list[BenchRow]:
-    """Time each engine at each batch size, interleaved; medians of ``rounds``."""
+                  min_seconds: float = 0.2, log: Callable[[str], None] = print,
+                  peers: Sequence = (), twin=None) -> list[BenchRow]:
+    """Time each engine at each batch size, interleaved; medians of ``rounds``.
+
+    Args:
+        peers: bench_peers.Peer objects; each is prepared per batch on the same inputs as the
+            Keras reference (preprocessed), then timed in the same interleaved rounds.
+        twin: ``keras_twin(model_dir)`` if the caller already built it (the peers need it too).
+    """
     import onnxruntime as ort
     import tensorflow as tf
 
     from pipeline.build.onnx_tf2onnx import export_tf2onnx
     from pipeline.preprocessing import apply_preprocessing
 
-    model, pred = keras_twin(model_dir)
+    model, pred = twin or keras_twin(model_dir)
     T = int(pred.manifest.get("timesteps_trained") or 50)
     F = pred.n_features
     serve = tf.function(lambda z: model(z, training=False), input_signature=(tf.TensorSpec([None, None, F], tf.float32),))
@@ -97,11 +110,14 @@ def bench_batches(model_dir: Path, batches=(1, 64, 1024, 8192), rounds: int = 5,
         X = rng.standard_normal((batch, T, F)).astype(np.float32)  # raw features
         Z = apply_preprocessing(X, prep)
         engines = {
-            "ours (Predictor.predict_proba)": lambda: pred.predict_proba(X),
+            OURS: lambda: pred.predict_proba(X),
             "keras model.predict": lambda: model.predict(Z, batch_size=max(32, min(batch, 1024)), verbose=0).reshape(-1),
             "tf.function(model)": lambda: serve(Z).numpy().reshape(-1),
             "onnxruntime, tf2onnx Loop graph": lambda: loop.run(None, {"x": Z})[0].reshape(-1),
         }
+        settings = {}
+        for peer in peers:
+            engines[peer.name], settings[peer.name] = peer.prepare(Z)
         ref = np.asarray(model(Z, training=False)).reshape(-1)
         errs = {k: float(np.abs(np.asarray(f(), np.float64) - ref).max()) for k, f in engines.items()}
         times: dict[str, list[float]] = {k: [] for k in engines}
@@ -116,24 +132,10 @@ def bench_batches(model_dir: Path, batches=(1, 64, 1024, 8192), rounds: int = 5,
                 times[name].append((time.perf_counter() - t0) / reps)
         for name in engines:
             sec = float(np.median(times[name]))
-            rows.append(BenchRow(name, batch, batch / sec, sec * 1e3, errs[name]))
-            log(f"  batch {batch:5d}  {name:34s} {batch / sec:10.0f} samples/s  max err {errs[name]:.2g}")
+            rows.append(BenchRow(name, batch, batch / sec, sec * 1e3, errs[name], settings.get(name, "")))
+            log(f"  batch {batch:5d}  {name:34s} {batch / sec:10.0f} samples/s  max err {errs[name]:.2g}"
+                + (f"  [{settings[name]}]" if name in settings else ""))
     return rows
-
-
-def format_markdown(rows: list[BenchRow], roof_samples_per_s: float) -> str:
-    batches = sorted({r.batch for r in rows})
-    engines = list(dict.fromkeys(r.engine for r in rows))
-    get = {(r.engine, r.batch): r for r in rows}
-    lines = ["| engine | " + " | ".join(f"B={b}" for b in batches) + " |", "|---" * (len(batches) + 1) + "|"]
-    for e in engines:
-        lines.append(f"| {e} | " + " | ".join(f"{get[e, b].samples_per_s:,.0f}" for b in batches) + " |")
-    ours = engines[0]
-    lines.append("| ours / best other | " + " | ".join(
-        f"{get[ours, b].samples_per_s / max(get[e, b].samples_per_s for e in engines[1:]):.2f}x" for b in batches) + " |")
-    lines.append("| ours / matmul roof | " + " | ".join(
-        f"{get[ours, b].samples_per_s / roof_samples_per_s:.0%}" for b in batches) + " |")
-    return "\n".join(lines)
 
 
 def rows_as_dicts(rows: list[BenchRow]) -> list[dict]:
