@@ -182,10 +182,12 @@ class Predictor:
     def _run(self, X: np.ndarray) -> np.ndarray:
         """(n, T, F) float32 scaled -> (n,) float32 probabilities."""
         n = X.shape[0]
-        out = np.empty(n, dtype=np.float32)
         feed_name, out_name = self.input_name, [self.output_name]
         run, chunk = self._plan(n, X.shape[1])
-        if n <= chunk or self.workers == 1:
+        if n <= chunk:  # one call (every small batch): no copy into an output buffer
+            return run(out_name, {feed_name: X})[0].reshape(-1)
+        out = np.empty(n, dtype=np.float32)
+        if self.workers == 1:
             for start in range(0, n, chunk):
                 out[start:start + chunk] = run(out_name, {feed_name: X[start:start + chunk]})[0].reshape(-1)
             return out
