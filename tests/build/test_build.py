@@ -119,42 +119,6 @@ def test_broken_export_is_caught_and_previous_artifact_kept(built, monkeypatch):
     assert not list(out.parent.glob(".artifact.*")), "staging folders left behind"
 
 
-def test_unrolled_graph_ships_verified_and_a_failing_one_is_dropped(built, tmp_path, monkeypatch):
-    out, _ = built
-    manifest = json.loads((out / "manifest.json").read_text())
-    entry = manifest["unrolled"]
-    assert entry["supported"] and entry["timesteps"] == 12
-    assert entry["sha256"] == sha256_file(out / entry["file"])
-    v = entry["verification"]
-    assert v["max_abs_error_vs_keras"] <= 1e-5 and v["max_abs_error_vs_native"] <= 1e-6
-    assert "large batch (64)" in v["families"] and "batch of 1" in v["families"]
-    X = np.load(out / "reference.npz")["X"]
-    assert np.abs(Predictor.load(out, graph="unrolled").predict_proba(X)
-                  - Predictor.load(out, graph="native").predict_proba(X)).max() <= 1e-6
-
-    # An unrolled graph that disagrees with Keras is not shipped; the build still publishes model.onnx.
-    from pipeline.build import onnx_unrolled
-
-    real = onnx_unrolled.unroll_grus
-
-    def off_by_a_bit(proto, T):
-        bad = real(proto, T)
-        for init in bad.graph.initializer:
-            if init.name.startswith("unr_Wz"):
-                arr = numpy_helper.to_array(init).copy()
-                arr[-1] += 0.5  # the z-gate bias
-                init.CopyFrom(numpy_helper.from_array(arr, init.name))
-        return bad
-
-    monkeypatch.setattr(onnx_unrolled, "unroll_grus", off_by_a_bit)
-    out2 = tmp_path / "artifact2"
-    builder.run_build(tiny_config(out2))
-    entry = json.loads((out2 / "manifest.json").read_text())["unrolled"]
-    assert not entry["supported"] and "unrolled graph vs Keras" in entry["reason"]
-    assert not (out2 / "model_unrolled.onnx").exists()
-    assert Predictor.load(out2).unrolled_timesteps is None
-
-
 def test_tf2onnx_backend_is_verified_too(tmp_path):
     out = tmp_path / "tf2onnx"
     result = builder.run_build(tiny_config(out, export={"backend": "tf2onnx"}, train={"epochs": 1}))
