@@ -18,10 +18,11 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-__all__ = ["BenchRow", "OURS", "keras_twin", "matmul_roof_gflops", "model_flops_per_sample", "bench_batches",
+__all__ = ["BenchRow", "OURS", "OURS_UNROLLED", "keras_twin", "matmul_roof_gflops", "model_flops_per_sample", "bench_batches",
            "rows_as_dicts"]
 
 OURS = "ours (Predictor.predict_proba)"
+OURS_UNROLLED = "ours, graph='unrolled'"  # Predictor.load(..., graph="unrolled"): the throughput choice
 
 
 @dataclass
@@ -104,6 +105,11 @@ def bench_batches(model_dir: Path, batches=(1, 64, 1024, 8192), rounds: int = 5,
     loop = ort.InferenceSession(export_tf2onnx(model, "x", "probability", 17).SerializeToString(), so,
                                 providers=["CPUExecutionProvider"])
     prep = pred.manifest["preprocessing"]
+    unrolled = None
+    if (pred.manifest.get("unrolled") or {}).get("supported"):
+        from pipeline.runtime import Predictor
+
+        unrolled = Predictor.load(model_dir, graph="unrolled")
     rows: list[BenchRow] = []
     rng = np.random.default_rng(0)
     for batch in batches:
@@ -115,6 +121,8 @@ def bench_batches(model_dir: Path, batches=(1, 64, 1024, 8192), rounds: int = 5,
             "tf.function(model)": lambda: serve(Z).numpy().reshape(-1),
             "onnxruntime, tf2onnx Loop graph": lambda: loop.run(None, {"x": Z})[0].reshape(-1),
         }
+        if unrolled is not None:
+            engines[OURS_UNROLLED] = lambda: unrolled.predict_proba(X)
         settings = {}
         for peer in peers:
             engines[peer.name], settings[peer.name] = peer.prepare(Z)

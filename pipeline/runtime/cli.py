@@ -37,6 +37,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("input", metavar="INPUT", help="data file: .npz (X[, lengths, ids]), .npy (X), .csv (long layout), .ts")
     p.add_argument("--output", "-o", metavar="FILE", help="write the CSV here instead of stdout")
     p.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: chosen by the runtime)")
+    p.add_argument("--graph", choices=("auto", "native", "unrolled"), default="auto",
+                   help="graph form: auto (default: the runtime decides), native (model.onnx, GRU op), unrolled "
+                        "(model_unrolled.onnx for inputs of the trained length: higher throughput on large batches)")
     p.add_argument("--stream", action="store_true",
                    help="read one timestep per line (F comma-separated numbers) from INPUT ('-' = stdin) and "
                         "print the running probability after each; stops at the first bad line (exit 2)")
@@ -50,7 +53,7 @@ def stream_main(args) -> int:
 
     if args.output:
         raise InputError("--output cannot be used with --stream: the probabilities go to stdout line by line")
-    predictor = Predictor.load(args.model_dir, threads=args.threads)
+    predictor = Predictor.load(args.model_dir, threads=args.threads, graph=args.graph)
     if args.input == "-":
         stream_csv(predictor, sys.stdin, sys.stdout)
     else:
@@ -145,7 +148,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise InputError(f"--threads: expected a positive integer, got {args.threads}")
         if args.stream:
             return stream_main(args)
-        predictor = Predictor.load(args.model_dir, threads=args.threads)
+        predictor = Predictor.load(args.model_dir, threads=args.threads, graph=args.graph)
         if Path(args.input).suffix.lower() == ".npy":
             return _predict_npy_main(predictor, args)
         data = read_sequences(args.input)

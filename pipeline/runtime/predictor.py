@@ -36,8 +36,9 @@ __all__ = ["Predictor"]
 # by `workers` threads (session.run releases the GIL): on the unrolled graph (model_unrolled.onnx,
 # per-step Gemm nodes, about 1.4x the GRU op's throughput per core from 64-row calls up) when the
 # artifact has one and the rows are exactly its length and unmasked, else on the native graph.
-# The split never changes a row's numbers; the two graph forms agree within 1e-6 (the build
-# checks it before shipping the unrolled form; tests check it again).
+# The split never changes a row's numbers. The graph form is switched automatically only when
+# the build measured both forms within 1e-6 of each other on every verification input
+# (manifest "unrolled": {"auto": true}); otherwise graph="unrolled" is an explicit choice.
 SMALL_BATCH = 16
 CHUNK_MIN, CHUNK_MAX = 16, 64             # rows per call, native graph
 UNROLLED_MIN_ROWS = 64                    # smallest batch sent to the unrolled graph
@@ -107,9 +108,11 @@ class Predictor:
             raise InputError(f"graph: expected one of {GRAPH_FORMS}, got {graph!r}")
         self.graph = graph
         unrolled = manifest.get("unrolled") or {}
-        # rows of exactly this many steps may use the unrolled graph (None: never)
-        self.unrolled_timesteps: Optional[int] = (
-            int(unrolled["timesteps"]) if unrolled.get("supported") and graph != "native" and not self.masked else None)
+        # rows of exactly this many steps may use the unrolled graph (None: never). "auto" uses it
+        # only when the build measured it within 1e-6 of model.onnx on every verification input.
+        usable = unrolled.get("supported") and not self.masked and (
+            graph == "unrolled" or (graph == "auto" and unrolled.get("auto") is True))
+        self.unrolled_timesteps: Optional[int] = int(unrolled["timesteps"]) if usable else None
         self._unrolled: Optional[ort.InferenceSession] = None
         self._check_graph_matches_manifest()
 
@@ -122,8 +125,10 @@ class Predictor:
         Args:
             model_dir: folder written by ``gru-build`` (default ``exported``).
             threads: worker threads for large batches; None = the CPUs this process may use.
-            graph: ``auto`` (the fastest form per call), ``native`` (always model.onnx) or
-                ``unrolled`` (model_unrolled.onnx for every batch it can take; for checks).
+            graph: ``auto`` (model.onnx, plus model_unrolled.onnx for batches of 64+ rows when the
+                build found the two within 1e-6 everywhere), ``native`` (always model.onnx) or
+                ``unrolled`` (model_unrolled.onnx for every batch of the trained length: the
+                throughput choice; agrees with Keras within the verified tolerance).
         Raises:
             ArtifactError / IntegrityError: missing, damaged or untrusted artifact.
         """

@@ -13,7 +13,7 @@ import pytest
 pytest.importorskip("tensorflow")
 ROOT = Path(__file__).resolve().parents[2]
 BASE_ENGINES = {"ours (Predictor.predict_proba)", "keras model.predict", "tf.function(model)",
-                "onnxruntime, tf2onnx Loop graph"}
+                "onnxruntime, tf2onnx Loop graph", "ours, graph='unrolled'"}
 PEERS = {"openvino": "OpenVINO f32, native GRU graph", "ai_edge_litert": "LiteRT + XNNPACK, fixed batch"}
 
 
@@ -66,7 +66,10 @@ def test_ratios_cold_start_install_size_targets_plot(quick_run):
     assert 0 < sizes["runtime"]["mb"] < sizes["build"]["mb"]
     assert "onnxruntime" in sizes["runtime"]["largest_mb"] and not sizes["runtime"]["not_installed"]
     statuses = {c["target"]: c["status"] for c in data["targets"]}
-    assert len(statuses) == 8 and set(statuses.values()) <= {"PASS", "MISS", "n/a"}
+    # 8 targets for the default runtime, 4 more (throughput, roof) for graph='unrolled'
+    assert len(statuses) == 12 and set(statuses.values()) <= {"PASS", "MISS", "n/a"}
+    assert statuses["B=1024 throughput: ours graph='unrolled' >= 1.2x best peer"] == "n/a"
+    assert {"unrolled_over_best_peer", "unrolled_roof_fraction"} <= set(data["per_batch"]["3"])
     assert statuses["B=64 throughput: ours >= 1.2x best peer"] == "n/a"  # batch 64 not run
     assert statuses["cold start <= 0.35 s"] in {"PASS", "MISS"}
     for heading in ("ours / best peer", "ours / matmul roof", "### Cold start", "### Installed size", "### Targets"):

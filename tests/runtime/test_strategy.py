@@ -1,5 +1,7 @@
 """The runtime's execution strategy (threads, chunking, graph form) never changes the numbers beyond 1e-6."""
 
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -23,24 +25,48 @@ def test_results_do_not_depend_on_threads_or_chunking():
         assert np.abs(p.predict_proba(X[:n]) - serial[:n]).max() <= 1e-6
 
 
-def test_graph_forms_agree_and_auto_picks_unrolled_for_large_batches():
-    """model_unrolled.onnx (large batches of the trained length) and model.onnx give the same numbers."""
-    p = Predictor.load(EXPORTED)
-    T = p.manifest["unrolled"]["timesteps"]
-    assert p.manifest["unrolled"]["supported"] and p.unrolled_timesteps == T
-    X = np.random.default_rng(5).standard_normal((2 * predictor_module.UNROLLED_CHUNK_MAX + 7, T, p.n_features))
+def test_graph_forms_agree_with_keras_and_each_other():
+    """model_unrolled.onnx and model.onnx both reproduce Keras; their difference stays within what
+    the build measured (and within 1e-6 on the reference rows)."""
+    entry = Predictor.load(EXPORTED).manifest["unrolled"]
+    assert entry["supported"] and entry["verification"]["max_abs_error_vs_keras"] <= 1e-5
+    ref = np.load(EXPORTED / "reference.npz")
+    native = Predictor.load(EXPORTED, graph="native")
+    unrolled = Predictor.load(EXPORTED, graph="unrolled")
+    assert unrolled.unrolled_timesteps == entry["timesteps"] and native.unrolled_timesteps is None
+    p_native, p_unrolled = native.predict_proba(ref["X"]), unrolled.predict_proba(ref["X"])
+    assert unrolled._unrolled is not None  # the forced form really ran
+    assert np.abs(p_unrolled - ref["keras_proba"]).max() <= 1e-5
+    assert np.abs(p_unrolled - p_native).max() <= 1e-6
+    X = np.random.default_rng(5).standard_normal((300, entry["timesteps"], native.n_features)).astype(np.float32)
+    gap = np.abs(unrolled.predict_proba(X).astype(np.float64) - native.predict_proba(X)).max()
+    assert gap <= max(1e-6, entry["verification"]["max_abs_error_vs_native"])
+
+
+def test_auto_switches_graph_only_when_the_build_allowed_it(tmp_path):
+    """With "auto": true the runtime sends batches of 64+ rows of the trained length to the unrolled
+    graph (loaded on first use) and everything else to model.onnx; with "auto": false never."""
+    folder = tmp_path / "exported"
+    shutil.copytree(EXPORTED, folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    T = manifest["unrolled"]["timesteps"]
+    X = np.random.default_rng(6).standard_normal((2 * predictor_module.UNROLLED_CHUNK_MAX + 7, T, 8))
     X = X.astype(np.float32)
-    native = Predictor.load(EXPORTED, graph="native").predict_proba(X)
-    unrolled = Predictor.load(EXPORTED, graph="unrolled").predict_proba(X)
-    assert np.abs(native - unrolled).max() <= 1e-6
-    assert p._unrolled is None  # loaded on first use only
-    for n in (1, predictor_module.UNROLLED_MIN_ROWS - 1, predictor_module.UNROLLED_MIN_ROWS, len(X)):
-        got = p.predict_proba(X[:n])
-        assert np.abs(got - native[:n]).max() <= 1e-6
-        assert (p._unrolled is not None) == (n >= predictor_module.UNROLLED_MIN_ROWS)
-    # other lengths always run the native graph (dynamic time axis)
-    Y = X[:100, : T - 3]
-    assert np.abs(p.predict_proba(Y) - Predictor.load(EXPORTED, graph="native").predict_proba(Y)).max() == 0
+    want = Predictor.load(EXPORTED, graph="unrolled").predict_proba(X)
+    for auto in (True, False):
+        manifest["unrolled"]["auto"] = auto
+        (folder / "manifest.json").write_text(json.dumps(manifest))
+        p = Predictor.load(folder)
+        assert p.unrolled_timesteps == (T if auto else None)
+        for n in (1, predictor_module.UNROLLED_MIN_ROWS - 1, predictor_module.UNROLLED_MIN_ROWS, len(X)):
+            got = p.predict_proba(X[:n])
+            uses_unrolled = auto and n >= predictor_module.UNROLLED_MIN_ROWS
+            assert (p._unrolled is not None) == uses_unrolled
+            if uses_unrolled:
+                assert np.array_equal(got, want[:n])  # chunking never changes a row
+        # other lengths always run the native graph (dynamic time axis)
+        Y = X[:100, : T - 3]
+        assert np.array_equal(p.predict_proba(Y), Predictor.load(EXPORTED, graph="native").predict_proba(Y))
 
 
 def test_unknown_graph_form_is_refused():
