@@ -9,6 +9,7 @@ equivalence check passed; until then everything lives in a hidden staging folder
 
 from __future__ import annotations
 
+import copy
 import ctypes
 import datetime as _dt
 import os
@@ -25,7 +26,7 @@ from pipeline import __version__, artifact
 from pipeline.build.config import BuildConfig
 from pipeline.build.dataset import Splits, make_order_task, stratified_split
 from pipeline.datafiles import SequenceData, read_sequences
-from pipeline.errors import ConfigError, DataFormatError
+from pipeline.errors import ConfigError, DataFormatError, VerificationError
 from pipeline.preprocessing import apply_preprocessing, fit_standardization
 
 __all__ = ["BuildResult", "run_build", "load_splits", "encode_labels"]
@@ -224,12 +225,34 @@ def _memo(fn):
 def run_build(cfg: BuildConfig) -> BuildResult:
     """Train, export, verify and publish according to ``cfg``; returns where and what was written.
 
+    When verification fails and ``train.conditioning_retries`` allows, the model is trained again
+    from the same seed with ``model.recurrent_norm_max`` halved (a better-conditioned recurrence)
+    and exported and verified again; nothing is published until a model passes, and the manifest
+    lists the refused attempts under ``conditioning_retries``.
+
     Raises:
         PipelineError subclasses: bad data/config (nothing written), export or verification
         failure (the previous artifact stays in place).
     """
     started = time.time()
     cfg.validate()
+    refused: list[dict[str, Any]] = []
+    while True:
+        try:
+            return _build_once(cfg, started, refused)
+        except VerificationError as exc:
+            cap = cfg.model.recurrent_norm_max
+            if not cap or len(refused) >= cfg.train.conditioning_retries:
+                raise
+            refused.append({"recurrent_norm_max": cap, "error": str(exc)})
+            cfg = copy.deepcopy(cfg)
+            cfg.model.recurrent_norm_max = cap / 2
+            log(f"  refused: {str(exc)[:160]}...\n  retraining with model.recurrent_norm_max = {cap / 2:g} "
+                f"(was {cap:g}; attempt {len(refused) + 1} of {cfg.train.conditioning_retries + 1})")
+
+
+def _build_once(cfg: BuildConfig, started: float, refused: list[dict[str, Any]]) -> BuildResult:
+    """One train -> export -> verify -> publish pass (see ``run_build``)."""
     out = Path(cfg.out).resolve()
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out must be a directory, got an existing file {str(out)!r}")
@@ -316,6 +339,7 @@ def run_build(cfg: BuildConfig) -> BuildResult:
             "versions": _versions(),
             "metrics": metrics,
             "training_history": result.history,
+            "conditioning_retries": refused,  # earlier attempts refused by verification (see run_build)
             "reference": {"file": artifact.REFERENCE_FILE, "rows": int(ref_n)},
         }
         from pipeline.build.stream_export import export_stream  # stream.onnx + manifest["stream"], verified

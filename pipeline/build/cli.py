@@ -41,14 +41,18 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--recurrent-activation", choices=["sigmoid", "hard_sigmoid", "tanh", "relu"])
     g.add_argument("--dropout", type=float)
     g.add_argument("--recurrent-dropout", type=float)
-    g.add_argument("--head", choices=["last", "avg", "max"], help="last state or pooling over time")
+    g.add_argument("--head", choices=["last", "avg", "max"], help="mean of the GRU outputs over time (default avg), last state, or max")
+    g.add_argument("--recurrent-norm-max", type=float, metavar="S",
+                   help="cap on the recurrent kernel's spectral norm during training (default 2.0; 0 = off)")
     g = p.add_argument_group("training")
     g.add_argument("--epochs", type=int)
     g.add_argument("--batch-size", type=int)
     g.add_argument("--learning-rate", type=float)
     g.add_argument("--patience", type=int)
-    g.add_argument("--min-steps", type=int, help="auto epochs: at least this many optimizer updates (default 1000)")
+    g.add_argument("--min-steps", type=int, help="auto epochs: at least this many optimizer updates (default 3000)")
     g.add_argument("--class-weight", choices=["balanced", "none"])
+    g.add_argument("--conditioning-retries", type=int, metavar="N",
+                   help="retrain up to N times with a halved recurrent cap when verification refuses the model (default 1)")
     g.add_argument("--threshold", type=float, help="decision threshold; default: chosen on validation data")
     g = p.add_argument_group("default task")
     g.add_argument("--samples", type=int, help="default task: number of sequences (default 6000)")
@@ -69,9 +73,10 @@ _FLAG_TO_KEY = {
     "go_backwards": ("model", "go_backwards"), "masking": ("model", "masking"), "activation": ("model", "activation"),
     "recurrent_activation": ("model", "recurrent_activation"), "dropout": ("model", "dropout"),
     "recurrent_dropout": ("model", "recurrent_dropout"), "head": ("model", "head"),
+    "recurrent_norm_max": ("model", "recurrent_norm_max"),
     "epochs": ("train", "epochs"), "batch_size": ("train", "batch_size"), "learning_rate": ("train", "learning_rate"),
     "patience": ("train", "patience"), "min_steps": ("train", "min_steps"),
-    "class_weight": ("train", "class_weight"), "threshold": ("train", "threshold"), "backend": ("export", "backend"), "opset": ("export", "opset"),
+    "class_weight": ("train", "class_weight"), "conditioning_retries": ("train", "conditioning_retries"), "threshold": ("train", "threshold"), "backend": ("export", "backend"), "opset": ("export", "opset"),
     "atol": ("verify", "atol"),
 }
 

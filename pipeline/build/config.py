@@ -61,7 +61,12 @@ class ModelConfig:
     dropout: float = 0.0                  # input dropout (training only)
     recurrent_dropout: float = 0.0        # recurrent dropout (training only)
     masking: Optional[bool] = None        # Masking layer; None = on when data has variable lengths
-    head: str = "last"                    # last (final state) | avg | max (pooling over time)
+    head: str = "avg"                     # avg (mean of the GRU outputs over real steps) | last (final state) | max
+                                          # avg: every step gets a short gradient path, so long series (T=150+)
+                                          # do not end at chance on small data; it streams like `last`
+    recurrent_norm_max: float = 2.0       # cap on each recurrent kernel's spectral norm after every update; 0 = off.
+                                          # Uncapped small-data training drifts to norms 7-12 whose float32
+                                          # evaluation is chaotic (Keras and ONNX then differ by 1e-5..1e-3)
 
 
 @dataclass
@@ -76,8 +81,8 @@ class TrainConfig:
 
     epochs: Optional[int] = None     # None = auto: max(min_epochs, ceil(min_steps / steps per epoch)), capped at max_epochs; a number = exactly that upper bound
     min_epochs: int = 40             # auto epochs: at least this many (early stopping usually ends sooner)
-    min_steps: int = 1000            # auto epochs: at least this many optimizer updates ...
-    max_epochs: int = 400            # ... but never more epochs than this (wins over min_epochs)
+    min_steps: int = 3000            # auto epochs: at least this many optimizer updates ...
+    max_epochs: int = 1000           # ... but never more epochs than this (wins over min_epochs)
     batch_size: int = 64             # shrunk automatically so small training sets get >= 4 updates per epoch
     learning_rate: float = 3e-3      # Adam, initial (halved on plateaus, see lr_factor)
     patience: int = 6                # early stopping on val_loss after this many epochs without improvement ...
@@ -87,6 +92,8 @@ class TrainConfig:
     min_lr: float = 1e-5             # ReduceLROnPlateau floor
     clipnorm: float = 1.0            # clip the global gradient norm (keeps long sequences stable); 0 = off
     class_weight: str = "balanced"   # balanced (weights n / (2 * n_class)) | none
+    conditioning_retries: int = 1    # when verification refuses the model, train again this many times, each with
+                                     # model.recurrent_norm_max halved (0 = never; no retry when the cap is off)
     threshold: Optional[float] = None  # decision threshold on p(class 1); None = chosen on validation (max balanced accuracy, 0.5 if degenerate)
     verbose: str = "auto"            # Keras progress: auto | 0 | 1 | 2
 
@@ -132,6 +139,8 @@ class BuildConfig:
             (m.layers >= 1, f"model.layers must be >= 1, got {m.layers}"),
             (m.merge_mode in ("concat", "sum", "ave", "mul"), f"model.merge_mode must be concat|sum|ave|mul, got {m.merge_mode!r}"),
             (m.head in ("last", "avg", "max"), f"model.head must be last|avg|max, got {m.head!r}"),
+            (m.recurrent_norm_max == 0 or m.recurrent_norm_max >= 0.1,
+             f"model.recurrent_norm_max must be 0 (off) or >= 0.1, got {m.recurrent_norm_max}"),
             (0.0 <= m.dropout < 1.0 and 0.0 <= m.recurrent_dropout < 1.0, "dropout rates must be in [0, 1)"),
             (t.epochs is None or t.epochs >= 1, f"train.epochs must be >= 1, got {t.epochs}"),
             (t.min_epochs >= 1 and t.max_epochs >= 1, f"train.min_epochs and train.max_epochs must be >= 1, got {t.min_epochs}, {t.max_epochs}"),
@@ -140,6 +149,7 @@ class BuildConfig:
             (0 < t.lr_factor <= 1, f"train.lr_factor must be in (0, 1], got {t.lr_factor}"),
             (t.lr_patience is None or t.lr_patience >= 1, f"train.lr_patience must be >= 1, got {t.lr_patience}"),
             (t.clipnorm >= 0, f"train.clipnorm must be >= 0 (0 = off), got {t.clipnorm}"),
+            (0 <= t.conditioning_retries <= 3, f"train.conditioning_retries must be in [0, 3], got {t.conditioning_retries}"),
             (t.min_lr >= 0, f"train.min_lr must be >= 0, got {t.min_lr}"),
             (t.class_weight in ("balanced", "none"), f"train.class_weight must be balanced|none, got {t.class_weight!r}"),
             (t.threshold is None or 0 < t.threshold < 1, f"train.threshold must be in (0, 1), got {t.threshold}"),

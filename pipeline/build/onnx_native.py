@@ -108,11 +108,20 @@ def stream_support(model) -> Optional[str]:
             return "a Bidirectional GRU needs the whole sequence (its backward pass starts at the end)"
         if kind == "GRU" and layer.go_backwards:
             return "a go_backwards GRU needs the whole sequence (it starts at the end)"
-        if kind in ("GlobalAveragePooling1D", "GlobalMaxPooling1D"):
-            return "pooling over time needs the whole sequence"
+        if kind == "GlobalMaxPooling1D":
+            return "max pooling over time needs the whole sequence"
+        if kind == "GlobalAveragePooling1D" and not _follows_rnn(model, layer):
+            return "average pooling streams only right after a GRU"
         if kind == "GRU" and not layer.return_sequences and layer is not _last_rnn(model):
             return "only the last GRU may drop the sequence axis"
     return None
+
+
+def _follows_rnn(model, layer) -> bool:
+    """True when the nearest non-identity layer before ``layer`` is a GRU or Bidirectional."""
+    layers = [l for l in model.layers if _layer_kind(l) not in _IDENTITY_LAYERS]
+    i = layers.index(layer)
+    return i > 0 and _layer_kind(layers[i - 1]) in ("GRU", "Bidirectional")
 
 
 def _last_rnn(model):
@@ -125,7 +134,9 @@ class _Emitter:
         self.model = model
         self.g = _Graph()
         self.stateful = stateful
-        self.state_pairs: list[tuple[str, str, tuple[int, int]]] = []  # (h_in, h_out, (D, H))
+        # (state_in, state_out, (D, H)): GRU hidden states h_in_i, then the running sum and step
+        # count of a streamed average pooling (avg_mean_in (1, batch, H), avg_count_in (1, batch, 1)).
+        self.state_pairs: list[tuple[str, str, tuple[int, int]]] = []
         self.mask_value: Optional[float] = None
 
     # ------------------------------------------------------------------ masks
@@ -316,6 +327,8 @@ class _Emitter:
         axis = 1 if t.layout == "btf" else 0
         if t.layout == "btf" and t.mask_tb1 is not None:
             raise UnsupportedModelError("masked pooling directly on the input")
+        if kind == "avg" and self.stateful:
+            return self._streamed_average(layer, t)
         if kind == "avg":
             if t.mask_tb1 is None:
                 return _Tensor(g.op1("ReduceMean", [t.name], "avg", axes=[axis], keepdims=0), "bf")
@@ -326,6 +339,33 @@ class _Emitter:
         # Keras 3 GlobalMaxPooling1D ignores the mask and takes the max over every step, padded ones
         # included; the GRU emitters reproduce Keras' values on padded steps, so a plain max is exact.
         return _Tensor(g.op1("ReduceMax", [t.name], "max", axes=[axis], keepdims=0), "bf")
+
+    def _streamed_average(self, layer, t: _Tensor) -> _Tensor:
+        """Mean over every step seen so far, carried across chunks as (mean, step count) states.
+
+        mean_out = (mean_in * count_in + sum of this chunk's outputs) / (count_in + chunk steps), so a
+        stream of chunks ends on the mean of the whole sequence (up to float32 summation order). The
+        mean, not the sum, is carried so the state stays on the scale of a hidden state.
+        """
+        g = self.g
+        if t.layout != "tbf":
+            raise UnsupportedModelError("average pooling streams only right after a GRU")
+        H = int(layer.output.shape[-1])  # (B, H) out of the pooling
+        mean_in, count_in = "avg_mean_in", "avg_count_in"
+        g.inputs.append(helper.make_tensor_value_info(mean_in, TensorProto.FLOAT, [1, "batch", H]))
+        g.inputs.append(helper.make_tensor_value_info(count_in, TensorProto.FLOAT, [1, "batch", 1]))
+        axis0 = g.const("axis0", np.array([0], np.int64))
+        chunk_sum = g.op1("ReduceSum", [t.name, axis0], "chunk_sum", keepdims=1)  # (1, B, H)
+        T = g.op1("Gather", [g.op1("Shape", [t.name], "seq_shape"), axis0], "chunk_steps", axis=0)  # (1,) int64
+        steps = g.op1("Cast", [T], "steps", to=TensorProto.FLOAT)  # (1,)
+        total = g.op1("Add", [g.op1("Mul", [mean_in, count_in], "sum_in"), chunk_sum], "sum_total")  # (1, B, H)
+        count = g.op1("Add", [count_in, steps], "count_total")  # (1, B, 1)
+        mean = g.op1("Div", [total, count], "avg")  # (1, B, H)
+        for name, value, width in (("avg_mean_out", mean, H), ("avg_count_out", count, 1)):
+            g.nodes.append(helper.make_node("Identity", [value], [name], name=g.name("state_out")))
+            g.outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, [1, "batch", width]))
+        self.state_pairs += [(mean_in, "avg_mean_out", (1, H)), (count_in, "avg_count_out", (1, 1))]
+        return _Tensor(g.op1("Squeeze", [mean, axis0], "avg_bh"), "bf")  # (B, H)
 
     def dense(self, layer, t: _Tensor) -> _Tensor:
         if t.layout != "bf":
@@ -404,7 +444,9 @@ def export_native(model, input_name: str, opset: int, stateful: bool = False) ->
         input_name: graph input name.
         opset: ONNX opset (13-17).
         stateful: also expose each GRU's hidden state as inputs ``h_in_i`` (D, batch, H) and
-            outputs ``h_out_i`` (the streaming graph). Masks are ignored there: chunks are unpadded.
+            outputs ``h_out_i``, and an average pooling's running mean and step count as
+            ``avg_mean_in``/``avg_count_in`` -> ``avg_mean_out``/``avg_count_out`` (the streaming
+            graph). Masks are ignored there: chunks are unpadded.
     Raises:
         UnsupportedModelError: a layer or setting cannot be expressed exactly.
     """

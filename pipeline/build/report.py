@@ -271,8 +271,12 @@ def write_report(folder: Path, manifest: dict[str, Any], equivalence_table: str,
             f"early-stopping patience {sched['patience']} epochs, learning-rate reduction patience {sched.get('lr_patience')}",
             f"- class weights: {sched.get('class_weight') or 'none'}",
             f"- best epoch {m['best_epoch']} of {m['epochs_run']} run (its weights were restored)",
-            "",
+            f"- recurrent kernel spectral norm capped at {manifest.get('config', {}).get('model', {}).get('recurrent_norm_max', 0) or 'off'}",
         ]
+        for attempt in manifest.get("conditioning_retries") or []:
+            lines.append(f"- an earlier attempt with the cap at {attempt['recurrent_norm_max']:g} was refused by "
+                         f"verification and retrained: {attempt['error'][:300]}")
+        lines.append("")
     th = manifest.get("threshold", 0.5)
     lines += [
         "## Metrics",

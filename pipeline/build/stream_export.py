@@ -65,7 +65,7 @@ class keras_stream_twin:  # noqa: N801  (used like a function returning a callab
         import keras
 
         self._steps: list[tuple[str, Any]] = []
-        self.units: list[int] = []
+        self.units: list[int] = []  # width of each state, in graph order: GRU states, then avg mean and count
         for layer in model.layers:
             kind = type(layer).__name__
             if kind in ("InputLayer", "Masking") or kind in _IDENTITY:
@@ -80,6 +80,10 @@ class keras_stream_twin:  # noqa: N801  (used like a function returning a callab
                 twin.set_weights(layer.get_weights())
                 self._steps.append(("gru", twin))
                 self.units.append(int(layer.units))
+            elif kind == "GlobalAveragePooling1D":
+                # Running mean and step count carried across chunks, like stream.onnx's avg_mean/avg_count.
+                self._steps.append(("avg", None))
+                self.units += [int(layer.output.shape[-1]), 1]
             elif kind in ("Dense", "Embedding"):
                 self._steps.append(("layer", layer))
             else:
@@ -94,6 +98,12 @@ class keras_stream_twin:  # noqa: N801  (used like a function returning a callab
                 h, s = out[0], out[1]
                 new_states.append(np.asarray(s, dtype=np.float32))
                 i += 1
+            elif kind == "avg":
+                seq = np.asarray(h, dtype=np.float32)  # (B, T_chunk, H)
+                count = states[i + 1] + np.float32(seq.shape[1])  # (B, 1)
+                h = (states[i] * states[i + 1] + seq.sum(axis=1, dtype=np.float32)) / count  # (B, H) mean so far
+                new_states += [h, count]
+                i += 2
             else:
                 h = layer(h, training=False)
         return np.asarray(h, dtype=np.float32).reshape(-1), new_states
@@ -114,7 +124,7 @@ def _onnx_stream_runner(path: Path, input_name: str, output_name: str, state_nam
     def run(x: np.ndarray, states: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
         feeds = {input_name: x}
         for (hi, _), s in zip(state_names, states):
-            feeds[hi] = s[None]  # (1, B, H): D = 1 for streamable (unidirectional) GRUs
+            feeds[hi] = s[None]  # (1, B, H): D = 1 for streamable (unidirectional) GRUs and pooling sums
         res = sess.run(outs, feeds)
         return res[0].reshape(-1), [r[0] for r in res[1:]]
 
@@ -203,7 +213,8 @@ def export_stream(model, staging_dir: str | Path, manifest: dict[str, Any], cfg=
     state_pairs = []
     for vi in proto.graph.input[1:]:
         d = vi.type.tensor_type.shape.dim
-        state_pairs.append((vi.name, vi.name.replace("h_in_", "h_out_"), [int(d[0].dim_value), int(d[2].dim_value)]))
+        # h_in_i -> h_out_i (GRU states), avg_mean_in -> avg_mean_out, avg_count_in -> avg_count_out
+        state_pairs.append((vi.name, vi.name.replace("_in", "_out", 1), [int(d[0].dim_value), int(d[2].dim_value)]))
     path = Path(staging_dir) / artifact.STREAM_MODEL_FILE
     path.write_bytes(proto.SerializeToString())
 

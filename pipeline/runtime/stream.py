@@ -5,7 +5,9 @@ Owns: ``Stream`` (state buffers, input checks, the fast onnxruntime call) and ``
 Reads: ``<model_dir>/stream.onnx`` (sha256-checked against ``manifest["stream"]``).
 
 The stream graph is the classifier with each GRU's hidden state exposed as an input ``h_in_i`` and
-an output ``h_out_i`` (shape (D, batch, H)). A push runs the graph on the new steps only, starting
+an output ``h_out_i`` (shape (D, batch, H)); a model that averages the GRU outputs over time also
+carries the running mean and step count (``avg_mean_*`` (1, batch, H), ``avg_count_*`` (1, batch, 1)).
+All states start at zero. A push runs the graph on the new steps only, starting
 from the carried state, so the probability after step t equals ``Predictor.predict_proba`` on the
 first t steps, at a cost per step that does not grow with t.
 

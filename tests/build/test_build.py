@@ -93,6 +93,43 @@ def test_unrolled_graph_ships_verified_and_a_failing_one_is_dropped(built, tmp_p
     assert Predictor.load(out2).unrolled_timesteps is None
 
 
+def _perturb_gru_kernel(proto) -> None:
+    for init in proto.graph.initializer:
+        if init.name.startswith("W"):  # the GRU input kernel
+            w = numpy_helper.to_array(init).copy()
+            w += 0.05 * np.random.default_rng(0).standard_normal(w.shape).astype(w.dtype)
+            init.CopyFrom(numpy_helper.from_array(w, init.name))
+
+
+@pytest.mark.parametrize("retries", [1, 0])
+def test_refused_model_is_retrained_with_a_halved_recurrent_cap(tmp_path, monkeypatch, retries):
+    real_export = builder._export
+    calls = []
+
+    def first_export_wrong(model, cfg):
+        proto, backend, reason = real_export(model, cfg)
+        calls.append(cfg.model.recurrent_norm_max)
+        if len(calls) == 1:
+            _perturb_gru_kernel(proto)
+        return proto, backend, reason
+
+    monkeypatch.setattr(builder, "_export", first_export_wrong)
+    out = tmp_path / "artifact"
+    cfg = tiny_config(out, train={"epochs": 1, "conditioning_retries": retries})
+    if retries == 0:
+        with pytest.raises(VerificationError, match="Keras and ONNX disagree"):
+            builder.run_build(cfg)
+        assert calls == [2.0] and not out.exists()
+        return
+    manifest = builder.run_build(cfg).manifest
+    assert calls == [2.0, 1.0]
+    assert manifest["config"]["model"]["recurrent_norm_max"] == 1.0
+    [refused] = manifest["conditioning_retries"]
+    assert refused["recurrent_norm_max"] == 2.0 and "Keras and ONNX disagree" in refused["error"]
+    assert "refused by verification" in (out / "report.md").read_text()
+    assert json.loads((out / "manifest.json").read_text())["conditioning_retries"] == manifest["conditioning_retries"]
+
+
 def test_broken_export_is_caught_and_previous_artifact_kept(built, monkeypatch):
     out, _ = built
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
@@ -100,11 +137,7 @@ def test_broken_export_is_caught_and_previous_artifact_kept(built, monkeypatch):
 
     def perturbed(model, cfg):
         proto, backend, reason = real_export(model, cfg)
-        for init in proto.graph.initializer:
-            if init.name.startswith("W"):  # the GRU input kernel
-                w = numpy_helper.to_array(init).copy()
-                w += 0.05 * np.random.default_rng(0).standard_normal(w.shape).astype(w.dtype)
-                init.CopyFrom(numpy_helper.from_array(w, init.name))
+        _perturb_gru_kernel(proto)  # every attempt, so the retry with a tighter cap fails too
         return proto, backend, reason
 
     monkeypatch.setattr(builder, "_export", perturbed)

@@ -236,10 +236,11 @@ def test_step_budget_schedule():
     from pipeline.build.train import class_weights, plan_schedule
 
     small = plan_schedule(26, TrainConfig())
-    assert small["epochs"] * small["steps_per_epoch"] >= 1000 or small["epochs"] == TrainConfig().max_epochs
+    assert small["epochs"] * small["steps_per_epoch"] >= TrainConfig().min_steps or small["epochs"] == TrainConfig().max_epochs
+    assert small == {**small, "batch_size": 8, "steps_per_epoch": 4, "epochs": 750}  # 3000 updates
     assert small["steps_per_epoch"] >= 3 and small["patience"] * small["steps_per_epoch"] >= TrainConfig().patience_steps
     default_task = plan_schedule(3840, TrainConfig())
-    assert default_task == {**default_task, "epochs": 40, "batch_size": 64, "patience": 10}
+    assert default_task == {**default_task, "epochs": 50, "batch_size": 64, "patience": 10}  # 60 updates/epoch
     assert plan_schedule(26, TrainConfig(epochs=2))["epochs"] == 2
     w = class_weights(np.array([0] * 30 + [1] * 10), "balanced")
     assert w[1] == pytest.approx(3 * w[0]) and class_weights(np.array([0, 1]), "none") is None

@@ -32,6 +32,8 @@ def _model(masking=False, **cfg):
     ({}, True),
     ({"reset_after": False, "recurrent_activation": "hard_sigmoid"}, False),
     ({"use_bias": False, "activation": "relu", "layers": 3}, False),
+    ({"head": "last"}, False),
+    ({"head": "last", "layers": 2, "recurrent_norm_max": 0.0}, True),
 ])
 def test_streamable_models_export_and_verify(tmp_path, cfg, masking):
     manifest = _manifest()
@@ -39,7 +41,11 @@ def test_streamable_models_export_and_verify(tmp_path, cfg, masking):
     assert manifest["stream"] is entry and entry["supported"]
     assert entry["sha256"] == sha256_file(tmp_path / "stream.onnx")
     n = cfg.get("layers", 1)
-    assert entry["states"] == [{"input": f"h_in_{i}", "output": f"h_out_{i}", "shape": [1, 6]} for i in range(n)]
+    want = [{"input": f"h_in_{i}", "output": f"h_out_{i}", "shape": [1, 6]} for i in range(n)]
+    if ModelConfig(**cfg).head == "avg":  # the default head: its running mean and step count are carried like GRU states
+        want += [{"input": "avg_mean_in", "output": "avg_mean_out", "shape": [1, 6]},
+                 {"input": "avg_count_in", "output": "avg_count_out", "shape": [1, 1]}]
+    assert entry["states"] == want
     v = entry["verification"]
     assert v["passed"] and v["max_abs_error_proba"] <= 1e-6 and v["max_abs_error_state"] <= 1e-6
     assert v["chunkings"] >= 3 and v["max_abs_error_twin_vs_model"] <= 1e-5
@@ -48,7 +54,7 @@ def test_streamable_models_export_and_verify(tmp_path, cfg, masking):
 @pytest.mark.parametrize("cfg, reason", [
     ({"bidirectional": True}, "Bidirectional"),
     ({"go_backwards": True}, "go_backwards"),
-    ({"head": "avg"}, "pooling"),
+    ({"head": "max"}, "max pooling"),
 ])
 def test_unstreamable_models_are_recorded_not_written(tmp_path, cfg, reason):
     manifest = _manifest()

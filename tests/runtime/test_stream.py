@@ -26,7 +26,8 @@ from tests.conftest import ROOT  # noqa: E402
 F, T = 3, 12
 ATOL = 1e-6
 VARIANTS = {
-    "default": {},
+    "default": {},  # average-pooling head: carries the running mean and step count as states
+    "last state": {"model": {"head": "last"}},
     "stacked": {"model": {"layers": 2}},
     "masked": {"model": {"masking": True}},
 }
@@ -69,7 +70,9 @@ def test_stream_matches_predict_proba_for_random_chunkings(exported, variant):
     entry = manifest["stream"]
     assert entry["supported"] and entry["verification"]["passed"]
     assert entry["verification"]["max_abs_error_proba"] <= ATOL
-    assert len(entry["states"]) == (2 if variant == "stacked" else 1)
+    n_gru = 2 if variant == "stacked" else 1
+    n_avg = 0 if variant == "last state" else 2  # the average head's running mean and step count
+    assert len(entry["states"]) == n_gru + n_avg
     p = Predictor.load(folder)
     X = _data(6, 20, seed=1)  # longer than trained: streams are not limited to T
     full = np.stack([p.predict_proba(X[:, :t]) for t in range(1, 21)], axis=1)  # (6, 20) every prefix
@@ -101,7 +104,8 @@ def test_batched_streams_match_single_streams(exported):
         assert out.shape == (5,) and out.dtype == np.float32
         assert np.abs(out - want).max() <= ATOL
         state = s.get_state()
-        assert all(v.shape == (5, 1, 8) for v in state.values())
+        assert all(state[f"h_in_{i}"].shape == (5, 1, 8) for i in range(2)) and state["avg_mean_in"].shape == (5, 1, 8)
+        assert np.array_equal(state["avg_count_in"], np.full((5, 1, 1), 15.0, np.float32))
 
 
 def test_get_state_set_state_resumes_exactly(exported):
@@ -113,7 +117,8 @@ def test_get_state_set_state_resumes_exactly(exported):
     for t in range(8):
         a.push(X[t:t + 1])
     saved = a.get_state()
-    assert set(saved) == {"h_in_0", "h_in_1"} and saved["h_in_0"].shape == (1, 8)
+    assert set(saved) == {"h_in_0", "h_in_1", "avg_mean_in", "avg_count_in"} and saved["h_in_0"].shape == (1, 8)
+    assert saved["avg_mean_in"].shape == (1, 8) and saved["avg_count_in"].tolist() == [[8.0]]  # 8 steps pushed
     kept = {k: v.copy() for k, v in saved.items()}
     saved["h_in_0"][...] = 99.0  # get_state returns copies: the stream must not see this
     assert np.array_equal(a.get_state()["h_in_0"], kept["h_in_0"])
@@ -173,9 +178,9 @@ def test_batched_bad_input_and_set_state_validation(exported):
     with pytest.raises(InputError, match="expected keys"):
         s.set_state({"nope": before["h_in_0"]})
     with pytest.raises(InputError, match="shape"):
-        s.set_state({"h_in_0": before["h_in_0"][:2]})
+        s.set_state({**before, "h_in_0": before["h_in_0"][:2]})
     with pytest.raises(InputError, match="finite"):
-        s.set_state({"h_in_0": np.full_like(before["h_in_0"], np.nan)})
+        s.set_state({**before, "h_in_0": np.full_like(before["h_in_0"], np.nan)})
     assert all(np.array_equal(before[k], v) for k, v in s.get_state().items())
     with pytest.raises(StreamError, match="n_streams"):
         p.stream(n_streams=0)
