@@ -36,7 +36,8 @@ class BenchRow:
 
 
 def keras_twin(model_dir: Path):
-    """Keras GRU(H) -> Dense(1, sigmoid) with the weights of ``model_dir/model.onnx`` (native, 1 GRU)."""
+    """Keras GRU(H) -> [mean or max over time] -> Dense(1, sigmoid) with the weights of
+    ``model_dir/model.onnx`` (native, 1 GRU; the pooling is read off the graph's ReduceMean/ReduceMax)."""
     import keras
     import onnx
     from onnx import numpy_helper
@@ -55,9 +56,15 @@ def keras_twin(model_dir: Path):
     gemm = next(n for n in graph.node if n.op_type == "Gemm")
     dW, db = init[gemm.input[1]], init[gemm.input[2]]
     lbr = next(a.i for a in g.attribute if a.name == "linear_before_reset")
+    ops = {n.op_type for n in graph.node}
+    pool = {"ReduceMean": keras.layers.GlobalAveragePooling1D, "ReduceMax": keras.layers.GlobalMaxPooling1D}
+    heads = [layer for op, layer in pool.items() if op in ops]
     x = keras.Input((None, pred.n_features), name="x")
-    gru = keras.layers.GRU(H, reset_after=bool(lbr))
-    out = keras.layers.Dense(1, activation="sigmoid")(gru(x))
+    gru = keras.layers.GRU(H, reset_after=bool(lbr), return_sequences=bool(heads))
+    h = gru(x)  # (batch, H), or (batch, time, H) before the pooling
+    if heads:
+        h = heads[0]()(h)
+    out = keras.layers.Dense(1, activation="sigmoid")(h)
     model = keras.Model(x, out)
     bias = B.reshape(2, 3 * H) if lbr else B[: 3 * H]
     gru.set_weights([W.T, R.T, bias])

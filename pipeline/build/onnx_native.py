@@ -359,10 +359,11 @@ class _Emitter:
         T = g.op1("Gather", [g.op1("Shape", [t.name], "seq_shape"), axis0], "chunk_steps", axis=0)  # (1,) int64
         steps = g.op1("Cast", [T], "steps", to=TensorProto.FLOAT)  # (1,)
         total = g.op1("Add", [g.op1("Mul", [mean_in, count_in], "sum_in"), chunk_sum], "sum_total")  # (1, B, H)
-        count = g.op1("Add", [count_in, steps], "count_total")  # (1, B, 1)
-        mean = g.op1("Div", [total, count], "avg")  # (1, B, H)
-        for name, value, width in (("avg_mean_out", mean, H), ("avg_count_out", count, 1)):
-            g.nodes.append(helper.make_node("Identity", [value], [name], name=g.name("state_out")))
+        # The state outputs are written by the nodes themselves (no Identity: each node costs per push).
+        count, mean = "avg_count_out", "avg_mean_out"
+        g.nodes.append(helper.make_node("Add", [count_in, steps], [count], name=g.name("Add")))  # (1, B, 1)
+        g.nodes.append(helper.make_node("Div", [total, count], [mean], name=g.name("Div")))  # (1, B, H)
+        for name, width in ((mean, H), (count, 1)):
             g.outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, [1, "batch", width]))
         self.state_pairs += [(mean_in, "avg_mean_out", (1, H)), (count_in, "avg_count_out", (1, 1))]
         return _Tensor(g.op1("Squeeze", [mean, axis0], "avg_bh"), "bf")  # (B, H)
