@@ -18,8 +18,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-__all__ = ["BenchRow", "OURS", "OURS_UNROLLED", "keras_twin", "matmul_roof_gflops", "model_flops_per_sample", "bench_batches",
-           "rows_as_dicts"]
+__all__ = ["BenchRow", "OURS", "OURS_UNROLLED", "keras_twin", "seconds_per_call", "matmul_roof_gflops",
+           "model_flops_per_sample", "bench_batches", "rows_as_dicts"]
 
 OURS = "ours (Predictor.predict_proba)"
 OURS_UNROLLED = "ours, graph='unrolled'"  # Predictor.load(..., graph="unrolled"): the throughput choice
@@ -70,6 +70,16 @@ def keras_twin(model_dir: Path):
     gru.set_weights([W.T, R.T, bias])
     model.layers[-1].set_weights([dW, db])
     return model, pred
+
+
+def seconds_per_call(run: Callable[[], object], min_seconds: float) -> float:
+    """Wall seconds per call of ``run``, called repeatedly until ``min_seconds`` passed (at least twice)."""
+    reps, t0 = 0, time.perf_counter()
+    while True:
+        run()
+        reps += 1
+        if time.perf_counter() - t0 >= min_seconds and reps >= 2:
+            return (time.perf_counter() - t0) / reps
 
 
 def matmul_roof_gflops(n: int = 2048, reps: int = 3) -> float:
@@ -138,13 +148,7 @@ def bench_batches(model_dir: Path, batches=(1, 64, 1024, 8192), rounds: int = 5,
         times: dict[str, list[float]] = {k: [] for k in engines}
         for _ in range(rounds):
             for name, f in engines.items():
-                reps, t0 = 0, time.perf_counter()
-                while True:
-                    f()
-                    reps += 1
-                    if time.perf_counter() - t0 >= min_seconds and reps >= 2:
-                        break
-                times[name].append((time.perf_counter() - t0) / reps)
+                times[name].append(seconds_per_call(f, min_seconds))
         for name in engines:
             sec = float(np.median(times[name]))
             rows.append(BenchRow(name, batch, batch / sec, sec * 1e3, errs[name], settings.get(name, "")))

@@ -17,20 +17,21 @@ error) when its package is missing; once installed, any failure is a real error.
   the Keras 3 GRU becomes a builtin WHILE (unrolling also works but converts ~10x slower and
   runs no faster). Interpreter with its default XNNPACK CPU delegate, one thread per usable CPU.
 
-Imports: numpy; openvino, ai_edge_litert, tensorflow (lazily, each only for its peer).
+Imports: numpy, pipeline.build.bench (the timing loop); openvino, ai_edge_litert, tensorflow (lazily, each only for its peer).
 Reads: ``model.onnx``. Writes: one ``.tflite`` per batch size into a caller-given temp dir.
 """
 
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass, field
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
+
+from pipeline.build.bench import seconds_per_call
 
 __all__ = ["Peer", "OPENVINO", "LITERT", "available_peers"]
 
@@ -59,17 +60,9 @@ def usable_cpus() -> int:
 
 
 def _seconds_per_call(run: Run, seconds: float, rounds: int = 3) -> float:
+    """Median over ``rounds`` of bench.seconds_per_call, after one untimed call."""
     run()
-    per = []
-    for _ in range(rounds):
-        reps, t0 = 0, time.perf_counter()
-        while True:
-            run()
-            reps += 1
-            if time.perf_counter() - t0 >= seconds and reps >= 2:
-                break
-        per.append((time.perf_counter() - t0) / reps)
-    return float(np.median(per))
+    return float(np.median([seconds_per_call(run, seconds) for _ in range(rounds)]))
 
 
 # ------------------------------------------------------------------------------------ OpenVINO

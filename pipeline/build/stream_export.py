@@ -65,7 +65,7 @@ class keras_stream_twin:  # noqa: N801  (used like a function returning a callab
         import keras
 
         self._steps: list[tuple[str, Any]] = []
-        self.units: list[int] = []  # width of each state, in graph order: GRU states, then avg mean and count
+        self.state_widths: list[int] = []  # in graph order: GRU states, then the average's mean and count
         for layer in model.layers:
             kind = type(layer).__name__
             if kind in ("InputLayer", "Masking") or kind in _IDENTITY:
@@ -79,11 +79,11 @@ class keras_stream_twin:  # noqa: N801  (used like a function returning a callab
                 twin.build((None, None, int(layer.cell.kernel.shape[0])))
                 twin.set_weights(layer.get_weights())
                 self._steps.append(("gru", twin))
-                self.units.append(int(layer.units))
+                self.state_widths.append(int(layer.units))
             elif kind == "GlobalAveragePooling1D":
                 # Running mean and step count carried across chunks, like stream.onnx's avg_mean/avg_count.
                 self._steps.append(("avg", None))
-                self.units += [int(layer.output.shape[-1]), 1]
+                self.state_widths += [int(layer.output.shape[-1]), 1]
             elif kind in ("Dense", "Embedding"):
                 self._steps.append(("layer", layer))
             else:
@@ -109,7 +109,7 @@ class keras_stream_twin:  # noqa: N801  (used like a function returning a callab
         return np.asarray(h, dtype=np.float32).reshape(-1), new_states
 
     def zero_states(self, batch: int) -> list[np.ndarray]:
-        return [np.zeros((batch, h), np.float32) for h in self.units]
+        return [np.zeros((batch, h), np.float32) for h in self.state_widths]
 
 
 def _onnx_stream_runner(path: Path, input_name: str, output_name: str, state_names: list[tuple[str, str]]):
@@ -124,7 +124,7 @@ def _onnx_stream_runner(path: Path, input_name: str, output_name: str, state_nam
     def run(x: np.ndarray, states: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
         feeds = {input_name: x}
         for (hi, _), s in zip(state_names, states):
-            feeds[hi] = s[None]  # (1, B, H): D = 1 for streamable (unidirectional) GRUs and pooling sums
+            feeds[hi] = s[None]  # (1, B, H): D = 1 for streamable (unidirectional) GRUs and the average's mean/count
         res = sess.run(outs, feeds)
         return res[0].reshape(-1), [r[0] for r in res[1:]]
 
