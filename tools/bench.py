@@ -34,11 +34,11 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(ROOT / "bench-results"))
     args = ap.parse_args(argv)
 
-    from pipeline.build.bench import (OURS, bench_batches, keras_twin, matmul_roof_gflops, model_flops_per_sample,
+    from pipeline.benchmarks.throughput import (OURS, bench_batches, keras_twin, matmul_roof_gflops, model_flops_per_sample,
                                       rows_as_dicts)
-    from pipeline.build.bench_peers import available_peers
-    from pipeline.build.bench_report import format_markdown, plot_throughput, summarize, target_checks
-    from pipeline.build.bench_startup import cold_start, install_sizes
+    from pipeline.benchmarks.peers import available_peers
+    from pipeline.benchmarks.summary import format_markdown, plot_throughput, summarize, target_checks
+    from pipeline.benchmarks.startup import cold_start, install_sizes
 
     model_dir = Path(args.model_dir)
     out = Path(args.out)
@@ -77,7 +77,7 @@ def main(argv=None) -> int:
 
     stream_md, stream_rows = "", []
     if not args.quick and pred.manifest.get("stream", {}).get("supported"):
-        from pipeline.runtime.stream_bench import bench_stream, format_results
+        from pipeline.benchmarks.streaming import bench_stream, format_results
 
         stream_rows = bench_stream(pred)
         stream_md = format_results(stream_rows)

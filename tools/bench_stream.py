@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from pipeline.runtime import Predictor  # noqa: E402
-from pipeline.runtime.stream_bench import bench_stream, format_results  # noqa: E402
+from pipeline.benchmarks.streaming import bench_stream, format_results  # noqa: E402
 
 
 def _model_dir(arg, tmp: str) -> Path:
@@ -30,8 +30,8 @@ def _model_dir(arg, tmp: str) -> Path:
         p = Predictor.load(default)
         if p.manifest.get("stream", {}).get("supported"):
             return default
-    from pipeline.build.builder import run_build
-    from pipeline.build.config import load_config
+    from pipeline.training.run import run_build
+    from pipeline.settings import load_config
 
     out = Path(tmp) / "bench-model"
     print(f"exported/ has no stream graph: building a small model in {out}", file=sys.stderr)

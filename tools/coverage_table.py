@@ -1,10 +1,10 @@
 """Native GRU coverage table: ``python tools/coverage_table.py [--update-readme] [--no-latency]``.
 
-Builds each configuration of ``pipeline.build.coverage.CASES`` (tiny random-weight Keras models,
+Builds each configuration of ``pipeline.verification.coverage.CASES`` (tiny random-weight Keras models,
 the same as tests/build/test_native_coverage.py), exports it with the native exporter, and
 prints configuration | ONNX ops | max abs error as Markdown; then the batch-1 latency of the
 default-size model (GRU(64), T=50, F=8), native GRU graph vs tf2onnx Loop graph.
-Imports: pipeline.build.coverage (TensorFlow/Keras through it). Reads: README.md.
+Imports: pipeline.verification.coverage (TensorFlow/Keras through it). Reads: README.md.
 Writes: with --update-readme, only the region between the native-gru markers of README.md.
 """
 
@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from pipeline.build import coverage  # noqa: E402
+from pipeline.verification import coverage  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,7 +1,7 @@
 """Shared fixtures for the runtime tests.
 
 ``tiny_model_dir``: a tiny, valid exported folder written directly with ``onnx.helper`` (a GRU
-node graph + manifest.json shaped like ``pipeline.build.builder`` writes it), so the runtime
+node graph + manifest.json shaped like ``pipeline.training.run`` writes it), so the runtime
 tests need neither TensorFlow nor a build. ``write_tiny_model`` makes variants (other feature
 count, masking, a broken manifest...) in any folder.
 

@@ -12,7 +12,7 @@ from typing import Optional
 import keras
 import numpy as np
 
-from pipeline.build.config import ModelConfig
+from pipeline.settings import ModelConfig
 
 __all__ = ["build_model", "INPUT_NAME", "SpectralNormCap"]
 

@@ -422,7 +422,7 @@ class _Emitter:
         self.g.outputs.insert(0, helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["batch", 1]))
         graph = helper.make_graph(self.g.nodes, "gru_classifier", self.g.inputs, self.g.outputs, self.g.inits)
         proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
-                                  producer_name="pipeline.build.onnx_native")
+                                  producer_name="pipeline.export.native")
         proto.ir_version = min(proto.ir_version, 8)
         onnx.checker.check_model(proto, full_check=True)
         return proto

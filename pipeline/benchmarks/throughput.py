@@ -110,7 +110,7 @@ def bench_batches(model_dir: Path, batches=(1, 64, 1024, 8192), rounds: int = 5,
     import onnxruntime as ort
     import tensorflow as tf
 
-    from pipeline.build.onnx_tf2onnx import export_tf2onnx
+    from pipeline.export.tf2onnx_fallback import export_tf2onnx
     from pipeline.preprocessing import apply_preprocessing
 
     model, pred = twin or keras_twin(model_dir)

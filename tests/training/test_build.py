@@ -11,8 +11,8 @@ pytest.importorskip("tensorflow")
 from onnx import numpy_helper  # noqa: E402
 
 from pipeline.artifact import sha256_file  # noqa: E402
-from pipeline.build import builder  # noqa: E402
-from pipeline.build.config import load_config  # noqa: E402
+from pipeline.training import run as builder  # noqa: E402
+from pipeline.settings import load_config  # noqa: E402
 from pipeline.errors import VerificationError  # noqa: E402
 from pipeline.runtime import Predictor  # noqa: E402
 
@@ -71,7 +71,7 @@ def test_unrolled_graph_ships_verified_and_a_failing_one_is_dropped(built, tmp_p
                   - Predictor.load(out, graph="native").predict_proba(X)).max() <= 1e-6
 
     # An unrolled graph that disagrees with Keras is not shipped; the build still publishes model.onnx.
-    from pipeline.build import onnx_unrolled
+    from pipeline.export import unrolled as onnx_unrolled
 
     real = onnx_unrolled.unroll_grus
 
@@ -162,7 +162,7 @@ def test_tf2onnx_backend_is_verified_too(tmp_path):
 
 
 def test_build_cli_reports_bad_config_in_one_line(tmp_path, capsys):
-    from pipeline.build.cli import main
+    from pipeline.training.cli import main
 
     code = main(["--units", "0", "--out", str(tmp_path / "x")])
     err = capsys.readouterr().err.strip()

@@ -99,11 +99,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser().parse_args(argv)
 
     def go() -> int:
-        from pipeline.build.config import load_config
+        from pipeline.settings import load_config
 
         cfg = load_config(args.config, overrides_from_args(args))
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        from pipeline.build.builder import run_build
+        from pipeline.training.run import run_build
 
         run_build(cfg)
         return 0

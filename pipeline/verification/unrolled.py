@@ -6,7 +6,7 @@ failing it drops the file), and the unrolled vs the native graph within ``STRATE
 when the second holds too may the runtime pick the unrolled graph by itself ("auto": true), so
 that its automatic choice never changes a result by more than that; otherwise the graph ships
 for callers who ask for it (``graph="unrolled"``) with the measured difference in the manifest.
-Imports: numpy, onnx, pipeline.build.onnx_unrolled, pipeline.build.verify, pipeline.runtime.
+Imports: numpy, onnx, pipeline.export.unrolled, pipeline.verification.equivalence, pipeline.runtime.
 Writes: ``<staging>/model_unrolled.onnx`` (removed again if a check fails); fills
 ``manifest["unrolled"]`` (the caller writes the manifest).
 
@@ -39,8 +39,8 @@ STRATEGY_ATOL = 1e-6  # max |unrolled - native| allowed on any verification inpu
 def stage_unrolled(proto, staging: Path, manifest: dict[str, Any], timesteps: int, masking: bool,
                    log: Callable[[str], None]) -> None:
     """Write the unrolled graph of ``proto`` and a pending manifest entry, or record why not."""
-    from pipeline.build.onnx_native import UnsupportedModelError
-    from pipeline.build.onnx_unrolled import unroll_grus
+    from pipeline.export.native import UnsupportedModelError
+    from pipeline.export.unrolled import unroll_grus
 
     reason = None
     if masking:
@@ -72,7 +72,7 @@ def _drop(staging: Path, manifest: dict[str, Any], reason: str, log: Callable[[s
 def verify_unrolled(staging: Path, manifest: dict[str, Any], families, keras_fn, prep: dict[str, Any],
                     atol: float, threshold: float, log: Callable[[str], None]) -> None:
     """Check a staged unrolled graph against Keras and the native graph; drop it on any failure."""
-    from pipeline.build.verify import verify_equivalence
+    from pipeline.verification.equivalence import verify_equivalence
     from pipeline.runtime import Predictor
 
     entry = manifest.get("unrolled") or {}

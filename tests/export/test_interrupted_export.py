@@ -140,7 +140,7 @@ def test_leftover_staging_does_not_break_next_build(published):
 PUBLISH_CRASH = r"""
 import os, signal, sys
 from pathlib import Path
-from pipeline.build import builder
+from pipeline.training import run as builder
 real = os.replace
 calls = []
 def replace(src, dst):
@@ -179,7 +179,7 @@ def test_crash_between_publish_renames_is_recovered(tmp_path, published):
 def test_publish_swaps_atomically_when_the_os_can(tmp_path, published, monkeypatch):
     import shutil
 
-    from pipeline.build import builder
+    from pipeline.training import run as builder
 
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir(), b.mkdir()
@@ -203,5 +203,5 @@ def test_publish_swaps_atomically_when_the_os_can(tmp_path, published, monkeypat
 
 
 def builder_recover(path):
-    from pipeline.build.builder import _recover
+    from pipeline.training.run import _recover
     _recover(path)

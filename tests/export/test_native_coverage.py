@@ -1,8 +1,8 @@
 """Native ONNX GRU export across the configurations people use (issue "Native ONNX GRU op for
 Keras 3 GRU layers").
 
-Owns: the coverage tests. Imports: pipeline.build.coverage (the configurations and the
-measurement, shared with tools/coverage_table.py), pipeline.build.onnx_native, the builder and
+Owns: the coverage tests. Imports: pipeline.verification.coverage (the configurations and the
+measurement, shared with tools/coverage_table.py), pipeline.export.native, the builder and
 the runtime Predictor. Reads: nothing. Writes: tmp folders only.
 
 Each configuration is a tiny Keras model with random, non-saturating weights, exported with
@@ -26,9 +26,9 @@ pytest.importorskip("tensorflow")
 import keras  # noqa: E402
 
 from pipeline import artifact  # noqa: E402
-from pipeline.build import coverage  # noqa: E402
-from pipeline.build.onnx_native import UnsupportedModelError, export_native  # noqa: E402
-from pipeline.build.unrolled_export import STRATEGY_ATOL  # noqa: E402
+from pipeline.verification import coverage  # noqa: E402
+from pipeline.export.native import UnsupportedModelError, export_native  # noqa: E402
+from pipeline.verification.unrolled import STRATEGY_ATOL  # noqa: E402
 from pipeline.errors import InputError  # noqa: E402
 
 ATOL = 1e-5
@@ -66,7 +66,7 @@ def test_inputs_exercise_padding_and_unsaturated_outputs() -> None:
 def test_masked_max_pool_needs_keras_padded_values(monkeypatch) -> None:
     """Keras' GlobalMaxPooling1D ignores the mask and sees the GRU's last output repeated on padded
     steps; ONNX writes zeros there. Without the exporter's carry-forward the max differs."""
-    from pipeline.build import onnx_native
+    from pipeline.export import native as onnx_native
 
     case = coverage.case_by_name("Masking + GRU + max pool")
     assert coverage.measure_case(case).max_abs <= ATOL
@@ -108,8 +108,8 @@ def _unsupported_model(kind: str, units: int = 4, features: int = 3) -> keras.Mo
 
 @pytest.mark.parametrize("kind", ["custom cell", "Conv1D"])
 def test_unsupported_layer_raises_and_auto_falls_back(kind: str) -> None:
-    from pipeline.build import builder
-    from pipeline.build.config import load_config
+    from pipeline.training import run as builder
+    from pipeline.settings import load_config
 
     model = _unsupported_model(kind)
     with pytest.raises(UnsupportedModelError):
@@ -133,8 +133,8 @@ def test_go_backwards_stateful_graph_is_refused() -> None:
 
 def test_run_build_falls_back_to_tf2onnx_and_records_why(tmp_path, monkeypatch) -> None:
     """End to end (slow): a Conv1D model builds through tf2onnx, verified, reason in the manifest."""
-    from pipeline.build import builder, model as model_module
-    from pipeline.build.config import load_config
+    from pipeline.training import run as builder, model as model_module
+    from pipeline.settings import load_config
 
     def conv_gru_model(cfg, n_features, masking, learning_rate=1e-3, timesteps=None):
         return _unsupported_model("Conv1D", cfg.units, n_features)
@@ -207,7 +207,7 @@ def test_left_padding_is_refused_by_the_runtime(tmp_path) -> None:
 
 def test_build_cli_stacked_bidirectional(tmp_path) -> None:
     """End to end (slow): gru-build with 2 stacked Bidirectional layers exports GRU ops and verifies."""
-    from pipeline.build.cli import main
+    from pipeline.training.cli import main
 
     out = tmp_path / "bi2"
     code = main(["--samples", "200", "--timesteps", "12", "--features", "3", "--units", "8", "--epochs", "1",

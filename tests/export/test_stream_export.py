@@ -7,9 +7,9 @@ import pytest
 pytest.importorskip("tensorflow")
 
 from pipeline.artifact import sha256_file  # noqa: E402
-from pipeline.build import stream_export  # noqa: E402
-from pipeline.build.config import ModelConfig  # noqa: E402
-from pipeline.build.model import build_model  # noqa: E402
+from pipeline.export import stream as stream_export  # noqa: E402
+from pipeline.settings import ModelConfig  # noqa: E402
+from pipeline.training.model import build_model  # noqa: E402
 from pipeline.errors import VerificationError  # noqa: E402
 
 F = 3

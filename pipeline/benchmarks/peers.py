@@ -17,7 +17,7 @@ error) when its package is missing; once installed, any failure is a real error.
   the Keras 3 GRU becomes a builtin WHILE (unrolling also works but converts ~10x slower and
   runs no faster). Interpreter with its default XNNPACK CPU delegate, one thread per usable CPU.
 
-Imports: numpy, pipeline.build.bench (the timing loop); openvino, ai_edge_litert, tensorflow (lazily, each only for its peer).
+Imports: numpy, pipeline.benchmarks.throughput (the timing loop); openvino, ai_edge_litert, tensorflow (lazily, each only for its peer).
 Reads: ``model.onnx``. Writes: one ``.tflite`` per batch size into a caller-given temp dir.
 """
 
@@ -31,7 +31,7 @@ from typing import Callable
 
 import numpy as np
 
-from pipeline.build.bench import seconds_per_call
+from pipeline.benchmarks.throughput import seconds_per_call
 
 __all__ = ["Peer", "OPENVINO", "LITERT", "available_peers"]
 

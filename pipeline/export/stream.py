@@ -2,7 +2,7 @@
 
 Owns: writing ``stream.onnx`` next to ``model.onnx``, the manifest ``stream`` entry, and the check
 that streaming the graph chunk by chunk reproduces Keras run with ``initial_state``/``return_state``.
-Imports: numpy, onnxruntime, keras (build stage only), pipeline.build.onnx_native.
+Imports: numpy, onnxruntime, keras (build stage only), pipeline.export.native.
 Writes: ``<staging>/stream.onnx``; fills ``manifest["stream"]`` (the caller writes the manifest).
 
 The Keras reference is a *twin* of the classifier: the same layers and weights, except that each
@@ -190,7 +190,7 @@ def export_stream(model, staging_dir: str | Path, manifest: dict[str, Any], cfg=
     Raises:
         VerificationError: the streaming graph disagrees with Keras.
     """
-    from pipeline.build.onnx_native import UnsupportedModelError, export_native, stream_support
+    from pipeline.export.native import UnsupportedModelError, export_native, stream_support
 
     reason = stream_support(model)
     input_name = manifest["input"]["name"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from pipeline.build.bench import OURS, OURS_UNROLLED, BenchRow
+from pipeline.benchmarks.throughput import OURS, OURS_UNROLLED, BenchRow
 
 __all__ = ["summarize", "target_checks", "format_markdown", "plot_throughput"]
 

@@ -79,7 +79,7 @@ def test_ratios_cold_start_install_size_targets_plot(quick_run):
 
 
 def test_missing_peer_packages_are_skipped_with_a_note(monkeypatch, tmp_path):
-    from pipeline.build import bench_peers, bench_report
+    from pipeline.benchmarks import peers as bench_peers, summary as bench_report
 
     monkeypatch.setattr(bench_peers, "find_spec", lambda name: None)
     notes = []

@@ -14,9 +14,9 @@ import pytest
 
 pytest.importorskip("tensorflow")
 
-from pipeline.build.builder import run_build  # noqa: E402
-from pipeline.build.config import load_config  # noqa: E402
-from pipeline.build.stream_export import random_chunking  # noqa: E402
+from pipeline.training.run import run_build  # noqa: E402
+from pipeline.settings import load_config  # noqa: E402
+from pipeline.export.stream import random_chunking  # noqa: E402
 from pipeline.errors import ArtifactError, InputError, StreamError  # noqa: E402
 from pipeline.runtime import Predictor  # noqa: E402
 from pipeline.runtime.stream import Stream  # noqa: E402

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.build import cli as build_cli
-from pipeline.build.config import TrainConfig, load_config
-from pipeline.build.report import auc, choose_threshold, confusion, roc_curve
+from pipeline.training import cli as build_cli
+from pipeline.settings import TrainConfig, load_config
+from pipeline.report.writer import auc, choose_threshold, confusion, roc_curve
 from pipeline.runtime import cli as predict_cli
 
 TINY_TOML = """
@@ -233,7 +233,7 @@ def test_threshold_choice():
 
 
 def test_step_budget_schedule():
-    from pipeline.build.train import class_weights, plan_schedule
+    from pipeline.training.fit import class_weights, plan_schedule
 
     small = plan_schedule(26, TrainConfig())
     assert small["epochs"] * small["steps_per_epoch"] >= TrainConfig().min_steps or small["epochs"] == TrainConfig().max_epochs

@@ -30,7 +30,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from pipeline.build.onnx_native import UnsupportedModelError
+from pipeline.export.native import UnsupportedModelError
 
 __all__ = ["unroll_grus"]
 

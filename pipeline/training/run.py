@@ -1,7 +1,7 @@
 """The build stage end to end: data -> train -> export -> verify -> atomic publish.
 
 Owns: the order of the stages, the manifest contents, the staging folder and the swap that
-publishes it. Imports: the other pipeline.build modules (TensorFlow/Keras through them) and
+publishes it. Imports: the training, export, verification and report modules (TensorFlow/Keras through them) and
 pipeline.runtime for verification. Reads: the data file(s) named in the config.
 Writes: ``<out>/`` (model.onnx, manifest.json, reference.npz, report.md), only after the
 equivalence check passed; until then everything lives in a hidden staging folder beside it.
@@ -23,8 +23,8 @@ from typing import Any, Optional
 import numpy as np
 
 from pipeline import __version__, artifact
-from pipeline.build.config import BuildConfig
-from pipeline.build.dataset import Splits, make_order_task, stratified_split
+from pipeline.settings import BuildConfig
+from pipeline.training.dataset import Splits, make_order_task, stratified_split
 from pipeline.datafiles import SequenceData, read_sequences
 from pipeline.errors import ConfigError, DataFormatError, VerificationError
 from pipeline.preprocessing import apply_preprocessing, fit_standardization
@@ -123,8 +123,8 @@ def _versions() -> dict[str, str]:
 
 def _export(model, cfg: BuildConfig) -> tuple[Any, str, Optional[str]]:
     """Convert with the configured backend: (ModelProto, backend used, fallback reason)."""
-    from pipeline.build.model import INPUT_NAME
-    from pipeline.build.onnx_native import OUTPUT_NAME, UnsupportedModelError, export_native
+    from pipeline.training.model import INPUT_NAME
+    from pipeline.export.native import OUTPUT_NAME, UnsupportedModelError, export_native
 
     backend = cfg.export.backend
     if backend in ("auto", "native"):
@@ -137,7 +137,7 @@ def _export(model, cfg: BuildConfig) -> tuple[Any, str, Optional[str]]:
             log(f"  native GRU export not possible ({reason}); falling back to tf2onnx (Loop graph)")
     else:
         reason = None
-    from pipeline.build.onnx_tf2onnx import export_tf2onnx
+    from pipeline.export.tf2onnx_fallback import export_tf2onnx
 
     return export_tf2onnx(model, INPUT_NAME, OUTPUT_NAME, cfg.export.opset), "tf2onnx", reason
 
@@ -273,9 +273,9 @@ def _build_once(cfg: BuildConfig, started: float, refused: list[dict[str, Any]])
         f"T={T}{' (variable, masked)' if masking else ''}, F={F}, classes {class_names}")
 
     log("[2/6] train")
-    from pipeline.build.baseline import order_blind_accuracy
-    from pipeline.build.model import INPUT_NAME, build_model
-    from pipeline.build.train import fit, keras_proba, seed_everything
+    from pipeline.training.baseline import order_blind_accuracy
+    from pipeline.training.model import INPUT_NAME, build_model
+    from pipeline.training.fit import fit, keras_proba, seed_everything
 
     seed_everything(cfg.seed)
     model = build_model(cfg.model, F, masking, cfg.train.learning_rate)
@@ -283,7 +283,7 @@ def _build_once(cfg: BuildConfig, started: float, refused: list[dict[str, Any]])
     sched = result.schedule
     log(f"  schedule: up to {sched['epochs']} epochs x {sched['steps_per_epoch']} updates (batch {sched['batch_size']}), "
         f"patience {sched['patience']}, class weights {sched['class_weight'] or 'none'}")
-    from pipeline.build.report import binary_metrics, choose_threshold
+    from pipeline.report.writer import binary_metrics, choose_threshold
 
     probas = {name: (d.y, keras_proba(model, scale(d)))
               for name, d in (("train", train), ("validation", val), ("test", test))}
@@ -342,16 +342,16 @@ def _build_once(cfg: BuildConfig, started: float, refused: list[dict[str, Any]])
             "conditioning_retries": refused,  # earlier attempts refused by verification (see run_build)
             "reference": {"file": artifact.REFERENCE_FILE, "rows": int(ref_n)},
         }
-        from pipeline.build.stream_export import export_stream  # stream.onnx + manifest["stream"], verified
+        from pipeline.export.stream import export_stream  # stream.onnx + manifest["stream"], verified
 
         export_stream(model, staging, manifest, cfg, lambda Z: keras_proba(model, Z))
-        from pipeline.build.unrolled_export import stage_unrolled, verify_unrolled
+        from pipeline.verification.unrolled import stage_unrolled, verify_unrolled
 
         stage_unrolled(proto, staging, manifest, T, bool(masking), log)
         artifact.write_manifest(staging, manifest)
 
         log("[4/6] verify Keras vs onnxruntime")
-        from pipeline.build.verify import (format_table, results_to_manifest, stress_families,
+        from pipeline.verification.equivalence import (format_table, results_to_manifest, stress_families,
                                            verify_equivalence)
         from pipeline.runtime import Predictor
 
@@ -361,7 +361,7 @@ def _build_once(cfg: BuildConfig, started: float, refused: list[dict[str, Any]])
                                    cfg.verify.large_batch, cfg.seed, masking)
         sample_errors: dict[str, np.ndarray] = {}
         try:
-            from pipeline.build.model import float64_twin
+            from pipeline.training.model import float64_twin
 
             twin64: list = []  # built on first use: only a failure needs it
 
@@ -384,7 +384,7 @@ def _build_once(cfg: BuildConfig, started: float, refused: list[dict[str, Any]])
         artifact.write_manifest(staging, manifest)
 
         log("[5/6] report")
-        from pipeline.build.report import write_plots, write_report
+        from pipeline.report.writer import write_plots, write_report
 
         plots = write_plots(staging, result.history, {k: probas[k] for k in ("validation", "test")}, threshold,
                             class_names, sample_errors, cfg.verify.atol)

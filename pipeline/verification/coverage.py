@@ -6,7 +6,7 @@ random and "real" inputs (the default order task, standardized) at two batch siz
 sequence lengths, and measuring max |Keras - ORT|; also the batch-1 latency comparison of the
 native GRU graph against tf2onnx's Loop graph. Used by tests/build/test_native_coverage.py and
 tools/coverage_table.py.
-Imports: numpy, onnx, onnxruntime, keras (build stage only), pipeline.build modules.
+Imports: numpy, onnx, onnxruntime, keras (build stage only), pipeline.export and pipeline.training.dataset.
 Reads/writes: nothing on disk.
 """
 
@@ -21,7 +21,7 @@ from typing import Callable, Optional
 import numpy as np
 import onnx
 
-from pipeline.build.dataset import make_order_task
+from pipeline.training.dataset import make_order_task
 from pipeline.preprocessing import apply_preprocessing, fit_standardization
 
 __all__ = [
@@ -272,8 +272,8 @@ class CaseResult:
 
 def measure_case(case: Case, seed: int = 0) -> CaseResult:
     """Build, export natively, run both sides on every input batch; the errors per batch."""
-    from pipeline.build.onnx_native import export_native
-    from pipeline.build.onnx_unrolled import unroll_grus
+    from pipeline.export.native import export_native
+    from pipeline.export.unrolled import unroll_grus
 
     model = build_case(case, seed)
     proto = export_native(model, INPUT_NAME, OPSET)
@@ -309,10 +309,10 @@ def latency_native_vs_tf2onnx(units: int = 64, timesteps: int = 50, features: in
     Both graphs come from the same random-weight model and run with one intra-op thread; rounds
     alternate between the two so machine load affects both alike.
     """
-    from pipeline.build.config import ModelConfig
-    from pipeline.build.model import build_model
-    from pipeline.build.onnx_native import OUTPUT_NAME, export_native
-    from pipeline.build.onnx_tf2onnx import export_tf2onnx
+    from pipeline.settings import ModelConfig
+    from pipeline.training.model import build_model
+    from pipeline.export.native import OUTPUT_NAME, export_native
+    from pipeline.export.tf2onnx_fallback import export_tf2onnx
 
     import keras
 
@@ -362,7 +362,7 @@ def readme_section(results: list[CaseResult], latency: Optional[dict[str, float]
     parts = [
         "## Native ONNX GRU export",
         "",
-        "tf2onnx turns a Keras 3 GRU into a `Loop` over time steps. `pipeline/build/onnx_native.py` instead",
+        "tf2onnx turns a Keras 3 GRU into a `Loop` over time steps. `pipeline/export/native.py` instead",
         "emits the ONNX `GRU` op directly (gate order z, r, h in both; `reset_after=True` is",
         "`linear_before_reset=1`; Bidirectional is `direction=\"bidirectional\"`, go_backwards is `\"reverse\"`;",
         "Masking / `Embedding(mask_zero=True)` over right-padded rows becomes `sequence_lens`). On padded steps",

@@ -26,7 +26,7 @@ import numpy as np
 
 __all__ = ["cold_start", "install_sizes"]
 
-TF_CHILD = ("import sys, numpy as np, keras, pipeline.build.model; m = keras.saving.load_model(sys.argv[1]); "
+TF_CHILD = ("import sys, numpy as np, keras, pipeline.training.model; m = keras.saving.load_model(sys.argv[1]); "
             "print(float(m.predict(np.load(sys.argv[2]), verbose=0).reshape(-1)[0]))")
 
 

@@ -5,8 +5,8 @@ import pytest
 
 pytest.importorskip("tensorflow")
 
-from pipeline.build.config import ModelConfig, load_config  # noqa: E402
-from pipeline.build.model import build_model, float64_twin  # noqa: E402
+from pipeline.settings import ModelConfig, load_config  # noqa: E402
+from pipeline.training.model import build_model, float64_twin  # noqa: E402
 from pipeline.errors import ConfigError  # noqa: E402
 
 

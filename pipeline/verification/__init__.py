@@ -1,0 +1,5 @@
+"""Verification: Keras against onnxruntime, for every graph the export ships.
+
+Heavy side. May import the shared modules, ``pipeline.runtime`` (to run artifacts exactly as users
+do) and ``pipeline.export``'s emitters (coverage cases); never ``pipeline.training``.
+"""
