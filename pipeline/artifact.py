@@ -45,6 +45,9 @@ __all__ = [
 SCHEMA_VERSION = 1
 SUPPORTED_SCHEMA_VERSIONS = (1,)
 
+INPUT_NAME = "x"               # graph input of every model file: (batch, time, F) raw features
+OUTPUT_NAME = "probability"    # graph output of model.onnx: (batch, 1) p(class 1)
+
 MODEL_FILE = "model.onnx"
 STREAM_MODEL_FILE = "stream.onnx"
 UNROLLED_MODEL_FILE = "model_unrolled.onnx"

@@ -1,4 +1,4 @@
-"""Training: seeding, a step-budgeted schedule, fitting with early stopping, evaluation.
+"""Training loop: seeding, a step-budgeted schedule, fitting with early stopping.
 
 Owns: making runs deterministic and fitting a compiled Keras model on scaled data.
 Imports: tensorflow, keras (build stage only). Reads/writes: nothing on disk.
@@ -14,7 +14,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["seed_everything", "fit", "evaluate", "keras_proba", "plan_schedule", "class_weights", "TrainResult"]
+from pipeline.settings import TrainConfig
+
+__all__ = ["seed_everything", "fit", "plan_schedule", "class_weights", "TrainResult"]
 
 
 def seed_everything(seed: int) -> None:
@@ -71,27 +73,20 @@ def class_weights(y: np.ndarray, mode: str) -> dict[int, float] | None:
 
 
 def fit(model, X_train: np.ndarray, y_train: np.ndarray, X_val: np.ndarray, y_val: np.ndarray,
-        epochs: Any, batch_size: int | None = None, patience: int | None = None, verbose: Any = "auto") -> TrainResult:
+        cfg: TrainConfig) -> TrainResult:
     """Fit with early stopping on validation loss, restoring the best weights.
 
-    X_* are scaled and padded (N, T, F) float32; y_* are (N,) in {0, 1}.
-    ``epochs`` is either a ``TrainConfig`` (the step-budgeted schedule of ``plan_schedule``, LR
-    reduction on plateau, class weights, gradient clipping) or, as before, a plain epoch count with ``batch_size``
-    and ``patience``.
+    X_* are scaled and padded (N, T, F) float32; y_* are (N,) in {0, 1}. The schedule is the
+    step-budgeted one of ``plan_schedule``, with learning-rate reduction on plateau, class weights
+    and gradient clipping as ``cfg`` says.
     """
     import keras
 
-    if hasattr(epochs, "min_steps"):
-        cfg = epochs
-        plan = plan_schedule(len(y_train), cfg)
-        weights = class_weights(y_train, cfg.class_weight)
-        lr_factor, min_lr, verbose = cfg.lr_factor, cfg.min_lr, cfg.verbose
-        if cfg.clipnorm and getattr(model, "optimizer", None) is not None:
-            model.optimizer.global_clipnorm = float(cfg.clipnorm)  # read when the train step is traced
-    else:
-        plan = {"epochs": int(epochs), "batch_size": int(batch_size), "patience": int(patience),
-                "steps_per_epoch": math.ceil(len(y_train) / int(batch_size)), "lr_patience": None}
-        weights, lr_factor, min_lr = None, 1.0, 0.0
+    plan = plan_schedule(len(y_train), cfg)
+    weights = class_weights(y_train, cfg.class_weight)
+    lr_factor, min_lr, verbose = cfg.lr_factor, cfg.min_lr, cfg.verbose
+    if cfg.clipnorm and getattr(model, "optimizer", None) is not None:
+        model.optimizer.global_clipnorm = float(cfg.clipnorm)  # read when the train step is traced
     callbacks = [keras.callbacks.EarlyStopping(
         monitor="val_loss", patience=plan["patience"], restore_best_weights=True, verbose=0
     )]
@@ -112,19 +107,3 @@ def fit(model, X_train: np.ndarray, y_train: np.ndarray, X_val: np.ndarray, y_va
     plan["class_weight"] = weights and {str(k): v for k, v in weights.items()}
     return TrainResult(history=history, best_epoch=int(np.argmin(val_loss)) + 1, epochs_run=len(val_loss),
                        schedule=plan)
-
-
-def keras_proba(model, X: np.ndarray, batch_size: int = 1024) -> np.ndarray:
-    """Probabilities of class 1 from Keras in inference mode: (N, T, F) -> (N,) float32."""
-    out = []
-    for start in range(0, len(X), batch_size):
-        out.append(np.asarray(model(X[start:start + batch_size], training=False)).reshape(-1))
-    return np.concatenate(out).astype(np.float32)
-
-
-def evaluate(model, X: np.ndarray, y: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
-    """Accuracy and binary cross-entropy of the model on scaled X (N, T, F), y (N,) in {0, 1}."""
-    p = keras_proba(model, X).astype(np.float64)
-    eps = 1e-7
-    loss = -np.mean(y * np.log(np.clip(p, eps, 1)) + (1 - y) * np.log(np.clip(1 - p, eps, 1)))
-    return {"accuracy": float(((p >= threshold).astype(int) == y).mean()), "loss": float(loss), "n": int(len(y))}

@@ -7,16 +7,14 @@ Imports: keras (heavy; build stage only). Reads/writes: nothing.
 
 from __future__ import annotations
 
-from typing import Optional
-
 import keras
-import numpy as np
 
+from pipeline import artifact
 from pipeline.settings import ModelConfig
 
 __all__ = ["build_model", "INPUT_NAME", "SpectralNormCap"]
 
-INPUT_NAME = "x"
+INPUT_NAME = artifact.INPUT_NAME
 
 
 @keras.saving.register_keras_serializable(package="gru_pipeline")
@@ -41,8 +39,7 @@ class SpectralNormCap(keras.constraints.Constraint):
         return {"max_value": self.max_value}
 
 
-def build_model(cfg: ModelConfig, n_features: int, masking: bool, learning_rate: float = 1e-3,
-                timesteps: Optional[int] = None) -> keras.Model:
+def build_model(cfg: ModelConfig, n_features: int, masking: bool, learning_rate: float = 1e-3) -> keras.Model:
     """Build and compile the classifier.
 
     Args:
@@ -50,11 +47,10 @@ def build_model(cfg: ModelConfig, n_features: int, masking: bool, learning_rate:
         n_features: F, features per timestep.
         masking: add Masking(mask_value=0.0) so right-padded rows are skipped.
         learning_rate: Adam learning rate.
-        timesteps: fixed T, or None for a dynamic time axis (the default).
     Returns:
         a compiled keras.Model, input (batch, time, F) float32 -> (batch, 1) probability.
     """
-    inputs = keras.Input(shape=(timesteps, n_features), name=INPUT_NAME)  # (batch, time, F)
+    inputs = keras.Input(shape=(None, n_features), name=INPUT_NAME)  # (batch, time, F): any length
     x = inputs
     if masking:
         x = keras.layers.Masking(mask_value=0.0, name="masking")(x)
@@ -88,31 +84,3 @@ def build_model(cfg: ModelConfig, n_features: int, masking: bool, learning_rate:
         metrics=["accuracy"],
     )
     return model
-
-
-def float64_twin(model: keras.Model) -> keras.Model:
-    """The same architecture and weights computed in float64: a near-exact reference.
-
-    Used to tell, when Keras and ONNX disagree, whether float32 itself is ill-conditioned on an
-    input (both sides far from the float64 result) or one side is wrong.
-    """
-    config = model.get_config()
-
-    def to_f64(node):
-        if isinstance(node, list):
-            return [to_f64(v) for v in node]
-        if not isinstance(node, dict):
-            return node
-        out = {}
-        for key, value in node.items():
-            if key == "dtype" and isinstance(value, dict):  # a serialized DTypePolicy
-                out[key] = {**value, "config": {**value.get("config", {}), "name": "float64"}}
-            elif key == "dtype" and isinstance(value, str) and "float" in value:
-                out[key] = "float64"
-            else:
-                out[key] = to_f64(value)
-        return out
-
-    twin = model.__class__.from_config(to_f64(config))
-    twin.set_weights([np.asarray(w, dtype=np.float64) for w in model.get_weights()])
-    return twin

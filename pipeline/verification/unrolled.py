@@ -1,13 +1,13 @@
-"""Ship the unrolled batch graph only when it is as trustworthy as model.onnx.
+"""Check the staged unrolled batch graph: it ships only when it is as trustworthy as model.onnx.
 
-Owns: writing ``model_unrolled.onnx`` beside ``model.onnx``, its manifest entry, and the two checks
-on it: Keras vs the unrolled graph on every verification family (same tolerance as model.onnx;
+Owns: the two checks on ``model_unrolled.onnx`` (staged by pipeline.export.exporter) and the
+completion of its manifest entry: Keras vs the unrolled graph on every verification family (same tolerance as model.onnx;
 failing it drops the file), and the unrolled vs the native graph within ``STRATEGY_ATOL``. Only
 when the second holds too may the runtime pick the unrolled graph by itself ("auto": true), so
 that its automatic choice never changes a result by more than that; otherwise the graph ships
 for callers who ask for it (``graph="unrolled"``) with the measured difference in the manifest.
-Imports: numpy, onnx, pipeline.export.unrolled, pipeline.verification.equivalence, pipeline.runtime.
-Writes: ``<staging>/model_unrolled.onnx`` (removed again if a check fails); fills
+Imports: numpy, pipeline.verification.equivalence, pipeline.runtime.
+Reads: the staged folder. Writes: removes ``<staging>/model_unrolled.onnx`` if a check fails; fills
 ``manifest["unrolled"]`` (the caller writes the manifest).
 
 Manifest entry::
@@ -30,37 +30,9 @@ import numpy as np
 
 from pipeline import artifact
 from pipeline.errors import VerificationError
+from pipeline.verification.tolerances import STRATEGY_ATOL
 
-__all__ = ["stage_unrolled", "verify_unrolled", "STRATEGY_ATOL"]
-
-STRATEGY_ATOL = 1e-6  # max |unrolled - native| allowed on any verification input
-
-
-def stage_unrolled(proto, staging: Path, manifest: dict[str, Any], timesteps: int, masking: bool,
-                   log: Callable[[str], None]) -> None:
-    """Write the unrolled graph of ``proto`` and a pending manifest entry, or record why not."""
-    from pipeline.export.native import UnsupportedModelError
-    from pipeline.export.unrolled import unroll_grus
-
-    reason = None
-    if masking:
-        reason = "masked (variable-length) models run the native GRU op, which takes sequence lengths"
-    elif not any(n.op_type == "GRU" for n in proto.graph.node):
-        reason = "the exported graph has no native GRU op (tf2onnx backend)"
-    else:
-        try:
-            unrolled = unroll_grus(proto, timesteps)
-        except UnsupportedModelError as exc:
-            reason = str(exc)
-    if reason:
-        manifest["unrolled"] = {"supported": False, "reason": reason}
-        log(f"  unrolled batch graph: not built ({reason})")
-        return
-    path = Path(staging) / artifact.UNROLLED_MODEL_FILE
-    path.write_bytes(unrolled.SerializeToString())
-    manifest["unrolled"] = {"supported": True, "file": artifact.UNROLLED_MODEL_FILE,
-                            "sha256": artifact.sha256_file(path), "timesteps": int(timesteps),
-                            "nodes": len(unrolled.graph.node)}
+__all__ = ["verify_unrolled", "STRATEGY_ATOL"]
 
 
 def _drop(staging: Path, manifest: dict[str, Any], reason: str, log: Callable[[str], None]) -> None:

@@ -140,7 +140,7 @@ def test_leftover_staging_does_not_break_next_build(published):
 PUBLISH_CRASH = r"""
 import os, signal, sys
 from pathlib import Path
-from pipeline.training import run as builder
+from pipeline.export import publish
 real = os.replace
 calls = []
 def replace(src, dst):
@@ -148,9 +148,9 @@ def replace(src, dst):
     calls.append(dst)
     if len(calls) == 1:              # the old artifact was moved aside, the new one not yet in place
         os.kill(os.getpid(), signal.SIGKILL)
-builder.os.replace = replace
-builder._exchange = lambda a, b: False  # force the two-rename fallback
-builder._publish(Path(sys.argv[1]), Path(sys.argv[2]))
+publish.os.replace = replace
+publish.exchange = lambda a, b: False  # force the two-rename fallback
+publish.publish(Path(sys.argv[1]), Path(sys.argv[2]))
 """
 
 
@@ -179,12 +179,12 @@ def test_crash_between_publish_renames_is_recovered(tmp_path, published):
 def test_publish_swaps_atomically_when_the_os_can(tmp_path, published, monkeypatch):
     import shutil
 
-    from pipeline.training import run as builder
+    from pipeline.export import publish
 
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir(), b.mkdir()
     (a / "x").write_text("a")
-    if not builder._exchange(a, b):
+    if not publish.exchange(a, b):
         pytest.skip("renameat2(RENAME_EXCHANGE) not available on this system")
     assert (b / "x").read_text() == "a" and not (a / "x").exists()
     _, out, _ = published
@@ -197,11 +197,11 @@ def test_publish_swaps_atomically_when_the_os_can(tmp_path, published, monkeypat
     def no_rename(*args):
         raise AssertionError("the atomic path must not rename the old artifact aside")
 
-    monkeypatch.setattr(builder.os, "replace", no_rename)
-    builder._publish(staging, target)
+    monkeypatch.setattr(publish.os, "replace", no_rename)
+    publish.publish(staging, target)
     assert (target / "marker").read_text() == "new" and not staging.exists()
 
 
 def builder_recover(path):
-    from pipeline.training.run import _recover
-    _recover(path)
+    from pipeline.export.publish import recover
+    recover(path)

@@ -108,20 +108,18 @@ def _unsupported_model(kind: str, units: int = 4, features: int = 3) -> keras.Mo
 
 @pytest.mark.parametrize("kind", ["custom cell", "Conv1D"])
 def test_unsupported_layer_raises_and_auto_falls_back(kind: str) -> None:
-    from pipeline.training import run as builder
-    from pipeline.settings import load_config
+    from pipeline.export import exporter
 
     model = _unsupported_model(kind)
     with pytest.raises(UnsupportedModelError):
         export_native(model, "x", 17)
-    cfg = load_config(None, {"export": {"backend": "auto"}})
-    proto, backend, reason = builder._export(model, cfg)
+    proto, backend, reason = exporter.convert(model, "auto", 17)
     assert backend == "tf2onnx" and reason
     X = np.random.default_rng(0).standard_normal((3, 7, 3)).astype(np.float32)
     err = np.abs(coverage.run_onnx(coverage.ort_session(proto), X) - coverage.keras_run(model, X)).max()
     assert err <= ATOL
     with pytest.raises(UnsupportedModelError):
-        builder._export(model, load_config(None, {"export": {"backend": "native"}}))
+        exporter.convert(model, "native", 17)
 
 
 def test_go_backwards_stateful_graph_is_refused() -> None:
@@ -136,7 +134,7 @@ def test_run_build_falls_back_to_tf2onnx_and_records_why(tmp_path, monkeypatch) 
     from pipeline.training import run as builder, model as model_module
     from pipeline.settings import load_config
 
-    def conv_gru_model(cfg, n_features, masking, learning_rate=1e-3, timesteps=None):
+    def conv_gru_model(cfg, n_features, masking, learning_rate=1e-3):
         return _unsupported_model("Conv1D", cfg.units, n_features)
 
     monkeypatch.setattr(model_module, "build_model", conv_gru_model)

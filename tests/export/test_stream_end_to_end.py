@@ -16,7 +16,7 @@ pytest.importorskip("tensorflow")
 
 from pipeline.training.run import run_build  # noqa: E402
 from pipeline.settings import load_config  # noqa: E402
-from pipeline.export.stream import random_chunking  # noqa: E402
+from pipeline.verification.stream import random_chunking  # noqa: E402
 from pipeline.errors import ArtifactError, InputError, StreamError  # noqa: E402
 from pipeline.runtime import Predictor  # noqa: E402
 from pipeline.runtime.stream import Stream  # noqa: E402

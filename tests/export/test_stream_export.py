@@ -8,6 +8,7 @@ pytest.importorskip("tensorflow")
 
 from pipeline.artifact import sha256_file  # noqa: E402
 from pipeline.export import stream as stream_export  # noqa: E402
+from pipeline.verification import stream as stream_verification  # noqa: E402
 from pipeline.settings import ModelConfig  # noqa: E402
 from pipeline.training.model import build_model  # noqa: E402
 from pipeline.errors import VerificationError  # noqa: E402
@@ -65,7 +66,7 @@ def test_unstreamable_models_are_recorded_not_written(tmp_path, cfg, reason):
 
 
 def test_a_disagreeing_stream_graph_fails_verification(tmp_path, monkeypatch):
-    real = stream_export._onnx_stream_runner
+    real = stream_verification.onnx_chunk_runner
 
     def drifting(*args):
         run = real(*args)
@@ -76,7 +77,7 @@ def test_a_disagreeing_stream_graph_fails_verification(tmp_path, monkeypatch):
 
         return wrapped
 
-    monkeypatch.setattr(stream_export, "_onnx_stream_runner", drifting)
+    monkeypatch.setattr(stream_verification, "onnx_chunk_runner", drifting)
     with pytest.raises(VerificationError, match="stream.onnx disagrees with Keras"):
         stream_export.export_stream(_model(), tmp_path, _manifest(), log=lambda m: None)
 
@@ -85,5 +86,5 @@ def test_random_chunking_covers_the_sequence():
     rng = np.random.default_rng(0)
     for T in (1, 2, 7, 50):
         for _ in range(20):
-            sizes = stream_export.random_chunking(T, rng, 5)
+            sizes = stream_verification.random_chunking(T, rng, 5)
             assert sum(sizes) == T and min(sizes) >= 1 and max(sizes) <= 5

@@ -11,6 +11,7 @@ pytest.importorskip("tensorflow")
 from onnx import numpy_helper  # noqa: E402
 
 from pipeline.artifact import sha256_file  # noqa: E402
+from pipeline.export import exporter  # noqa: E402
 from pipeline.training import run as builder  # noqa: E402
 from pipeline.settings import load_config  # noqa: E402
 from pipeline.errors import VerificationError  # noqa: E402
@@ -103,17 +104,17 @@ def _perturb_gru_kernel(proto) -> None:
 
 @pytest.mark.parametrize("retries", [1, 0])
 def test_refused_model_is_retrained_with_a_halved_recurrent_cap(tmp_path, monkeypatch, retries):
-    real_export = builder._export
+    real_export = exporter.convert
     calls = []
 
-    def first_export_wrong(model, cfg):
-        proto, backend, reason = real_export(model, cfg)
-        calls.append(cfg.model.recurrent_norm_max)
+    def first_export_wrong(model, backend, opset):
+        proto, backend, reason = real_export(model, backend, opset)
+        calls.append(model.get_layer("gru_0").cell.recurrent_constraint.max_value)
         if len(calls) == 1:
             _perturb_gru_kernel(proto)
         return proto, backend, reason
 
-    monkeypatch.setattr(builder, "_export", first_export_wrong)
+    monkeypatch.setattr(exporter, "convert", first_export_wrong)
     out = tmp_path / "artifact"
     cfg = tiny_config(out, train={"epochs": 1, "conditioning_retries": retries})
     if retries == 0:
@@ -133,14 +134,14 @@ def test_refused_model_is_retrained_with_a_halved_recurrent_cap(tmp_path, monkey
 def test_broken_export_is_caught_and_previous_artifact_kept(built, monkeypatch):
     out, _ = built
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
-    real_export = builder._export
+    real_export = exporter.convert
 
-    def perturbed(model, cfg):
-        proto, backend, reason = real_export(model, cfg)
+    def perturbed(model, backend, opset):
+        proto, backend, reason = real_export(model, backend, opset)
         _perturb_gru_kernel(proto)  # every attempt, so the retry with a tighter cap fails too
         return proto, backend, reason
 
-    monkeypatch.setattr(builder, "_export", perturbed)
+    monkeypatch.setattr(exporter, "convert", perturbed)
     with pytest.raises(VerificationError, match="Keras and ONNX disagree") as info:
         builder.run_build(tiny_config(out, train={"epochs": 1}))
     # The message explains which side left the float64 result: Keras stays close, ONNX does not.

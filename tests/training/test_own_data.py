@@ -12,7 +12,7 @@ import pytest
 
 from pipeline.training import cli as build_cli
 from pipeline.settings import TrainConfig, load_config
-from pipeline.report.writer import auc, choose_threshold, confusion, roc_curve
+from pipeline.report.metrics import auc, choose_threshold, confusion, roc_curve
 from pipeline.runtime import cli as predict_cli
 
 TINY_TOML = """

@@ -6,7 +6,8 @@ import pytest
 pytest.importorskip("tensorflow")
 
 from pipeline.settings import ModelConfig, load_config  # noqa: E402
-from pipeline.training.model import build_model, float64_twin  # noqa: E402
+from pipeline.training.model import build_model  # noqa: E402
+from pipeline.verification.keras_reference import float64_copy  # noqa: E402
 from pipeline.errors import ConfigError  # noqa: E402
 
 
@@ -32,7 +33,7 @@ def test_capped_model_round_trips_through_its_config():
     model = build_model(ModelConfig(units=4), 3, masking=False)
     assert ModelConfig().recurrent_norm_max == 2.0
     assert model.get_layer("gru_0").recurrent_constraint.get_config() == {"max_value": 2.0}
-    twin = float64_twin(model)  # rebuilt from get_config(): the constraint must deserialize
+    twin = float64_copy(model)  # rebuilt from get_config(): the constraint must deserialize
     X = np.random.default_rng(1).standard_normal((5, 7, 3)).astype(np.float32)
     assert np.abs(np.asarray(twin(X.astype(np.float64))) - np.asarray(model(X))).max() < 1e-6
 
