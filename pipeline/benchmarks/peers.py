@@ -17,13 +17,13 @@ error) when its package is missing; once installed, any failure is a real error.
   the Keras 3 GRU becomes a builtin WHILE (unrolling also works but converts ~10x slower and
   runs no faster). Interpreter with its default XNNPACK CPU delegate, one thread per usable CPU.
 
-Imports: numpy, pipeline.benchmarks.throughput (the timing loop); openvino, ai_edge_litert, tensorflow (lazily, each only for its peer).
+Imports: numpy, pipeline.benchmarks.throughput (the timing loop), pipeline.runtime.sessions
+(usable_cpus); openvino, ai_edge_litert, tensorflow (lazily, each only for its peer).
 Reads: ``model.onnx``. Writes: one ``.tflite`` per batch size into a caller-given temp dir.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from importlib.util import find_spec
 from pathlib import Path
@@ -32,6 +32,7 @@ from typing import Callable
 import numpy as np
 
 from pipeline.benchmarks.throughput import seconds_per_call
+from pipeline.runtime.sessions import usable_cpus
 
 __all__ = ["Peer", "OPENVINO", "LITERT", "available_peers"]
 
@@ -50,13 +51,6 @@ class Peer:
     name: str
     prepare: Callable[[np.ndarray], tuple[Run, str]]
     info: dict = field(default_factory=dict)
-
-
-def usable_cpus() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
 
 
 def _seconds_per_call(run: Run, seconds: float, rounds: int = 3) -> float:

@@ -5,7 +5,8 @@ from model.onnx, so every engine runs the very same numbers), timing engines sid
 interleaved rounds (median), checking every engine's outputs against Keras in the same run, and
 the fp32 matmul roof. The optional peers (OpenVINO, LiteRT) come from bench_peers; ratios,
 targets, markdown and plot from bench_report; cold start and install size from bench_startup.
-Imports: numpy, onnx, keras/tensorflow, tf2onnx (build stage only), and pipeline.runtime.
+Imports: numpy, onnx, keras/tensorflow, tf2onnx (build stage only), pipeline.runtime (the Predictor;
+sessions.open_session for the tf2onnx graph's session).
 Reads: an exported folder. Writes: nothing (tools/bench.py writes results).
 """
 
@@ -107,20 +108,19 @@ def bench_batches(model_dir: Path, batches=(1, 64, 1024, 8192), rounds: int = 5,
             Keras reference (preprocessed), then timed in the same interleaved rounds.
         twin: ``keras_twin(model_dir)`` if the caller already built it (the peers need it too).
     """
-    import onnxruntime as ort
     import tensorflow as tf
 
     from pipeline.export.tf2onnx_fallback import export_tf2onnx
     from pipeline.preprocessing import apply_preprocessing
+    from pipeline.runtime.sessions import open_session
 
     model, pred = twin or keras_twin(model_dir)
     T = int(pred.manifest.get("timesteps_trained") or 50)
     F = pred.n_features
     serve = tf.function(lambda z: model(z, training=False), input_signature=(tf.TensorSpec([None, None, F], tf.float32),))
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    loop = ort.InferenceSession(export_tf2onnx(model, "x", "probability", 17).SerializeToString(), so,
-                                providers=["CPUExecutionProvider"])
+    # onnxruntime's default intra-op threads (one per physical core): the peer as users run it
+    loop = open_session(export_tf2onnx(model, "x", "probability", 17).SerializeToString(), threads=None,
+                        name="tf2onnx Loop graph")
     prep = pred.manifest["preprocessing"]
     unrolled = None
     if (pred.manifest.get("unrolled") or {}).get("supported"):

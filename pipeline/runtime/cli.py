@@ -36,7 +36,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("model_dir", metavar="MODEL_DIR", help="exported folder (e.g. exported)")
     p.add_argument("input", metavar="INPUT", help="data file: .npz (X[, lengths, ids]), .npy (X), .csv (long layout), .ts")
     p.add_argument("--output", "-o", metavar="FILE", help="write the CSV here instead of stdout")
-    p.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: chosen by the runtime)")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="worker threads that run the chunks of a large batch in parallel, each chunk a "
+                        "single-threaded onnxruntime call (default: the CPUs this process may use)")
     p.add_argument("--graph", choices=("auto", "native", "unrolled"), default="auto",
                    help="graph form: auto (default: the runtime decides), native (model.onnx, GRU op), unrolled "
                         "(model_unrolled.onnx for inputs of the trained length: higher throughput on large batches)")

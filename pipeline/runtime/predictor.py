@@ -1,7 +1,9 @@
 """Load an exported folder and predict with onnxruntime, without TensorFlow.
 
-Owns: ``Predictor`` (loading with integrity checks, batch inference, labels) and the choice of
-onnxruntime session settings. Imports: numpy, onnxruntime, pipeline light modules (TF-free).
+Owns: ``Predictor`` (loading with integrity checks, batch inference, labels) and its execution
+strategy (batch chunks over worker threads; one intra-op thread per session, set through
+``pipeline.runtime.sessions``). Imports: numpy, onnxruntime (types only), pipeline light modules,
+pipeline.runtime.sessions (TF-free).
 Reads: ``<model_dir>/manifest.json``, ``model.onnx``, ``model_unrolled.onnx`` when the manifest
 lists it (the batch graph form, loaded on first use), ``stream.onnx`` for streams.
 
@@ -28,6 +30,7 @@ from pipeline import artifact
 from pipeline.errors import ArtifactError, InputError, PipelineError
 from pipeline.preprocessing import apply_preprocessing
 from pipeline.runtime.inputs import ArrayLike, check_finite, prepare_features
+from pipeline.runtime.sessions import open_session, usable_cpus
 
 __all__ = ["Predictor"]
 
@@ -36,6 +39,8 @@ __all__ = ["Predictor"]
 # by `workers` threads (session.run releases the GIL): on the unrolled graph (model_unrolled.onnx,
 # per-step Gemm nodes, about 1.4x the GRU op's throughput per core from 64-row calls up) when the
 # artifact has one and the rows are exactly its length and unmasked, else on the native graph.
+# Each session has one intra-op thread (sessions.open_session(path, threads=1)): the GRU op
+# parallelises poorly inside a call, so the workers parallelise across chunks instead.
 # The split never changes a row's numbers. The graph form is switched automatically only when
 # the build measured both forms within 1e-6 of each other on every verification input
 # (manifest "unrolled": {"auto": true}); otherwise graph="unrolled" is an explicit choice.
@@ -44,37 +49,6 @@ CHUNK_MIN, CHUNK_MAX = 16, 64             # rows per call, native graph
 UNROLLED_MIN_ROWS = 64                    # smallest batch sent to the unrolled graph
 UNROLLED_CHUNK_MIN, UNROLLED_CHUNK_MAX = 32, 256  # rows per call, unrolled graph
 GRAPH_FORMS = ("auto", "native", "unrolled")
-
-
-def usable_cpus() -> int:
-    """CPUs this process may run on."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
-
-
-def _session_options() -> ort.SessionOptions:
-    # One intra-op thread per call: the GRU op parallelises poorly inside a call, so the runtime
-    # parallelises across batch chunks instead (see Predictor._run). Measured on 2 cores,
-    # batch 8192: one call with 2 intra-op threads ~24k samples/s, 2 workers x 64-row chunks ~60k.
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.log_severity_level = 3
-    so.intra_op_num_threads = 1
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    return so
-
-
-def open_session(path: Path) -> ort.InferenceSession:
-    """Create an onnxruntime CPU session; a damaged file raises ArtifactError."""
-    try:
-        return ort.InferenceSession(str(path), sess_options=_session_options(),
-                                    providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf/... types
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ArtifactError(f"{path} is not a loadable ONNX model (truncated or corrupted?): {first[:200]}") from None
 
 
 def _shape_of(node_arg) -> list:
@@ -139,7 +113,7 @@ class Predictor:
         if not model_path.is_file():
             raise ArtifactError(f"model file not found: {str(model_path)!r}")
         artifact.verify_model_hash(model_path, model_info.get("sha256", ""))
-        return cls(folder, manifest, open_session(model_path), threads, graph)
+        return cls(folder, manifest, open_session(model_path, threads=1), threads, graph)
 
     def _check_graph_matches_manifest(self) -> None:
         ins, outs = self._session.get_inputs(), self._session.get_outputs()
@@ -172,7 +146,7 @@ class Predictor:
                 if not path.is_file():
                     raise ArtifactError(f"unrolled model file not found: {str(path)!r}")
                 artifact.verify_model_hash(path, entry.get("sha256", ""))
-                self._unrolled = open_session(path)
+                self._unrolled = open_session(path, threads=1)
             return self._unrolled
 
     def _plan(self, n: int, T: int) -> tuple[Any, int]:

@@ -1,7 +1,8 @@
 """Streaming inference: feed a sequence one step or one chunk at a time, carrying the GRU state.
 
 Owns: ``Stream`` (state buffers, input checks, the fast onnxruntime call) and ``stream_csv``
-(the ``gru-predict --stream`` loop). Imports: numpy, onnxruntime, pipeline light modules (TF-free).
+(the ``gru-predict --stream`` loop). Imports: numpy, onnxruntime (RunOptions, types), pipeline light
+modules, pipeline.runtime.sessions (TF-free).
 Reads: ``<model_dir>/stream.onnx`` (sha256-checked against ``manifest["stream"]``).
 
 The stream graph is the classifier with each GRU's hidden state exposed as an input ``h_in_i`` and
@@ -38,6 +39,7 @@ import onnxruntime as ort
 
 from pipeline import artifact
 from pipeline.errors import ArtifactError, InputError, StreamError
+from pipeline.runtime.sessions import open_session
 
 __all__ = ["Stream", "open_stream_session", "stream_csv"]
 
@@ -66,17 +68,7 @@ def open_stream_session(predictor) -> tuple[ort.InferenceSession, dict[str, Any]
     if not path.is_file():
         raise ArtifactError(f"stream model file not found: {str(path)!r}")
     artifact.verify_model_hash(path, entry.get("sha256", ""))
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.intra_op_num_threads = 1  # one step is far too small to split across threads
-    so.inter_op_num_threads = 1
-    so.log_severity_level = 3
-    try:
-        sess = ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime's own exception types
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ArtifactError(f"{path} is not a loadable ONNX model (truncated or corrupted?): {first[:200]}") from None
+    sess = open_session(path, threads=1)  # one step is far too small to split across threads
     want_in = [entry["input"]] + [s["input"] for s in entry["states"]]
     want_out = [entry["output"]] + [s["output"] for s in entry["states"]]
     got_in, got_out = [i.name for i in sess.get_inputs()], [o.name for o in sess.get_outputs()]

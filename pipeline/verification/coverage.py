@@ -4,9 +4,10 @@ Owns: the list of model configurations (``CASES``), building one as a tiny Keras
 non-trivial random weights, exporting it with ``export_native``, running it in onnxruntime on
 random and "real" inputs (the default order task, standardized) at two batch sizes and two
 sequence lengths, and measuring max |Keras - ORT|; also the batch-1 latency comparison of the
-native GRU graph against tf2onnx's Loop graph. Used by tests/build/test_native_coverage.py and
+native GRU graph against tf2onnx's Loop graph. Used by tests/export/test_native_coverage.py and
 tools/coverage_table.py.
-Imports: numpy, onnx, onnxruntime, keras (build stage only), pipeline.export and pipeline.training.dataset.
+Imports: numpy, onnx, keras (build stage only), pipeline.export, pipeline.training.dataset and
+pipeline.runtime.sessions (every onnxruntime session).
 Reads/writes: nothing on disk.
 """
 
@@ -222,13 +223,10 @@ def make_inputs(case: Case, seed: int = 0) -> list[tuple[str, np.ndarray]]:
 
 
 def ort_session(proto: onnx.ModelProto, threads: int = 1):
-    import onnxruntime as ort
+    """onnxruntime CPU session on ``proto`` with ``threads`` intra-op threads (pipeline.runtime.sessions)."""
+    from pipeline.runtime.sessions import open_session
 
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.log_severity_level = 3
-    return ort.InferenceSession(proto.SerializeToString(), sess_options=so, providers=["CPUExecutionProvider"])
+    return open_session(proto.SerializeToString(), threads=threads, name=f"coverage graph {proto.graph.name!r}")
 
 
 def run_onnx(session, X: np.ndarray) -> np.ndarray:

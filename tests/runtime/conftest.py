@@ -2,8 +2,10 @@
 
 ``tiny_model_dir``: a tiny, valid exported folder written directly with ``onnx.helper`` (a GRU
 node graph + manifest.json shaped like ``pipeline.training.run`` writes it), so the runtime
-tests need neither TensorFlow nor a build. ``write_tiny_model`` makes variants (other feature
-count, masking, a broken manifest...) in any folder.
+tests need neither TensorFlow, Keras nor a trained model. Writing the graph does need the ``onnx``
+package: a build dependency (the ``build`` extra), not part of the runtime install, imported only
+inside ``tiny_model_proto``. ``write_tiny_model`` makes variants (other feature count, masking, a
+broken manifest...) in any folder.
 
 ``CASE_COUNTS`` collects how many generated cases the property tests ran; the summary is
 printed at the end of the session (and written to ``$GRU_CASE_COUNTS_FILE`` when set).

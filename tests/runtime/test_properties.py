@@ -4,7 +4,8 @@ Each generated case must end in a correct result (checked against an independent
 against the data that was written) or in a documented error (InputError / DataFormatError /
 ArtifactError) with a one-line message: never another exception, a hang or a wrong shape.
 
-TF-free: uses the tiny ONNX model written by ``tests/runtime/conftest.py``.
+TF-free: uses the tiny ONNX model written by ``tests/runtime/conftest.py``; ``ReferenceGRU`` reads
+its weights back with the ``onnx`` package (a build dependency, like conftest.py's writer).
 Hypothesis profile ``gru-reliability`` (max_examples from $GRU_HYPOTHESIS_EXAMPLES, default 200 per
 test); the number of cases run is printed at the end of the session.
 """
