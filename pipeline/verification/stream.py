@@ -3,7 +3,7 @@
 Owns: ``KerasChunkRunner`` (the classifier's own layers and weights run chunk by chunk, each GRU
 with ``initial_state``/``return_state``, the average head as a carried running mean and count),
 the onnxruntime runner of stream.onnx, random chunkings and the check ``verify_stream``.
-Imports: numpy, keras and onnxruntime lazily. Reads: stream.onnx. Writes: nothing.
+Imports: numpy, keras lazily, pipeline.runtime.sessions. Reads: stream.onnx. Writes: nothing.
 
 The chain checked is: Keras model on whole sequences == Keras chunk by chunk == stream.onnx chunk by
 chunk, states included.
@@ -97,12 +97,9 @@ class KerasChunkRunner:
 
 def onnx_chunk_runner(path: Path, input_name: str, output_name: str, state_names: list[tuple[str, str]]):
     """stream.onnx at ``path`` as ``run(x_chunk, states) -> (proba, new_states)``, like KerasChunkRunner."""
-    import onnxruntime as ort
+    from pipeline.runtime.sessions import open_session
 
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    so.intra_op_num_threads = 1
-    sess = ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
+    sess = open_session(path, threads=1)
     outs = [output_name] + [o for _, o in state_names]
 
     def run(x: np.ndarray, states: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
