@@ -1,18 +1,24 @@
-"""Typed build configuration: data, model, training, export and verification settings.
+"""Typed build configuration: every build setting of ``gru-build``, declared once.
 
-Owns: the ``BuildConfig`` dataclass tree, its defaults, TOML loading and CLI overrides.
-Imports: standard library only (so ``gru-build --help`` stays fast).
+Owns: the ``BuildConfig`` dataclass tree. Each setting is one ``setting(...)`` field that states its
+default, help text, allowed values (choices, bounds or a rule with its wording) and, when it has one,
+its ``gru-build`` flag. Derived from those declarations: ``BuildConfig.validate()``, the TOML checks of
+``load_config``, the ``gru-build`` flags (pipeline/training/cli.py) and the Markdown table of keys in
+README.md (``settings_table``, written by tools/settings_table.py).
+Imports: standard library and pipeline.errors only (so ``gru-build --help`` stays fast).
 Reads: an optional TOML file. Writes: nothing (the resolved config is saved in the manifest).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import operator
 import sys
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from pipeline.errors import ConfigError
 
@@ -28,45 +34,89 @@ __all__ = [
     "ExportConfig",
     "VerifyConfig",
     "BuildConfig",
+    "Setting",
+    "SETTINGS",
     "load_config",
+    "settings_table",
+    "README_MARKERS",
 ]
+
+README_MARKERS = ("<!-- BEGIN settings -->", "<!-- END settings -->")
+
+
+def setting(default: Any, help: str, *, choices: Optional[tuple[str, ...]] = None,
+            ge: Optional[float] = None, gt: Optional[float] = None,
+            le: Optional[float] = None, lt: Optional[float] = None,
+            rule: Optional[tuple[Callable[[Any], bool], str]] = None,
+            unset: Optional[str] = None, flag: Optional[str] = None, metavar: Optional[str] = None) -> Any:
+    """A dataclass field declaring one build setting.
+
+    help: what the setting does. choices: the allowed strings. ge/gt/le/lt: numeric bounds
+    (>=, >, <=, <). rule: (predicate, wording) for anything else. unset: what a None default
+    means. flag: the ``gru-build`` flag (None = config file only). metavar: the flag's value name.
+    """
+    kinds = [choices is not None, rule is not None, any(b is not None for b in (ge, gt, le, lt))]
+    if sum(kinds) > 1:
+        raise TypeError("declare choices, bounds or a rule, not several")
+    spec = dict(help=help, choices=choices, ge=ge, gt=gt, le=le, lt=lt, rule=rule, unset=unset,
+                flag=flag, metavar=metavar)
+    return field(default=default, metadata={"setting": spec})
 
 
 @dataclass
 class DataConfig:
     """Where the sequences come from and how they are split."""
 
-    path: Optional[str] = None       # training data file; None = embedded default task
-    test_path: Optional[str] = None  # held-out test file; None = stratified split of `path`
-    n_samples: int = 6000            # default task: total samples (train + val + test)
-    timesteps: int = 50              # default task: sequence length
-    features: int = 8                # default task: features per timestep
-    test_fraction: float = 0.2       # held-out share when no test file is given
-    val_fraction: float = 0.2        # share of the remaining training data for early stopping
+    path: Optional[str] = setting(
+        None, "training data file (.npz, .csv long layout, .ts; not .npy: it has no labels)",
+        unset="the embedded default task", flag="--data", metavar="FILE")
+    test_path: Optional[str] = setting(
+        None, "held-out test data file", unset="a stratified split of the training data",
+        flag="--test-data", metavar="FILE")
+    n_samples: int = setting(6000, "default task: number of sequences (train + validation + test)",
+                             flag="--samples")
+    timesteps: int = setting(50, "default task: timesteps per sequence", ge=2, flag="--timesteps")
+    features: int = setting(8, "default task: features per timestep", ge=2, flag="--features")
+    test_fraction: float = setting(0.2, "held-out test share when no test file is given", gt=0, lt=1)
+    val_fraction: float = setting(
+        0.2, "share of the remaining training data held out for early stopping and the threshold", gt=0, lt=1)
 
 
 @dataclass
 class ModelConfig:
     """Keras architecture: [Masking] -> GRU stack -> [pooling] -> Dense(1, sigmoid)."""
 
-    units: int = 64                       # GRU units per layer (per direction)
-    layers: int = 1                       # stacked GRU layers
-    bidirectional: bool = False           # wrap each GRU in Bidirectional
-    merge_mode: str = "concat"            # Bidirectional merge: concat | sum | ave | mul
-    reset_after: bool = True              # Keras/CuDNN convention (ONNX linear_before_reset=1)
-    use_bias: bool = True
-    activation: str = "tanh"              # candidate activation: tanh | relu | sigmoid | hard_sigmoid
-    recurrent_activation: str = "sigmoid" # gate activation: sigmoid | hard_sigmoid | tanh | relu
-    go_backwards: bool = False            # process sequences in reverse
-    dropout: float = 0.0                  # input dropout (training only)
-    recurrent_dropout: float = 0.0        # recurrent dropout (training only)
-    masking: Optional[bool] = None        # Masking layer; None = on when data has variable lengths
-    head: str = "avg"                     # avg (mean of the GRU outputs over real steps) | last (final state) | max
-                                          # avg: every step gets a short gradient path, so long series (T=150+)
-                                          # do not end at chance on small data; it streams like `last`
-    recurrent_norm_max: float = 2.0       # cap on each recurrent kernel's spectral norm after every update; 0 = off.
-                                          # Uncapped small-data training drifts to norms 7-12 whose float32
-                                          # evaluation is chaotic (Keras and ONNX then differ by 1e-5..1e-3)
+    units: int = setting(64, "GRU units per layer (per direction)", ge=1, flag="--units")
+    layers: int = setting(1, "stacked GRU layers", ge=1, flag="--layers")
+    bidirectional: bool = setting(False, "wrap each GRU layer in Bidirectional", flag="--bidirectional")
+    merge_mode: str = setting("concat", "how Bidirectional combines the two directions",
+                              choices=("concat", "sum", "ave", "mul"), flag="--merge-mode")
+    reset_after: bool = setting(
+        True, "apply the reset gate after the recurrent matmul (Keras/CuDNN convention, ONNX linear_before_reset=1)",
+        flag="--reset-after")
+    use_bias: bool = setting(True, "give the GRU layers bias vectors", flag="--use-bias")
+    activation: str = setting("tanh", "candidate-state activation of the GRU",
+                              choices=("tanh", "relu", "sigmoid", "hard_sigmoid"), flag="--activation")
+    recurrent_activation: str = setting("sigmoid", "gate activation of the GRU",
+                                        choices=("sigmoid", "hard_sigmoid", "tanh", "relu"),
+                                        flag="--recurrent-activation")
+    go_backwards: bool = setting(False, "process each sequence in reverse order", flag="--go-backwards")
+    dropout: float = setting(0.0, "input dropout rate (training only)", ge=0, lt=1, flag="--dropout")
+    recurrent_dropout: float = setting(0.0, "recurrent dropout rate (training only)", ge=0, lt=1,
+                                       flag="--recurrent-dropout")
+    masking: Optional[bool] = setting(None, "Masking layer for right-padded variable-length data",
+                                      unset="on when the sequence lengths vary", flag="--masking")
+    # avg gives every step a short gradient path, so long series (T=150+) do not end at chance on small
+    # data; it streams like `last`.
+    head: str = setting(
+        "avg", "what the classifier reads: avg = mean of the GRU outputs over the real steps, last = the final "
+               "state, max = the maximum over time",
+        choices=("last", "avg", "max"), flag="--head")
+    # Uncapped small-data training drifts to norms 7-12 whose float32 evaluation is chaotic (Keras and
+    # ONNX then differ by 1e-5..1e-3).
+    recurrent_norm_max: float = setting(
+        2.0, "cap on each recurrent kernel's spectral norm, applied after every training update; 0 = off",
+        rule=(lambda v: v == 0 or v >= 0.1, "0 (off) or >= 0.1"), flag="--recurrent-norm-max", metavar="S")
 
 
 @dataclass
@@ -79,49 +129,73 @@ class TrainConfig:
     and classes are weighted so an imbalanced file does not collapse onto the majority class.
     """
 
-    epochs: Optional[int] = None     # None = auto: max(min_epochs, ceil(min_steps / steps per epoch)), capped at max_epochs; a number = exactly that upper bound
-    min_epochs: int = 40             # auto epochs: at least this many (early stopping usually ends sooner)
-    min_steps: int = 3000            # auto epochs: at least this many optimizer updates ...
-    max_epochs: int = 1000           # ... but never more epochs than this (wins over min_epochs)
-    batch_size: int = 64             # shrunk automatically so small training sets get >= 4 updates per epoch
-    learning_rate: float = 3e-3      # Adam, initial (halved on plateaus, see lr_factor)
-    patience: int = 6                # early stopping on val_loss after this many epochs without improvement ...
-    patience_steps: int = 600        # ... and at least this many optimizer updates; best weights restored
-    lr_factor: float = 0.5           # ReduceLROnPlateau on val_loss: multiply the learning rate by this (1.0 = off)
-    lr_patience: Optional[int] = None  # epochs without improvement before reducing; None = half the early-stopping patience
-    min_lr: float = 1e-5             # ReduceLROnPlateau floor
-    clipnorm: float = 1.0            # clip the global gradient norm (keeps long sequences stable); 0 = off
-    class_weight: str = "balanced"   # balanced (weights n / (2 * n_class)) | none
-    conditioning_retries: int = 1    # when verification refuses the model, train again this many times, each with
-                                     # model.recurrent_norm_max halved (0 = never; no retry when the cap is off)
-    threshold: Optional[float] = None  # decision threshold on p(class 1); None = chosen on validation (max balanced accuracy, 0.5 if degenerate)
-    verbose: str = "auto"            # Keras progress: auto | 0 | 1 | 2
+    epochs: Optional[int] = setting(
+        None, "number of epochs (early stopping may end sooner)",
+        unset="auto: max(min_epochs, ceil(min_steps / updates per epoch)), at most max_epochs",
+        ge=1, flag="--epochs")
+    min_epochs: int = setting(40, "auto epochs: at least this many (early stopping usually ends sooner)", ge=1)
+    min_steps: int = setting(3000, "auto epochs: at least this many optimizer updates", ge=0, flag="--min-steps")
+    max_epochs: int = setting(1000, "auto epochs: never more than this many (wins over min_epochs)", ge=1)
+    batch_size: int = setting(
+        64, "batch size; shrunk (not below 8) so small training sets still get 4 updates per epoch",
+        ge=1, flag="--batch-size")
+    learning_rate: float = setting(3e-3, "initial Adam learning rate (reduced on plateaus, see lr_factor)",
+                                   gt=0, flag="--learning-rate")
+    patience: int = setting(6, "early stopping on val_loss after this many epochs without improvement ...",
+                            ge=1, flag="--patience")
+    patience_steps: int = setting(600, "... and at least this many optimizer updates; best weights restored", ge=0)
+    lr_factor: float = setting(0.5, "on a val_loss plateau multiply the learning rate by this (1.0 = off)",
+                               gt=0, le=1)
+    lr_patience: Optional[int] = setting(None, "epochs without val_loss improvement before the learning rate drops",
+                                         unset="half the early-stopping patience", ge=1)
+    min_lr: float = setting(1e-5, "floor of the learning-rate reductions", ge=0)
+    clipnorm: float = setting(1.0, "clip the global gradient norm to this (keeps long sequences stable); 0 = off",
+                              ge=0)
+    class_weight: str = setting(
+        "balanced", "balanced = weight each class n / (2 * n_class) so an imbalanced file does not collapse "
+                    "onto the majority class; none = unweighted",
+        choices=("balanced", "none"), flag="--class-weight")
+    conditioning_retries: int = setting(
+        1, "when verification refuses the model, train again up to this many times, each with "
+           "model.recurrent_norm_max halved (0 = never; no retry when the cap is off)",
+        ge=0, le=3, flag="--conditioning-retries", metavar="N")
+    threshold: Optional[float] = setting(
+        None, "decision threshold on p(class 1)",
+        unset="chosen on validation data for the best balanced accuracy, 0.5 if validation has one class",
+        gt=0, lt=1, flag="--threshold")
+    # The Python API also takes the ints 0, 1, 2, hence a rule on str(value) rather than choices.
+    verbose: str = setting("auto", "Keras progress output: 0 = none, 1 = a progress bar, 2 = one line per epoch, "
+                                    "auto = 1 on a terminal, else 2",
+                           rule=(lambda v: str(v) in ("auto", "0", "1", "2"), "auto|0|1|2"))
 
 
 @dataclass
 class ExportConfig:
     """ONNX conversion."""
 
-    opset: int = 17                  # fixed ONNX opset of model.onnx
-    backend: str = "auto"            # auto (native GRU op, else tf2onnx) | native | tf2onnx
+    opset: int = setting(17, "ONNX opset of model.onnx", ge=13, le=17, flag="--opset")
+    backend: str = setting("auto", "converter: auto = the native GRU op, else tf2onnx (Loop graph)",
+                           choices=("auto", "native", "tf2onnx"), flag="--backend")
 
 
 @dataclass
 class VerifyConfig:
     """Keras vs onnxruntime equivalence check (a failure is an error)."""
 
-    atol: float = 1e-5               # max |p_keras - p_onnx| allowed on probabilities
-    n_random: int = 512              # samples per random stress family
-    large_batch: int = 2048          # size of the large-batch family
-    odd_batch: int = 37              # size of the odd-batch family
+    atol: float = setting(1e-5, "largest |p_keras - p_onnx| allowed on probabilities", gt=0, le=1e-3,
+                          flag="--atol")
+    n_random: int = setting(512, "samples per random stress family")
+    large_batch: int = setting(2048, "size of the large-batch family")
+    odd_batch: int = setting(37, "size of the odd-batch family")
 
 
 @dataclass
 class BuildConfig:
     """Everything ``gru-build`` needs; saved resolved in manifest.json."""
 
-    seed: int = 0
-    out: str = "exported"
+    seed: int = setting(0, "seeds the default task, the data splits, weight initialisation and shuffling",
+                        flag="--seed")
+    out: str = setting("exported", "artifact folder to publish", flag="--out", metavar="DIR")
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -132,70 +206,135 @@ class BuildConfig:
         return dataclasses.asdict(self)
 
     def validate(self) -> "BuildConfig":
-        """Raise ConfigError on values no build can use."""
-        m, t, e = self.model, self.train, self.export
-        checks = [
-            (m.units >= 1, f"model.units must be >= 1, got {m.units}"),
-            (m.layers >= 1, f"model.layers must be >= 1, got {m.layers}"),
-            (m.merge_mode in ("concat", "sum", "ave", "mul"), f"model.merge_mode must be concat|sum|ave|mul, got {m.merge_mode!r}"),
-            (m.head in ("last", "avg", "max"), f"model.head must be last|avg|max, got {m.head!r}"),
-            (m.recurrent_norm_max == 0 or m.recurrent_norm_max >= 0.1,
-             f"model.recurrent_norm_max must be 0 (off) or >= 0.1, got {m.recurrent_norm_max}"),
-            (0.0 <= m.dropout < 1.0 and 0.0 <= m.recurrent_dropout < 1.0, "dropout rates must be in [0, 1)"),
-            (t.epochs is None or t.epochs >= 1, f"train.epochs must be >= 1, got {t.epochs}"),
-            (t.min_epochs >= 1 and t.max_epochs >= 1, f"train.min_epochs and train.max_epochs must be >= 1, got {t.min_epochs}, {t.max_epochs}"),
-            (t.min_steps >= 0 and t.patience >= 1 and t.patience_steps >= 0,
-             "train.min_steps and train.patience_steps must be >= 0, train.patience >= 1"),
-            (0 < t.lr_factor <= 1, f"train.lr_factor must be in (0, 1], got {t.lr_factor}"),
-            (t.lr_patience is None or t.lr_patience >= 1, f"train.lr_patience must be >= 1, got {t.lr_patience}"),
-            (t.clipnorm >= 0, f"train.clipnorm must be >= 0 (0 = off), got {t.clipnorm}"),
-            (0 <= t.conditioning_retries <= 3, f"train.conditioning_retries must be in [0, 3], got {t.conditioning_retries}"),
-            (t.min_lr >= 0, f"train.min_lr must be >= 0, got {t.min_lr}"),
-            (t.class_weight in ("balanced", "none"), f"train.class_weight must be balanced|none, got {t.class_weight!r}"),
-            (t.threshold is None or 0 < t.threshold < 1, f"train.threshold must be in (0, 1), got {t.threshold}"),
-            (str(t.verbose) in ("auto", "0", "1", "2"), f"train.verbose must be auto|0|1|2, got {t.verbose!r}"),
-            (t.batch_size >= 1, f"train.batch_size must be >= 1, got {t.batch_size}"),
-            (t.learning_rate > 0, f"train.learning_rate must be > 0, got {t.learning_rate}"),
-            (e.backend in ("auto", "native", "tf2onnx"), f"export.backend must be auto|native|tf2onnx, got {e.backend!r}"),
-            (13 <= e.opset <= 17, f"export.opset must be in [13, 17], got {e.opset}"),
-            (0 < self.verify.atol <= 1e-3, f"verify.atol must be in (0, 1e-3], got {self.verify.atol}"),
-            (0 < self.data.test_fraction < 1 and 0 < self.data.val_fraction < 1, "split fractions must be in (0, 1)"),
-            (self.data.timesteps >= 2 and self.data.features >= 2, "default task needs timesteps >= 2 and features >= 2"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
+        """Raise ConfigError on values no build can use (every check comes from a declaration)."""
+        for s in SETTINGS:
+            problem = s.problem(functools.reduce(getattr, s.key.split("."), self))
+            if problem:
+                raise ConfigError(f"{s.key} {problem}")
         return self
 
 
-def _expected_type(obj: Any, name: str) -> Optional[type]:
-    """The non-None type a dataclass field declares (``Optional[int]`` -> int), or None if unknown."""
-    hint = typing.get_type_hints(type(obj)).get(name)
-    args = [a for a in typing.get_args(hint) if a is not type(None)] if typing.get_origin(hint) is not None else [hint]
-    return args[0] if len(args) == 1 and isinstance(args[0], type) else None
+# ----------------------------------------------------------------------------- the declarations, walked
 
+@dataclass(frozen=True)
+class Setting:
+    """One declared setting as found in the ``BuildConfig`` tree (see ``setting`` for the fields)."""
+
+    key: str                 # dotted TOML key, e.g. "model.units"
+    type: type               # int, float, bool or str (Optional removed)
+    default: Any
+    help: str
+    choices: Optional[tuple[str, ...]] = None
+    ge: Optional[float] = None
+    gt: Optional[float] = None
+    le: Optional[float] = None
+    lt: Optional[float] = None
+    rule: Optional[tuple[Callable[[Any], bool], str]] = None
+    unset: Optional[str] = None
+    flag: Optional[str] = None
+    metavar: Optional[str] = None
+
+    @property
+    def section(self) -> str:
+        """The TOML table holding the key ("" for top-level keys)."""
+        return self.key.rpartition(".")[0]
+
+    def allowed(self) -> str:
+        """The allowed values in words, e.g. ``concat|sum|ave|mul``, ``in (0, 1]``, ``>= 1``; "" = any."""
+        if self.choices is not None:
+            return "|".join(self.choices)
+        if self.rule is not None:
+            return self.rule[1]
+        if self.ge is not None or self.gt is not None:
+            low = (self.ge, "[", ">=") if self.ge is not None else (self.gt, "(", ">")
+        else:
+            low = None
+        if self.le is not None or self.lt is not None:
+            high = (self.le, "]", "<=") if self.le is not None else (self.lt, ")", "<")
+        else:
+            high = None
+        if low and high:
+            return f"in {low[1]}{low[0]:g}, {high[0]:g}{high[1]}"
+        if low or high:
+            value, _, op = low or high
+            return f"{op} {value:g}"
+        return ""
+
+    def problem(self, value: Any) -> Optional[str]:
+        """Why ``value`` is not allowed ("must be ..., got ..."), or None when it is."""
+        if value is None:
+            return None if self.default is None else "must be set, got None"
+        if self.choices is not None:
+            ok = value in self.choices
+        elif self.rule is not None:
+            ok = self.rule[0](value)
+        else:
+            bounds = ((self.ge, operator.ge), (self.gt, operator.gt), (self.le, operator.le), (self.lt, operator.lt))
+            ok = all(bound is None or holds(value, bound) for bound, holds in bounds)
+        got = repr(value) if isinstance(value, str) else value
+        return None if ok else f"must be {self.allowed()}, got {got}"
+
+
+def _walk(cls: type, prefix: str) -> list[Setting]:
+    """Every setting of the dataclass ``cls``, recursing into its sections, in declaration order."""
+    hints = typing.get_type_hints(cls)
+    found: list[Setting] = []
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        if dataclasses.is_dataclass(hint):
+            found += _walk(hint, f"{prefix}{f.name}.")
+            continue
+        if "setting" not in f.metadata:
+            raise TypeError(f"{cls.__name__}.{f.name} is not declared with setting()")
+        kinds = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+        found.append(Setting(key=prefix + f.name, type=kinds[0], default=f.default, **f.metadata["setting"]))
+    return found
+
+
+SETTINGS: tuple[Setting, ...] = tuple(_walk(BuildConfig, ""))
+_BY_KEY = {s.key: s for s in SETTINGS}
+
+
+def settings_table() -> str:
+    """A Markdown table of every config key: key, type, default, allowed values, flag, meaning."""
+
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|")
+
+    def toml(value: Any) -> str:
+        return ("true" if value else "false") if isinstance(value, bool) else f'"{value}"' if isinstance(value, str) else repr(value)
+
+    rows = ["| key | type | default | allowed | flag | meaning |", "|---|---|---|---|---|---|"]
+    for s in SETTINGS:
+        default = "unset" if s.default is None else f"`{toml(s.default)}`"
+        meaning = s.help + (f"; unset = {s.unset}" if s.unset else "")
+        allowed = s.allowed()
+        rows.append(f"| `{s.key}` | {s.type.__name__} | {default} | {cell(allowed)} | "
+                    f"{f'`{s.flag}`' if s.flag else ''} | {cell(meaning)} |")
+    return "\n".join(rows)
+
+
+# ----------------------------------------------------------------------------- loading
 
 def _merge(obj: Any, values: dict[str, Any], where: str) -> None:
-    """Set dataclass fields of ``obj`` from ``values``, recursing into sections."""
+    """Set dataclass fields of ``obj`` from ``values``, recursing into sections; types are checked."""
     names = {f.name: f for f in dataclasses.fields(obj)}
     for key, value in values.items():
         if key not in names:
-            raise ConfigError(f"unknown config key {where}{key!r}: expected one of {sorted(names)}")
+            raise ConfigError(f"unknown config key {where + key!r}: expected one of {sorted(names)}")
         current = getattr(obj, key)
         if dataclasses.is_dataclass(current):
             if not isinstance(value, dict):
-                raise ConfigError(f"config section {where}{key!r} must be a table, got {type(value).__name__}")
+                raise ConfigError(f"config section {where + key!r} must be a table, got {type(value).__name__}")
             _merge(current, value, f"{where}{key}.")
-        else:
-            want = _expected_type(obj, key) or (type(current) if current is not None else None)
-            if want is not None and value is not None and (not isinstance(value, want) or (isinstance(value, bool) and want is not bool)):
-                if want is float and isinstance(value, int) and not isinstance(value, bool):
-                    value = float(value)
-                else:
-                    raise ConfigError(
-                        f"config key {where}{key!r} expects {want.__name__}, got {type(value).__name__} {value!r}"
-                    )
-            setattr(obj, key, value)
+            continue
+        want = _BY_KEY[where + key].type
+        if value is not None and (not isinstance(value, want) or (isinstance(value, bool) and want is not bool)):
+            if want is float and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+            else:
+                raise ConfigError(f"config key {where + key!r} expects {want.__name__}, got {type(value).__name__} {value!r}")
+        setattr(obj, key, value)
 
 
 def load_config(path: Optional[str] = None, overrides: Optional[dict[str, Any]] = None) -> BuildConfig:
