@@ -29,7 +29,7 @@ import onnxruntime as ort
 from pipeline import artifact
 from pipeline.errors import ArtifactError, InputError, PipelineError
 from pipeline.preprocessing import apply_preprocessing
-from pipeline.runtime.inputs import ArrayLike, check_finite, prepare_features
+from pipeline.runtime.inputs import ArrayLike, check_finite, prepare_features, prepare_tokens
 from pipeline.runtime.sessions import open_session, usable_cpus
 
 __all__ = ["Predictor"]
@@ -69,6 +69,7 @@ class Predictor:
         shape = inp["shape"]  # e.g. ["batch", "time", 8]
         self.input_kind: str = inp.get("kind", "features")
         self.n_features: int = int(shape[2]) if self.input_kind == "features" else 0
+        self.vocabulary_size: Optional[int] = inp.get("vocabulary_size")  # token models: ids in [0, V)
         self.timesteps: Optional[int] = shape[1] if isinstance(shape[1], int) else None
         self.threshold: float = float(manifest["threshold"])
         self.class_names: list = list(manifest["class_names"])
@@ -202,6 +203,8 @@ class Predictor:
         Raises:
             InputError: X is not what the model expects (message says what was received).
         """
+        if self.input_kind == "tokens":
+            return self._predict_tokens(X, lengths)
         Xr, lens = prepare_features(X, self.n_features, lengths, self.timesteps, check_values=False)
         with np.errstate(over="ignore", invalid="ignore"):
             Xs = apply_preprocessing(Xr, self._preprocessing, lens)  # (N, T, F) scaled, padding 0
@@ -221,6 +224,22 @@ class Predictor:
             for length in np.unique(lens):
                 idx = np.flatnonzero(lens == length)
                 proba[idx] = self._run(np.ascontiguousarray(Xs[idx, :length]))
+        return self._checked(proba)
+
+    def _predict_tokens(self, X: ArrayLike, lengths=None) -> np.ndarray:
+        """p(class 1) of token-id rows (N, T) int, or a list of (T_i,) id arrays."""
+        ids, lens = prepare_tokens(X, int(self.vocabulary_size), lengths, self.timesteps)  # (N, T) int64
+        if self.masked or lens is None:  # Embedding(mask_zero): id 0 past each length is padding
+            proba = self._run(ids)
+        else:  # no mask in the model: each length group unpadded, which is exact
+            proba = np.empty(ids.shape[0], dtype=np.float32)
+            for length in np.unique(lens):
+                idx = np.flatnonzero(lens == length)
+                proba[idx] = self._run(np.ascontiguousarray(ids[idx, :length]))
+        return self._checked(proba)
+
+    def _checked(self, proba: np.ndarray) -> np.ndarray:
+        """``proba`` when every value is a probability; PipelineError naming the first that is not."""
         valid = (proba >= 0) & (proba <= 1)  # False for NaN too
         if not valid.all():
             bad = int(np.flatnonzero(~valid)[0])
