@@ -432,13 +432,16 @@ def _emit(e: _Emitter, model, input_name: str, opset: int) -> onnx.ModelProto:
     g.add_output(OUTPUT_NAME, TensorProto.FLOAT, ["batch", 1])  # first output; states follow
     t = _Tensor(input_name, "bt" if token_input else "btf")
     prev_output = None
+    # A Sequential model is a chain by construction (and a loaded one may hold several symbolic
+    # calls per layer, so node 0 of two neighbours need not be linked): check Functional models only.
+    chain_by_construction = type(model).__name__ == "Sequential"
     for layer in model.layers:
         kind = type(layer).__name__
         if kind == "InputLayer":
             continue
         # Linear chain check: each layer consumes the previous layer's output.
         consumed = layer.input[0] if isinstance(layer.input, (list, tuple)) else layer.input
-        if prev_output is not None and consumed is not prev_output:
+        if prev_output is not None and not chain_by_construction and consumed is not prev_output:
             raise UnsupportedModelError(f"layer {layer.name!r} is not fed by the previous layer (non-sequential model)")
         prev_output = layer.output
         emit_layer = LAYER_EMITTERS.get(kind)

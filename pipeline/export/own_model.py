@@ -58,8 +58,10 @@ def read_sample(path: str | Path) -> tuple[np.ndarray, Optional[np.ndarray], Opt
 
 
 def _labels01(y: np.ndarray, class_names: list) -> np.ndarray:
-    """Labels as {0, 1} against ``class_names``; DataFormatError for labels outside them."""
+    """Labels as {0, 1}: 0/1 as they are, names against ``class_names``; DataFormatError for others."""
     y = np.asarray(y)
+    if y.dtype.kind in "iub" and set(np.unique(y).tolist()) <= {0, 1}:
+        return y.astype(np.int64)  # 0/1 labels index the class names
     names = np.asarray(class_names, dtype=y.dtype) if y.dtype.kind in "US" else np.asarray(class_names)
     known = np.isin(y, names)
     if not known.all():
