@@ -41,6 +41,13 @@ def recheck(model_dir: str | Path, keras_model, data: Optional[str | Path] = Non
     manifest = predictor.manifest
     model = load_keras_file(keras_model) if isinstance(keras_model, (str, Path)) else keras_model
     source = describe(model, logits=(manifest.get("source") or {}).get("head") == "logit")
+    inp = manifest["input"]
+    want_kind, want_shape = inp.get("kind", "features"), inp["shape"]
+    got_f = source.features if source.input_kind == "features" else None
+    if source.input_kind != want_kind or (want_kind == "features" and int(want_shape[2]) != got_f):
+        raise VerificationError(
+            f"{model_dir} takes {want_kind} of shape {want_shape}, but the Keras model takes {source.input_kind}"
+            + (f" with {got_f} features" if got_f is not None else "") + ": not the model this artifact was exported from")
     atol = float(atol if atol is not None else manifest.get("equivalence", {}).get("atol", 1e-5))
     with np.load(Path(model_dir) / artifact.REFERENCE_FILE, allow_pickle=False) as ref:
         lengths = ref["lengths"] if predictor.masked else None
