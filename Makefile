@@ -16,6 +16,7 @@ help:
 	@echo "make test            run the whole test suite"
 	@echo "make bench           runtime vs Keras, tf.function, tf2onnx, OpenVINO, LiteRT; cold start,"
 	@echo "                     memory, install size, targets; streaming (bench-results/)"
+	@echo "make lint            ruff (pyflakes + pycodestyle errors) over the whole tree"
 	@echo "make coverage-table  regenerate the native-GRU coverage table in README.md"
 
 $(PY):
@@ -36,10 +37,14 @@ export: $(STAMP)
 	$(VENV)/bin/gru-build
 
 test: $(BENCH_STAMP)
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
 
 bench: $(BENCH_STAMP)
 	$(PY) tools/bench.py
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
 
 coverage-table: $(STAMP)
 	$(PY) tools/coverage_table.py --update-readme

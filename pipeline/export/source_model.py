@@ -150,8 +150,8 @@ def describe(model, logits: bool = False) -> SourceModel:
 
     in_shape = tuple(model.inputs[0].shape)
     dtype = str(model.inputs[0].dtype)
-    embedding = next((l for l in model.layers if type(l).__name__ == "Embedding"), None)
-    masking_layer = next((l for l in model.layers if type(l).__name__ == "Masking"), None)
+    embedding = next((layer for layer in model.layers if type(layer).__name__ == "Embedding"), None)
+    masking_layer = next((layer for layer in model.layers if type(layer).__name__ == "Masking"), None)
     if len(in_shape) == 2 and embedding is not None:
         kind, T, F, vocab = "tokens", in_shape[1], None, int(embedding.input_dim)
     elif len(in_shape) == 3 and "float" in dtype:

@@ -371,7 +371,7 @@ def readme_section(results: list[CaseResult], latency: Optional[dict[str, float]
         "Left-padded input cannot be expressed by `sequence_lens`; the runtime refuses real steps equal to the",
         "mask value (`InputError`) rather than answering differently from Keras.",
         "",
-        f"Coverage (`python tools/coverage_table.py`; tiny random-weight models, one ONNX model per row run at batch",
+        "Coverage (`python tools/coverage_table.py`; tiny random-weight models, one ONNX model per row run at batch",
         f"{' and '.join(map(str, BATCHES))} and T {' and '.join(map(str, TIMESTEPS))}, on random and standardized",
         f"order-task inputs; tolerance 1e-5 on probabilities, worst {worst:.2g}):",
         "",
