@@ -5,8 +5,9 @@ GRU (and Bidirectional GRU) onto the native op instead of the ``Loop`` that tf2o
 Keras 3; the streaming variant of that graph (``stateful=True``) with the GRU hidden states and the
 average pooling's running mean as explicit inputs and outputs; ``stream_support``, which says
 whether a model can stream.
-Imports: numpy, onnx, pipeline.errors, pipeline.export.graph; reads Keras layer objects but does
-not import keras (build stage only). Reads: the model's weights. Writes: nothing (returns a ModelProto).
+Imports: numpy, onnx, pipeline.errors, pipeline.export.graph; reads Keras layer objects and imports
+keras only lazily, for the backend epsilon of Normalization (build stage only). Reads: the model's
+weights. Writes: nothing (returns a ModelProto).
 
 Each Keras layer kind is emitted by one small function, found in ``LAYER_EMITTERS`` by the layer's
 class name. The batch graph and the stream graph differ only in the hooks of ``_Emitter``
@@ -22,10 +23,14 @@ Mapping (Keras -> ONNX GRU, gate order z, r, h in both), in ``_gru_node_params``
         plain GRU, zeros inside Bidirectional and for go_backwards) so mask-blind layers such as
         GlobalMaxPooling1D see the same numbers as in Keras
     go_backwards <-> direction="reverse"; Bidirectional <-> direction="bidirectional"
+Normalization (Keras 3, statistics per feature (axis=-1) or global (axis=None), i.e. constant over batch
+and time) becomes Sub + Div by the constant max(sqrt(variance), epsilon), or Mul + Add for invert=True.
+It passes the mask on like Keras; a Masking layer after it masks the steps whose *normalized* values all
+equal the mask value, as in Keras.
 The op is time-major (layout=0): the graph transposes once at the input and keeps the time-major
 layout between stacked GRUs.
 
-Supported layers (the keys of ``LAYER_EMITTERS``): Masking, Embedding, GRU, Bidirectional(GRU),
+Supported layers (the keys of ``LAYER_EMITTERS``): Masking, Normalization, Embedding, GRU, Bidirectional(GRU),
 Dropout-like layers (identity at inference), GlobalAveragePooling1D, GlobalMaxPooling1D, Dense
 (on 2-D tensors); InputLayer is skipped. Anything else raises ``UnsupportedModelError`` naming
 the layer, so the caller can fall back to tf2onnx.
@@ -85,8 +90,16 @@ def _activation_name(fn) -> str:
 
 def stream_support(model) -> Optional[str]:
     """None when the model can be streamed step by step, else the reason it cannot."""
+    normalized = False
     for layer in model.layers:
         kind = type(layer).__name__
+        if kind == "Masking" and normalized:
+            # Stream chunks are never padded: the graph ignores masks because the runtime refuses raw
+            # steps equal to the mask value. A step whose *normalized* values equal it is not refused,
+            # yet Keras would skip it.
+            return ("a Masking layer after Normalization masks steps by their normalized values, which the stream "
+                    "(unpadded chunks, only raw steps checked against the mask value) cannot honour")
+        normalized = normalized or kind == "Normalization"
         if kind == "Bidirectional":
             return "a Bidirectional GRU needs the whole sequence (its backward pass starts at the end)"
         if kind == "GRU" and layer.go_backwards:
@@ -296,8 +309,11 @@ def _pooling_axis(layer, t: _Tensor) -> int:
 # ---------------------------------------------------------------------------- one function per layer kind
 
 def _masking(e: _Emitter, layer, t: _Tensor) -> _Tensor:
+    # On the model input, or on a (batch, time, features) tensor computed from it (a Normalization):
+    # the mask is computed from the values Masking receives, exactly as in Keras.
     if t.layout != "btf":
-        raise UnsupportedModelError("Masking is supported only directly on the model input")
+        raise UnsupportedModelError("Masking is supported only before the first GRU, on the (batch, time, features) "
+                                    "model input or its Normalization")
     g = e.g
     mv = g.const("mask_value", np.array(float(layer.mask_value), dtype=np.float32))
     eq = g.op1("Equal", [t.name, mv], "eq")
@@ -306,6 +322,49 @@ def _masking(e: _Emitter, layer, t: _Tensor) -> _Tensor:
     any_f = g.op1("ReduceMax", [neq_f], "any_f", axes=[2], keepdims=0)  # (B, T)
     any_b = g.op1("Cast", [any_f], "any_b", to=TensorProto.BOOL)
     return _with_mask(g, _Tensor(t.name, t.layout), any_b)
+
+
+def _normalization(e: _Emitter, layer, t: _Tensor) -> _Tensor:
+    """Keras 3 Normalization: (x - mean) / max(sqrt(variance), epsilon); invert=True: mean + x * max(...).
+
+    The statistics are the tensors Keras' ``call`` uses (``layer.mean``/``layer.variance``, shaped to
+    broadcast over the input), and must be constant over batch and time: axis=-1 (per feature) or
+    axis=None (one scalar). The mask, if any, passes through unchanged.
+    """
+    from keras import config as keras_config  # the backend epsilon Keras' call reads
+
+    name, kind = layer.name, type(layer).__name__
+    if t.layout not in ("btf", "tbf", "bf"):
+        raise UnsupportedModelError(f"{kind} layer {name!r} on token ids: expected float features")
+    if layer.compute_dtype != "float32":
+        raise UnsupportedModelError(f"{kind} layer {name!r} computes in {layer.compute_dtype}, expected float32")
+    ndim = len(layer.input.shape)
+    kept = tuple(sorted(a % ndim for a in layer.axis))  # () for axis=None
+    if kept not in ((), (ndim - 1,)):
+        raise UnsupportedModelError(
+            f"{kind} layer {name!r} with axis={layer.axis[0] if len(layer.axis) == 1 else layer.axis}: expected "
+            "axis=-1 (per-feature statistics) or axis=None; other axes give statistics that vary over batch or time")
+    if layer.mean is None or layer.variance is None:
+        raise UnsupportedModelError(f"{kind} layer {name!r} is not built (no mean/variance)")
+    width = int(layer.input.shape[-1]) if kept else 1
+    mean = np.asarray(layer.mean, dtype=np.float32).reshape(-1)  # (F,) or (1,); broadcasts over (..., F)
+    variance = np.asarray(layer.variance, dtype=np.float32).reshape(-1)
+    if mean.shape != (width,) or variance.shape != (width,):
+        raise UnsupportedModelError(f"{kind} layer {name!r}: expected mean and variance of {width} value(s), got "
+                                    f"shapes {np.shape(layer.mean)} and {np.shape(layer.variance)}")
+    if not (np.isfinite(mean).all() and np.isfinite(variance).all() and (variance >= 0).all()):
+        raise UnsupportedModelError(f"{kind} layer {name!r}: expected finite mean and non-negative finite variance "
+                                    "(Keras would output NaN)")
+    # Same float32 operations as Keras: sqrt, then maximum with the backend epsilon.
+    scale = np.maximum(np.sqrt(variance), np.float32(keras_config.epsilon())).astype(np.float32)  # (F,)
+    g = e.g
+    if layer.invert:
+        out = g.op1("Add", [g.const("norm_mean", mean), g.op1("Mul", [t.name, g.const("norm_scale", scale)],
+                                                               "scaled")], "denormalized")
+    else:
+        out = g.op1("Div", [g.op1("Sub", [t.name, g.const("norm_mean", mean)], "centered"),
+                            g.const("norm_scale", scale)], "normalized")
+    return _Tensor(out, t.layout, t.lengths, t.mask_tb1)  # same shape as the input
 
 
 def _embedding(e: _Emitter, layer, t: _Tensor) -> _Tensor:
@@ -407,6 +466,7 @@ def _identity(e: _Emitter, layer, t: _Tensor) -> _Tensor:
 # Keras layer class name -> the function that emits it.
 LAYER_EMITTERS: dict[str, Callable[[_Emitter, object, _Tensor], _Tensor]] = {
     "Masking": _masking,
+    "Normalization": _normalization,
     "Embedding": _embedding,
     "GRU": _gru,
     "Bidirectional": _bidirectional,

@@ -2,8 +2,9 @@
 
 Owns: the list of model configurations (``CASES``), building one as a tiny Keras model with
 non-trivial random weights, exporting it with ``export_native``, running it in onnxruntime on
-random and "real" inputs (the default order task, standardized) at two batch sizes and two
-sequence lengths, and measuring max |Keras - ORT|; also the batch-1 latency comparison of the
+random and "real" inputs (the default order task, standardized; for models that normalize their own
+input, both mapped to raw scales first) at two batch sizes and two sequence lengths, and measuring
+max |Keras - ORT|; also the batch-1 latency comparison of the
 native GRU graph against tf2onnx's Loop graph. Used by tests/export/test_native_coverage.py and
 tools/coverage_table.py.
 Imports: numpy, onnx, keras (build stage only), pipeline.export, pipeline.training.dataset and
@@ -37,6 +38,11 @@ TIMESTEPS = (9, 16)   # two T values, the dynamic time axis is exercised with bo
 BATCHES = (1, 6)      # two batch sizes, the dynamic batch axis is exercised with both
 INPUT_NAME = "x"
 OPSET = 17
+# Raw feature scales for the cases whose model normalizes its own input: x_raw = offset + scale * x.
+# The last feature's variance (1e-16) has sqrt 1e-8 < the backend epsilon 1e-7, so Keras divides by
+# epsilon there: the clamp is exercised (without it that feature would come out 10x larger).
+RAW_OFFSET = (100.0, -3.0, 0.0)
+RAW_SCALE = (20.0, 0.1, 1e-8)
 
 
 @dataclass(frozen=True)
@@ -52,6 +58,14 @@ class Case:
     masked: bool = False      # Masking(0.0) on right-padded float input
     tokens: bool = False      # (batch, time) int64 ids through Embedding(mask_zero=True)
     weight_scale: float = 1.0 # multiplies the random weights (unbounded relu gates need less)
+    padded: bool = False      # right-padded float rows without the input Masking (a Masking inside ``layers``)
+    raw: bool = False         # inputs mapped to RAW_OFFSET + RAW_SCALE * x, padding included (so padded
+                              # steps normalize to exactly 0 with mean=RAW_OFFSET, variance=RAW_SCALE**2)
+
+    @property
+    def variable_length(self) -> bool:
+        """Right-padded rows of varying length (a mask in the model)."""
+        return self.masked or self.padded or self.tokens
 
 
 def _gru(units: int = 8, **kw):
@@ -70,6 +84,19 @@ def _layer(name: str, *args, **kw):
     import keras
 
     return getattr(keras.layers, name)(*args, **kw)
+
+
+def _raw_normalization(adapt: bool = False):
+    """Normalization of RAW_OFFSET + RAW_SCALE * x inputs: its mean/variance given exactly, or adapted
+    on seeded raw data (then only close to them)."""
+    import keras
+
+    if not adapt:
+        return keras.layers.Normalization(mean=list(RAW_OFFSET), variance=[s * s for s in RAW_SCALE])
+    layer = keras.layers.Normalization(axis=-1)
+    x = np.random.default_rng(123).standard_normal((64, 12, FEATURES))
+    layer.adapt((np.asarray(RAW_OFFSET) + np.asarray(RAW_SCALE) * x).astype(np.float32))  # (64, 12, F)
+    return layer
 
 
 CASES: list[Case] = [
@@ -126,6 +153,19 @@ CASES: list[Case] = [
     Case("Embedding(mask_zero) + 2 stacked GRUs + max pool",
          lambda: [_layer("Embedding", VOCAB, 5, mask_zero=True), _gru(return_sequences=True),
                   _gru(return_sequences=True), _layer("GlobalMaxPooling1D")], tokens=True),
+    Case("Normalization + GRU", lambda: [_raw_normalization(adapt=True), _gru()], raw=True),
+    Case("Normalization + Bidirectional + avg pool",
+         lambda: [_raw_normalization(), _bi("concat", return_sequences=True), _layer("GlobalAveragePooling1D")],
+         raw=True),
+    # Keras computes Masking's mask on the normalized values: padded raw steps equal RAW_OFFSET, the mean.
+    Case("Normalization + Masking + GRU", lambda: [_raw_normalization(), _layer("Masking", 0.0), _gru()],
+         raw=True, padded=True),
+    Case("Masking + Normalization + Bidirectional + max pool",
+         lambda: [_layer("Normalization", mean=[0.5, -1.0, 0.2], variance=[4.0, 0.25, 1.0]),
+                  _bi("sum", return_sequences=True), _layer("GlobalMaxPooling1D")], masked=True),
+    Case("Normalization(invert=True) + GRU",
+         lambda: [_layer("Normalization", mean=[0.5, -1.0, 0.2], variance=[4.0, 0.25, 1e-16], invert=True), _gru()]),
+    Case("Normalization(axis=None) + GRU", lambda: [_layer("Normalization", axis=None, mean=2.0, variance=9.0), _gru()]),
 ]
 
 
@@ -137,7 +177,8 @@ def case_by_name(name: str) -> Case:
 
 
 def randomize_weights(model, seed: int, scale: float = 1.0) -> None:
-    """Replace every weight with seeded normal values scaled 1/sqrt(fan_in), biases 0.3.
+    """Replace every trainable weight with seeded normal values scaled 1/sqrt(fan_in), biases 0.3;
+    non-trainable weights (Normalization statistics) are kept.
 
     Glorot/orthogonal inits with zero biases keep a random GRU close to linear; these scales put
     the gates' pre-activations around unit variance, so they neither saturate nor vanish.
@@ -146,6 +187,9 @@ def randomize_weights(model, seed: int, scale: float = 1.0) -> None:
     new = []
     for w in model.weights:
         shape = tuple(w.shape)
+        if not w.trainable:
+            new.append(np.asarray(w.numpy()))
+            continue
         if "embeddings" in w.path:
             values = rng.normal(0.0, 1.0, shape)
         elif len(shape) >= 2:
@@ -190,9 +234,10 @@ def _right_pad(X: np.ndarray, lengths: np.ndarray) -> np.ndarray:
 def make_inputs(case: Case, seed: int = 0) -> list[tuple[str, np.ndarray]]:
     """Named input batches for ``case``: random and real data, every (batch, T) in BATCHES x TIMESTEPS.
 
-    Masked and token cases get right-padded rows with lengths in [1, T]; the longest row is full.
-    "Real" inputs are the default order task standardized like the build does (for tokens:
-    feature 0 of it bucketed into ids 1..VOCAB-1).
+    Masked, padded and token cases get right-padded rows with lengths in [1, T]; the longest row is
+    full. "Real" inputs are the default order task standardized like the build does (for tokens:
+    feature 0 of it bucketed into ids 1..VOCAB-1). ``raw`` cases map every value, padding included,
+    to RAW_OFFSET + RAW_SCALE * x.
     """
     rng = np.random.default_rng(seed)
     batches: list[tuple[str, np.ndarray]] = []
@@ -200,7 +245,7 @@ def make_inputs(case: Case, seed: int = 0) -> list[tuple[str, np.ndarray]]:
         task = make_order_task(max(BATCHES), T, max(FEATURES, 2), seed=seed + T)
         real_lengths = rng.integers(max(1, T // 3), T + 1, size=max(BATCHES))
         real_lengths[0] = T
-        if case.masked or case.tokens:
+        if case.variable_length:
             prep = fit_standardization(task.X, real_lengths)
             real = apply_preprocessing(task.X, prep, real_lengths)  # (N, T, F), zeros past the lengths
         else:
@@ -215,10 +260,13 @@ def make_inputs(case: Case, seed: int = 0) -> list[tuple[str, np.ndarray]]:
                 batches.append((f"order task ids B={B} T={T}", _right_pad(ids_real, lengths)))
                 continue
             rand = rng.standard_normal((B, T, FEATURES)).astype(np.float32)  # (B, T, F)
-            if case.masked:
+            if case.variable_length:
                 rand = _right_pad(rand, lengths)
             batches.append((f"random B={B} T={T}", rand))
             batches.append((f"order task B={B} T={T}", np.ascontiguousarray(real[:B], dtype=np.float32)))
+    if case.raw:
+        offset, scale = np.asarray(RAW_OFFSET), np.asarray(RAW_SCALE)  # (F,)
+        batches = [(name, (offset + scale * X).astype(np.float32)) for name, X in batches]
     return batches
 
 
@@ -276,7 +324,7 @@ def measure_case(case: Case, seed: int = 0) -> CaseResult:
     model = build_case(case, seed)
     proto = export_native(model, INPUT_NAME, OPSET)
     session = ort_session(proto)
-    unrolled = {} if case.masked or case.tokens else {T: ort_session(unroll_grus(proto, T)) for T in TIMESTEPS}
+    unrolled = {} if case.variable_length else {T: ort_session(unroll_grus(proto, T)) for T in TIMESTEPS}
     per_batch: dict[str, float] = {}
     vs_keras, vs_native = [], []
 
