@@ -161,6 +161,10 @@ def describe(model, logits: bool = False) -> SourceModel:
     else:
         raise ModelKindError(f"expected input (batch, time, features) float or (batch, time) token ids into an "
                              f"Embedding, got shape {in_shape} dtype {dtype}")
+    kinds = [type(layer).__name__ for layer in model.layers]
+    if masking_layer is not None and "Normalization" in kinds and kinds.index("Normalization") < kinds.index("Masking"):
+        raise ModelKindError("Masking after Normalization masks steps whose raw values equal the normalization mean, "
+                             "not right padding with zeros; expected Masking(0.0) before Normalization")
     masking = bool(masking_layer is not None or (embedding is not None and embedding.mask_zero))
     mask_value = float(masking_layer.mask_value) if masking_layer is not None else (0.0 if masking else None)
     if masking_layer is not None and mask_value != 0.0:

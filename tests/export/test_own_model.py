@@ -75,7 +75,8 @@ def test_functional_normalization_bidirectional(tmp_path):
     model = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(h))
     model_file, out = _export(tmp_path, model, X, "func")
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["equivalence"]["passed"]
+    assert manifest["equivalence"]["passed"] and manifest["model"]["backend"] == "native"
+    assert {"Sub", "Div", "GRU"} <= set(manifest["model"]["ops"])  # Normalization as graph ops
     for t in (T // 2, T, 2 * T):  # a dynamic time axis
         unseen = _features(30, t, seed=t) * 4.0 + 3.0
         assert np.abs(Predictor.load(out).predict_proba(unseen) - _p1(model, unseen)).max() <= ATOL
