@@ -179,7 +179,12 @@ def describe(model, logits: bool = False) -> SourceModel:
         else:
             w, c = kernel[:, 0], b[0]
         dense = keras.layers.Dense(1, activation="sigmoid", name="p_class1")
-        proba_model = keras.Model(model.inputs, dense(last.input), name=f"{model.name}_p_class1")
+        if type(model).__name__ == "Sequential":  # stays a chain: the same layers, then the new head
+            spec = model.inputs[0]
+            proba_model = keras.Sequential([keras.Input(batch_shape=tuple(spec.shape), dtype=spec.dtype)]
+                                           + model.layers[:-1] + [dense], name=f"{model.name}_p_class1")
+        else:
+            proba_model = keras.Model(model.inputs, dense(last.input), name=f"{model.name}_p_class1")
         dense.set_weights([w[:, None].astype(np.float32), np.array([c], np.float32)])
     return SourceModel(model, proba_model, head, kind, T, F, vocab, masking, mask_value)
 

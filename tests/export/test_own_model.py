@@ -17,6 +17,13 @@ T, F, V = 12, 3, 20
 ATOL = 1e-5
 
 
+@pytest.fixture(autouse=True)
+def _seeded():
+    """Seeded weights: an untrained model sits near p = 0.5, where a 1e-8 difference can flip a label
+    (which verification refuses); seeds keep each test on the same, checked weights."""
+    keras.utils.set_random_seed(0)
+
+
 def _p1(model, X):
     """p(class 1) from keras predict, whatever the head."""
     y = model.predict(X, verbose=0)
@@ -127,6 +134,7 @@ def test_logit_head_needs_the_flag(tmp_path, capsys):
     _export(tmp_path, model, X, "logit", expect=2)
     assert "pass --logits" in capsys.readouterr().err
     _, out = _export(tmp_path, model, X, "logit2", "--logits")
+    assert json.loads((out / "manifest.json").read_text())["model"]["backend"] == "native"
     unseen = _features(10, seed=3)
     want = 1.0 / (1.0 + np.exp(-model.predict(unseen, verbose=0)[:, 0].astype(np.float64)))
     assert np.abs(Predictor.load(out).predict_proba(unseen) - want).max() <= ATOL
