@@ -1,9 +1,10 @@
 """Equivalence verification: Keras vs onnxruntime through the real runtime.
 
-Owns: the stress families, the per-family error table and the pass/fail decision.
-Imports: numpy, pipeline.runtime (to run the exported folder exactly as users will), and
-calls into Keras through the model object it is given. Reads: the staged artifact folder.
-Writes: nothing (the caller stores the results in the manifest).
+Owns: the verification inputs (stress families around a test split, or families drawn from a
+user's sample), the per-family error table and the pass/fail decision.
+Imports: numpy, pipeline.datafiles, pipeline.preprocessing. It runs both sides through the
+functions it is given (the caller passes Keras and the runtime's ``Predictor.predict_proba``).
+Reads and writes nothing; the caller stores the results in the manifest.
 
 Each family feeds the *same raw inputs* to both sides: the runtime scales them itself, Keras gets
 ``apply_preprocessing`` of them (the function the runtime uses). A family fails when
