@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-build-dev
-# the bench extra (OpenVINO, LiteRT, matplotlib) adds ~10-20 s to a fresh install, so the tests
-# get it too and the quick benchmark test exercises every peer
+# the tests also get the bench extra (OpenVINO, LiteRT, matplotlib: ~10-20 s), so the quick benchmark
+# test exercises every peer, and the backends extra (JAX, PyTorch CPU: ~100 s), so models saved under
+# other Keras backends are exported in the tests
 BENCH_STAMP := $(VENV)/.installed-build-dev-bench
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONDONTWRITEBYTECODE = 1
@@ -28,7 +29,7 @@ $(STAMP): pyproject.toml | $(PY)
 	@touch $@
 
 $(BENCH_STAMP): $(STAMP)
-	$(PY) -m pip install --quiet -e ".[build,dev,bench]"
+	$(PY) -m pip install --quiet -e ".[build,dev,bench,backends]"
 	@touch $@
 
 install: $(STAMP)
