@@ -24,7 +24,7 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
-$(STAMP): pyproject.toml | $(PY)
+$(STAMP): pyproject.toml pipeline/runtime/fused/gru_kernel.c | $(PY)
 	$(PY) -m pip install --quiet -e ".[build,dev]"
 	@touch $@
 

@@ -1,11 +1,13 @@
 """Load an exported folder and predict with onnxruntime, without TensorFlow.
 
 Owns: ``Predictor`` (loading with integrity checks, batch inference, labels) and its execution
-strategy (batch chunks over worker threads; one intra-op thread per session, set through
+strategy (the fused GRU kernel when it covers the model and passed its self-check; else batch
+chunks over worker threads, one intra-op thread per session, set through
 ``pipeline.runtime.sessions``). Imports: numpy, onnxruntime (types only), pipeline light modules,
-pipeline.runtime.sessions (TF-free).
+pipeline.runtime.sessions and pipeline.runtime.fused (TF-free).
 Reads: ``<model_dir>/manifest.json``, ``model.onnx``, ``model_unrolled.onnx`` when the manifest
-lists it (the batch graph form, loaded on first use), ``stream.onnx`` for streams.
+lists it (the batch graph form, loaded on first use), ``reference.npz`` (the fused kernel's
+self-check, on first use), ``stream.onnx`` for streams.
 
 Example:
     >>> from pipeline.runtime import Predictor
@@ -17,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -34,7 +37,12 @@ from pipeline.runtime.sessions import open_session, usable_cpus
 
 __all__ = ["Predictor"]
 
-# Execution strategy. Batches up to SMALL_BATCH go in one call on the caller's thread to the
+# Execution strategy. With graph="auto" (the default), float feature models the fused GRU kernel
+# covers (pipeline.runtime.fused: one forward GRU reset_after=True, last-state or average head,
+# Dense(1, sigmoid); no mask) run every batch in one native call with its own threads inside, once
+# the kernel has reproduced model.onnx within 1e-6 on the artifact's reference rows and stress rows
+# (checked on first use; the outcome is in debug_info()). Otherwise, and with graph="native" or
+# "unrolled": batches up to SMALL_BATCH go in one call on the caller's thread to the
 # native graph (model.onnx, one GRU op: the lowest latency). Larger batches are cut into chunks run
 # by `workers` threads (session.run releases the GIL): on the unrolled graph (model_unrolled.onnx,
 # per-step Gemm nodes, about 1.4x the GRU op's throughput per core from 64-row calls up) when the
@@ -59,7 +67,7 @@ class Predictor:
     """A loaded, verified classifier. Thread-safe: one instance may serve many threads."""
 
     def __init__(self, model_dir: Path, manifest: dict[str, Any], session: ort.InferenceSession,
-                 workers: Optional[int] = None, graph: str = "auto") -> None:
+                 workers: Optional[int] = None, graph: str = "auto", fused: bool = True) -> None:
         self.model_dir = model_dir
         self.manifest = manifest
         self._session = session
@@ -89,12 +97,16 @@ class Predictor:
             graph == "unrolled" or (graph == "auto" and unrolled.get("auto") is True))
         self.unrolled_timesteps: Optional[int] = int(unrolled["timesteps"]) if usable else None
         self._unrolled: Optional[ort.InferenceSession] = None
+        # the fused kernel: prepared on first use (None until then); only graph="auto" uses it
+        self._fused_wanted = bool(fused) and graph == "auto" and self.input_kind == "features" and not self.masked
+        self._fused_lock = threading.Lock()
+        self._fused_state: Optional[tuple[Any, dict]] = None
         self._check_graph_matches_manifest()
 
     # ------------------------------------------------------------------ loading
     @classmethod
     def load(cls, model_dir: str | os.PathLike = "exported", threads: Optional[int] = None,
-             graph: str = "auto") -> "Predictor":
+             graph: str = "auto", fused: bool = True) -> "Predictor":
         """Load an exported folder, verifying model.onnx against the manifest's sha256.
 
         Args:
@@ -104,6 +116,8 @@ class Predictor:
                 build found the two within 1e-6 everywhere), ``native`` (always model.onnx) or
                 ``unrolled`` (model_unrolled.onnx for every batch of the trained length: the
                 throughput choice; agrees with Keras within the verified tolerance).
+            fused: with graph="auto", run the fused GRU kernel where it covers the model and passed
+                its self-check (False: always the onnxruntime graphs).
         Raises:
             ArtifactError / IntegrityError: missing, damaged or untrusted artifact.
         """
@@ -114,7 +128,7 @@ class Predictor:
         if not model_path.is_file():
             raise ArtifactError(f"model file not found: {str(model_path)!r}")
         artifact.verify_model_hash(model_path, model_info.get("sha256", ""))
-        return cls(folder, manifest, open_session(model_path, threads=1), threads, graph)
+        return cls(folder, manifest, open_session(model_path, threads=1), threads, graph, fused)
 
     def _check_graph_matches_manifest(self) -> None:
         ins, outs = self._session.get_inputs(), self._session.get_outputs()
@@ -150,6 +164,57 @@ class Predictor:
                 self._unrolled = open_session(path, threads=1)
             return self._unrolled
 
+    def _fused(self):
+        """The fused kernel, or None (prepared once: library, model shape, self-check; see debug_info)."""
+        if not self._fused_wanted:
+            return None
+        if self._fused_state is None:
+            with self._fused_lock:
+                if self._fused_state is None:
+                    self._fused_state = self._prepare_fused()
+        return self._fused_state[0]
+
+    def _prepare_fused(self) -> tuple[Any, dict]:
+        from pipeline.runtime import fused
+
+        model_info = self.manifest["model"]
+        data = (self.model_dir / model_info.get("file", artifact.MODEL_FILE)).read_bytes()
+        if hashlib.sha256(data).hexdigest() != model_info.get("sha256"):  # the bytes the session was checked on
+            return None, {"used": False, "isa": None, "reason": "model.onnx changed since load", "checks": {}}
+        ref_X, keras = None, None
+        try:
+            with np.load(self.model_dir / artifact.REFERENCE_FILE, allow_pickle=False) as ref:
+                X = np.asarray(ref["X"], np.float32)
+                lens = np.asarray(ref["lengths"]) if "lengths" in ref.files else None
+                with np.errstate(over="ignore", invalid="ignore"):
+                    ref_X = apply_preprocessing(X, self._preprocessing, lens)  # (N, T, F) model input
+                if "keras_proba" in ref.files and np.isfinite(ref_X).all():
+                    keras = (ref_X, np.asarray(ref["keras_proba"], np.float64).reshape(-1))
+                else:
+                    ref_X = None
+        except (OSError, KeyError, ValueError):
+            ref_X = None  # the stress rows alone
+        T = ref_X.shape[1] if ref_X is not None else (self.timesteps or 20)
+        check_X = fused.self_check_inputs(ref_X, self.n_features, T)
+        kernel, info = fused.prepare_fused(
+            data, self.input_name, self.output_name,
+            lambda Z: self._session.run([self.output_name], {self.input_name: Z})[0].reshape(-1),
+            check_X, keras=keras, threads=self.workers)
+        return kernel, info
+
+    def debug_info(self) -> dict[str, Any]:
+        """How this Predictor runs batches: the graph form asked for and the fused kernel's state
+        (whether it is used, its ISA, its self-check errors per ISA, or why it is not used)."""
+        if self._fused_wanted:
+            self._fused()
+            fused_info = dict(self._fused_state[1])
+        else:
+            why = ("disabled (fused=False)" if self.graph == "auto" and self.input_kind == "features" and not self.masked
+                   else f"not used with graph={self.graph!r}" if self.graph != "auto"
+                   else "not used for masked or token-input models")
+            fused_info = {"used": False, "isa": None, "reason": why, "checks": {}}
+        return {"graph": self.graph, "workers": self.workers, "fused": fused_info}
+
     def _plan(self, n: int, T: int) -> tuple[Any, int]:
         """The session.run to use for ``n`` rows of ``T`` steps, and the rows per call."""
         if self.unrolled_timesteps == T and (n >= UNROLLED_MIN_ROWS or (self.graph == "unrolled" and n >= 1)):
@@ -161,6 +226,9 @@ class Predictor:
 
     def _run(self, X: np.ndarray) -> np.ndarray:
         """(n, T, F) float32 scaled -> (n,) float32 probabilities."""
+        kernel = self._fused() if X.dtype == np.float32 else None
+        if kernel is not None:  # the whole batch in one native call, threads inside it
+            return kernel.run(X, self.workers)
         n = X.shape[0]
         feed_name, out_name = self.input_name, [self.output_name]
         run, chunk = self._plan(n, X.shape[1])

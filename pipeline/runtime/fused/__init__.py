@@ -1,0 +1,196 @@
+"""The fused GRU kernel: the C library (gru_kernel.c, built at install time) driven through ctypes.
+
+Owns: finding and loading the library, the ISA variants it offers (``ISAS``: avx512, avx2
+(+FMA), generic C) and which of them this CPU runs, ``FusedKernel`` (one loaded model, one ISA:
+``run(X, threads)`` for a whole batch in one native call, threads inside the call), and
+``prepare_fused``: read the weights out of model.onnx (``onnx_reader``), pick the best ISA that
+passes its self-check against model.onnx, and say why when none does. Imports: ctypes, numpy,
+pipeline.runtime.fused.onnx_reader (TF-free; no onnx package). Reads: the library file and the
+model bytes it is given. Writes: nothing.
+
+The kernel is an acceleration, never a requirement: without the library (no compiler at install
+time, another platform), on a CPU without the ISA, when a variant misses the self-check or the
+model is not the covered shape, ``prepare_fused`` returns None and a reason, and the Predictor
+keeps today's onnxruntime graphs (the reason is in ``Predictor.debug_info()``, never on stdout).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib.machinery
+import importlib.util
+import os
+import threading
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+from pipeline.runtime.fused.onnx_reader import FusedSpec, match_fused, parse_model
+
+__all__ = ["ISAS", "LIBRARY_MODULE", "FusedKernel", "library_path", "load_library", "supported_isas",
+           "prepare_fused", "SELF_CHECK_ATOL"]
+
+LIBRARY_MODULE = "pipeline.runtime.fused._gru_kernel"  # the ext-module name in pyproject.toml
+ABI_VERSION = 1
+ISAS = {"avx512": 2, "avx2": 1, "generic": 0}  # best first; values are the C enum
+SELF_CHECK_ATOL = 1e-6  # max |kernel - model.onnx| on the self-check inputs, else the variant is not used
+_HEADS = {"last": 0, "avg": 1}
+
+_lock = threading.Lock()
+_loaded: dict[str, object] = {}
+
+
+def library_path() -> Optional[Path]:
+    """Where the built library is (next to this file, or wherever the editable install put it)."""
+    try:
+        spec = importlib.util.find_spec(LIBRARY_MODULE)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is not None and spec.origin and os.path.isfile(spec.origin):
+        return Path(spec.origin)
+    here = Path(__file__).resolve().parent
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        cand = here / ("_gru_kernel" + suffix)
+        if cand.is_file():
+            return cand
+    return None
+
+
+def load_library(path: Optional[Path] = None):
+    """(ctypes library, "") or (None, why not). Loaded once per path and process."""
+    path = library_path() if path is None else Path(path)
+    if path is None:
+        return None, "the fused GRU library was not built (no C compiler at install time, or an unsupported platform)"
+    key = str(path)
+    with _lock:
+        if key in _loaded:
+            return _loaded[key]
+        try:
+            lib = ctypes.CDLL(key)
+            if lib.gru_abi_version() != ABI_VERSION:
+                raise OSError(f"ABI version {lib.gru_abi_version()}, expected {ABI_VERSION}")
+            lib.gru_isa_supported.argtypes = [ctypes.c_int]
+            lib.gru_create.restype = ctypes.c_void_p
+            lib.gru_create.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p,
+                                       ctypes.c_void_p, ctypes.c_void_p, ctypes.c_float, ctypes.c_int]
+            lib.gru_destroy.argtypes = [ctypes.c_void_p]
+            lib.gru_destroy.restype = None
+            lib.gru_run.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_long, ctypes.c_long, ctypes.c_void_p,
+                                    ctypes.c_int]
+            result = (lib, "")
+        except (OSError, AttributeError) as exc:
+            result = (None, f"the fused GRU library {path.name} cannot be loaded: {str(exc)[:160]}")
+        _loaded[key] = result
+        return result
+
+
+def supported_isas(lib) -> list[str]:
+    """The ISA variants this CPU runs, best first."""
+    return [name for name, code in ISAS.items() if lib.gru_isa_supported(code)]
+
+
+class FusedKernel:
+    """One model's packed weights for one ISA. Thread-safe: ``run`` keeps no state between calls."""
+
+    def __init__(self, lib, spec: FusedSpec, isa: str) -> None:
+        self.lib, self.spec, self.isa = lib, spec, isa
+        W, R, B = (np.ascontiguousarray(a, np.float32) for a in (spec.W, spec.R, spec.B))
+        hw = np.ascontiguousarray(spec.head_w, np.float32)
+        self._handle = lib.gru_create(spec.features, spec.hidden, _HEADS[spec.head], W.ctypes.data, R.ctypes.data,
+                                      B.ctypes.data, hw.ctypes.data, ctypes.c_float(spec.head_b), ISAS[isa])
+        if not self._handle:
+            raise OSError(f"gru_create failed for ISA {isa}")
+        self._prefix: list[tuple[Callable, np.ndarray]] = [
+            ({"Sub": np.subtract, "Div": np.divide, "Mul": np.multiply, "Add": np.add}[op], c) for op, c in spec.prefix]
+
+    def run(self, X: np.ndarray, threads: int = 1) -> np.ndarray:
+        """(N, T, F) model input (what model.onnx takes) -> (N,) float32 p(class 1)."""
+        X = np.ascontiguousarray(X, np.float32)
+        if self._prefix:
+            Y = None
+            for fn, c in self._prefix:  # the graph's own per-feature scaling, same float32 operations
+                Y = fn(X if Y is None else Y, c, out=Y, dtype=np.float32)
+            X = Y
+        n, T = X.shape[0], X.shape[1]
+        out = np.empty(n, np.float32)
+        if n and self.lib.gru_run(self._handle, X.ctypes.data, n, T, out.ctypes.data, int(threads)) != 0:
+            raise MemoryError("the fused GRU kernel could not allocate its buffers")
+        return out
+
+    def __del__(self) -> None:
+        handle, self._handle = getattr(self, "_handle", None), None
+        if handle:
+            self.lib.gru_destroy(handle)
+
+
+def self_check_inputs(reference_X: Optional[np.ndarray], F: int, T: int) -> np.ndarray:
+    """(N, T, F) model inputs the kernel must reproduce model.onnx on: the artifact's reference rows
+    (already scaled by the caller) and stress rows (zeros, constants, +-100, random), odd batch."""
+    rng = np.random.default_rng(17)
+    stress = [np.zeros((2, T, F), np.float32),
+              np.full((2, T, F), 0.5, np.float32),
+              rng.choice(np.float32([-100, 100]), size=(3, T, F)).astype(np.float32),
+              rng.standard_normal((37, T, F)).astype(np.float32) * 3]
+    parts = ([reference_X.astype(np.float32)] if reference_X is not None and reference_X.shape[1:] == (T, F) else [])
+    return np.concatenate(parts + stress)
+
+
+def prepare_fused(model_bytes: bytes, input_name: str, output_name: str, onnx_proba: Callable[[np.ndarray], np.ndarray],
+                  check_X: np.ndarray, keras: Optional[tuple[np.ndarray, np.ndarray]] = None,
+                  isa: Optional[str] = None, threads: int = 1, library: Optional[Path] = None
+                  ) -> tuple[Optional[FusedKernel], dict]:
+    """Build the fused kernel for a model, or say why not.
+
+    Args:
+        model_bytes: model.onnx (already checked against the manifest's sha256).
+        onnx_proba: (N, T, F) model input -> (N,) p from model.onnx (the reference the kernel must match).
+        check_X: the self-check inputs (N, T, F) in model input space (``self_check_inputs``).
+        keras: optional (model inputs, Keras' p) of the artifact's reference rows: the error is recorded.
+        isa: force one variant (tests); None = the best this CPU runs that passes its self-check.
+        library: a library path instead of the installed one (tests).
+    Returns:
+        (kernel or None, info): info has "used", "isa", "reason", "checks" (per ISA: max errors or why not).
+    """
+    info: dict = {"used": False, "isa": None, "reason": "", "checks": {}}
+    lib, why = load_library(library)
+    if lib is None:
+        info["reason"] = why
+        return None, info
+    try:
+        spec, why = match_fused(parse_model(model_bytes), input_name, output_name)
+    except ValueError as exc:
+        spec, why = None, f"model.onnx could not be read for the fused kernel: {exc}"
+    if spec is None:
+        info["reason"] = f"model not covered by the fused kernel: {why}"
+        return None, info
+    cpu = supported_isas(lib)
+    candidates = [isa] if isa else list(cpu)
+    if isa and isa not in cpu:
+        info["reason"] = f"ISA {isa!r} is not supported by this CPU (it runs {cpu})"
+        return None, info
+    X = np.ascontiguousarray(check_X, np.float32)
+    if X.ndim != 3 or X.shape[2] != spec.features:
+        info["reason"] = f"self-check inputs of shape {X.shape} do not fit the model's {spec.features} features"
+        return None, info
+    ref = np.asarray(onnx_proba(X), np.float32).reshape(-1)
+    for name in candidates:
+        try:
+            kernel = FusedKernel(lib, spec, name)
+            got = kernel.run(X, threads)
+        except (OSError, MemoryError) as exc:
+            info["checks"][name] = {"passed": False, "error": str(exc)[:160]}
+            continue
+        err = float(np.max(np.abs(got.astype(np.float64) - ref))) if np.isfinite(got).all() else float("inf")
+        check = {"passed": bool(err <= SELF_CHECK_ATOL), "max_abs_vs_model_onnx": err, "rows": int(len(X))}
+        if keras is not None and check["passed"]:
+            kx, kp = keras
+            check["max_abs_vs_keras"] = float(np.max(np.abs(kernel.run(kx, threads).astype(np.float64) - kp)))
+        info["checks"][name] = check
+        if check["passed"]:
+            info.update(used=True, isa=name, reason="")
+            return kernel, info
+    failed = ", ".join(f"{k}: {v.get('error') or 'max |kernel - model.onnx| %.3g > %g' % (v['max_abs_vs_model_onnx'], SELF_CHECK_ATOL)}"
+                       for k, v in info["checks"].items())
+    info["reason"] = f"no ISA variant passed the self-check against model.onnx ({failed})"
+    return None, info

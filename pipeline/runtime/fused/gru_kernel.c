@@ -1,0 +1,575 @@
+/* Fused GRU inference kernel: one forward GRU layer (ONNX GRU, linear_before_reset=1, i.e. Keras
+ * reset_after=True) -> last state or mean over time -> Dense(1) -> sigmoid, for a whole batch in
+ * one call.
+ *
+ * Owns: weight packing, the per-ISA kernels (AVX-512, AVX2+FMA, generic C), the CPU feature
+ * check, and a small persistent thread pool (pthreads; bounded spinning, then a condition
+ * variable, so idle workers never burn CPU for long). Plain C, no Python C API: the runtime loads
+ * it with ctypes (pipeline/runtime/fused/__init__.py), which releases the GIL during calls.
+ *
+ * Numerics (float32 throughout, same formulas as onnxruntime's GRU op):
+ *   z  = sigmoid(x.Wz + h.Rz + (Wbz + Rbz))
+ *   r  = sigmoid(x.Wr + h.Rr + (Wbr + Rbr))
+ *   n  = tanh(x.Wn + Wbn + r * (h.Rn + Rbn))
+ *   h' = (1 - z) * n + z * h
+ *   head: mean_t h_t (sum in time order, then / T) or h_T;  p = sigmoid(head . w + b)
+ * Each output row depends only on its own input row, with the same operation order whatever the
+ * batch size, tile or thread it lands in, so results are bit-identical across batch splits.
+ *
+ * Layout of the packed weights: the hidden units are padded to Hp (a multiple of 16) with zero
+ * weights and biases (a padded unit stays exactly 0) and cut into column tiles of 16 units; tile j
+ * holds, for k over the F inputs then the H hidden units, the 16 z, 16 r and 16 n weights:
+ *   wpack[j][k][gate][16]   (Hp/16, F + H, 3, 16)
+ * The AVX2 kernel reads each 16-wide tile as two 8-wide halves.
+ */
+#include <math.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define GRU_X86 1
+#else
+#define GRU_X86 0
+#endif
+
+#define GRU_ABI_VERSION 1
+#define TILE 16        /* hidden units per column tile (one zmm) */
+#define BLOCK_ROWS 24  /* rows that run all time steps together, h and the mean resident in L1 */
+
+enum { ISA_GENERIC = 0, ISA_AVX2 = 1, ISA_AVX512 = 2 };
+enum { HEAD_LAST = 0, HEAD_AVG = 1 };
+
+typedef struct {
+    int F, H, Hp, head, isa;
+    float *wpack;                 /* (Hp/16, F + H, 3, 16) */
+    float *bz, *br, *bxn, *bhn;   /* (Hp,) each: Wbz+Rbz, Wbr+Rbr, Wbn, Rbn */
+    float *head_w;                /* (Hp,) */
+    float head_b;
+} gru_model;
+
+/* ------------------------------------------------------------------ CPU features */
+int gru_abi_version(void) { return GRU_ABI_VERSION; }
+
+int gru_isa_supported(int isa) {
+    if (isa == ISA_GENERIC) return 1;
+#if GRU_X86
+    __builtin_cpu_init();
+    if (isa == ISA_AVX2) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    if (isa == ISA_AVX512)
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+               __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+               __builtin_cpu_supports("fma");
+#endif
+    return 0;
+}
+
+/* ------------------------------------------------------------------ model */
+static void *aligned(size_t bytes) {
+    void *p = NULL;
+    if (posix_memalign(&p, 64, bytes ? bytes : 64) != 0) return NULL;
+    memset(p, 0, bytes ? bytes : 64);
+    return p;
+}
+
+void gru_destroy(void *handle) {
+    gru_model *m = (gru_model *)handle;
+    if (!m) return;
+    free(m->wpack); free(m->bz); free(m->br); free(m->bxn); free(m->bhn); free(m->head_w);
+    free(m);
+}
+
+/* W (3H, F), R (3H, H), B (6H,) in ONNX order (gates z, r, n; B = [Wb, Rb]); head_w (H,). */
+void *gru_create(int F, int H, int head, const float *W, const float *R, const float *B,
+                 const float *head_w, float head_b, int isa) {
+    if (F < 1 || H < 1 || (head != HEAD_LAST && head != HEAD_AVG) || !gru_isa_supported(isa)) return NULL;
+    gru_model *m = (gru_model *)calloc(1, sizeof(gru_model));
+    if (!m) return NULL;
+    m->F = F; m->H = H; m->Hp = (H + TILE - 1) / TILE * TILE; m->head = head; m->isa = isa; m->head_b = head_b;
+    int Hp = m->Hp, K = F + H;
+    m->wpack = (float *)aligned(sizeof(float) * (size_t)(Hp / TILE) * K * 3 * TILE);
+    m->bz = (float *)aligned(sizeof(float) * Hp); m->br = (float *)aligned(sizeof(float) * Hp);
+    m->bxn = (float *)aligned(sizeof(float) * Hp); m->bhn = (float *)aligned(sizeof(float) * Hp);
+    m->head_w = (float *)aligned(sizeof(float) * Hp);
+    if (!m->wpack || !m->bz || !m->br || !m->bxn || !m->bhn || !m->head_w) { gru_destroy(m); return NULL; }
+    for (int j = 0; j < H; j++) {
+        int jt = j / TILE, jl = j % TILE;
+        for (int g = 0; g < 3; g++) {
+            const float *wrow = W + (size_t)(g * H + j) * F;   /* gate g, unit j: (F,) */
+            const float *rrow = R + (size_t)(g * H + j) * H;   /* (H,) */
+            for (int k = 0; k < F; k++) m->wpack[(((size_t)jt * K + k) * 3 + g) * TILE + jl] = wrow[k];
+            for (int k = 0; k < H; k++) m->wpack[(((size_t)jt * K + F + k) * 3 + g) * TILE + jl] = rrow[k];
+        }
+        m->bz[j] = B[j] + B[3 * H + j];
+        m->br[j] = B[H + j] + B[4 * H + j];
+        m->bxn[j] = B[2 * H + j];
+        m->bhn[j] = B[5 * H + j];
+        m->head_w[j] = head_w[j];
+    }
+    return m;
+}
+
+/* The head of one row: p = sigmoid(hv . w + b), hv = mean (sum / T) or last state. Scalar, shared
+ * by every ISA so the head never differs between variants. */
+static float head_row(const gru_model *m, const float *hv, float inv_div, int avg) {
+    float acc = 0.0f;
+    for (int j = 0; j < m->H; j++) {
+        float v = avg ? hv[j] / inv_div : hv[j];
+        acc += v * m->head_w[j];
+    }
+    acc += m->head_b;
+    return 1.0f / (1.0f + expf(-acc));
+}
+
+/* ------------------------------------------------------------------ generic C */
+static inline float sigmoidf_(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+static void block_generic(const gru_model *m, const float *x, long T, int rows, float *out,
+                          float *hA, float *hB, float *sum) {
+    const int F = m->F, H = m->H, Hp = m->Hp, K = F + H;
+    memset(hA, 0, sizeof(float) * rows * Hp);
+    memset(sum, 0, sizeof(float) * rows * Hp);
+    for (long t = 0; t < T; t++) {
+        for (int i = 0; i < rows; i++) {
+            const float *xt = x + ((size_t)i * T + t) * F;
+            const float *hp = hA + (size_t)i * Hp;
+            float *hn = hB + (size_t)i * Hp;
+            for (int j = 0; j < Hp; j++) {
+                const float *w = m->wpack + ((size_t)(j / TILE) * K) * 3 * TILE + (j % TILE);
+                float az = m->bz[j], ar = m->br[j], axn = m->bxn[j], ahn = m->bhn[j];
+                for (int k = 0; k < F; k++) {
+                    const float *wk = w + (size_t)k * 3 * TILE;
+                    az += xt[k] * wk[0]; ar += xt[k] * wk[TILE]; axn += xt[k] * wk[2 * TILE];
+                }
+                for (int k = 0; k < H; k++) {
+                    const float *wk = w + (size_t)(F + k) * 3 * TILE;
+                    az += hp[k] * wk[0]; ar += hp[k] * wk[TILE]; ahn += hp[k] * wk[2 * TILE];
+                }
+                float z = sigmoidf_(az), r = sigmoidf_(ar);
+                float nn = tanhf(axn + r * ahn);
+                float hv = (1.0f - z) * nn + z * hp[j];
+                hn[j] = hv;
+                sum[(size_t)i * Hp + j] += hv;
+            }
+        }
+        float *tmp = hA; hA = hB; hB = tmp;
+    }
+    int avg = m->head == HEAD_AVG;
+    for (int i = 0; i < rows; i++)
+        out[i] = head_row(m, avg ? sum + (size_t)i * Hp : hA + (size_t)i * Hp, (float)T, avg);
+}
+
+#if GRU_X86
+/* ------------------------------------------------------------------ AVX-512 */
+#define T512 __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,avx2,fma")))
+#define I512 static inline __attribute__((always_inline, target("avx512f,avx512dq,avx512bw,avx512vl,avx2,fma")))
+
+/* exp(x), Cephes-style: range reduction by ln 2 in two parts, degree-5 polynomial, scalef. */
+I512 __m512 exp512(__m512 x) {
+    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.33654f)), _mm512_set1_ps(88.37626f));
+    __m512 fx = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    x = _mm512_fnmadd_ps(fx, _mm512_set1_ps(0.693359375f), x);
+    x = _mm512_fnmadd_ps(fx, _mm512_set1_ps(-2.12194440e-4f), x);
+    __m512 y = _mm512_set1_ps(1.9875691500E-4f);
+    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(1.3981999507E-3f));
+    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(8.3334519073E-3f));
+    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(4.1665795894E-2f));
+    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(1.6666665459E-1f));
+    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(5.0000001201E-1f));
+    y = _mm512_fmadd_ps(y, _mm512_mul_ps(x, x), _mm512_add_ps(x, _mm512_set1_ps(1.0f)));
+    return _mm512_scalef_ps(y, fx);
+}
+I512 __m512 sigmoid512(__m512 x) {
+    __m512 one = _mm512_set1_ps(1.0f);
+    return _mm512_div_ps(one, _mm512_add_ps(one, exp512(_mm512_sub_ps(_mm512_setzero_ps(), x))));
+}
+I512 __m512 tanh512(__m512 x) {  /* sign(x) (1 - e) / (1 + e), e = exp(-2|x|) */
+    __m512 one = _mm512_set1_ps(1.0f);
+    __m512 a = _mm512_abs_ps(x);
+    __m512 e = exp512(_mm512_mul_ps(a, _mm512_set1_ps(-2.0f)));
+    __m512 t = _mm512_div_ps(_mm512_sub_ps(one, e), _mm512_add_ps(one, e));
+    __m512i sign = _mm512_and_si512(_mm512_castps_si512(x), _mm512_set1_epi32((int)0x80000000u));
+    return _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(t), sign));
+}
+
+/* M rows x J column tiles of one step: 4 accumulators (z, r, x_n, h_n) per row and tile. */
+I512 void tile512(const gru_model *m, int M, int J, int j0, const float *x, long T, long t,
+                  const float *hA, float *hB, float *sum, int avg) {
+    const int F = m->F, H = m->H, Hp = m->Hp, K = F + H;
+    __m512 az[6][4], ar[6][4], axn[6][4], ahn[6][4];
+#pragma GCC unroll 4
+    for (int j = 0; j < J; j++) {
+        const int c = (j0 + j) * TILE;
+        __m512 bz = _mm512_load_ps(m->bz + c), br = _mm512_load_ps(m->br + c);
+        __m512 bxn = _mm512_load_ps(m->bxn + c), bhn = _mm512_load_ps(m->bhn + c);
+#pragma GCC unroll 6
+        for (int i = 0; i < M; i++) { az[i][j] = bz; ar[i][j] = br; axn[i][j] = bxn; ahn[i][j] = bhn; }
+    }
+    const float *w0 = m->wpack + (size_t)j0 * K * 3 * TILE;
+    const size_t jstride = (size_t)K * 3 * TILE;
+    for (int k = 0; k < F; k++) {
+        const float *wk = w0 + (size_t)k * 3 * TILE;
+        __m512 xv[6];
+#pragma GCC unroll 6
+        for (int i = 0; i < M; i++) xv[i] = _mm512_set1_ps(x[((size_t)i * T + t) * F + k]);
+#pragma GCC unroll 4
+        for (int j = 0; j < J; j++) {
+            __m512 wz = _mm512_load_ps(wk + j * jstride), wr = _mm512_load_ps(wk + j * jstride + TILE);
+            __m512 wn = _mm512_load_ps(wk + j * jstride + 2 * TILE);
+#pragma GCC unroll 6
+            for (int i = 0; i < M; i++) {
+                az[i][j] = _mm512_fmadd_ps(xv[i], wz, az[i][j]);
+                ar[i][j] = _mm512_fmadd_ps(xv[i], wr, ar[i][j]);
+                axn[i][j] = _mm512_fmadd_ps(xv[i], wn, axn[i][j]);
+            }
+        }
+    }
+    for (int k = 0; k < H; k++) {
+        const float *wk = w0 + (size_t)(F + k) * 3 * TILE;
+        __m512 hv[6];
+#pragma GCC unroll 6
+        for (int i = 0; i < M; i++) hv[i] = _mm512_set1_ps(hA[(size_t)i * Hp + k]);
+#pragma GCC unroll 4
+        for (int j = 0; j < J; j++) {
+            __m512 wz = _mm512_load_ps(wk + j * jstride), wr = _mm512_load_ps(wk + j * jstride + TILE);
+            __m512 wn = _mm512_load_ps(wk + j * jstride + 2 * TILE);
+#pragma GCC unroll 6
+            for (int i = 0; i < M; i++) {
+                az[i][j] = _mm512_fmadd_ps(hv[i], wz, az[i][j]);
+                ar[i][j] = _mm512_fmadd_ps(hv[i], wr, ar[i][j]);
+                ahn[i][j] = _mm512_fmadd_ps(hv[i], wn, ahn[i][j]);
+            }
+        }
+    }
+    __m512 one = _mm512_set1_ps(1.0f);
+#pragma GCC unroll 4
+    for (int j = 0; j < J; j++) {
+        const int c = (j0 + j) * TILE;
+#pragma GCC unroll 6
+        for (int i = 0; i < M; i++) {
+            __m512 z = sigmoid512(az[i][j]), r = sigmoid512(ar[i][j]);
+            __m512 n = tanh512(_mm512_add_ps(axn[i][j], _mm512_mul_ps(r, ahn[i][j])));
+            __m512 hold = _mm512_load_ps(hA + (size_t)i * Hp + c);
+            __m512 hnew = _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(one, z), n), _mm512_mul_ps(z, hold));
+            _mm512_store_ps(hB + (size_t)i * Hp + c, hnew);
+            if (avg) {
+                float *s = sum + (size_t)i * Hp + c;
+                _mm512_store_ps(s, _mm512_add_ps(_mm512_load_ps(s), hnew));
+            }
+        }
+    }
+}
+
+#define TILE512(M_, J_) tile512(m, M_, J_, jt, x + (size_t)i0 * T * F, T, t, hA + (size_t)i0 * Hp, \
+                                 hB + (size_t)i0 * Hp, sum + (size_t)i0 * Hp, avg)
+
+T512 static void block_avx512(const gru_model *m, const float *x, long T, int rows, float *out,
+                              float *hA, float *hB, float *sum) {
+    const int Hp = m->Hp, F = m->F, NJ = Hp / TILE, avg = m->head == HEAD_AVG;
+    memset(hA, 0, sizeof(float) * rows * Hp);
+    memset(sum, 0, sizeof(float) * rows * Hp);
+    for (long t = 0; t < T; t++) {
+        if (rows <= 2) {  /* few rows: several column tiles at once, for independent FMA chains */
+            for (int jt = 0; jt < NJ;) {
+                int i0 = 0, left = NJ - jt;
+                if (rows == 1) {
+                    if (left >= 4) { TILE512(1, 4); jt += 4; }
+                    else if (left >= 2) { TILE512(1, 2); jt += 2; }
+                    else { TILE512(1, 1); jt += 1; }
+                } else {
+                    if (left >= 2) { TILE512(2, 2); jt += 2; }
+                    else { TILE512(2, 1); jt += 1; }
+                }
+            }
+        } else {
+            for (int jt = 0; jt < NJ; jt++) {
+                int i0 = 0;
+                for (; i0 + 6 <= rows; i0 += 6) TILE512(6, 1);
+                switch (rows - i0) {
+                    case 5: TILE512(5, 1); break;
+                    case 4: TILE512(4, 1); break;
+                    case 3: TILE512(3, 1); break;
+                    case 2: TILE512(2, 1); break;
+                    case 1: TILE512(1, 1); break;
+                    default: break;
+                }
+            }
+        }
+        float *tmp = hA; hA = hB; hB = tmp;
+    }
+    for (int i = 0; i < rows; i++)
+        out[i] = head_row(m, avg ? sum + (size_t)i * Hp : hA + (size_t)i * Hp, (float)T, avg);
+}
+
+/* ------------------------------------------------------------------ AVX2 + FMA */
+#define T256 __attribute__((target("avx2,fma")))
+#define I256 static inline __attribute__((always_inline, target("avx2,fma")))
+
+I256 __m256 exp256(__m256 x) {
+    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.33654f)), _mm256_set1_ps(88.37626f));
+    __m256 fx = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
+    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), x);
+    __m256 y = _mm256_set1_ps(1.9875691500E-4f);
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507E-3f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073E-3f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894E-2f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459E-1f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201E-1f));
+    y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.0f)));
+    /* 2^fx: fx in [-126, 128); 2^128 is split as 2 * 2^127 */
+    __m256i n = _mm256_cvtps_epi32(fx);
+    __m256i n1 = _mm256_srai_epi32(n, 1), n2 = _mm256_sub_epi32(n, n1);
+    __m256 p1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n1, _mm256_set1_epi32(127)), 23));
+    __m256 p2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n2, _mm256_set1_epi32(127)), 23));
+    return _mm256_mul_ps(_mm256_mul_ps(y, p1), p2);
+}
+I256 __m256 sigmoid256(__m256 x) {
+    __m256 one = _mm256_set1_ps(1.0f);
+    return _mm256_div_ps(one, _mm256_add_ps(one, exp256(_mm256_sub_ps(_mm256_setzero_ps(), x))));
+}
+I256 __m256 tanh256(__m256 x) {
+    __m256 one = _mm256_set1_ps(1.0f), signbit = _mm256_set1_ps(-0.0f);
+    __m256 a = _mm256_andnot_ps(signbit, x);
+    __m256 e = exp256(_mm256_mul_ps(a, _mm256_set1_ps(-2.0f)));
+    __m256 t = _mm256_div_ps(_mm256_sub_ps(one, e), _mm256_add_ps(one, e));
+    return _mm256_or_ps(t, _mm256_and_ps(signbit, x));
+}
+
+/* M rows (<= 3) x one 8-wide half-tile: 12 accumulators of the 16 ymm registers. */
+I256 void tile256(const gru_model *m, int M, int c, const float *x, long T, long t,
+                  const float *hA, float *hB, float *sum, int avg) {
+    const int F = m->F, H = m->H, Hp = m->Hp, K = F + H;
+    __m256 az[3], ar[3], axn[3], ahn[3];
+    __m256 bz = _mm256_load_ps(m->bz + c), br = _mm256_load_ps(m->br + c);
+    __m256 bxn = _mm256_load_ps(m->bxn + c), bhn = _mm256_load_ps(m->bhn + c);
+#pragma GCC unroll 3
+    for (int i = 0; i < M; i++) { az[i] = bz; ar[i] = br; axn[i] = bxn; ahn[i] = bhn; }
+    const float *w0 = m->wpack + (size_t)(c / TILE) * K * 3 * TILE + (c % TILE);
+    for (int k = 0; k < F; k++) {
+        const float *wk = w0 + (size_t)k * 3 * TILE;
+        __m256 wz = _mm256_load_ps(wk), wr = _mm256_load_ps(wk + TILE), wn = _mm256_load_ps(wk + 2 * TILE);
+#pragma GCC unroll 3
+        for (int i = 0; i < M; i++) {
+            __m256 xv = _mm256_broadcast_ss(x + ((size_t)i * T + t) * F + k);
+            az[i] = _mm256_fmadd_ps(xv, wz, az[i]);
+            ar[i] = _mm256_fmadd_ps(xv, wr, ar[i]);
+            axn[i] = _mm256_fmadd_ps(xv, wn, axn[i]);
+        }
+    }
+    for (int k = 0; k < H; k++) {
+        const float *wk = w0 + (size_t)(F + k) * 3 * TILE;
+        __m256 wz = _mm256_load_ps(wk), wr = _mm256_load_ps(wk + TILE), wn = _mm256_load_ps(wk + 2 * TILE);
+#pragma GCC unroll 3
+        for (int i = 0; i < M; i++) {
+            __m256 hv = _mm256_broadcast_ss(hA + (size_t)i * Hp + k);
+            az[i] = _mm256_fmadd_ps(hv, wz, az[i]);
+            ar[i] = _mm256_fmadd_ps(hv, wr, ar[i]);
+            ahn[i] = _mm256_fmadd_ps(hv, wn, ahn[i]);
+        }
+    }
+    __m256 one = _mm256_set1_ps(1.0f);
+#pragma GCC unroll 3
+    for (int i = 0; i < M; i++) {
+        __m256 z = sigmoid256(az[i]), r = sigmoid256(ar[i]);
+        __m256 n = tanh256(_mm256_add_ps(axn[i], _mm256_mul_ps(r, ahn[i])));
+        __m256 hold = _mm256_load_ps(hA + (size_t)i * Hp + c);
+        __m256 hnew = _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(one, z), n), _mm256_mul_ps(z, hold));
+        _mm256_store_ps(hB + (size_t)i * Hp + c, hnew);
+        if (avg) {
+            float *s = sum + (size_t)i * Hp + c;
+            _mm256_store_ps(s, _mm256_add_ps(_mm256_load_ps(s), hnew));
+        }
+    }
+}
+
+T256 static void block_avx2(const gru_model *m, const float *x, long T, int rows, float *out,
+                            float *hA, float *hB, float *sum) {
+    const int Hp = m->Hp, F = m->F, avg = m->head == HEAD_AVG;
+    memset(hA, 0, sizeof(float) * rows * Hp);
+    memset(sum, 0, sizeof(float) * rows * Hp);
+    for (long t = 0; t < T; t++) {
+        for (int c = 0; c < Hp; c += 8) {
+            int i0 = 0;
+            for (; i0 + 3 <= rows; i0 += 3)
+                tile256(m, 3, c, x + (size_t)i0 * T * F, T, t, hA + (size_t)i0 * Hp, hB + (size_t)i0 * Hp,
+                        sum + (size_t)i0 * Hp, avg);
+            if (rows - i0 == 2)
+                tile256(m, 2, c, x + (size_t)i0 * T * F, T, t, hA + (size_t)i0 * Hp, hB + (size_t)i0 * Hp,
+                        sum + (size_t)i0 * Hp, avg);
+            else if (rows - i0 == 1)
+                tile256(m, 1, c, x + (size_t)i0 * T * F, T, t, hA + (size_t)i0 * Hp, hB + (size_t)i0 * Hp,
+                        sum + (size_t)i0 * Hp, avg);
+        }
+        float *tmp = hA; hA = hB; hB = tmp;
+    }
+    for (int i = 0; i < rows; i++)
+        out[i] = head_row(m, avg ? sum + (size_t)i * Hp : hA + (size_t)i * Hp, (float)T, avg);
+}
+#endif /* GRU_X86 */
+
+/* ------------------------------------------------------------------ one block of rows */
+typedef struct {
+    const gru_model *m;
+    const float *x;
+    long T, N;
+    float *out;
+    int block_rows;
+    long n_blocks;
+    volatile long next;   /* next block to take (atomic) */
+} gru_job;
+
+static void run_blocks(gru_job *job, float *scratch) {
+    const gru_model *m = job->m;
+    const size_t plane = (size_t)job->block_rows * m->Hp;
+    float *hA = scratch, *hB = scratch + plane, *sum = scratch + 2 * plane;
+    for (;;) {
+        long b = __atomic_fetch_add(&job->next, 1, __ATOMIC_RELAXED);
+        if (b >= job->n_blocks) break;
+        long r0 = b * job->block_rows;
+        int rows = (int)((job->N - r0) < job->block_rows ? (job->N - r0) : job->block_rows);
+        const float *xb = job->x + (size_t)r0 * job->T * m->F;
+        float *ob = job->out + r0;
+#if GRU_X86
+        if (m->isa == ISA_AVX512) { block_avx512(m, xb, job->T, rows, ob, hA, hB, sum); continue; }
+        if (m->isa == ISA_AVX2) { block_avx2(m, xb, job->T, rows, ob, hA, hB, sum); continue; }
+#endif
+        block_generic(m, xb, job->T, rows, ob, hA, hB, sum);
+    }
+}
+
+static float *new_scratch(const gru_model *m, int block_rows) {
+    return (float *)aligned(sizeof(float) * 3 * (size_t)block_rows * m->Hp);
+}
+
+/* ------------------------------------------------------------------ thread pool */
+#define MAX_WORKERS 63
+#define SPIN_ROUNDS 20000   /* ~50-100 us of pause before a worker sleeps on the condition variable */
+
+static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER;   /* guards the fields below */
+static pthread_cond_t pool_wake = PTHREAD_COND_INITIALIZER;
+static pthread_cond_t pool_done = PTHREAD_COND_INITIALIZER;
+static pthread_mutex_t pool_busy = PTHREAD_MUTEX_INITIALIZER; /* one job in the pool at a time */
+static int pool_workers = 0;
+static volatile long pool_generation = 0;
+static volatile int pool_pending = 0;    /* workers still in the current job */
+static gru_job *volatile pool_job = NULL;
+static int pool_active = 0;              /* workers taking part in the current job */
+static int pool_atfork_set = 0;
+
+static void pool_after_fork_child(void) {
+    /* the child has none of the parent's workers: start over */
+    pthread_mutex_t mi = PTHREAD_MUTEX_INITIALIZER;
+    pthread_cond_t ci = PTHREAD_COND_INITIALIZER;
+    pool_mu = mi; pool_busy = mi; pool_wake = ci; pool_done = ci;
+    pool_workers = 0; pool_pending = 0; pool_job = NULL; pool_generation = 0;
+}
+
+static inline void cpu_relax(void) {
+#if GRU_X86
+    _mm_pause();
+#endif
+}
+
+static long worker_start_gen[MAX_WORKERS];
+
+static void *worker_main(void *arg) {
+    int id = (int)(intptr_t)arg;
+    long seen = worker_start_gen[id];  /* the generation when it was created: only later jobs are new */
+    float *scratch = NULL;
+    int scratch_rows = 0, scratch_hp = 0;
+    for (;;) {
+        int spins = 0;
+        while (__atomic_load_n(&pool_generation, __ATOMIC_ACQUIRE) == seen && spins < SPIN_ROUNDS) {
+            cpu_relax();
+            spins++;
+        }
+        pthread_mutex_lock(&pool_mu);
+        while (pool_generation == seen) pthread_cond_wait(&pool_wake, &pool_mu);
+        seen = pool_generation;
+        gru_job *job = pool_job;
+        int take_part = id < pool_active;
+        pthread_mutex_unlock(&pool_mu);
+        if (take_part && job) {
+            if (!scratch || scratch_rows < job->block_rows || scratch_hp < job->m->Hp) {
+                free(scratch);
+                scratch = new_scratch(job->m, job->block_rows);
+                scratch_rows = job->block_rows; scratch_hp = job->m->Hp;
+            }
+            if (scratch) run_blocks(job, scratch);
+        }
+        pthread_mutex_lock(&pool_mu);
+        if (--pool_pending == 0) pthread_cond_signal(&pool_done);
+        pthread_mutex_unlock(&pool_mu);
+    }
+    return NULL;
+}
+
+/* grow the pool to n workers (caller holds pool_busy) */
+static int pool_grow(int n) {
+    if (!pool_atfork_set) { pthread_atfork(NULL, NULL, pool_after_fork_child); pool_atfork_set = 1; }
+    while (pool_workers < n && pool_workers < MAX_WORKERS) {
+        pthread_t th;
+        pthread_attr_t attr;
+        worker_start_gen[pool_workers] = pool_generation;
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        int rc = pthread_create(&th, &attr, worker_main, (void *)(intptr_t)pool_workers);
+        pthread_attr_destroy(&attr);
+        if (rc != 0) break;
+        pthread_mutex_lock(&pool_mu);
+        pool_workers++;
+        pthread_mutex_unlock(&pool_mu);
+    }
+    return pool_workers;
+}
+
+/* ------------------------------------------------------------------ entry point */
+/* x (N, T, F) float32 C-contiguous -> out (N,) probabilities. nthreads: threads in this call
+ * (the caller's thread included); when the pool is busy with another caller's job, this call runs
+ * on the caller's thread alone (same numbers). Returns 0, or -1 on bad arguments / no memory. */
+int gru_run(void *handle, const float *x, long N, long T, float *out, int nthreads) {
+    const gru_model *m = (const gru_model *)handle;
+    if (!m || !x || !out || N < 0 || T < 1) return -1;
+    if (N == 0) return 0;
+    gru_job job;
+    job.m = m; job.x = x; job.T = T; job.N = N; job.out = out; job.next = 0;
+    if (nthreads < 1) nthreads = 1;
+    /* blocks: at most BLOCK_ROWS rows, a multiple of nthreads in number (balanced threads) */
+    long n_blocks = (N + BLOCK_ROWS - 1) / BLOCK_ROWS;
+    if (nthreads > 1 && N >= 2L * nthreads) n_blocks = (n_blocks + nthreads - 1) / nthreads * nthreads;
+    if (n_blocks > N) n_blocks = N;
+    int rows = (int)((N + n_blocks - 1) / n_blocks);
+    job.block_rows = rows;
+    job.n_blocks = (N + rows - 1) / rows;
+    int helpers = nthreads - 1;
+    if (helpers > job.n_blocks - 1) helpers = (int)job.n_blocks - 1;
+    float *scratch = new_scratch(m, rows);
+    if (!scratch) return -1;
+    if (helpers > 0 && pthread_mutex_trylock(&pool_busy) == 0) {
+        helpers = pool_grow(helpers) < helpers ? pool_workers : helpers;
+        pthread_mutex_lock(&pool_mu);
+        pool_job = &job;
+        pool_active = helpers;
+        pool_pending = pool_workers;
+        __atomic_add_fetch(&pool_generation, 1, __ATOMIC_RELEASE);
+        pthread_cond_broadcast(&pool_wake);
+        pthread_mutex_unlock(&pool_mu);
+        run_blocks(&job, scratch);
+        int spins = 0;
+        while (__atomic_load_n(&pool_pending, __ATOMIC_ACQUIRE) > 0 && spins < SPIN_ROUNDS) { cpu_relax(); spins++; }
+        pthread_mutex_lock(&pool_mu);
+        while (pool_pending > 0) pthread_cond_wait(&pool_done, &pool_mu);
+        pool_job = NULL;
+        pthread_mutex_unlock(&pool_mu);
+        pthread_mutex_unlock(&pool_busy);
+    } else {
+        run_blocks(&job, scratch);
+    }
+    free(scratch);
+    return 0;
+}
