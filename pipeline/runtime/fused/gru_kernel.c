@@ -8,10 +8,12 @@
  * it with ctypes (pipeline/runtime/fused/__init__.py), which releases the GIL during calls.
  *
  * Numerics (float32 throughout, same formulas as onnxruntime's GRU op):
- *   z  = sigmoid(x.Wz + h.Rz + (Wbz + Rbz))
- *   r  = sigmoid(x.Wr + h.Rr + (Wbr + Rbr))
- *   n  = tanh(x.Wn + Wbn + r * (h.Rn + Rbn))
+ *   z  = sigmoid((h.Rz + x.Wz) + (Wbz + Rbz))
+ *   r  = sigmoid((h.Rr + x.Wr) + (Wbr + Rbr))
+ *   n  = tanh((x.Wn + r * (h.Rn + Rbn)) + Wbn)
  *   h' = (1 - z) * n + z * h
+ * with the additions grouped as written (onnxruntime's order: each product summed over k in order
+ * from 0 with FMAs, x.W and h.R as separate sums), so the two differ only by the activations.
  *   head: mean_t h_t (sum in time order, then / T) or h_T;  p = sigmoid(head . w + b)
  * Each output row depends only on its own input row, with the same operation order whatever the
  * batch size, tile or thread it lands in, so results are bit-identical across batch splits.
@@ -138,17 +140,17 @@ static void block_generic(const gru_model *m, const float *x, long T, int rows, 
             float *hn = hB + (size_t)i * Hp;
             for (int j = 0; j < Hp; j++) {
                 const float *w = m->wpack + ((size_t)(j / TILE) * K) * 3 * TILE + (j % TILE);
-                float az = m->bz[j], ar = m->br[j], axn = m->bxn[j], ahn = m->bhn[j];
+                float xz = 0, xr = 0, xn = 0, hz = 0, hr = 0, hh = 0;
                 for (int k = 0; k < F; k++) {
                     const float *wk = w + (size_t)k * 3 * TILE;
-                    az += xt[k] * wk[0]; ar += xt[k] * wk[TILE]; axn += xt[k] * wk[2 * TILE];
+                    xz += xt[k] * wk[0]; xr += xt[k] * wk[TILE]; xn += xt[k] * wk[2 * TILE];
                 }
                 for (int k = 0; k < H; k++) {
                     const float *wk = w + (size_t)(F + k) * 3 * TILE;
-                    az += hp[k] * wk[0]; ar += hp[k] * wk[TILE]; ahn += hp[k] * wk[2 * TILE];
+                    hz += hp[k] * wk[0]; hr += hp[k] * wk[TILE]; hh += hp[k] * wk[2 * TILE];
                 }
-                float z = sigmoidf_(az), r = sigmoidf_(ar);
-                float nn = tanhf(axn + r * ahn);
+                float z = sigmoidf_((hz + xz) + m->bz[j]), r = sigmoidf_((hr + xr) + m->br[j]);
+                float nn = tanhf((xn + r * (hh + m->bhn[j])) + m->bxn[j]);
                 float hv = (1.0f - z) * nn + z * hp[j];
                 hn[j] = hv;
                 sum[(size_t)i * Hp + j] += hv;
@@ -200,13 +202,11 @@ I512 void tile512(const gru_model *m, int M, int J, int j0, const float *x, long
                   const float *hA, float *hB, float *sum, int avg) {
     const int F = m->F, H = m->H, Hp = m->Hp, K = F + H;
     __m512 az[6][4], ar[6][4], axn[6][4], ahn[6][4];
+    __m512 xz[6][4], xr[6][4];  /* x.Wz, x.Wr: kept apart from h.R (stack; 2 stores, 2 loads per tile) */
 #pragma GCC unroll 4
     for (int j = 0; j < J; j++) {
-        const int c = (j0 + j) * TILE;
-        __m512 bz = _mm512_load_ps(m->bz + c), br = _mm512_load_ps(m->br + c);
-        __m512 bxn = _mm512_load_ps(m->bxn + c), bhn = _mm512_load_ps(m->bhn + c);
 #pragma GCC unroll 6
-        for (int i = 0; i < M; i++) { az[i][j] = bz; ar[i][j] = br; axn[i][j] = bxn; ahn[i][j] = bhn; }
+        for (int i = 0; i < M; i++) { az[i][j] = ar[i][j] = axn[i][j] = _mm512_setzero_ps(); }
     }
     const float *w0 = m->wpack + (size_t)j0 * K * 3 * TILE;
     const size_t jstride = (size_t)K * 3 * TILE;
@@ -225,6 +225,14 @@ I512 void tile512(const gru_model *m, int M, int J, int j0, const float *x, long
                 ar[i][j] = _mm512_fmadd_ps(xv[i], wr, ar[i][j]);
                 axn[i][j] = _mm512_fmadd_ps(xv[i], wn, axn[i][j]);
             }
+        }
+    }
+#pragma GCC unroll 4
+    for (int j = 0; j < J; j++) {
+#pragma GCC unroll 6
+        for (int i = 0; i < M; i++) {
+            xz[i][j] = az[i][j]; xr[i][j] = ar[i][j];
+            az[i][j] = ar[i][j] = ahn[i][j] = _mm512_setzero_ps();
         }
     }
     for (int k = 0; k < H; k++) {
@@ -248,10 +256,14 @@ I512 void tile512(const gru_model *m, int M, int J, int j0, const float *x, long
 #pragma GCC unroll 4
     for (int j = 0; j < J; j++) {
         const int c = (j0 + j) * TILE;
+        __m512 bz = _mm512_load_ps(m->bz + c), br = _mm512_load_ps(m->br + c);
+        __m512 bxn = _mm512_load_ps(m->bxn + c), bhn = _mm512_load_ps(m->bhn + c);
 #pragma GCC unroll 6
         for (int i = 0; i < M; i++) {
-            __m512 z = sigmoid512(az[i][j]), r = sigmoid512(ar[i][j]);
-            __m512 n = tanh512(_mm512_add_ps(axn[i][j], _mm512_mul_ps(r, ahn[i][j])));
+            __m512 z = sigmoid512(_mm512_add_ps(_mm512_add_ps(az[i][j], xz[i][j]), bz));
+            __m512 r = sigmoid512(_mm512_add_ps(_mm512_add_ps(ar[i][j], xr[i][j]), br));
+            __m512 hn = _mm512_add_ps(ahn[i][j], bhn);
+            __m512 n = tanh512(_mm512_add_ps(_mm512_add_ps(axn[i][j], _mm512_mul_ps(r, hn)), bxn));
             __m512 hold = _mm512_load_ps(hA + (size_t)i * Hp + c);
             __m512 hnew = _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(one, z), n), _mm512_mul_ps(z, hold));
             _mm512_store_ps(hB + (size_t)i * Hp + c, hnew);
@@ -344,11 +356,9 @@ I256 __m256 tanh256(__m256 x) {
 I256 void tile256(const gru_model *m, int M, int c, const float *x, long T, long t,
                   const float *hA, float *hB, float *sum, int avg) {
     const int F = m->F, H = m->H, Hp = m->Hp, K = F + H;
-    __m256 az[3], ar[3], axn[3], ahn[3];
-    __m256 bz = _mm256_load_ps(m->bz + c), br = _mm256_load_ps(m->br + c);
-    __m256 bxn = _mm256_load_ps(m->bxn + c), bhn = _mm256_load_ps(m->bhn + c);
+    __m256 az[3], ar[3], axn[3], ahn[3], xz[3], xr[3];
 #pragma GCC unroll 3
-    for (int i = 0; i < M; i++) { az[i] = bz; ar[i] = br; axn[i] = bxn; ahn[i] = bhn; }
+    for (int i = 0; i < M; i++) { az[i] = ar[i] = axn[i] = _mm256_setzero_ps(); }
     const float *w0 = m->wpack + (size_t)(c / TILE) * K * 3 * TILE + (c % TILE);
     for (int k = 0; k < F; k++) {
         const float *wk = w0 + (size_t)k * 3 * TILE;
@@ -361,6 +371,8 @@ I256 void tile256(const gru_model *m, int M, int c, const float *x, long T, long
             axn[i] = _mm256_fmadd_ps(xv, wn, axn[i]);
         }
     }
+#pragma GCC unroll 3
+    for (int i = 0; i < M; i++) { xz[i] = az[i]; xr[i] = ar[i]; az[i] = ar[i] = ahn[i] = _mm256_setzero_ps(); }
     for (int k = 0; k < H; k++) {
         const float *wk = w0 + (size_t)(F + k) * 3 * TILE;
         __m256 wz = _mm256_load_ps(wk), wr = _mm256_load_ps(wk + TILE), wn = _mm256_load_ps(wk + 2 * TILE);
@@ -373,10 +385,13 @@ I256 void tile256(const gru_model *m, int M, int c, const float *x, long T, long
         }
     }
     __m256 one = _mm256_set1_ps(1.0f);
+    __m256 bz = _mm256_load_ps(m->bz + c), br = _mm256_load_ps(m->br + c);
+    __m256 bxn = _mm256_load_ps(m->bxn + c), bhn = _mm256_load_ps(m->bhn + c);
 #pragma GCC unroll 3
     for (int i = 0; i < M; i++) {
-        __m256 z = sigmoid256(az[i]), r = sigmoid256(ar[i]);
-        __m256 n = tanh256(_mm256_add_ps(axn[i], _mm256_mul_ps(r, ahn[i])));
+        __m256 z = sigmoid256(_mm256_add_ps(_mm256_add_ps(az[i], xz[i]), bz));
+        __m256 r = sigmoid256(_mm256_add_ps(_mm256_add_ps(ar[i], xr[i]), br));
+        __m256 n = tanh256(_mm256_add_ps(_mm256_add_ps(axn[i], _mm256_mul_ps(r, _mm256_add_ps(ahn[i], bhn))), bxn));
         __m256 hold = _mm256_load_ps(hA + (size_t)i * Hp + c);
         __m256 hnew = _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(one, z), n), _mm256_mul_ps(z, hold));
         _mm256_store_ps(hB + (size_t)i * Hp + c, hnew);

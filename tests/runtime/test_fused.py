@@ -1,0 +1,301 @@
+"""The fused GRU kernel (pipeline.runtime.fused): exact to 1e-6 against model.onnx for every ISA
+variant this machine runs, on random and stress inputs; the fallbacks to today's onnxruntime
+graphs (no library, a library that fails its self-check or cannot load, a layer option the kernel
+does not cover); thread safety; nothing printed on stdout.
+
+Graph variants are made by editing the conftest's tiny ModelProto in place (no onnx import here).
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline import artifact
+from pipeline.runtime import Predictor, fused
+from pipeline.runtime.fused.onnx_reader import match_fused, parse_model
+from pipeline.runtime.sessions import open_session
+
+from conftest import tiny_manifest, tiny_model_proto
+
+EXPORTED = Path(__file__).resolve().parents[2] / "exported"
+ATOL = fused.SELF_CHECK_ATOL
+
+LIB, _WHY = fused.load_library()
+ISAS = fused.supported_isas(LIB) if LIB is not None else []
+needs_library = pytest.mark.skipif(LIB is None, reason=f"fused library not built: {_WHY}")
+
+
+def _stress(T: int, F: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Model-input families: random, +-100, zeros, constants, batch 1, odd batch, large batch."""
+    return {
+        "random": rng.standard_normal((64, T, F)).astype(np.float32) * 2,
+        "+-100": rng.choice(np.float32([-100, 100]), size=(16, T, F)).astype(np.float32),
+        "uniform +-100": rng.uniform(-100, 100, (16, T, F)).astype(np.float32),
+        "zeros": np.zeros((3, T, F), np.float32),
+        "constants": np.repeat(rng.uniform(-5, 5, (8, 1, F)).astype(np.float32), T, axis=1),
+        "batch 1": rng.standard_normal((1, T, F)).astype(np.float32),
+        "odd batch": rng.standard_normal((37, T, F)).astype(np.float32),
+        "large": rng.standard_normal((1031, T, F)).astype(np.float32),
+    }
+
+
+def _float64_proba(spec, X: np.ndarray) -> np.ndarray:
+    """The same network evaluated in float64 (numpy): what both float32 forms approximate."""
+    W, R, B, H = (spec.W.astype(np.float64), spec.R.astype(np.float64), spec.B.astype(np.float64), spec.hidden)
+    h = np.zeros((X.shape[0], H))
+    total = np.zeros_like(h)
+    for t in range(X.shape[1]):
+        xw, hr = X[:, t].astype(np.float64) @ W.T + B[:3 * H], h @ R.T + B[3 * H:]  # (N, 3H) each
+        z = 1 / (1 + np.exp(-(xw[:, :H] + hr[:, :H])))
+        r = 1 / (1 + np.exp(-(xw[:, H:2 * H] + hr[:, H:2 * H])))
+        h = (1 - z) * np.tanh(xw[:, 2 * H:] + r * hr[:, 2 * H:]) + z * h
+        total += h
+    v = total / X.shape[1] if spec.head == "avg" else h
+    return 1 / (1 + np.exp(-(v @ spec.head_w.astype(np.float64) + spec.head_b)))
+
+
+def _kernel(model_bytes: bytes, isa: str) -> fused.FusedKernel:
+    spec, why = match_fused(parse_model(model_bytes), "x", "probability")
+    assert spec is not None, why
+    return fused.FusedKernel(LIB, spec, isa)
+
+
+def _write(folder: Path, proto, **manifest_kw) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / artifact.MODEL_FILE
+    path.write_bytes(proto.SerializeToString())
+    artifact.write_manifest(folder, tiny_manifest(artifact.sha256_file(path), proto.graph.input[0].type.tensor_type
+                                                  .shape.dim[2].dim_value, **manifest_kw))
+    return folder
+
+
+def _set_attr(node, name: str, value) -> None:
+    """Set an int or string attribute of a NodeProto without the onnx package."""
+    for a in node.attribute:
+        if a.name == name:
+            break
+    else:
+        a = node.attribute.add()
+        a.name = name
+    if isinstance(value, int):
+        a.type, a.i = 2, value       # AttributeProto.INT
+    else:
+        a.type, a.s = 3, value.encode()  # AttributeProto.STRING
+
+
+def _with_scaling(proto, sub: np.ndarray, div: np.ndarray):
+    """Prepend x -> Sub(x, sub) -> Div(., div) to the tiny graph (scaling inside the graph)."""
+    F = sub.size
+    for name, arr in (("in_sub", sub), ("in_div", div)):
+        t = proto.graph.initializer.add()
+        t.name, t.data_type, t.raw_data = name, 1, arr.astype("<f4").tobytes()
+        t.dims.extend([F])
+    nodes = list(proto.graph.node)
+    nodes[0].input[0] = "x_div"
+    del proto.graph.node[:]
+    for op, ins, out in (("Sub", ["x", "in_sub"], "x_sub"), ("Div", ["x_sub", "in_div"], "x_div")):
+        n = proto.graph.node.add()
+        n.op_type = op
+        n.input.extend(ins)
+        n.output.append(out)
+    proto.graph.node.extend(nodes)
+    return proto
+
+
+# ---------------------------------------------------------------------------- exactness per ISA
+@needs_library
+@pytest.mark.parametrize("isa", ISAS)
+def test_kernel_matches_model_onnx_on_the_committed_model(isa):
+    """Average head, H=64, F=8: every family within 1e-6 of model.onnx (the native graph)."""
+    data = (EXPORTED / "model.onnx").read_bytes()
+    kernel, sess = _kernel(data, isa), open_session(EXPORTED / "model.onnx")
+    rng = np.random.default_rng(1)
+    for name, X in _stress(50, 8, rng).items():
+        if isa == "generic" and len(X) > 64:
+            X = X[:64]  # the scalar C path is slow; its arithmetic is the same on every row
+        want = sess.run(None, {"x": X})[0].reshape(-1)
+        got = kernel.run(X, threads=2)
+        err = float(np.abs(got.astype(np.float64) - want).max())
+        assert err <= ATOL, f"{isa} {name}: max |kernel - model.onnx| {err:.3g}"
+    # other lengths than the trained one (the kernel takes any T)
+    X = rng.standard_normal((5, 7, 8)).astype(np.float32)
+    assert np.abs(kernel.run(X) - sess.run(None, {"x": X})[0].reshape(-1)).max() <= ATOL
+
+
+@needs_library
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("features,units", [(3, 4), (5, 20), (1, 33)])
+def test_kernel_matches_model_onnx_on_last_state_models(isa, features, units):
+    """Last-state head; hidden sizes that are not a multiple of the 16-wide tile (zero padding).
+
+    These random-weight models on uniform +-100 inputs are ill-conditioned in float32: there
+    model.onnx itself is up to 1.4e-6 from a float64 evaluation, so the kernel must be at least as
+    close to float64 as model.onnx is; on every other family, within 1e-6 of model.onnx."""
+    data = tiny_model_proto(features, units, seed=units).SerializeToString()
+    kernel, sess = _kernel(data, isa), open_session(data, name="tiny")
+    for name, X in _stress(13, features, np.random.default_rng(units)).items():
+        want = sess.run(None, {"x": X})[0].reshape(-1)
+        got = kernel.run(X, threads=2).astype(np.float64)
+        err = float(np.abs(got - want).max())
+        if name == "uniform +-100":
+            exact = _float64_proba(kernel.spec, X)
+            ours, theirs = float(np.abs(got - exact).max()), float(np.abs(want - exact).max())
+            assert ours <= max(ATOL, theirs), f"{isa}: |kernel - float64| {ours:.3g}, |model.onnx - float64| {theirs:.3g}"
+        else:
+            assert err <= ATOL, f"{isa} {name}: max |kernel - model.onnx| {err:.3g}"
+
+
+@needs_library
+def test_scaling_inside_the_graph_is_reproduced():
+    """x -> Sub -> Div (per-feature constants) before the GRU: the kernel applies the same float32 ops."""
+    sub, div = np.float32([0.5, -1.0, 2.0]), np.float32([3.0, 0.25, 1.5])
+    data = _with_scaling(tiny_model_proto(3, 8, seed=4), sub, div).SerializeToString()
+    spec, why = match_fused(parse_model(data), "x", "probability")
+    assert spec is not None and [op for op, _ in spec.prefix] == ["Sub", "Div"], why
+    sess = open_session(data, name="scaled")
+    X = np.random.default_rng(2).uniform(-50, 50, (29, 11, 3)).astype(np.float32)
+    for isa in ISAS:
+        got = fused.FusedKernel(LIB, spec, isa).run(X)
+        assert np.abs(got - sess.run(None, {"x": X})[0].reshape(-1)).max() <= ATOL, isa
+
+
+@needs_library
+def test_results_do_not_depend_on_batch_split_or_threads():
+    """A row's number never depends on the batch it came in or on the thread count (bit-identical)."""
+    kernel = _kernel((EXPORTED / "model.onnx").read_bytes(), ISAS[0])
+    X = np.random.default_rng(9).standard_normal((301, 50, 8)).astype(np.float32)
+    whole = kernel.run(X, threads=2)
+    assert np.array_equal(whole, kernel.run(X, threads=1))
+    parts = np.concatenate([kernel.run(X[i:i + n], threads=2) for i, n in
+                            ((0, 1), (1, 2), (3, 5), (8, 7), (15, 64), (79, 222))])
+    assert np.array_equal(whole, parts)
+
+
+# ---------------------------------------------------------------------------- the Predictor
+@needs_library
+def test_predictor_uses_the_best_isa_after_its_self_check():
+    p = Predictor.load(EXPORTED)
+    ref = np.load(EXPORTED / "reference.npz")
+    got = p.predict_proba(ref["X"])
+    info = p.debug_info()["fused"]
+    assert info["used"] and info["isa"] == ISAS[0], info
+    check = info["checks"][ISAS[0]]
+    assert check["passed"] and check["max_abs_vs_model_onnx"] <= ATOL and check["max_abs_vs_keras"] <= 1e-5
+    native = Predictor.load(EXPORTED, graph="native")
+    assert native.debug_info()["fused"]["used"] is False
+    assert np.abs(got - native.predict_proba(ref["X"])).max() <= ATOL
+    assert np.abs(got - ref["keras_proba"]).max() <= 1e-5
+
+
+@needs_library
+def test_eight_threads_on_one_predictor_give_identical_outputs():
+    p = Predictor.load(EXPORTED)
+    rng = np.random.default_rng(11)
+    batches = [rng.standard_normal((n, 50, 8)).astype(np.float32) for n in (1, 7, 64, 300)]
+    want = [p.predict_proba(X) for X in batches]
+    assert p.debug_info()["fused"]["used"]
+    errors: list[str] = []
+
+    def work(k: int) -> None:
+        for rep in range(4):
+            for i in ((k + rep) % 4, (k + rep + 1) % 4):
+                if not np.array_equal(p.predict_proba(batches[i]), want[i]):
+                    errors.append(f"thread {k} batch {i}")
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+
+
+def test_no_library_falls_back_to_the_onnxruntime_graphs(monkeypatch, capsys):
+    monkeypatch.setattr(fused, "library_path", lambda: None)
+    X = np.random.default_rng(4).standard_normal((70, 50, 8)).astype(np.float32)
+    p = Predictor.load(EXPORTED)
+    got = p.predict_proba(X)
+    info = p.debug_info()["fused"]
+    assert not info["used"] and "not built" in info["reason"], info
+    assert np.array_equal(got, Predictor.load(EXPORTED, fused=False).predict_proba(X))
+    assert capsys.readouterr().out == ""
+
+
+def test_a_library_that_cannot_load_falls_back(monkeypatch, tmp_path):
+    bad = tmp_path / "_gru_kernel.so"
+    bad.write_bytes(b"\x7fELF not really a shared object")
+    monkeypatch.setattr(fused, "library_path", lambda: bad)
+    p = Predictor.load(EXPORTED)
+    X = np.random.default_rng(5).standard_normal((3, 50, 8)).astype(np.float32)
+    assert np.array_equal(p.predict_proba(X), Predictor.load(EXPORTED, fused=False).predict_proba(X))
+    info = p.debug_info()["fused"]
+    assert not info["used"] and "cannot be loaded" in info["reason"], info
+
+
+@needs_library
+def test_a_library_failing_its_self_check_is_not_used(monkeypatch, capsys):
+    """Every variant returns numbers 2e-6 off: none passes, the reason names each ISA and its error."""
+    real_run = fused.FusedKernel.run
+    monkeypatch.setattr(fused.FusedKernel, "run", lambda self, X, threads=1: real_run(self, X, threads) + 2e-6)
+    X = np.random.default_rng(6).standard_normal((70, 50, 8)).astype(np.float32)
+    p = Predictor.load(EXPORTED)
+    got = p.predict_proba(X)
+    info = p.debug_info()["fused"]
+    assert not info["used"] and "no ISA variant passed the self-check" in info["reason"], info
+    assert set(info["checks"]) == set(ISAS) and not any(c["passed"] for c in info["checks"].values())
+    assert all(c["max_abs_vs_model_onnx"] > ATOL for c in info["checks"].values())
+    assert np.array_equal(got, Predictor.load(EXPORTED, fused=False).predict_proba(X))
+    assert capsys.readouterr().out == ""
+
+
+@needs_library
+def test_a_variant_failing_its_self_check_falls_to_the_next(monkeypatch):
+    if len(ISAS) < 2:
+        pytest.skip("one ISA variant on this CPU")
+    real_run = fused.FusedKernel.run
+    monkeypatch.setattr(fused.FusedKernel, "run",
+                        lambda self, X, threads=1: real_run(self, X, threads) + (1e-3 if self.isa == ISAS[0] else 0))
+    info = Predictor.load(EXPORTED).debug_info()["fused"]
+    assert info["used"] and info["isa"] == ISAS[1], info
+    assert not info["checks"][ISAS[0]]["passed"] and info["checks"][ISAS[1]]["passed"]
+
+
+@needs_library
+@pytest.mark.parametrize("option,reason", [
+    (("linear_before_reset", 0), "reset_after=False"),
+    (("direction", "reverse"), "direction 'reverse'"),
+    (("clip", None), "clip"),
+])
+def test_unsupported_layer_options_keep_the_onnxruntime_path(tmp_path, option, reason):
+    proto = tiny_model_proto(3, 4, seed=1)
+    gru = next(n for n in proto.graph.node if n.op_type == "GRU")
+    name, value = option
+    if name == "clip":
+        a = gru.attribute.add()
+        a.name, a.type, a.f = "clip", 1, 5.0  # AttributeProto.FLOAT
+    else:
+        _set_attr(gru, name, value)
+    folder = _write(tmp_path / "m", proto)
+    X = np.random.default_rng(7).standard_normal((9, 6, 3)).astype(np.float32)
+    p = Predictor.load(folder)
+    got = p.predict_proba(X)
+    info = p.debug_info()["fused"]
+    assert not info["used"] and reason in info["reason"], info
+    assert np.array_equal(got, Predictor.load(folder, fused=False).predict_proba(X))
+
+
+def test_masked_models_and_explicit_graph_forms_never_use_the_kernel(tiny_masked_model_dir):
+    assert "masked" in Predictor.load(tiny_masked_model_dir).debug_info()["fused"]["reason"]
+    for graph in ("native", "unrolled"):
+        assert Predictor.load(EXPORTED, graph=graph).debug_info()["fused"]["reason"] == f"not used with graph={graph!r}"
+
+
+@needs_library
+def test_a_model_without_reference_rows_is_checked_on_stress_rows(tiny_model_dir):
+    p = Predictor.load(tiny_model_dir)
+    info = p.debug_info()["fused"]
+    assert info["used"] and info["checks"][info["isa"]]["rows"] > 0, info
