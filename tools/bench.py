@@ -64,7 +64,9 @@ def main(argv=None) -> int:
         print(f"B={b:5d}: ours {s['ours_samples_per_s']:,.0f} samples/s = {s['ours_over_best_peer']:.2f}x best peer "
               f"({s['best_peer']} {s['best_peer_samples_per_s']:,.0f}); "
               f"latency {s['ours_latency_over_best_peer']:.2f}x; "
-              f"{s['ours_roof_fraction']:.0%} of roof")
+              f"{s['ours_roof_fraction']:.0%} of roof"
+              + (f"; unfused {s['unfused_samples_per_s']:,.0f} = {s['unfused_over_best_peer']:.2f}x, "
+                 f"latency {s['unfused_latency_over_best_peer']:.2f}x" if "unfused_samples_per_s" in s else ""))
 
     print("cold start (new process, one sample):")
     cold = cold_start(model_dir, rebuilt, runs=1 if args.quick else args.cold_runs, warmup=not args.quick)

@@ -19,11 +19,13 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-__all__ = ["BenchRow", "OURS", "OURS_UNROLLED", "keras_rebuild", "seconds_per_call", "matmul_roof_gflops",
+__all__ = ["BenchRow", "OURS", "OURS_UNROLLED", "OURS_UNFUSED", "keras_rebuild", "seconds_per_call", "matmul_roof_gflops",
            "model_flops_per_sample", "bench_batches", "rows_as_dicts"]
 
 OURS = "ours (Predictor.predict_proba)"
 OURS_UNROLLED = "ours, graph='unrolled'"  # Predictor.load(..., graph="unrolled"): the throughput choice
+# Predictor.load(..., fused=False): the defaults without the fused GRU kernel (onnxruntime graphs only)
+OURS_UNFUSED = "ours, unfused (fused=False)"
 
 
 @dataclass
@@ -122,11 +124,17 @@ def bench_batches(model_dir: Path, batches=(1, 64, 1024, 8192), rounds: int = 5,
     loop = open_session(export_tf2onnx(model, "x", "probability", 17).SerializeToString(), threads=None,
                         name="tf2onnx Loop graph")
     prep = pred.manifest["preprocessing"]
+    from pipeline.runtime import Predictor
+
     unrolled = None
     if (pred.manifest.get("unrolled") or {}).get("supported"):
-        from pipeline.runtime import Predictor
-
         unrolled = Predictor.load(model_dir, graph="unrolled")
+    unfused = Predictor.load(model_dir, fused=False)
+    fused = pred.debug_info()["fused"]
+    check = fused["checks"].get(fused["isa"] or "", {})
+    log(f"  ours: fused GRU kernel {fused['isa']}, self-check max |kernel - model.onnx| "
+        f"{check.get('max_abs_vs_model_onnx', float('nan')):.2g} on {check.get('rows')} rows"
+        if fused["used"] else f"  ours: fused GRU kernel not used: {fused['reason']}")
     rows: list[BenchRow] = []
     rng = np.random.default_rng(0)
     for batch in batches:
@@ -138,6 +146,7 @@ def bench_batches(model_dir: Path, batches=(1, 64, 1024, 8192), rounds: int = 5,
             "tf.function(model)": lambda: serve(Z).numpy().reshape(-1),
             "onnxruntime, tf2onnx Loop graph": lambda: loop.run(None, {"x": Z})[0].reshape(-1),
         }
+        engines[OURS_UNFUSED] = lambda: unfused.predict_proba(X)
         if unrolled is not None:
             engines[OURS_UNROLLED] = lambda: unrolled.predict_proba(X)
         settings = {}

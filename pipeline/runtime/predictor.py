@@ -189,18 +189,20 @@ class Predictor:
                 with np.errstate(over="ignore", invalid="ignore"):
                     ref_X = apply_preprocessing(X, self._preprocessing, lens)  # (N, T, F) model input
                 if "keras_proba" in ref.files and np.isfinite(ref_X).all():
-                    keras = (ref_X, np.asarray(ref["keras_proba"], np.float64).reshape(-1))
+                    keras = np.asarray(ref["keras_proba"], np.float64).reshape(-1)
                 else:
                     ref_X = None
         except (OSError, KeyError, ValueError):
             ref_X = None  # the stress rows alone
         T = ref_X.shape[1] if ref_X is not None else (self.timesteps or 20)
         check_X = fused.self_check_inputs(ref_X, self.n_features, T)
-        kernel, info = fused.prepare_fused(
-            data, self.input_name, self.output_name,
-            lambda Z: self._session.run([self.output_name], {self.input_name: Z})[0].reshape(-1),
-            check_X, keras=keras, threads=self.workers)
-        return kernel, info
+
+        def onnx_proba(Z: np.ndarray) -> np.ndarray:  # SMALL_BATCH-row calls: a small working set (peak RSS)
+            return np.concatenate([self._session.run([self.output_name], {self.input_name: Z[i:i + SMALL_BATCH]})[0]
+                                   .reshape(-1) for i in range(0, len(Z), SMALL_BATCH)])
+
+        return fused.prepare_fused(data, self.input_name, self.output_name, onnx_proba, check_X,
+                                   keras=keras, threads=self.workers)
 
     def debug_info(self) -> dict[str, Any]:
         """How this Predictor runs batches: the graph form asked for and the fused kernel's state

@@ -13,7 +13,7 @@ import pytest
 pytest.importorskip("tensorflow")
 ROOT = Path(__file__).resolve().parents[2]
 BASE_ENGINES = {"ours (Predictor.predict_proba)", "keras model.predict", "tf.function(model)",
-                "onnxruntime, tf2onnx Loop graph", "ours, graph='unrolled'"}
+                "onnxruntime, tf2onnx Loop graph", "ours, graph='unrolled'", "ours, unfused (fused=False)"}
 PEERS = {"openvino": "OpenVINO f32, native GRU graph", "ai_edge_litert": "LiteRT + XNNPACK, fixed batch"}
 
 
