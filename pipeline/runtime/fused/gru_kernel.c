@@ -26,9 +26,11 @@
  */
 #include <math.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -463,7 +465,7 @@ static float *new_scratch(const gru_model *m, int block_rows) {
 
 /* ------------------------------------------------------------------ thread pool */
 #define MAX_WORKERS 63
-#define SPIN_ROUNDS 20000   /* ~50-100 us of pause before a worker sleeps on the condition variable */
+#define SPIN_NS 50000L      /* a worker spins at most 50 us for the next job, then sleeps on a condition variable */
 
 static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER;   /* guards the fields below */
 static pthread_cond_t pool_wake = PTHREAD_COND_INITIALIZER;
@@ -471,7 +473,7 @@ static pthread_cond_t pool_done = PTHREAD_COND_INITIALIZER;
 static pthread_mutex_t pool_busy = PTHREAD_MUTEX_INITIALIZER; /* one job in the pool at a time */
 static int pool_workers = 0;
 static volatile long pool_generation = 0;
-static volatile int pool_pending = 0;    /* workers still in the current job */
+static volatile long pool_pending = 0;   /* workers still in the current job */
 static gru_job *volatile pool_job = NULL;
 static int pool_active = 0;              /* workers taking part in the current job */
 static int pool_atfork_set = 0;
@@ -490,6 +492,24 @@ static inline void cpu_relax(void) {
 #endif
 }
 
+static long now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000000000L + ts.tv_nsec;
+}
+
+/* spin until *flag != value or SPIN_NS passed (the time is read every 64 pauses) */
+static void spin_while_equal(volatile long *flag, long value) {
+    long deadline = now_ns() + SPIN_NS;
+    for (int i = 1; __atomic_load_n(flag, __ATOMIC_ACQUIRE) == value; i++) {
+        cpu_relax();
+        if ((i & 63) == 0) {
+            if (now_ns() > deadline) return;
+            sched_yield();  /* a thread of ours sharing this core (an oversubscribed machine) runs first */
+        }
+    }
+}
+
 static long worker_start_gen[MAX_WORKERS];
 
 static void *worker_main(void *arg) {
@@ -498,11 +518,7 @@ static void *worker_main(void *arg) {
     float *scratch = NULL;
     int scratch_rows = 0, scratch_hp = 0;
     for (;;) {
-        int spins = 0;
-        while (__atomic_load_n(&pool_generation, __ATOMIC_ACQUIRE) == seen && spins < SPIN_ROUNDS) {
-            cpu_relax();
-            spins++;
-        }
+        spin_while_equal(&pool_generation, seen);
         pthread_mutex_lock(&pool_mu);
         while (pool_generation == seen) pthread_cond_wait(&pool_wake, &pool_mu);
         seen = pool_generation;
@@ -575,8 +591,15 @@ int gru_run(void *handle, const float *x, long N, long T, float *out, int nthrea
         pthread_cond_broadcast(&pool_wake);
         pthread_mutex_unlock(&pool_mu);
         run_blocks(&job, scratch);
-        int spins = 0;
-        while (__atomic_load_n(&pool_pending, __ATOMIC_ACQUIRE) > 0 && spins < SPIN_ROUNDS) { cpu_relax(); spins++; }
+        /* wait for the helpers: spin briefly while they finish their last block, then sleep */
+        long deadline = now_ns() + SPIN_NS;
+        for (int i = 1; __atomic_load_n(&pool_pending, __ATOMIC_ACQUIRE) > 0; i++) {
+            cpu_relax();
+            if ((i & 63) == 0) {
+                if (now_ns() > deadline) break;
+                sched_yield();
+            }
+        }
         pthread_mutex_lock(&pool_mu);
         while (pool_pending > 0) pthread_cond_wait(&pool_done, &pool_mu);
         pool_job = NULL;
