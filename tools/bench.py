@@ -40,6 +40,7 @@ def main(argv=None) -> int:
     from pipeline.benchmarks.summary import format_markdown, plot_throughput, summarize, target_checks
     from pipeline.benchmarks.startup import cold_start, install_sizes
 
+    load_before = os.getloadavg()  # the machine may be shared: the load says how much the numbers can be trusted
     model_dir = Path(args.model_dir)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -84,7 +85,11 @@ def main(argv=None) -> int:
         stream_rows = bench_stream(pred)
         stream_md = format_results(stream_rows)
     peers_ran = [p.name for p in peers]
-    md = (f"# Benchmark ({platform.processor() or platform.machine()}, {os.cpu_count()} CPUs)\n\n"
+    load_after = os.getloadavg()
+    load_note = (f"Load average (1, 5, 15 min) at the start {', '.join(f'{v:.2f}' for v in load_before)}, "
+                 f"at the end {', '.join(f'{v:.2f}' for v in load_after)} ({os.cpu_count()} CPUs; "
+                 "above the CPU count, other work shared the machine during the run).\n\n")
+    md = (f"# Benchmark ({platform.processor() or platform.machine()}, {os.cpu_count()} CPUs)\n\n" + load_note
           + format_markdown(rows, roof, roof_sps, summary, peers_ran, skipped, checks, cold, sizes, plot_note) + "\n")
     if not plot_note:
         md += "\n![throughput vs batch size](bench.png)\n"
@@ -95,7 +100,7 @@ def main(argv=None) -> int:
     for r in batch_rows:
         r["roof_fraction"] = summary["roof_fraction"][r["engine"]][r["batch"]]
     (out / "bench.json").write_text(json.dumps({
-        "cpus": os.cpu_count(), "roof_gflops": roof, "roof_samples_per_s": roof_sps, "ours": OURS,
+        "cpus": os.cpu_count(), "load_average": {"start": load_before, "end": load_after}, "roof_gflops": roof, "roof_samples_per_s": roof_sps, "ours": OURS,
         "peers": {"ran": peers_ran, "skipped": skipped, "info": {p.name: p.info for p in peers}},
         "batch": batch_rows, "per_batch": summary["per_batch"], "roof_fraction": summary["roof_fraction"],
         "cold_start": cold, "install_size": sizes, "targets": checks,
