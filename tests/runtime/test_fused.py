@@ -173,7 +173,7 @@ def test_results_do_not_depend_on_batch_split_or_threads():
     parts = np.concatenate([kernel.run(X[i:i + n], threads=2) for i, n in
                             ((0, 1), (1, 2), (3, 5), (8, 7), (15, 64), (79, 222))])
     assert np.array_equal(whole, parts)
-    # one row with two threads splits each time step's columns between them: same bits
+    # one row asked to use two threads (it runs on one): same bits
     for i in range(0, 301, 30):
         assert np.array_equal(kernel.run(X[i:i + 1], threads=2), whole[i:i + 1])
 

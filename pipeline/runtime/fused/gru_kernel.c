@@ -318,23 +318,6 @@ T512 static void block_avx512(const gru_model *m, const float *x, long T, int ro
         out[i] = head_row(m, avg ? sum + (size_t)i * Hp : hA + (size_t)i * Hp, (float)T, avg);
 }
 
-/* one time step of one row, column tiles [j0, j1): a half of the split_row job */
-T512 static void half_step_avx512(const gru_model *m, const float *x, long T, long t, const float *hA, float *hB,
-                                  float *sum, int j0, int j1) {
-    const int Hp = m->Hp, F = m->F, avg = m->head == HEAD_AVG;
-    (void)Hp; (void)F;
-    for (int jt = j0; jt < j1;) {
-        int i0 = 0, left = j1 - jt;
-        float *hBw = hB;
-        const float *hAr = hA;
-#define TILE512H(J_) tile512(m, 1, J_, jt, x + (size_t)i0 * T * F, T, t, hAr, hBw, sum, avg)
-        if (left >= 4) { TILE512H(4); jt += 4; }
-        else if (left >= 2) { TILE512H(2); jt += 2; }
-        else { TILE512H(1); jt += 1; }
-#undef TILE512H
-    }
-}
-
 /* ------------------------------------------------------------------ AVX2 + FMA */
 #define T256 __attribute__((target("avx2,fma")))
 #define I256 static inline __attribute__((always_inline, target("avx2,fma")))
@@ -455,10 +438,6 @@ typedef struct {
     int block_rows;
     long n_blocks;
     volatile long next;   /* next block to take (atomic) */
-    /* split_row: one row, its column tiles cut in two halves per time step (two threads) */
-    int split_row;
-    float *h0, *h1, *hsum;          /* (Hp,) each, shared by the two threads */
-    volatile long done;             /* half-steps finished */
 } gru_job;
 
 static void run_blocks(gru_job *job, float *scratch) {
@@ -533,43 +512,6 @@ static void spin_while_equal(volatile long *flag, long value) {
 
 static long worker_start_gen[MAX_WORKERS];
 
-/* The split_row job: tasks 2t and 2t+1 are the two column halves of step t; a task starts once
- * every task of the earlier steps is done. Either thread may take any task, so the caller alone
- * finishes the row when the helper is late. Same per-column arithmetic as the one-thread path. */
-static void run_split_row(gru_job *job) {
-#if GRU_X86
-    const gru_model *m = job->m;
-    const int NJ = m->Hp / TILE, half = NJ / 2;
-    const long total = 2 * job->T;
-    for (;;) {
-        long task = __atomic_fetch_add(&job->next, 1, __ATOMIC_RELAXED);
-        if (task >= total) break;
-        long t = task >> 1;
-        long deadline = 0;
-        for (int i = 1; __atomic_load_n(&job->done, __ATOMIC_ACQUIRE) < 2 * t; i++) {
-            cpu_relax();
-            if ((i & 255) == 0) {  /* the other thread was preempted mid-step: give the CPU away */
-                long now = now_ns();
-                if (!deadline) deadline = now + SPIN_NS;
-                else if (now > deadline) sched_yield();
-            }
-        }
-        const float *hA = (t & 1) ? job->h1 : job->h0;
-        float *hB = (t & 1) ? job->h0 : job->h1;
-        if (task & 1) half_step_avx512(m, job->x, job->T, t, hA, hB, job->hsum, half, NJ);
-        else half_step_avx512(m, job->x, job->T, t, hA, hB, job->hsum, 0, half);
-        __atomic_fetch_add(&job->done, 1, __ATOMIC_RELEASE);
-    }
-#else
-    (void)job;
-#endif
-}
-
-static void run_job(gru_job *job, float *scratch) {
-    if (job->split_row) run_split_row(job);
-    else run_blocks(job, scratch);
-}
-
 static void *worker_main(void *arg) {
     int id = (int)(intptr_t)arg;
     long seen = worker_start_gen[id];  /* the generation when it was created: only later jobs are new */
@@ -589,7 +531,7 @@ static void *worker_main(void *arg) {
                 scratch = new_scratch(job->m, job->block_rows);
                 scratch_rows = job->block_rows; scratch_hp = job->m->Hp;
             }
-            if (scratch) run_job(job, scratch);
+            if (scratch) run_blocks(job, scratch);
         }
         pthread_mutex_lock(&pool_mu);
         if (--pool_pending == 0) pthread_cond_signal(&pool_done);
@@ -627,7 +569,6 @@ int gru_run(void *handle, const float *x, long N, long T, float *out, int nthrea
     if (N == 0) return 0;
     gru_job job;
     job.m = m; job.x = x; job.T = T; job.N = N; job.out = out; job.next = 0;
-    job.split_row = 0; job.h0 = job.h1 = job.hsum = NULL; job.done = 0;
     if (nthreads < 1) nthreads = 1;
     /* blocks: at most BLOCK_ROWS rows, a multiple of nthreads in number (balanced threads) */
     long n_blocks = (N + BLOCK_ROWS - 1) / BLOCK_ROWS;
@@ -640,13 +581,6 @@ int gru_run(void *handle, const float *x, long N, long T, float *out, int nthrea
     if (helpers > job.n_blocks - 1) helpers = (int)job.n_blocks - 1;
     float *scratch = new_scratch(m, rows);
     if (!scratch) return -1;
-    /* one row (latency): two threads share each time step's column tiles, each half in its L1 */
-    if (N == 1 && nthreads > 1 && m->isa == ISA_AVX512 && m->Hp / TILE >= 2) {
-        job.split_row = 1;
-        job.h0 = scratch; job.h1 = scratch + m->Hp; job.hsum = scratch + 2 * (size_t)m->Hp;
-        memset(scratch, 0, sizeof(float) * 3 * (size_t)m->Hp);
-        helpers = 1;
-    }
     if (helpers > 0 && pthread_mutex_trylock(&pool_busy) == 0) {
         helpers = pool_grow(helpers) < helpers ? pool_workers : helpers;
         pthread_mutex_lock(&pool_mu);
@@ -656,7 +590,7 @@ int gru_run(void *handle, const float *x, long N, long T, float *out, int nthrea
         __atomic_add_fetch(&pool_generation, 1, __ATOMIC_RELEASE);
         pthread_cond_broadcast(&pool_wake);
         pthread_mutex_unlock(&pool_mu);
-        run_job(&job, scratch);
+        run_blocks(&job, scratch);
         /* wait for the helpers: spin briefly while they finish their last block, then sleep */
         long deadline = now_ns() + SPIN_NS;
         for (int i = 1; __atomic_load_n(&pool_pending, __ATOMIC_ACQUIRE) > 0; i++) {
@@ -672,11 +606,7 @@ int gru_run(void *handle, const float *x, long N, long T, float *out, int nthrea
         pthread_mutex_unlock(&pool_mu);
         pthread_mutex_unlock(&pool_busy);
     } else {
-        run_job(&job, scratch);
-    }
-    if (job.split_row) {
-        const float *hv = m->head == HEAD_AVG ? job.hsum : ((T & 1) ? job.h1 : job.h0);
-        out[0] = head_row(m, hv, (float)T, m->head == HEAD_AVG);
+        run_blocks(&job, scratch);
     }
     free(scratch);
     return 0;
