@@ -1,4 +1,5 @@
-"""A virtualenv with only `pip install .` (numpy + onnxruntime) runs gru-predict on the committed model."""
+"""A virtualenv with only `pip install .` (numpy + onnxruntime) runs gru-predict on the committed model,
+and the install built the fused GRU kernel (when a C compiler is present), which the runtime then uses."""
 
 import os
 import shutil
@@ -19,7 +20,7 @@ def test_runtime_only_install_runs_predict_cli(tmp_path):
     py = env_dir / "bin" / "python"
     # Install from a copy of the package sources so the install never writes into the work tree.
     src = tmp_path / "src"
-    shutil.copytree(ROOT / "pipeline", src / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "pipeline", src / "pipeline", ignore=shutil.ignore_patterns("__pycache__", "*.so"))
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, src / name)
     res = subprocess.run([str(py), "-m", "pip", "install", "-q", str(src)], capture_output=True, text=True, timeout=600)
@@ -38,3 +39,10 @@ def test_runtime_only_install_runs_predict_cli(tmp_path):
     assert lines[0] == "id,probability,label" and len(lines) == 6
     got = np.array([float(row.split(",")[1]) for row in lines[1:]])
     np.testing.assert_allclose(got, ref["keras_proba"][:5], atol=1e-5)
+    if shutil.which("cc") or shutil.which("gcc"):  # the install compiled the kernel; the runtime checked and used it
+        code = ("from pipeline.runtime import Predictor; import numpy as np; "
+                f"p = Predictor.load({str(ROOT / 'exported')!r}); p.predict_proba(np.load({str(data)!r})); "
+                "print(p.debug_info()['fused'])")
+        res = subprocess.run([str(py), "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env)
+        assert res.returncode == 0, res.stderr
+        assert "'used': True" in res.stdout, res.stdout
