@@ -66,13 +66,16 @@ def test_ratios_cold_start_install_size_targets_plot(quick_run):
     assert 0 < sizes["runtime"]["mb"] < sizes["build"]["mb"]
     assert "onnxruntime" in sizes["runtime"]["largest_mb"] and not sizes["runtime"]["not_installed"]
     statuses = {c["target"]: c["status"] for c in data["targets"]}
-    # 8 targets for the default runtime, 4 more (throughput, roof) for graph='unrolled'
-    assert len(statuses) == 12 and set(statuses.values()) <= {"PASS", "MISS", "n/a"}
-    assert statuses["B=1024 throughput: ours graph='unrolled' >= 1.2x best peer"] == "n/a"
+    # 8 targets for the default runtime, 4 more (throughput, roof) for each of the unfused and
+    # graph='unrolled' forms (issue 17's thresholds: 0.25x, 1.5x, 70 %)
+    assert len(statuses) == 16 and set(statuses.values()) <= {"PASS", "MISS", "n/a"}
+    assert statuses["B=1024 throughput: ours graph='unrolled' >= 1.5x best peer"] == "n/a"
+    assert statuses["B=1024 throughput: ours unfused >= 1.5x best peer"] == "n/a"
     assert {"unrolled_over_best_peer", "unrolled_roof_fraction"} <= set(data["per_batch"]["3"])
-    assert statuses["B=64 throughput: ours >= 1.2x best peer"] == "n/a"  # batch 64 not run
+    assert {"unfused_over_best_peer", "unfused_roof_fraction", "ours_over_unfused"} <= set(data["per_batch"]["3"])
+    assert statuses["B=64 throughput: ours >= 1.5x best peer"] == "n/a"  # batch 64 not run
     assert statuses["cold start <= 0.35 s"] in {"PASS", "MISS"}
-    for heading in ("ours / best peer", "ours / matmul roof", "### Cold start", "### Installed size", "### Targets"):
+    for heading in ("ours / best peer", "ours / ours unfused", "ours / matmul roof", "### Cold start", "### Installed size", "### Targets"):
         assert heading in md
     if find_spec("matplotlib"):
         assert data["plot"] == "bench.png" and (out / "bench.png").stat().st_size > 1000
