@@ -302,3 +302,28 @@ def test_a_model_without_reference_rows_is_checked_on_stress_rows(tiny_model_dir
     p = Predictor.load(tiny_model_dir)
     info = p.debug_info()["fused"]
     assert info["used"] and info["checks"][info["isa"]]["rows"] > 0, info
+
+
+@needs_library
+def test_a_forked_child_runs_the_kernel():
+    """The pool's workers do not survive fork(): the child starts a pool of its own (pthread_atfork)."""
+    import os
+
+    p = Predictor.load(EXPORTED)
+    X = np.random.default_rng(12).standard_normal((64, 50, 8)).astype(np.float32)
+    want = p.predict_proba(X)  # the parent's pool is running
+    assert p.debug_info()["fused"]["used"]
+    pid = os.fork()
+    if pid == 0:  # child: exit code 0 only if the kernel gives the same numbers
+        ok = np.array_equal(p.predict_proba(X), want)
+        os._exit(0 if ok else 1)
+    import time
+
+    deadline = time.monotonic() + 30  # a child waiting on its parent's workers would hang: bounded
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if done[0] == 0:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child hung in the fused kernel")
+    assert os.WIFEXITED(done[1]) and os.WEXITSTATUS(done[1]) == 0
