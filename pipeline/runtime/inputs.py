@@ -7,6 +7,7 @@ and what was received. Imports: numpy and pipeline light modules only (TF-free).
 
 from __future__ import annotations
 
+import math
 from typing import Optional, Sequence, Union
 
 import numpy as np
@@ -16,7 +17,7 @@ from pipeline.errors import InputError
 from pipeline.preprocessing import apply_preprocessing
 
 __all__ = ["ArrayLike", "prepare_features", "check_lengths", "check_finite", "check_scaled_finite",
-           "padding_steps", "check_masked_steps"]
+           "dot_check_suffices", "quick_values_ok", "padding_steps", "check_masked_steps"]
 
 ArrayLike = Union[np.ndarray, Sequence[np.ndarray]]
 
@@ -57,6 +58,32 @@ def check_finite(X: np.ndarray, lengths: Optional[np.ndarray], what: str = "X") 
 def _real_steps(shape: tuple, lengths: Optional[np.ndarray]) -> Optional[np.ndarray]:
     """(N, T) True on the steps before each row's length, or None when every step is real."""
     return None if lengths is None else np.arange(shape[1])[None, :] < lengths[:, None]
+
+
+# A finite float32 x.x means every |x| < sqrt(float32 max) = 1.8447e19 (and no NaN/Inf): one BLAS
+# pass. Whether that is enough depends on the scaling (see dot_check_suffices).
+_DOT_BOUND = 1.85e19
+
+
+def dot_check_suffices(spec: dict, n_features: int) -> bool:
+    """True when every raw value within +-_DOT_BOUND scales to a finite float32 under ``spec``.
+
+    Float32 rounding is monotone, so checking the two bounds per feature is exact. True for every
+    standardization fitted on real data; when False callers always run ``check_scaled_finite``.
+    """
+    bounds = np.array([[[-_DOT_BOUND] * n_features, [_DOT_BOUND] * n_features]], np.float32)  # (1, 2, F)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return bool(np.isfinite(apply_preprocessing(bounds, spec)).all())
+
+
+def quick_values_ok(X: np.ndarray) -> bool:
+    """One pass over float32 X (any shape, C-contiguous): no NaN/Inf and every |x| < _DOT_BOUND.
+
+    False only means "run the exact check" (it also fires for garbage in padding beyond lengths).
+    """
+    flat = X.reshape(-1)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return math.isfinite(float(flat.dot(flat)))
 
 
 def check_scaled_finite(X: np.ndarray, lengths: Optional[np.ndarray], spec: dict) -> None:

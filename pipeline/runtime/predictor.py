@@ -30,7 +30,8 @@ import onnxruntime as ort
 
 from pipeline import artifact
 from pipeline.errors import ArtifactError, InputError, PipelineError
-from pipeline.runtime.inputs import ArrayLike, check_masked_steps, check_scaled_finite, prepare_features
+from pipeline.runtime.inputs import (ArrayLike, check_masked_steps, check_scaled_finite, dot_check_suffices,
+                                     prepare_features, quick_values_ok)
 from pipeline.runtime.sessions import open_session, usable_cpus
 
 __all__ = ["Predictor"]
@@ -78,6 +79,7 @@ class Predictor:
         prep = manifest["preprocessing"]
         self._preprocessing = {k: (np.asarray(v, np.float32) if k in ("mean", "std") else v) for k, v in prep.items()}
         self._mask_value = float(manifest["masking"].get("mask_value") or 0.0)
+        self._dot_check = self.input_kind == "features" and dot_check_suffices(self._preprocessing, self.n_features)
         self.workers: int = max(1, int(workers)) if workers else usable_cpus()
         self._pool: Optional[ThreadPoolExecutor] = None
         self._pool_lock = threading.Lock()
@@ -201,7 +203,8 @@ class Predictor:
                 ``inputs.check_masked_steps``).
         """
         Xr, lens = prepare_features(X, self.n_features, lengths, self.timesteps, check_values=False)
-        check_scaled_finite(Xr, lens, self._preprocessing)  # NaN/Inf, raw or once scaled by the graph
+        if not (self._dot_check and quick_values_ok(Xr)):  # the quick pass proves it, else the exact check
+            check_scaled_finite(Xr, lens, self._preprocessing)  # NaN/Inf, raw or once scaled by the graph
         if self.masked:
             if lens is None and (lengths is not None or isinstance(X, (list, tuple))):
                 lens = np.full(Xr.shape[0], Xr.shape[1], np.int64)  # every given step is real, even all-zero ones
