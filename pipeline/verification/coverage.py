@@ -4,8 +4,8 @@ Owns: the list of model configurations (``CASES``), building one as a tiny Keras
 non-trivial random weights, exporting it with ``export_native``, running it in onnxruntime on
 random and "real" inputs (the default order task, standardized; for models that normalize their own
 input, both mapped to raw scales first) at two batch sizes and two sequence lengths, and measuring
-max |Keras - ORT|; also the batch-1 latency comparison of the
-native GRU graph against tf2onnx's Loop graph. Used by tests/export/test_native_coverage.py and
+max |Keras - ORT|, and the README section that shows it (the latency figure in that section is
+measured by pipeline.benchmarks.native_vs_loop). Used by tests/export/test_native_coverage.py and
 tools/coverage_table.py.
 Imports: numpy, onnx, keras (build stage only), pipeline.export, pipeline.training.dataset and
 pipeline.runtime.sessions (every onnxruntime session).
