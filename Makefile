@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-build-dev
-# the bench extra (OpenVINO, LiteRT, matplotlib) adds ~10-20 s to a fresh install, so the tests
-# get it too and the quick benchmark test exercises every peer
+# the tests also get the bench extra (OpenVINO, LiteRT, matplotlib: ~10-20 s), so the quick benchmark
+# test exercises every peer, and the backends extra (JAX, PyTorch CPU: ~100 s), so models saved under
+# other Keras backends are exported in the tests
 BENCH_STAMP := $(VENV)/.installed-build-dev-bench
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONDONTWRITEBYTECODE = 1
@@ -22,6 +23,7 @@ help:
 	@echo "make test            run the whole test suite"
 	@echo "make bench           runtime vs Keras, tf.function, tf2onnx, OpenVINO, LiteRT; cold start,"
 	@echo "                     memory, install size, targets; streaming (bench-results/)"
+	@echo "make lint            ruff (pyflakes + pycodestyle errors) over the whole tree"
 	@echo "make coverage-table  regenerate the native-GRU coverage table in README.md"
 	@echo "make node-deps       npm-install onnxruntime-node for the JavaScript cross-runtime check"
 
@@ -34,7 +36,7 @@ $(STAMP): pyproject.toml | $(PY)
 	@touch $@
 
 $(BENCH_STAMP): $(STAMP)
-	$(PY) -m pip install --quiet -e ".[build,dev,bench]"
+	$(PY) -m pip install --quiet -e ".[build,dev,bench,backends]"
 	@touch $@
 
 install: $(STAMP)
@@ -50,10 +52,14 @@ export: $(STAMP) $(NODE_STAMP)
 	$(VENV)/bin/gru-build
 
 test: $(BENCH_STAMP) $(NODE_STAMP)
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
 
 bench: $(BENCH_STAMP)
 	$(PY) tools/bench.py
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
 
 coverage-table: $(STAMP)
 	$(PY) tools/coverage_table.py --update-readme

@@ -52,8 +52,9 @@ SUPPORTED_SCHEMA_VERSIONS = (2,)
 # Schema 1 folders are refused (their model.onnx gives wrong answers on raw features), with how to
 # re-export; the message is checked by tests/runtime/test_integrity.py.
 SCALING_OUTSIDE_GRAPH_SCHEMAS = (1,)
-REEXPORT_HINT = ("re-export it with this version: gru-build (the default task or your data), or "
-                 "pipeline.export.export_model(model, sample, out) for a Keras model you trained")
+REEXPORT_HINT = ("re-export it with this version: gru-build (the default task or your data), or gru-export "
+                 "MODEL_FILE --sample-data FILE (pipeline.export.export_model(model, sample, out)) for a Keras "
+                 "model you trained")
 
 INPUT_NAME = "x"               # graph input of every model file: (batch, time, F) raw features
 OUTPUT_NAME = "probability"    # graph output of model.onnx: (batch, 1) p(class 1)

@@ -171,7 +171,7 @@ def _npy_header(fh, where: str, size: int) -> tuple[tuple, bool, np.dtype, int]:
             raise DataFormatError(f"cannot read {where}: unsupported .npy format version {version}")
     except DataFormatError:
         raise
-    except Exception as exc:  # noqa: BLE001 - hostile headers make numpy/ast raise many types
+    except Exception as exc:  # hostile headers make numpy/ast raise many types
         detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
         raise DataFormatError(f"cannot read {where}: not a valid .npy array (bad header: {detail})") from None
     if dtype.hasobject:

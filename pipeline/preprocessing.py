@@ -52,9 +52,9 @@ def apply_preprocessing(
         result = np.asarray(X, dtype=np.float32) if out is None else np.copyto(out, X) or out
     elif kind == "standardize":
         mean = np.asarray(spec["mean"], dtype=np.float32)
-        inv = np.asarray(spec["std"], dtype=np.float32)
+        std = np.asarray(spec["std"], dtype=np.float32)
         result = np.subtract(X, mean, out=out, dtype=np.float32)
-        np.divide(result, inv, out=result)
+        np.divide(result, std, out=result)
     else:
         raise ValueError(f"unknown preprocessing type {kind!r}: expected 'standardize' or 'none'")
     if lengths is not None and (lengths < result.shape[1]).any():

@@ -34,7 +34,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(ROOT / "bench-results"))
     args = ap.parse_args(argv)
 
-    from pipeline.benchmarks.throughput import (OURS, bench_batches, keras_twin, matmul_roof_gflops, model_flops_per_sample,
+    from pipeline.benchmarks.throughput import (OURS, bench_batches, keras_rebuild, matmul_roof_gflops, model_flops_per_sample,
                                       rows_as_dicts)
     from pipeline.benchmarks.peers import available_peers
     from pipeline.benchmarks.summary import format_markdown, plot_throughput, summarize, target_checks
@@ -44,8 +44,8 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     batches = [int(b) for b in args.batches.split(",")]
-    twin = keras_twin(model_dir)
-    model, pred = twin
+    rebuilt = keras_rebuild(model_dir)
+    model, pred = rebuilt
     T = int(pred.manifest.get("timesteps_trained") or 50)
     H = int(pred.manifest["config"]["model"]["units"])
     roof_n = 512 if args.quick else 2048
@@ -55,7 +55,7 @@ def main(argv=None) -> int:
         peers, skipped = available_peers(model, model_dir / "model.onnx", T, pred.n_features, Path(tmp),
                                          calib_seconds=min_seconds)
         rows = bench_batches(model_dir, batches, rounds=1 if args.quick else args.rounds,
-                             min_seconds=min_seconds, peers=peers, twin=twin)
+                             min_seconds=min_seconds, peers=peers, rebuilt=rebuilt)
     roof = max(roof, matmul_roof_gflops(roof_n))  # measured before and after: the best of a noisy machine
     roof_sps = roof * 1e9 / model_flops_per_sample(T, pred.n_features, H)
     print(f"fp32 matmul roof {roof:.0f} GFLOP/s = {roof_sps:,.0f} samples/s for this model")
@@ -67,7 +67,7 @@ def main(argv=None) -> int:
               f"{s['ours_roof_fraction']:.0%} of roof")
 
     print("cold start (new process, one sample):")
-    cold = cold_start(model_dir, twin, runs=1 if args.quick else args.cold_runs, warmup=not args.quick)
+    cold = cold_start(model_dir, rebuilt, runs=1 if args.quick else args.cold_runs, warmup=not args.quick)
     sizes = install_sizes(ROOT / "pyproject.toml")
     print(f"installed size: runtime {sizes['runtime']['mb']:,.0f} MB, build {sizes['build']['mb']:,.0f} MB")
     checks = target_checks(summary, cold)

@@ -11,7 +11,7 @@ error) when its package is missing; once installed, any failure is a real error.
   when THROUGHPUT asks for several infer requests, an ``AsyncInferQueue`` that splits the batch
   evenly across them and (large batches) one that feeds them 64-row jobs; a short calibration
   picks the fastest, which is the one timed and reported (with the others' calibration numbers).
-- LiteRT runs a ``.tflite`` converted per batch size from a concrete function of the Keras twin
+- LiteRT runs a ``.tflite`` converted per batch size from a concrete function of the Keras rebuilt
   with a fully static input (batch, T, F) and frozen weights (without freezing, the GRU's While
   body reads resource variables the interpreter cannot resolve). The converter is restricted to
   TFLITE_BUILTINS, so a graph needing Flex/SELECT_TF ops fails loudly instead of converting;
@@ -146,7 +146,7 @@ def litert_peer(model, T: int, F: int, tmp_dir: Path) -> Peer:
 
     def prepare(Z: np.ndarray) -> tuple[Run, str]:
         B = len(Z)
-        path = Path(tmp_dir) / f"twin_b{B}.tflite"
+        path = Path(tmp_dir) / f"rebuilt_b{B}.tflite"
         path.write_bytes(tflite_fixed_batch(model, B, T, F))
         it = Interpreter(model_path=str(path), num_threads=threads)
         it.allocate_tensors()

@@ -2,15 +2,15 @@
 
 Owns: timing NEW processes that predict one sample, ours (the ``gru-predict`` console script of
 the current environment) against TensorFlow (``python -c`` importing keras, loading the Keras
-twin saved as ``.keras`` and calling ``predict``), interleaved, median wall time and each child's
+rebuilt saved as ``.keras`` and calling ``predict``), interleaved, median wall time and each child's
 peak RSS (``ru_maxrss`` from ``os.wait4`` in a tiny launcher process, KiB on Linux). One untimed
 run of each comes first, so both start from a warm page cache and compiled .pyc files ("cold" =
 new process, not cold disk). Also the on-disk size of the runtime-only environment (closure of
 ``[project].dependencies``) against the build environment (that plus the closure of the
 ``build`` extra), from the installed distributions' RECORD files (no network).
-Imports: numpy, importlib.metadata, packaging, keras (only to save the twin).
+Imports: numpy, importlib.metadata, packaging, keras (only to save the rebuilt).
 Reads: an exported folder, pyproject.toml, the current environment's distribution metadata.
-Writes: a one-sample .npy and the .keras twin into a temp dir it removes.
+Writes: a one-sample .npy and the .keras rebuilt into a temp dir it removes.
 """
 
 from __future__ import annotations
@@ -70,18 +70,18 @@ def _ours_command(model_dir: Path, npy: Path) -> list[str]:
     return [sys.executable, "-m", "pipeline.runtime", str(model_dir), str(npy)]  # not installed as a script
 
 
-def cold_start(model_dir: Path, twin, runs: int = 5, warmup: bool = True,
+def cold_start(model_dir: Path, rebuilt, runs: int = 5, warmup: bool = True,
                log: Callable[[str], None] = print) -> dict:
     """Median wall time and peak RSS of a new process predicting one sample: ours vs TensorFlow.
 
     Args:
-        twin: ``(keras_model, predictor)`` from ``bench.keras_twin(model_dir)``.
+        rebuilt: ``(keras_model, predictor)`` from ``bench.keras_rebuild(model_dir)``.
         runs: timed runs of each, interleaved.
         warmup: one untimed run of each first (page cache, .pyc files); off for smoke tests.
     """
     from pipeline.preprocessing import apply_preprocessing
 
-    model, pred = twin
+    model, pred = rebuilt
     T = int(pred.manifest.get("timesteps_trained") or 50)
     X = np.random.default_rng(1).standard_normal((1, T, pred.n_features)).astype(np.float32)
     model_dir = Path(model_dir).resolve()
@@ -89,9 +89,9 @@ def cold_start(model_dir: Path, twin, runs: int = 5, warmup: bool = True,
         tmp = Path(tmp)
         np.save(tmp / "one_raw.npy", X)  # gru-predict reads raw features and scales them itself
         np.save(tmp / "one_scaled.npy", apply_preprocessing(X, pred.manifest["preprocessing"]))
-        model.save(tmp / "twin.keras")
+        model.save(tmp / "rebuilt.keras")
         cmds = {"ours": _ours_command(model_dir, tmp / "one_raw.npy"),
-                "tensorflow": [sys.executable, "-c", TF_CHILD, str(tmp / "twin.keras"), str(tmp / "one_scaled.npy")]}
+                "tensorflow": [sys.executable, "-c", TF_CHILD, str(tmp / "rebuilt.keras"), str(tmp / "one_scaled.npy")]}
         res: dict[str, dict[str, list]] = {k: {"seconds": [], "rss_kib": []} for k in cmds}
         outputs = {}
         for i in range(0 if warmup else 1, runs + 1):

@@ -1,10 +1,10 @@
 """Batch-inference benchmark: our runtime against Keras, tf.function, the tf2onnx graph and peers.
 
-Owns: rebuilding the Keras twin of an exported default-architecture model (weights read back
+Owns: rebuilding the Keras model of an exported default-architecture model (weights read back
 from model.onnx, so every engine runs the very same numbers), timing engines side by side in
 interleaved rounds (median), checking every engine's outputs against Keras in the same run, and
-the fp32 matmul roof. The optional peers (OpenVINO, LiteRT) come from bench_peers; ratios,
-targets, markdown and plot from bench_report; cold start and install size from bench_startup.
+the fp32 matmul roof. The optional peers (OpenVINO, LiteRT) come from benchmarks.peers; ratios,
+targets, markdown and plot from benchmarks.summary; cold start and install size from benchmarks.startup.
 Imports: numpy, onnx, keras/tensorflow, tf2onnx (build stage only), pipeline.runtime (the Predictor;
 sessions.open_session for the tf2onnx graph's session).
 Reads: an exported folder. Writes: nothing (tools/bench.py writes results).
@@ -19,7 +19,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-__all__ = ["BenchRow", "OURS", "OURS_UNROLLED", "keras_twin", "seconds_per_call", "matmul_roof_gflops",
+__all__ = ["BenchRow", "OURS", "OURS_UNROLLED", "keras_rebuild", "seconds_per_call", "matmul_roof_gflops",
            "model_flops_per_sample", "bench_batches", "rows_as_dicts"]
 
 OURS = "ours (Predictor.predict_proba)"
@@ -36,7 +36,7 @@ class BenchRow:
     setting: str = ""  # how the engine was run, when it has a choice (peers)
 
 
-def keras_twin(model_dir: Path):
+def keras_rebuild(model_dir: Path):
     """Keras GRU(H) -> [mean or max over time] -> Dense(1, sigmoid) with the weights of
     ``model_dir/model.onnx`` (native, 1 GRU; the pooling is read off the graph's ReduceMean/ReduceMax)."""
     import keras
@@ -100,14 +100,14 @@ def model_flops_per_sample(T: int, F: int, H: int) -> float:
 
 def bench_batches(model_dir: Path, batches=(1, 64, 1024, 8192), rounds: int = 5,
                   min_seconds: float = 0.2, log: Callable[[str], None] = print,
-                  peers: Sequence = (), twin=None) -> list[BenchRow]:
+                  peers: Sequence = (), rebuilt=None) -> list[BenchRow]:
     """Time each engine at each batch size, interleaved; medians of ``rounds``.
 
     Args:
         peers: bench_peers.Peer objects; each is prepared per batch on the same inputs as the
             Keras reference (raw for a peer on model.onnx, else preprocessed), then timed in the
             same interleaved rounds.
-        twin: ``keras_twin(model_dir)`` if the caller already built it (the peers need it too).
+        rebuilt: ``keras_rebuild(model_dir)`` if the caller already built it (the peers need it too).
     """
     import tensorflow as tf
 
@@ -115,7 +115,7 @@ def bench_batches(model_dir: Path, batches=(1, 64, 1024, 8192), rounds: int = 5,
     from pipeline.preprocessing import apply_preprocessing
     from pipeline.runtime.sessions import open_session
 
-    model, pred = twin or keras_twin(model_dir)
+    model, pred = rebuilt or keras_rebuild(model_dir)
     T = int(pred.manifest.get("timesteps_trained") or 50)
     F = pred.n_features
     serve = tf.function(lambda z: model(z, training=False), input_signature=(tf.TensorSpec([None, None, F], tf.float32),))

@@ -145,6 +145,9 @@ def export_model(
     manifest_extra: Optional[dict[str, Any]] = None,
     history: Optional[dict[str, list[float]]] = None,
     curves: Optional[dict[str, tuple[np.ndarray, np.ndarray]]] = None,
+    reference_proba: Optional[Callable[[np.ndarray], np.ndarray]] = None,
+    families: Optional[list] = None,
+    input_spec: Optional[dict[str, Any]] = None,
     started: Optional[float] = None,
     steps: tuple[int, int] = (1, 4),
 ) -> ExportResult:
@@ -164,6 +167,11 @@ def export_model(
         seed: seeds the stress families and the stream chunkings.
         manifest_extra: more manifest keys (training records: config, metrics, history, ...).
         history, curves: training history and (y, p) per split, for the report's plots.
+        reference_proba: scaled inputs -> (N,) p(class 1) of the model whose numbers the artifact
+            must reproduce (default: ``model`` itself; a user's model with a softmax or logit head
+            passes its own head's p(class 1) while ``model`` is its Dense(1, sigmoid) form).
+        families: the verification inputs (default: stress families around ``sample``).
+        input_spec: the manifest ``input`` entry (default: float features (batch, time, F)).
         started: time.time() at which the whole job started (default: now).
         steps: (number of the first stage, total stages) for the "[k/n] stage" progress lines.
     Returns:
@@ -190,7 +198,7 @@ def export_model(
         log(f"[{step}/{total}] {name}")
         step += 1
 
-    from pipeline.export.metadata import SOURCE_HASHED, source_model_hash, stamp_artifact, vocabulary_size
+    from pipeline.export.metadata import SOURCE_HASHED, source_model_hash, stamp_artifact
     from pipeline.export.scaling import embed_preprocessing
     from pipeline.export.stream import export_stream
     from pipeline.report.writer import write_plots, write_report
@@ -210,22 +218,25 @@ def export_model(
     shipped = raw_input(proto)
     ops = sorted({n.op_type for n in shipped.graph.node})
     log(f"  backend {backend}, opset {export.opset}, ops: {', '.join(ops)}")
-    T, F = int(sample.X.shape[1]), int(sample.X.shape[2])
+    T, F = int(sample.X.shape[1]), int(sample.X.shape[2]) if sample.X.ndim == 3 else 0
 
     with staging_folder(out) as staging:
         model_path = staging / artifact.MODEL_FILE
         model_path.write_bytes(shipped.SerializeToString())
         ref_n = min(REFERENCE_ROWS, sample.n_samples)
         ref_X, ref_len = sample.X[:ref_n], sample.lengths[:ref_n]
-        ref_X = np.where(np.arange(T)[None, :, None] < ref_len[:, None, None], ref_X, np.float32(0))  # all-zero padding
-        ref_p = keras_proba(model, apply_preprocessing(ref_X, prep, ref_len))
+        real = np.arange(T)[None, :] < ref_len[:, None]  # (n, T): padding of right-padded rows as zeros
+        ref_X = np.where(real.reshape(real.shape + (1,) * (ref_X.ndim - 2)), ref_X, np.zeros((), ref_X.dtype))
+        keras_fn = _memo(reference_proba or (lambda Z: keras_proba(model, Z)))
+        ref_p = keras_fn(apply_preprocessing(ref_X, prep, ref_len))
         np.savez(staging / artifact.REFERENCE_FILE, X=ref_X, lengths=ref_len, keras_proba=ref_p, ids=sample.ids[:ref_n])
         manifest: dict[str, Any] = {
             "schema_version": artifact.SCHEMA_VERSION,
             "built_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "model": {"file": artifact.MODEL_FILE, "sha256": artifact.sha256_file(model_path),
                       "opset": export.opset, "backend": backend, "fallback_reason": fallback, "ops": ops},
-            "input": {"name": artifact.INPUT_NAME, "dtype": "float32", "shape": ["batch", "time", F], "kind": "features"},
+            "input": input_spec or {"name": artifact.INPUT_NAME, "dtype": "float32", "shape": ["batch", "time", F],
+                                    "kind": "features"},
             "output": {"name": proto.graph.output[0].name, "dtype": "float32", "shape": ["batch", 1],
                        "meaning": f"probability of class {class_names[1]!r}"},
             "preprocessing": {**prep, "in_graph": True} if prep.get("type", "none") != "none" else prep,
@@ -242,16 +253,14 @@ def export_model(
             "versions": versions(),
             "reference": {"file": artifact.REFERENCE_FILE, "rows": int(ref_n)},
         }
-        keras_fn = _memo(lambda Z: keras_proba(model, Z))
-        if vocabulary_size(model) is not None:
-            manifest["input"]["vocabulary_size"] = vocabulary_size(model)
         export_stream(model, staging, manifest, export.opset, verify.atol, seed, keras_fn, log=log, preprocessing=prep)
         _stage_unrolled(proto, staging, manifest, T, bool(masking), raw_input)
         artifact.write_manifest(staging, manifest)
 
         stage("verify Keras vs onnxruntime")
         predictor = Predictor.load(staging, graph="native")  # model.onnx itself; the unrolled form below
-        families = stress_families(sample, prep, verify.n_random, verify.odd_batch, verify.large_batch, seed, masking)
+        if families is None:
+            families = stress_families(sample, prep, verify.n_random, verify.odd_batch, verify.large_batch, seed, masking)
         sample_errors: dict[str, np.ndarray] = {}
         try:
             results = verify_equivalence(keras_fn, predictor.predict_proba, families, prep, verify.atol, threshold,

@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import onnx
@@ -32,8 +32,7 @@ import onnx
 from pipeline import __version__, artifact
 from pipeline.errors import ExportError
 
-__all__ = ["PRODUCER_NAME", "source_model_hash", "vocabulary_size", "graph_metadata", "stamp_graph",
-           "stamp_artifact"]
+__all__ = ["PRODUCER_NAME", "source_model_hash", "graph_metadata", "stamp_graph", "stamp_artifact"]
 
 PRODUCER_NAME = "gru-pipeline"
 SOURCE_HASHED = "sha256 of the Keras model's architecture JSON (model.to_json()) and weights (dtype, shape, bytes)"
@@ -47,14 +46,6 @@ def source_model_hash(model) -> str:
         digest.update(f"{arr.dtype.str}{arr.shape}".encode())
         digest.update(arr.tobytes())
     return digest.hexdigest()
-
-
-def vocabulary_size(model) -> Optional[int]:
-    """input_dim of the model's Embedding layer (token-id models), else None."""
-    for layer in getattr(model, "layers", []):
-        if type(layer).__name__ == "Embedding":
-            return int(layer.input_dim)
-    return None
 
 
 def _dump(value: Any) -> str:
@@ -91,6 +82,9 @@ def graph_metadata(manifest: dict[str, Any], graph: str) -> tuple[dict[str, str]
     else:
         padding = "none: every step is real; run sequences of different lengths in separate calls"
     source = manifest.get("source_model") or {}
+    own = manifest.get("source") or {}  # gru-export: the .keras file the model came from
+    if own.get("sha256"):
+        source = {"sha256": own["sha256"], "hashed": f"sha256 of the source file {own.get('file')!r}"}
     versions = manifest.get("versions") or {}
     props = {
         "schema_version": str(manifest["schema_version"]),

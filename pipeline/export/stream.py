@@ -86,6 +86,10 @@ def export_stream(model, staging_dir: str | Path, manifest: dict[str, Any], opse
         log(f"  stream: not supported ({reason})")
         return entry
 
+    dims = proto.graph.input[0].type.tensor_type.shape.dim  # (batch, time, F): chunks have any length
+    if dims[1].HasField("dim_value"):
+        dims[1].Clear()
+        dims[1].dim_param = "time"
     prep = preprocessing or {"type": "none"}
     proto = embed_preprocessing(proto, prep, masking=False)  # chunks are never padded
     out_name = proto.graph.output[0].name

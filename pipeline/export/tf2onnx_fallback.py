@@ -8,7 +8,9 @@ Writes: nothing (returns a ModelProto).
 
 from __future__ import annotations
 
+import numpy as np
 import onnx
+from onnx import numpy_helper
 
 from pipeline.errors import ExportError
 
@@ -33,6 +35,24 @@ def export_tf2onnx(model, input_name: str, output_name: str, opset: int) -> onnx
     except Exception as exc:  # tf2onnx raises many unrelated types
         raise ExportError(f"tf2onnx could not convert the model: {type(exc).__name__}: {exc}") from None
     graph = proto.graph
+    # Captured constants (e.g. a Normalization layer's mean and variance) may come back listed as
+    # graph inputs too; they are initializers, so the graph keeps exactly one real input.
+    # Captured eager tensors (e.g. an adapted Normalization's mean and variance) come back as graph
+    # inputs; they are constants of the model, so they become initializers holding their values.
+    captured = {}
+    concrete = serve.get_concrete_function()
+    for placeholder, value in zip(concrete.graph.internal_captures, concrete.captured_inputs):
+        if value.dtype != tf.resource:
+            captured[placeholder.name] = value.numpy()
+    inits = {i.name for i in graph.initializer}
+    real_inputs = []
+    for vi in graph.input:
+        if vi.name in captured and vi.name not in inits:
+            graph.initializer.append(numpy_helper.from_array(np.asarray(captured[vi.name]), vi.name))
+        elif vi.name not in inits:
+            real_inputs.append(vi)
+    del graph.input[:]
+    graph.input.extend(real_inputs)
     if len(graph.output) != 1:
         raise ExportError(f"tf2onnx produced {len(graph.output)} outputs, expected 1")
     old = graph.output[0].name

@@ -2,7 +2,8 @@
 
 Owns: rewriting a native-GRU ``model.onnx`` into ``model_unrolled.onnx``, the same function
 written as per-step ``Gemm`` + activation + elementwise nodes for one fixed sequence length.
-Imports: numpy, onnx (build stage only). Reads/writes: nothing (ModelProto in, ModelProto out).
+Imports: numpy, onnx, pipeline.export.graph, pipeline.export.native (for UnsupportedModelError);
+build stage only. Reads/writes: nothing (ModelProto in, ModelProto out).
 
 Why: onnxruntime's GRU kernel spends about half its time outside the matrix products. Unrolled,
 each gate is one ``Gemm`` whose activation onnxruntime fuses into it (``FusedGemm``), the input
@@ -28,8 +29,9 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper, numpy_helper
 
+from pipeline.export.graph import GraphBuilder
 from pipeline.export.native import UnsupportedModelError
 
 __all__ = ["unroll_grus"]
@@ -37,37 +39,6 @@ __all__ = ["unroll_grus"]
 _ACTIVATIONS = {"Sigmoid", "Tanh", "Relu", "HardSigmoid", "LeakyRelu"}
 _DEFAULT_ALPHA = {"HardSigmoid": 0.2, "LeakyRelu": 0.01}
 _DEFAULT_BETA = {"HardSigmoid": 0.5}
-
-
-class _Emitter:
-    """Appends nodes/initializers with names unique within the rewritten graph."""
-
-    def __init__(self, taken: set[str]) -> None:
-        self.nodes: list[onnx.NodeProto] = []
-        self.inits: list[onnx.TensorProto] = []
-        self._taken = taken
-        self._n = 0
-
-    def name(self, hint: str) -> str:
-        while True:
-            self._n += 1
-            candidate = f"unr_{hint}_{self._n}"
-            if candidate not in self._taken:
-                self._taken.add(candidate)
-                return candidate
-
-    def const(self, hint: str, value: np.ndarray) -> str:
-        name = self.name(hint)
-        self.inits.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
-        return name
-
-    def op(self, op_type: str, inputs: list[str], hint: str, n_out: int = 1, **attrs) -> list[str]:
-        outs = [self.name(hint) for _ in range(n_out)]
-        self.nodes.append(helper.make_node(op_type, inputs, outs, **attrs))
-        return outs
-
-    def op1(self, op_type: str, inputs: list[str], hint: str, **attrs) -> str:
-        return self.op(op_type, inputs, hint, **attrs)[0]
 
 
 def _attrs(node: onnx.NodeProto) -> dict:
@@ -95,13 +66,13 @@ def _activation_specs(attrs: dict, directions: int) -> list[tuple[str, float | N
     return specs
 
 
-def _activate(e: _Emitter, x: str, spec, hint: str) -> str:
+def _activate(e: GraphBuilder, x: str, spec, hint: str) -> str:
     name, alpha, beta = spec
     attrs = {k: v for k, v in (("alpha", alpha), ("beta", beta)) if v is not None}
     return e.op1(name, [x], hint, **attrs)
 
 
-def _unroll_one(e: _Emitter, node: onnx.NodeProto, init: dict[str, np.ndarray], T: int,
+def _unroll_one(e: GraphBuilder, node: onnx.NodeProto, init: dict[str, np.ndarray], T: int,
                 consumed: set[str]) -> None:
     """Emit the unrolled equivalent of one GRU node, writing the node's own output names."""
     attrs = _attrs(node)
@@ -120,7 +91,6 @@ def _unroll_one(e: _Emitter, node: onnx.NodeProto, init: dict[str, np.ndarray], 
     lbr = int(attrs.get("linear_before_reset", 0))
     W, R = init[W_name], init[R_name]  # (D, 3H, F), (D, 3H, H)
     B = init[B_name] if B_name else np.zeros((len(dirs), 6 * H), np.float32)  # (D, 6H)
-    F = W.shape[2]
     acts = _activation_specs(attrs, len(dirs))
 
     # x_t = [X[t], 1] for every step, from one Concat and one Split: (T, B, F) -> T x (B, F+1)
@@ -133,18 +103,21 @@ def _unroll_one(e: _Emitter, node: onnx.NodeProto, init: dict[str, np.ndarray], 
     ax0 = e.const("ax0", np.array([0], np.int64))
     xs = [e.op1("Squeeze", [p, ax0], "x") for p in pieces]  # T x (B, F+1)
 
+    def gate(M: np.ndarray, k: int) -> np.ndarray:
+        return M[k * H:(k + 1) * H]  # rows of gate k (z=0, r=1, n=2)
+
     finals, per_step = [], []
     for d, dname in enumerate(dirs):
         f_act, g_act = acts[2 * d], acts[2 * d + 1]
-        Wd, Rd, Bd = W[d], R[d], B[d]
-        Wb, Rb = Bd[:3 * H], Bd[3 * H:]
-        gate = lambda M, k: M[k * H:(k + 1) * H]  # noqa: E731  rows of gate k (z=0, r=1, n=2)
+        Wd, Rd, Bd = W[d], R[d], B[d]  # (3H, F), (3H, H), (6H,)
+        Wb, Rb = Bd[:3 * H], Bd[3 * H:]  # (3H,) each
         n_bias = gate(Wb, 2) if lbr else gate(Wb, 2) + gate(Rb, 2)
         Wz = e.const("Wz", np.vstack([gate(Wd, 0).T, gate(Wb, 0) + gate(Rb, 0)]).astype(np.float32))  # (F+1, H)
-        Wr = e.const("Wr", np.vstack([gate(Wd, 1).T, gate(Wb, 1) + gate(Rb, 1)]).astype(np.float32))
-        Wn = e.const("Wn", np.vstack([gate(Wd, 2).T, n_bias]).astype(np.float32))
-        Rz, Rr, Rn = (e.const(k, gate(Rd, i).T.astype(np.float32).copy()) for i, k in enumerate(("Rz", "Rr", "Rn")))
-        Rbn = e.const("Rbn", gate(Rb, 2).astype(np.float32))
+        Wr = e.const("Wr", np.vstack([gate(Wd, 1).T, gate(Wb, 1) + gate(Rb, 1)]).astype(np.float32))  # (F+1, H)
+        Wn = e.const("Wn", np.vstack([gate(Wd, 2).T, n_bias]).astype(np.float32))  # (F+1, H)
+        Rz, Rr, Rn = (e.const(k, gate(Rd, i).T.astype(np.float32).copy())  # (H, H) each
+                      for i, k in enumerate(("Rz", "Rr", "Rn")))
+        Rbn = e.const("Rbn", gate(Rb, 2).astype(np.float32))  # (H,)
         order = range(T) if dname == "forward" else range(T - 1, -1, -1)
         h = None
         hs: dict[int, str] = {}
@@ -173,16 +146,17 @@ def _unroll_one(e: _Emitter, node: onnx.NodeProto, init: dict[str, np.ndarray], 
     Yh_name = node.output[1] if len(node.output) > 1 else ""
     if Yh_name:
         parts = [e.op1("Unsqueeze", [h, ax0], "yh") for h in finals]  # D x (1, B, H)
-        e.nodes.append(helper.make_node("Concat", parts, [Yh_name], axis=0) if len(parts) > 1
-                       else helper.make_node("Identity", parts, [Yh_name]))
+        if len(parts) > 1:
+            e.node("Concat", parts, [Yh_name], axis=0)  # (D, B, H)
+        else:
+            e.node("Identity", parts, [Yh_name])
     if Y_name and Y_name in consumed:
         ax01 = e.const("ax01", np.array([0, 1], np.int64))
         steps = []
         for t in range(T):
             per_dir = [e.op1("Unsqueeze", [hs[t], ax01], "y") for hs in per_step]  # D x (1, 1, B, H)
             steps.append(per_dir[0] if len(per_dir) == 1 else e.op1("Concat", per_dir, "yt", axis=1))
-        e.nodes.append(helper.make_node("Concat", steps, [Y_name], axis=0))  # (T, D, B, H)
-    del F
+        e.node("Concat", steps, [Y_name], axis=0)  # (T, D, B, H)
 
 
 def unroll_grus(model: onnx.ModelProto, timesteps: int) -> onnx.ModelProto:
@@ -202,7 +176,7 @@ def unroll_grus(model: onnx.ModelProto, timesteps: int) -> onnx.ModelProto:
     init = {i.name: numpy_helper.to_array(i) for i in g.initializer}
     taken = {i.name for i in g.initializer} | {o for n in g.node for o in n.output} | {i.name for i in g.input}
     consumed = {i for n in g.node for i in n.input} | {o.name for o in g.output}
-    e = _Emitter(taken)
+    e = GraphBuilder(prefix="unr_", taken=taken, name_nodes=False)
     new_nodes: list[onnx.NodeProto] = []
     for node in g.node:
         if node.op_type != "GRU":

@@ -146,32 +146,54 @@ def _fmt(v: Any) -> str:
 def write_report(folder: Path, manifest: dict[str, Any], equivalence_table: str,
                  plots: Optional[dict[str, str]] = None) -> Path:
     """Write report.md summarising data, model, training, metrics, plots and the Keras-vs-ONNX check."""
-    m = manifest["metrics"]
-    cfg = manifest["config"]
+    m = manifest.get("metrics") or {}
+    cfg = manifest.get("config") or {}
     model = manifest["model"]
     plots = plots or {}
     names = manifest["class_names"]
-    lines = [
-        "# GRU classifier build report",
-        "",
-        f"Built {manifest.get('built_at', '?')} with seed {manifest['seed']}.",
-        "",
-        "## Data and model",
-        "",
-        f"- data: {cfg['data']['path'] or 'embedded default task (pulse order)'}"
-        + (f"; test data: {cfg['data']['test_path']}" if cfg["data"].get("test_path") else
-           (f" (stratified held-out test split {cfg['data']['test_fraction']:g})" if cfg["data"]["path"] else "")),
-        f"- input: {manifest['input']['shape']} float32, {manifest.get('timesteps_trained', '?')} timesteps trained, "
-        f"classes {names} (0 = {names[0]!r}, 1 = {names[1]!r}), "
-        f"masking {'on' if manifest['masking']['enabled'] else 'off'}",
-        f"- preprocessing: {manifest['preprocessing'].get('type', '?')} (fitted on the training split)"
-        + (", inside every graph: they take raw features" if manifest["preprocessing"].get("in_graph") else ""),
-        f"- model: {json.dumps(cfg['model'])}",
-        f"- export: backend `{model['backend']}`, opset {model['opset']}, ops {', '.join(model['ops'])}"
-        + (f" (fallback: {model['fallback_reason']})" if model.get("fallback_reason") else ""),
-        f"- sha256 of {artifact.MODEL_FILE}: `{model['sha256']}`",
-        "",
-    ]
+    export_line = (f"- export: backend `{model['backend']}`, opset {model['opset']}, ops {', '.join(model['ops'])}"
+                   + (f" (fallback: {model['fallback_reason']})" if model.get("fallback_reason") else ""))
+    source = manifest.get("source")
+    if source:  # a user's own Keras model (gru-export)
+        lines = [
+            "# GRU classifier export report",
+            "",
+            f"Exported {manifest.get('built_at', '?')} from {source.get('file') or 'an in-memory model'} "
+            f"(Keras {source['keras_version']}, backend {source['keras_backend']}).",
+            "",
+            "## Source model and export",
+            "",
+            f"- source: `{source.get('file')}` sha256 `{source.get('sha256')}`, model {source['model_name']!r}, "
+            f"head {source['head']}",
+            f"- input: {manifest['input']['shape']} {manifest['input']['dtype']} ({manifest['input'].get('kind')}), "
+            f"classes {names} (0 = {names[0]!r}, 1 = {names[1]!r}), "
+            f"masking {'on' if manifest['masking']['enabled'] else 'off'}; no preprocessing outside the model",
+            export_line,
+            f"- sha256 of {artifact.MODEL_FILE}: `{model['sha256']}`",
+            "",
+        ]
+    else:
+        data = cfg["data"]
+        lines = [
+            "# GRU classifier build report",
+            "",
+            f"Built {manifest.get('built_at', '?')} with seed {manifest['seed']}.",
+            "",
+            "## Data and model",
+            "",
+            f"- data: {data['path'] or 'embedded default task (pulse order)'}"
+            + (f"; test data: {data['test_path']}" if data.get("test_path") else
+               (f" (stratified held-out test split {data['test_fraction']:g})" if data["path"] else "")),
+            f"- input: {manifest['input']['shape']} float32, {manifest.get('timesteps_trained', '?')} timesteps trained, "
+            f"classes {names} (0 = {names[0]!r}, 1 = {names[1]!r}), "
+            f"masking {'on' if manifest['masking']['enabled'] else 'off'}",
+            f"- preprocessing: {manifest['preprocessing'].get('type', '?')} (fitted on the training split)"
+            + (", inside every graph: they take raw features" if manifest["preprocessing"].get("in_graph") else ""),
+            f"- model: {json.dumps(cfg['model'])}",
+            export_line,
+            f"- sha256 of {artifact.MODEL_FILE}: `{model['sha256']}`",
+            "",
+        ]
     sched = m.get("schedule")
     if sched:
         lines += [
@@ -196,11 +218,11 @@ def write_report(folder: Path, manifest: dict[str, Any], equivalence_table: str,
         "| split | accuracy | balanced acc. | loss | ROC AUC | avg. precision | n |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for split in ("train", "validation", "test"):
+    for split in [s for s in ("train", "validation", "test", "sample") if s in m]:
         s = m[split]
         lines.append(f"| {split} | {_fmt(s['accuracy'])} | {_fmt(s.get('balanced_accuracy'))} | {_fmt(s['loss'])} | "
                      f"{_fmt(s.get('roc_auc'))} | {_fmt(s.get('average_precision'))} | {s['n']} |")
-    cm = m["test"].get("confusion_matrix")
+    cm = (m.get("test") or {}).get("confusion_matrix")
     if cm:
         lines += [
             "",
@@ -211,12 +233,15 @@ def write_report(folder: Path, manifest: dict[str, Any], equivalence_table: str,
             f"| true {names[0]!r} | {cm[0][0]} | {cm[0][1]} |",
             f"| true {names[1]!r} | {cm[1][0]} | {cm[1][1]} |",
         ]
-    lines += [
-        "",
-        f"Order-blind baseline (logistic regression on per-feature mean and std) test accuracy: "
-        f"{m['order_blind_baseline_test_accuracy']:.4f}. Best epoch {m['best_epoch']} of {m['epochs_run']}.",
-        "",
-    ]
+    if "order_blind_baseline_test_accuracy" in m:
+        lines += [
+            "",
+            f"Order-blind baseline (logistic regression on per-feature mean and std) test accuracy: "
+            f"{m['order_blind_baseline_test_accuracy']:.4f}. Best epoch {m['best_epoch']} of {m['epochs_run']}.",
+        ]
+    if not m:
+        lines.append("No labels came with the sample, so there are no metrics.")
+    lines.append("")
     captions = {
         "training": "Training and validation loss / accuracy per epoch",
         "roc": "ROC curves (AUC in the legend)",

@@ -230,3 +230,52 @@ def prepare_features(X: ArrayLike, n_features: int, lengths=None, fixed_timestep
     if lens is not None and (lens == t).all():
         lens = None
     return X32, lens
+
+
+def prepare_tokens(X: ArrayLike, vocabulary_size: int, lengths=None,
+                   fixed_timesteps: Optional[int] = None) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    """Check and convert token-id input for an Embedding model.
+
+    Args:
+        X: (N, T) integer ids, or a list of (T_i,) id arrays of varying length (right-padded with 0).
+        vocabulary_size: ids must lie in [0, vocabulary_size); 0 is padding for mask_zero models.
+        lengths: optional (N,) real lengths of right-padded rows of an array X.
+        fixed_timesteps: T when the model's time axis is fixed, else None.
+    Returns:
+        X as C-contiguous int64 (N, T) with ids past each length set to 0, and lengths (N,) or None.
+    Raises:
+        InputError: not integers, wrong rank, empty, ids outside the vocabulary, bad lengths.
+    """
+    if isinstance(X, (list, tuple)):
+        if lengths is not None:
+            raise InputError("lengths: pass lengths only with a padded array, not with a list of sequences")
+        if len(X) == 0:
+            raise InputError("X: expected at least one sequence, got an empty list")
+        rows = [np.asarray(s) for s in X]
+        for i, r in enumerate(rows):
+            if r.ndim != 1 or r.shape[0] == 0:
+                raise InputError(f"X[{i}]: expected a non-empty 1-D array of token ids, got shape {r.shape}")
+        lens = np.array([r.shape[0] for r in rows], np.int64)
+        arr = np.zeros((len(rows), int(lens.max())), dtype=np.result_type(*rows))
+        for i, r in enumerate(rows):
+            arr[i, : r.shape[0]] = r
+    else:
+        arr = np.asarray(X)
+        if arr.ndim != 2:
+            raise InputError(f"X: expected token ids of shape (samples, timesteps), got rank {arr.ndim} shape {arr.shape}")
+        if 0 in arr.shape:
+            raise InputError(f"X: expected at least one sample and one timestep, got shape {arr.shape}")
+        lens = None if lengths is None else check_lengths(lengths, arr.shape[0], arr.shape[1])
+    if arr.dtype.kind not in "iu":
+        raise InputError(f"X: expected integer token ids, got dtype {arr.dtype}")
+    ids = np.ascontiguousarray(arr, dtype=np.int64)
+    if lens is not None:
+        ids[np.arange(ids.shape[1])[None, :] >= lens[:, None]] = 0
+    lo, hi = int(ids.min()), int(ids.max())
+    if lo < 0 or hi >= vocabulary_size:
+        raise InputError(f"X: expected token ids in [0, {vocabulary_size - 1}], got ids in [{lo}, {hi}]")
+    if fixed_timesteps is not None and ids.shape[1] != fixed_timesteps:
+        raise InputError(f"X: expected {fixed_timesteps} timesteps, got {ids.shape[1]}")
+    if lens is not None and (lens == ids.shape[1]).all():
+        lens = None
+    return ids, lens

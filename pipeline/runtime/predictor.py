@@ -31,7 +31,7 @@ import onnxruntime as ort
 from pipeline import artifact
 from pipeline.errors import ArtifactError, InputError, PipelineError
 from pipeline.runtime.inputs import (ArrayLike, check_masked_steps, check_scaled_finite, dot_check_suffices,
-                                     prepare_features, quick_values_ok)
+                                     prepare_features, prepare_tokens, quick_values_ok)
 from pipeline.runtime.sessions import open_session, usable_cpus
 
 __all__ = ["Predictor"]
@@ -71,6 +71,7 @@ class Predictor:
         shape = inp["shape"]  # e.g. ["batch", "time", 8]
         self.input_kind: str = inp.get("kind", "features")
         self.n_features: int = int(shape[2]) if self.input_kind == "features" else 0
+        self.vocabulary_size: Optional[int] = inp.get("vocabulary_size")  # token models: ids in [0, V)
         self.timesteps: Optional[int] = shape[1] if isinstance(shape[1], int) else None
         self.threshold: float = float(manifest["threshold"])
         self.class_names: list = list(manifest["class_names"])
@@ -202,6 +203,8 @@ class Predictor:
                 masked model, a real step is all 0 or scales to the mask value (see
                 ``inputs.check_masked_steps``).
         """
+        if self.input_kind == "tokens":
+            return self._predict_tokens(X, lengths)
         Xr, lens = prepare_features(X, self.n_features, lengths, self.timesteps, check_values=False)
         if not (self._dot_check and quick_values_ok(Xr)):  # the quick pass proves it, else the exact check
             check_scaled_finite(Xr, lens, self._preprocessing)  # NaN/Inf, raw or once scaled by the graph
@@ -223,6 +226,22 @@ class Predictor:
             for length in np.unique(lens):
                 idx = np.flatnonzero(lens == length)
                 proba[idx] = self._run(np.ascontiguousarray(Xr[idx, :length]))
+        return self._checked(proba)
+
+    def _predict_tokens(self, X: ArrayLike, lengths=None) -> np.ndarray:
+        """p(class 1) of token-id rows (N, T) int, or a list of (T_i,) id arrays."""
+        ids, lens = prepare_tokens(X, int(self.vocabulary_size), lengths, self.timesteps)  # (N, T) int64
+        if self.masked or lens is None:  # Embedding(mask_zero): id 0 past each length is padding
+            proba = self._run(ids)
+        else:  # no mask in the model: each length group unpadded, which is exact
+            proba = np.empty(ids.shape[0], dtype=np.float32)
+            for length in np.unique(lens):
+                idx = np.flatnonzero(lens == length)
+                proba[idx] = self._run(np.ascontiguousarray(ids[idx, :length]))
+        return self._checked(proba)
+
+    def _checked(self, proba: np.ndarray) -> np.ndarray:
+        """``proba`` when every value is a probability; PipelineError naming the first that is not."""
         valid = (proba >= 0) & (proba <= 1)  # False for NaN too
         if not valid.all():
             bad = int(np.flatnonzero(~valid)[0])

@@ -2,9 +2,10 @@
 
 Owns: the list of model configurations (``CASES``), building one as a tiny Keras model with
 non-trivial random weights, exporting it with ``export_native``, running it in onnxruntime on
-random and "real" inputs (the default order task, standardized) at two batch sizes and two
-sequence lengths, and measuring max |Keras - ORT|; also the batch-1 latency comparison of the
-native GRU graph against tf2onnx's Loop graph. Used by tests/export/test_native_coverage.py and
+random and "real" inputs (the default order task, standardized; for models that normalize their own
+input, both mapped to raw scales first) at two batch sizes and two sequence lengths, and measuring
+max |Keras - ORT|, and the README section that shows it (the latency figure in that section is
+measured by pipeline.benchmarks.native_vs_loop). Used by tests/export/test_native_coverage.py and
 tools/coverage_table.py.
 Imports: numpy, onnx, keras (build stage only), pipeline.export, pipeline.training.dataset and
 pipeline.runtime.sessions (every onnxruntime session).
@@ -13,8 +14,6 @@ Reads/writes: nothing on disk.
 
 from __future__ import annotations
 
-import statistics
-import time
 import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Optional
@@ -27,7 +26,7 @@ from pipeline.preprocessing import apply_preprocessing, fit_standardization
 
 __all__ = [
     "Case", "CaseResult", "CASES", "case_by_name", "build_case", "randomize_weights", "make_inputs",
-    "ort_session", "run_onnx", "keras_run", "measure_case", "graph_ops", "latency_native_vs_tf2onnx",
+    "ort_session", "run_onnx", "keras_run", "measure_case", "graph_ops",
     "markdown_table", "FEATURES", "VOCAB", "TIMESTEPS", "BATCHES",
 ]
 
@@ -37,6 +36,11 @@ TIMESTEPS = (9, 16)   # two T values, the dynamic time axis is exercised with bo
 BATCHES = (1, 6)      # two batch sizes, the dynamic batch axis is exercised with both
 INPUT_NAME = "x"
 OPSET = 17
+# Raw feature scales for the cases whose model normalizes its own input: x_raw = offset + scale * x.
+# The last feature's variance (1e-16) has sqrt 1e-8 < the backend epsilon 1e-7, so Keras divides by
+# epsilon there: the clamp is exercised (without it that feature would come out 10x larger).
+RAW_OFFSET = (100.0, -3.0, 0.0)
+RAW_SCALE = (20.0, 0.1, 1e-8)
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,14 @@ class Case:
     masked: bool = False      # Masking(0.0) on right-padded float input
     tokens: bool = False      # (batch, time) int64 ids through Embedding(mask_zero=True)
     weight_scale: float = 1.0 # multiplies the random weights (unbounded relu gates need less)
+    padded: bool = False      # right-padded float rows without the input Masking (a Masking inside ``layers``)
+    raw: bool = False         # inputs mapped to RAW_OFFSET + RAW_SCALE * x, padding included (so padded
+                              # steps normalize to exactly 0 with mean=RAW_OFFSET, variance=RAW_SCALE**2)
+
+    @property
+    def variable_length(self) -> bool:
+        """Right-padded rows of varying length (a mask in the model)."""
+        return self.masked or self.padded or self.tokens
 
 
 def _gru(units: int = 8, **kw):
@@ -70,6 +82,19 @@ def _layer(name: str, *args, **kw):
     import keras
 
     return getattr(keras.layers, name)(*args, **kw)
+
+
+def _raw_normalization(adapt: bool = False):
+    """Normalization of RAW_OFFSET + RAW_SCALE * x inputs: its mean/variance given exactly, or adapted
+    on seeded raw data (then only close to them)."""
+    import keras
+
+    if not adapt:
+        return keras.layers.Normalization(mean=list(RAW_OFFSET), variance=[s * s for s in RAW_SCALE])
+    layer = keras.layers.Normalization(axis=-1)
+    x = np.random.default_rng(123).standard_normal((64, 12, FEATURES))
+    layer.adapt((np.asarray(RAW_OFFSET) + np.asarray(RAW_SCALE) * x).astype(np.float32))  # (64, 12, F)
+    return layer
 
 
 CASES: list[Case] = [
@@ -126,6 +151,19 @@ CASES: list[Case] = [
     Case("Embedding(mask_zero) + 2 stacked GRUs + max pool",
          lambda: [_layer("Embedding", VOCAB, 5, mask_zero=True), _gru(return_sequences=True),
                   _gru(return_sequences=True), _layer("GlobalMaxPooling1D")], tokens=True),
+    Case("Normalization + GRU", lambda: [_raw_normalization(adapt=True), _gru()], raw=True),
+    Case("Normalization + Bidirectional + avg pool",
+         lambda: [_raw_normalization(), _bi("concat", return_sequences=True), _layer("GlobalAveragePooling1D")],
+         raw=True),
+    # Keras computes Masking's mask on the normalized values: padded raw steps equal RAW_OFFSET, the mean.
+    Case("Normalization + Masking + GRU", lambda: [_raw_normalization(), _layer("Masking", 0.0), _gru()],
+         raw=True, padded=True),
+    Case("Masking + Normalization + Bidirectional + max pool",
+         lambda: [_layer("Normalization", mean=[0.5, -1.0, 0.2], variance=[4.0, 0.25, 1.0]),
+                  _bi("sum", return_sequences=True), _layer("GlobalMaxPooling1D")], masked=True),
+    Case("Normalization(invert=True) + GRU",
+         lambda: [_layer("Normalization", mean=[0.5, -1.0, 0.2], variance=[4.0, 0.25, 1e-16], invert=True), _gru()]),
+    Case("Normalization(axis=None) + GRU", lambda: [_layer("Normalization", axis=None, mean=2.0, variance=9.0), _gru()]),
 ]
 
 
@@ -137,7 +175,8 @@ def case_by_name(name: str) -> Case:
 
 
 def randomize_weights(model, seed: int, scale: float = 1.0) -> None:
-    """Replace every weight with seeded normal values scaled 1/sqrt(fan_in), biases 0.3.
+    """Replace every trainable weight with seeded normal values scaled 1/sqrt(fan_in), biases 0.3;
+    non-trainable weights (Normalization statistics) are kept.
 
     Glorot/orthogonal inits with zero biases keep a random GRU close to linear; these scales put
     the gates' pre-activations around unit variance, so they neither saturate nor vanish.
@@ -146,6 +185,9 @@ def randomize_weights(model, seed: int, scale: float = 1.0) -> None:
     new = []
     for w in model.weights:
         shape = tuple(w.shape)
+        if not w.trainable:
+            new.append(np.asarray(w.numpy()))
+            continue
         if "embeddings" in w.path:
             values = rng.normal(0.0, 1.0, shape)
         elif len(shape) >= 2:
@@ -190,9 +232,10 @@ def _right_pad(X: np.ndarray, lengths: np.ndarray) -> np.ndarray:
 def make_inputs(case: Case, seed: int = 0) -> list[tuple[str, np.ndarray]]:
     """Named input batches for ``case``: random and real data, every (batch, T) in BATCHES x TIMESTEPS.
 
-    Masked and token cases get right-padded rows with lengths in [1, T]; the longest row is full.
-    "Real" inputs are the default order task standardized like the build does (for tokens:
-    feature 0 of it bucketed into ids 1..VOCAB-1).
+    Masked, padded and token cases get right-padded rows with lengths in [1, T]; the longest row is
+    full. "Real" inputs are the default order task standardized like the build does (for tokens:
+    feature 0 of it bucketed into ids 1..VOCAB-1). ``raw`` cases map every value, padding included,
+    to RAW_OFFSET + RAW_SCALE * x.
     """
     rng = np.random.default_rng(seed)
     batches: list[tuple[str, np.ndarray]] = []
@@ -200,7 +243,7 @@ def make_inputs(case: Case, seed: int = 0) -> list[tuple[str, np.ndarray]]:
         task = make_order_task(max(BATCHES), T, max(FEATURES, 2), seed=seed + T)
         real_lengths = rng.integers(max(1, T // 3), T + 1, size=max(BATCHES))
         real_lengths[0] = T
-        if case.masked or case.tokens:
+        if case.variable_length:
             prep = fit_standardization(task.X, real_lengths)
             real = apply_preprocessing(task.X, prep, real_lengths)  # (N, T, F), zeros past the lengths
         else:
@@ -215,10 +258,13 @@ def make_inputs(case: Case, seed: int = 0) -> list[tuple[str, np.ndarray]]:
                 batches.append((f"order task ids B={B} T={T}", _right_pad(ids_real, lengths)))
                 continue
             rand = rng.standard_normal((B, T, FEATURES)).astype(np.float32)  # (B, T, F)
-            if case.masked:
+            if case.variable_length:
                 rand = _right_pad(rand, lengths)
             batches.append((f"random B={B} T={T}", rand))
             batches.append((f"order task B={B} T={T}", np.ascontiguousarray(real[:B], dtype=np.float32)))
+    if case.raw:
+        offset, scale = np.asarray(RAW_OFFSET), np.asarray(RAW_SCALE)  # (F,)
+        batches = [(name, (offset + scale * X).astype(np.float32)) for name, X in batches]
     return batches
 
 
@@ -276,7 +322,7 @@ def measure_case(case: Case, seed: int = 0) -> CaseResult:
     model = build_case(case, seed)
     proto = export_native(model, INPUT_NAME, OPSET)
     session = ort_session(proto)
-    unrolled = {} if case.masked or case.tokens else {T: ort_session(unroll_grus(proto, T)) for T in TIMESTEPS}
+    unrolled = {} if case.variable_length else {T: ort_session(unroll_grus(proto, T)) for T in TIMESTEPS}
     per_batch: dict[str, float] = {}
     vs_keras, vs_native = [], []
 
@@ -298,48 +344,6 @@ def measure_case(case: Case, seed: int = 0) -> CaseResult:
     real = max(v for k, v in per_batch.items() if k.startswith("order task"))
     return CaseResult(case.name, graph_ops(proto), sum(n.op_type == "GRU" for n in proto.graph.node),
                       rand, real, per_batch, max(vs_keras, default=None), max(vs_native, default=None))
-
-
-def latency_native_vs_tf2onnx(units: int = 64, timesteps: int = 50, features: int = 8, rounds: int = 15,
-                              calls_per_round: int = 20, seed: int = 0) -> dict[str, float]:
-    """Median batch-1 latency (ms per call) of the default-size model: native GRU graph vs tf2onnx Loop graph.
-
-    Both graphs come from the same random-weight model and run with one intra-op thread; rounds
-    alternate between the two so machine load affects both alike.
-    """
-    from pipeline.settings import ModelConfig
-    from pipeline.training.model import build_model
-    from pipeline.export.native import OUTPUT_NAME, export_native
-    from pipeline.export.tf2onnx_fallback import export_tf2onnx
-
-    import keras
-
-    keras.utils.set_random_seed(seed)
-    model = build_model(ModelConfig(units=units), features, masking=False)
-    randomize_weights(model, seed)
-    sessions = {
-        "native GRU op": ort_session(export_native(model, INPUT_NAME, OPSET)),
-        "tf2onnx Loop": ort_session(export_tf2onnx(model, INPUT_NAME, OUTPUT_NAME, OPSET)),
-    }
-    X = np.random.default_rng(seed).standard_normal((1, timesteps, features)).astype(np.float32)  # (1, T, F)
-    ref = keras_run(model, X)
-    times: dict[str, list[float]] = {k: [] for k in sessions}
-    errors: dict[str, float] = {}
-    for name, sess in sessions.items():  # warm-up + correctness
-        for _ in range(5):
-            p = run_onnx(sess, X)
-        errors[name] = float(np.abs(p - ref).max())
-    for r in range(rounds):
-        order = list(sessions.items()) if r % 2 == 0 else list(sessions.items())[::-1]
-        for name, sess in order:
-            start = time.perf_counter()
-            for _ in range(calls_per_round):
-                run_onnx(sess, X)
-            times[name].append((time.perf_counter() - start) / calls_per_round * 1e3)
-    out = {f"{name} ms": statistics.median(v) for name, v in times.items()}
-    out.update({f"{name} max abs error": e for name, e in errors.items()})
-    out["speed-up"] = out["tf2onnx Loop ms"] / out["native GRU op ms"]
-    return out
 
 
 def markdown_table(results: list[CaseResult]) -> str:
@@ -371,7 +375,7 @@ def readme_section(results: list[CaseResult], latency: Optional[dict[str, float]
         "Left-padded input cannot be expressed by `sequence_lens`; the runtime refuses real steps equal to the",
         "mask value (`InputError`) rather than answering differently from Keras.",
         "",
-        f"Coverage (`python tools/coverage_table.py`; tiny random-weight models, one ONNX model per row run at batch",
+        "Coverage (`python tools/coverage_table.py`; tiny random-weight models, one ONNX model per row run at batch",
         f"{' and '.join(map(str, BATCHES))} and T {' and '.join(map(str, TIMESTEPS))}, on random and standardized",
         f"order-task inputs; tolerance 1e-5 on probabilities, worst {worst:.2g}):",
         "",

@@ -1,9 +1,10 @@
 """Equivalence verification: Keras vs onnxruntime through the real runtime.
 
-Owns: the stress families, the per-family error table and the pass/fail decision.
-Imports: numpy, pipeline.runtime (to run the exported folder exactly as users will), and
-calls into Keras through the model object it is given. Reads: the staged artifact folder.
-Writes: nothing (the caller stores the results in the manifest).
+Owns: the verification inputs (stress families around a test split, or families drawn from a
+user's sample), the per-family error table and the pass/fail decision.
+Imports: numpy, pipeline.datafiles, pipeline.preprocessing. It runs both sides through the
+functions it is given (the caller passes Keras and the runtime's ``Predictor.predict_proba``).
+Reads and writes nothing; the caller stores the results in the manifest.
 
 Each family feeds the *same raw inputs* to both sides: the runtime scales them itself, Keras gets
 ``apply_preprocessing`` of them (the function the runtime uses). A family fails when
@@ -22,7 +23,8 @@ from pipeline.datafiles import SequenceData
 from pipeline.errors import VerificationError
 from pipeline.preprocessing import apply_preprocessing
 
-__all__ = ["Family", "FamilyResult", "stress_families", "verify_equivalence", "format_table", "raw_from_scaled"]
+__all__ = ["Family", "FamilyResult", "stress_families", "sample_families", "verify_equivalence", "format_table",
+           "results_to_manifest", "raw_from_scaled"]
 
 
 @dataclass
@@ -83,6 +85,45 @@ def stress_families(test: SequenceData, prep: dict[str, Any], n_random: int, odd
     # Raw zeros are a family of their own for models without masking.
     if not variable_length:
         fams.insert(1, Family("zeros (raw)", np.zeros((16, T, F), np.float32)))
+    return fams
+
+
+def sample_families(X: np.ndarray, lengths: Optional[np.ndarray], *, tokens: bool, vocabulary_size: Optional[int],
+                    dynamic_time: bool, masked: bool, n_random: int, odd_batch: int, large_batch: int,
+                    seed: int) -> list[Family]:
+    """Families derived from a user's sample, for a model whose inputs are its own (no outside scaling).
+
+    X is the sample: (N, T, F) float features or (N, T) token ids. Synthetic rows stay inside what
+    the sample shows: per-feature values uniform in the sample's [min, max] (ids uniform in
+    [1, vocabulary_size)); masked models get right-padded rows of random lengths; a dynamic time
+    axis is also exercised at T // 2 and 2 T. Batch sizes: 1, ``odd_batch``, ``n_random``, ``large_batch``.
+    """
+    rng = np.random.default_rng(seed + 1)
+    T = X.shape[1]
+    real = np.ones(X.shape[:2], bool) if lengths is None else np.arange(T)[None, :] < lengths[:, None]  # (N, T)
+
+    def draw(n: int, t: int) -> np.ndarray:
+        if tokens:
+            return rng.integers(1, max(2, int(vocabulary_size)), size=(n, t)).astype(np.int64)  # (n, t) ids
+        values = X[real]  # (real steps, F)
+        lo, hi = values.min(axis=0), values.max(axis=0)
+        return rng.uniform(lo, hi, size=(n, t, X.shape[2])).astype(np.float32)  # (n, t, F)
+
+    def family(name: str, n: int, t: int) -> Family:
+        Z = draw(n, t)
+        if not masked:
+            return Family(name, Z)
+        lens = rng.integers(max(1, t // 4), t + 1, size=n)
+        lens[0] = t
+        Z[np.arange(t)[None, :] >= lens[:, None]] = 0  # right padding
+        return Family(name, Z, lens)
+
+    fams = [Family("sample", X, lengths if masked else None)]
+    fams += [family("batch of 1", 1, T), family(f"odd batch ({odd_batch})", odd_batch, T),
+             family(f"random in the sample's range ({n_random})", n_random, T),
+             family(f"large batch ({large_batch})", large_batch, T)]
+    if dynamic_time:
+        fams += [family(f"length {t}", odd_batch, t) for t in sorted({max(1, T // 2), 2 * T})]
     return fams
 
 

@@ -16,6 +16,7 @@ max |Keras - ORT| on probabilities must stay <= 1e-5. Unmasked configurations ar
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +46,7 @@ def test_native_gru_matches_keras(case: coverage.Case) -> None:
     assert result.max_abs_real <= ATOL, result.per_batch
     # The unrolled batch graph (model_unrolled.onnx) of every unmasked configuration: as close to
     # Keras as the native graph, and within the runtime's strategy tolerance of the native graph.
-    if case.masked or case.tokens:
+    if case.variable_length:
         assert result.unrolled_vs_keras is None
     else:
         assert result.unrolled_vs_keras <= ATOL, result.unrolled_vs_keras
@@ -70,8 +71,30 @@ def test_masked_max_pool_needs_keras_padded_values(monkeypatch) -> None:
 
     case = coverage.case_by_name("Masking + GRU + max pool")
     assert coverage.measure_case(case).max_abs <= ATOL
-    monkeypatch.setattr(onnx_native._Emitter, "_carry_last", lambda self, seq, last, mask: seq)
+    monkeypatch.setattr(onnx_native, "_carry_last", lambda g, seq, last, mask: seq)
     assert coverage.measure_case(case).max_abs > 1e-3
+
+
+def test_normalization_epsilon_clamp_is_exercised(monkeypatch) -> None:
+    """The raw Normalization cases have a feature whose sqrt(variance) is below the backend epsilon:
+    a graph built without Keras' max(sqrt(variance), epsilon) clamp disagrees."""
+    case = coverage.case_by_name("Normalization + Bidirectional + avg pool")
+    model = coverage.build_case(case)
+    monkeypatch.setattr(keras.config, "epsilon", lambda: 0.0)  # read by the emitter only
+    session = coverage.ort_session(export_native(model, "x", 17))
+    X = dict(coverage.make_inputs(case))[f"random B={max(coverage.BATCHES)} T={max(coverage.TIMESTEPS)}"]
+    assert np.abs(coverage.run_onnx(session, X) - coverage.keras_run(model, X)).max() > 1e-3
+
+
+@pytest.mark.parametrize("axis", [1, (1, 2)])
+def test_normalization_over_time_is_refused(axis) -> None:
+    """Statistics that vary over time (or batch) are refused, naming the axis."""
+    inputs = keras.Input(shape=(7, coverage.FEATURES), name="x")  # (batch, 7, F): a fixed axis to normalize over
+    norm = keras.layers.Normalization(axis=axis)
+    norm.adapt(np.random.default_rng(0).standard_normal((4, 7, coverage.FEATURES)).astype(np.float32))
+    model = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(keras.layers.GRU(4)(norm(inputs))))
+    with pytest.raises(UnsupportedModelError, match=re.escape(f"axis={axis}")):
+        export_native(model, "x", 17)
 
 
 # ---------------------------------------------------------------------------- not expressible natively

@@ -88,3 +88,47 @@ def test_random_chunking_covers_the_sequence():
         for _ in range(20):
             sizes = stream_verification.random_chunking(T, rng, 5)
             assert sum(sizes) == T and min(sizes) >= 1 and max(sizes) <= 5
+
+
+def _normalized_model(order: str):
+    """Input -> [Masking] -> adapted Normalization (axis=-1) -> [Masking] -> GRU(6) [-> avg pool] -> Dense(1, sigmoid)."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    norm = keras.layers.Normalization(axis=-1)
+    raw = np.random.default_rng(3).standard_normal((64, 10, F)) * [2.0, 0.5, 1.0] + [0.5, -1.0, 2.0]
+    norm.adapt(raw.astype(np.float32))  # (64, 10, F)
+    inputs = keras.Input(shape=(None, F), name="x")  # (batch, time, F)
+    x = keras.layers.Masking(0.0)(inputs) if order.startswith("masking") else inputs
+    x = norm(x)
+    if order.endswith("masking"):
+        x = keras.layers.Masking(0.0)(x)
+    x = keras.layers.GRU(6, return_sequences=order == "avg")(x)
+    if order == "avg":
+        x = keras.layers.GlobalAveragePooling1D()(x)
+    return keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(x))
+
+
+@pytest.mark.parametrize("order, n_states", [("last", 1), ("avg", 3), ("masking first", 1)])
+def test_normalization_models_stream(tmp_path, order, n_states):
+    """A model's own Normalization is part of stream.onnx and verified chunk by chunk against Keras."""
+    import onnx
+
+    manifest = _manifest()
+    entry = stream_export.export_stream(_normalized_model(order), tmp_path, manifest, log=lambda m: None)
+    assert entry["supported"] and len(entry["states"]) == n_states
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "stream.onnx")).graph.node}
+    assert {"Sub", "Div", "GRU"} <= ops
+    v = entry["verification"]
+    assert v["passed"] and v["max_abs_error_proba"] <= 1e-6 and v["max_abs_error_state"] <= 1e-6
+    assert v["max_abs_error_twin_vs_model"] <= 1e-5
+
+
+def test_masking_after_normalization_does_not_stream(tmp_path):
+    """Keras masks steps whose normalized values equal the mask value; unpadded stream chunks cannot
+    honour that (the runtime checks only raw steps), so stream.onnx is refused with the reason."""
+    manifest = _manifest()
+    entry = stream_export.export_stream(_normalized_model("normalization then masking"), tmp_path, manifest,
+                                        log=lambda m: None)
+    assert entry["supported"] is False and "Masking layer after Normalization" in entry["reason"]
+    assert not (tmp_path / "stream.onnx").exists()

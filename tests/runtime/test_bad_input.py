@@ -126,7 +126,7 @@ def test_cli_predicts_npz_npy_csv(tmp_path, good_X):
         assert res.returncode == 0, res.stderr
         lines = res.stdout.strip().splitlines()
         assert lines[0] == "id,probability,label" and len(lines) == 4
-        outs.append([float(l.split(",")[1]) for l in lines[1:]])
+        outs.append([float(row.split(",")[1]) for row in lines[1:]])
     np.testing.assert_allclose(outs[0], outs[1], atol=0)
     np.testing.assert_allclose(outs[0], outs[2], atol=1e-7)
     res = run_cli(EXPORTED, tmp_path / "a.csv", "--output", tmp_path / "out.csv")
@@ -143,7 +143,8 @@ def test_cli_bad_inputs(tmp_path, good_X):
     _assert_clean_failure(run_cli(EXPORTED, tmp_path / "rank2.npy"), "expected X with shape (samples, timesteps, features), got rank 2")
     np.save(tmp_path / "f5.npy", good_X[..., :5])
     _assert_clean_failure(run_cli(EXPORTED, tmp_path / "f5.npy"), "expected 8 features")
-    bad = good_X.copy(); bad[1, 2, 3] = np.nan
+    bad = good_X.copy()
+    bad[1, 2, 3] = np.nan
     np.save(tmp_path / "nan.npy", bad)
     _assert_clean_failure(run_cli(EXPORTED, tmp_path / "nan.npy"), "expected finite values, got nan at sample 1, timestep 2, feature 3")
     (tmp_path / "text.csv").write_text("sample_id,t," + ",".join(f"f{i}" for i in range(8)) + "\na,0,1,2,3,x,5,6,7,8\n")

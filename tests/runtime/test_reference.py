@@ -5,9 +5,9 @@ from pathlib import Path
 
 import numpy as np
 
-EXPORTED = Path(__file__).resolve().parents[2] / "exported"
-
 from pipeline.runtime import Predictor
+
+EXPORTED = Path(__file__).resolve().parents[2] / "exported"
 
 
 def test_committed_model_matches_keras_reference():

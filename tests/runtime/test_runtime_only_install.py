@@ -3,7 +3,6 @@
 import os
 import shutil
 import subprocess
-import sys
 import venv
 from pathlib import Path
 
@@ -37,5 +36,5 @@ def test_runtime_only_install_runs_predict_cli(tmp_path):
     assert res.returncode == 0, res.stderr
     lines = res.stdout.strip().splitlines()
     assert lines[0] == "id,probability,label" and len(lines) == 6
-    got = np.array([float(l.split(",")[1]) for l in lines[1:]])
+    got = np.array([float(row.split(",")[1]) for row in lines[1:]])
     np.testing.assert_allclose(got, ref["keras_proba"][:5], atol=1e-5)

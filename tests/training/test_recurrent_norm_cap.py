@@ -33,9 +33,9 @@ def test_capped_model_round_trips_through_its_config():
     model = build_model(ModelConfig(units=4), 3, masking=False)
     assert ModelConfig().recurrent_norm_max == 2.0
     assert model.get_layer("gru_0").recurrent_constraint.get_config() == {"max_value": 2.0}
-    twin = float64_copy(model)  # rebuilt from get_config(): the constraint must deserialize
+    copy64 = float64_copy(model)  # rebuilt from get_config(): the constraint must deserialize
     X = np.random.default_rng(1).standard_normal((5, 7, 3)).astype(np.float32)
-    assert np.abs(np.asarray(twin(X.astype(np.float64))) - np.asarray(model(X))).max() < 1e-6
+    assert np.abs(np.asarray(copy64(X.astype(np.float64))) - np.asarray(model(X))).max() < 1e-6
 
 
 @pytest.mark.parametrize("bad", [-1.0, 0.05])

@@ -1,0 +1,168 @@
+"""Export a user's own Keras classifier: ``export_keras_model`` and the sample-file loader of ``gru-export``.
+
+Owns: turning a trained Keras 3 binary classifier and sample inputs into a verified artifact folder
+(the same contract as ``gru-build``), with the source model's name, hash, Keras version and backend
+in the manifest. The inputs are the model's own: no scaling outside the model is assumed.
+Imports: numpy, keras (heavy side), pipeline.export.{source_model, exporter}, pipeline.verification,
+pipeline.report.metrics. Reads: the model and sample files. Writes: ``<out>/`` through ``export_model``.
+
+Example:
+    >>> from pipeline.export import export_keras_model
+    >>> export_keras_model(model, X_sample, "exported")   # X_sample (N, T, F) float or (N, T) ids
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from pipeline import artifact
+from pipeline.datafiles import SequenceData, read_sequences
+from pipeline.errors import DataFormatError
+from pipeline.settings import ExportConfig, VerifyConfig
+
+__all__ = ["export_keras_model", "read_sample"]
+
+
+def read_sample(path: str | Path) -> tuple[np.ndarray, Optional[np.ndarray], Optional[np.ndarray], list | None]:
+    """Read sample inputs: (X, lengths or None, labels or None, feature names or None).
+
+    NPZ and NPY files may hold token ids (N, T) as well as features (N, T, F); every other format
+    goes through ``pipeline.datafiles.read_sequences`` (features).
+    """
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if suffix in (".npz", ".npy") and p.is_file() and p.stat().st_size:
+        try:
+            if suffix == ".npy":
+                X = np.load(p, allow_pickle=False)
+                return X, None, None, None
+            if not zipfile.is_zipfile(p):
+                raise DataFormatError(f"{str(p)!r}: expected an NPZ (zip) archive, got other content")
+            with np.load(p, allow_pickle=False) as npz:
+                if "X" not in npz.files:
+                    raise DataFormatError(f"{str(p)!r}: expected an array named 'X' in the NPZ, found {sorted(npz.files)}")
+                X = npz["X"]
+                if X.ndim == 2:  # token ids
+                    lengths = npz["lengths"].astype(np.int64) if "lengths" in npz.files else None
+                    y = npz["y"] if "y" in npz.files else None
+                    return X, lengths, y, None
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+            raise DataFormatError(f"cannot read {str(p)!r}: {exc}") from None
+    data = read_sequences(p)
+    full = bool((data.lengths == data.X.shape[1]).all())
+    return data.X, None if full else data.lengths, data.y, data.feature_names
+
+
+def _labels01(y: np.ndarray, class_names: list) -> np.ndarray:
+    """Labels as {0, 1}: 0/1 as they are, names against ``class_names``; DataFormatError for others."""
+    y = np.asarray(y)
+    if y.dtype.kind in "iub" and set(np.unique(y).tolist()) <= {0, 1}:
+        return y.astype(np.int64)  # 0/1 labels index the class names
+    names = np.asarray(class_names, dtype=y.dtype) if y.dtype.kind in "US" else np.asarray(class_names)
+    known = np.isin(y, names)
+    if not known.all():
+        raise DataFormatError(f"sample labels: expected the class names {class_names}, got {y[~known][0]!r}")
+    return (y == names[1]).astype(np.int64)
+
+
+def export_keras_model(
+    model,
+    X: np.ndarray,
+    out: str | Path = "exported",
+    *,
+    lengths: Optional[np.ndarray] = None,
+    y: Optional[np.ndarray] = None,
+    class_names: Optional[Sequence] = None,
+    threshold: float = 0.5,
+    logits: bool = False,
+    export: Optional[ExportConfig] = None,
+    verify: Optional[VerifyConfig] = None,
+    seed: int = 0,
+    source_file: Optional[str | Path] = None,
+    feature_names: Optional[list] = None,
+):
+    """Export a trained Keras binary classifier to a verified artifact folder.
+
+    Args:
+        model: a Keras 3 Sequential or Functional model with one input and one output, ending in
+            Dense(1, sigmoid), Dense(2, softmax) or (with ``logits=True``) Dense(1).
+        X: sample inputs exactly as the model takes them: (N, T, F) float features or (N, T) token
+            ids; right-padded rows when ``lengths`` is given (masked models).
+        out: artifact folder (default ``exported``); replaced only after every check passed.
+        lengths: (N,) real lengths of right-padded rows, or None.
+        y: optional labels of the sample (class names or 0/1); the report then adds metrics.
+        class_names: names of class 0 and class 1 (default: 0 and 1).
+        threshold: decision threshold on p(class 1) (default 0.5).
+        logits: the model's Dense(1) output is a logit of class 1.
+        export, verify: settings (defaults: native GRU op with tf2onnx fallback, opset 17, atol 1e-5).
+        seed: seeds the verification families.
+        source_file: the file the model was loaded from (its name and sha256 go to the manifest).
+        feature_names: names of the F features, if known.
+    Returns:
+        ExportResult(out_dir, manifest, seconds).
+    Raises:
+        ModelKindError (exit 2): not a binary classifier with one input and one output.
+        DataFormatError (exit 2): the sample does not fit the model (shape, dtype, NaN/Inf, ids, empty).
+        VerificationError (exit 5): Keras and onnxruntime disagree; nothing is written.
+    """
+    import keras
+
+    from pipeline.export.exporter import export_model
+    from pipeline.export.source_model import check_sample, describe, source_proba
+    from pipeline.report.metrics import binary_metrics
+    from pipeline.verification.equivalence import sample_families
+
+    export = export or ExportConfig()
+    verify = verify or VerifyConfig()
+    source = describe(model, logits)
+    lengths = None if lengths is None else np.asarray(lengths, dtype=np.int64)
+    Xs = check_sample(source, X, lengths, "sample")
+    if lengths is not None and (lengths.shape != (Xs.shape[0],) or (lengths < 1).any() or (lengths > Xs.shape[1]).any()):
+        raise DataFormatError(f"sample lengths: expected ({Xs.shape[0]},) integers in [1, {Xs.shape[1]}], got shape "
+                              f"{lengths.shape}")
+    if lengths is not None and not source.masking:
+        raise DataFormatError("sample lengths given, but the model has no Masking layer or Embedding(mask_zero=True): "
+                              "it would read the padding as data")
+    n, T = Xs.shape[0], Xs.shape[1]
+    names = list(class_names) if class_names is not None else [0, 1]
+    if len(names) != 2:
+        raise DataFormatError(f"class names: expected two, got {len(names)} ({names})")
+    sample = SequenceData(X=Xs, lengths=lengths if lengths is not None else np.full(n, T, np.int64),
+                          y=None, ids=np.array([str(i) for i in range(n)]), feature_names=feature_names)
+    families = sample_families(Xs, lengths, tokens=source.input_kind == "tokens",
+                               vocabulary_size=source.vocabulary_size, dynamic_time=source.timesteps is None,
+                               masked=source.masking, n_random=verify.n_random, odd_batch=verify.odd_batch,
+                               large_batch=verify.large_batch, seed=seed)
+    dims: list[Any] = ["batch", T if source.timesteps is not None else "time"]
+    if source.input_kind == "tokens":
+        input_spec = {"name": artifact.INPUT_NAME, "dtype": "int64", "shape": dims, "kind": "tokens",
+                      "vocabulary_size": source.vocabulary_size}
+    else:
+        input_spec = {"name": artifact.INPUT_NAME, "dtype": "float32", "shape": dims + [source.features],
+                      "kind": "features"}
+    source_entry: dict[str, Any] = {
+        "file": Path(source_file).name if source_file else None,
+        "sha256": artifact.sha256_file(source_file) if source_file else None,
+        "model_name": model.name, "head": source.head, "keras_version": keras.__version__,
+        "keras_backend": keras.backend.backend(), "timesteps": source.timesteps,
+    }
+    extra: dict[str, Any] = {
+        "source": source_entry,
+        "config": {"export": vars(export).copy(), "verify": vars(verify).copy(), "logits": bool(logits)},
+    }
+    curves = None
+    if y is not None:
+        y01 = _labels01(y, names)
+        p = source_proba(source, Xs)
+        extra["metrics"] = {"sample": binary_metrics(y01, p, threshold)}
+        curves = {"sample": (y01, p)}
+    return export_model(
+        source.proba_model, sample, out, class_names=names, threshold=threshold,
+        threshold_source="given" if threshold != 0.5 else "default 0.5", masking=source.masking,
+        export=export, verify=verify, seed=seed, manifest_extra=extra, curves=curves,
+        reference_proba=lambda Z: source_proba(source, Z), families=families, input_spec=input_spec, steps=(1, 4),
+    )

@@ -1,0 +1,236 @@
+"""gru-export / gru-verify: models built and saved here, as a user would, exported with the CLI and
+checked through the runtime against ``keras predict`` on inputs the export never saw."""
+
+import json
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+from pipeline.export import cli as export_cli  # noqa: E402
+from pipeline.runtime import Predictor  # noqa: E402
+from pipeline.verification import cli as verify_cli  # noqa: E402
+from pipeline.verification.recheck import assert_artifact_matches  # noqa: E402
+
+T, F, V = 12, 3, 20
+ATOL = 1e-5
+
+
+@pytest.fixture(autouse=True)
+def _seeded():
+    """Seeded weights: an untrained model sits near p = 0.5, where a 1e-8 difference can flip a label
+    (which verification refuses); seeds keep each test on the same, checked weights."""
+    keras.utils.set_random_seed(0)
+
+
+def _p1(model, X):
+    """p(class 1) from keras predict, whatever the head."""
+    y = model.predict(X, verbose=0)
+    return y[:, 1] if y.shape[1] == 2 else y[:, 0]
+
+
+def _features(n, t=T, seed=0):
+    return np.random.default_rng(seed).standard_normal((n, t, F)).astype(np.float32)  # (n, t, F)
+
+
+def _export(tmp_path, model, X, name, *extra, lengths=None, y=None, expect=0, capsys=None):
+    model_file = tmp_path / f"{name}.keras"
+    model.save(model_file)
+    sample = tmp_path / f"{name}_sample.npz"
+    arrays = {"X": X}
+    if lengths is not None:
+        arrays["lengths"] = lengths
+    if y is not None:
+        arrays["y"] = y
+    np.savez(sample, **arrays)
+    out = tmp_path / f"{name}_out"
+    code = export_cli.main([str(model_file), "--sample-data", str(sample), "--out", str(out), *extra])
+    assert code == expect
+    return model_file, out
+
+
+def test_sequential_writeup_model(tmp_path):
+    """Sequential, GRU(16, input_shape=(T, F)), Dense(1, sigmoid): native GRU op, equal on unseen data."""
+    model = keras.Sequential([keras.Input((T, F)), keras.layers.GRU(16), keras.layers.Dense(1, activation="sigmoid")])
+    X = _features(60)
+    y = (X[:, :3, 0].sum(1) > 0).astype(np.int64)
+    model.compile("adam", "binary_crossentropy")
+    model.fit(X, y, epochs=1, verbose=0)
+    model_file, out = _export(tmp_path, model, X, "seq", "--class-names", "no,yes", y=y)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["model"]["backend"] == "native" and "GRU" in manifest["model"]["ops"]
+    assert manifest["source"]["file"] == "seq.keras" and len(manifest["source"]["sha256"]) == 64
+    assert manifest["source"]["keras_backend"] == keras.backend.backend()
+    assert manifest["metrics"]["sample"]["n"] == 60 and manifest["class_names"] == ["no", "yes"]
+    assert manifest["preprocessing"]["type"] == "none" and manifest["stream"]["supported"]
+    unseen = _features(50, seed=7)
+    p = Predictor.load(out)
+    assert np.abs(p.predict_proba(unseen) - _p1(model, unseen)).max() <= ATOL
+    assert set(p.predict(unseen)) <= {"no", "yes"}
+    assert verify_cli.main([str(out), "--keras", str(model_file)]) == 0
+    assert_artifact_matches(out, model_file)
+
+
+def test_functional_normalization_bidirectional(tmp_path):
+    inputs = keras.Input((None, F))
+    norm = keras.layers.Normalization()
+    X = _features(80) * 4.0 + 3.0
+    norm.adapt(X)
+    h = keras.layers.Bidirectional(keras.layers.GRU(8, return_sequences=True))(norm(inputs))
+    h = keras.layers.GlobalAveragePooling1D()(h)
+    model = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(h))
+    model_file, out = _export(tmp_path, model, X, "func")
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["equivalence"]["passed"] and manifest["model"]["backend"] == "native"
+    assert {"Sub", "Div", "GRU"} <= set(manifest["model"]["ops"])  # Normalization as graph ops
+    for t in (T // 2, T, 2 * T):  # a dynamic time axis
+        unseen = _features(30, t, seed=t) * 4.0 + 3.0
+        assert np.abs(Predictor.load(out).predict_proba(unseen) - _p1(model, unseen)).max() <= ATOL
+    print(f"\nNormalization + Bidirectional: backend {manifest['model']['backend']}, "
+          f"max error {manifest['equivalence']['max_abs_error']:.3g}")
+
+
+def test_masked_variable_length_model(tmp_path):
+    inputs = keras.Input((None, F))
+    h = keras.layers.GRU(8)(keras.layers.Masking(0.0)(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(h))
+    rng = np.random.default_rng(1)
+    lengths = rng.integers(3, T + 1, 40)
+    X = _features(40)
+    X[np.arange(T)[None, :] >= lengths[:, None]] = 0.0
+    _, out = _export(tmp_path, model, X, "masked", lengths=lengths)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["masking"]["enabled"] and manifest["model"]["backend"] == "native"
+    seqs = [_features(1, int(n), seed=int(n))[0] for n in rng.integers(2, 2 * T, 15)]  # unseen, ragged
+    got = Predictor.load(out).predict_proba(seqs)
+    want = np.array([_p1(model, s[None])[0] for s in seqs])
+    assert np.abs(got - want).max() <= ATOL
+
+
+def test_embedding_text_model_softmax_head(tmp_path):
+    inputs = keras.Input((None,), dtype="int64")
+    h = keras.layers.Embedding(V, 6, mask_zero=True)(inputs)
+    h = keras.layers.GRU(8)(h)
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(h))
+    rng = np.random.default_rng(2)
+    lengths = rng.integers(2, T + 1, 40)
+    ids = rng.integers(1, V, (40, T))
+    ids[np.arange(T)[None, :] >= lengths[:, None]] = 0
+    _, out = _export(tmp_path, model, ids, "text", lengths=lengths)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["input"]["kind"] == "tokens" and manifest["source"]["head"] == "softmax2"
+    assert manifest["model"]["backend"] == "native"
+    unseen = rng.integers(1, V, (25, T + 5))
+    unseen_len = rng.integers(1, T + 6, 25)
+    unseen[np.arange(T + 5)[None, :] >= unseen_len[:, None]] = 0
+    got = Predictor.load(out).predict_proba(unseen, unseen_len)
+    assert np.abs(got - _p1(model, unseen)).max() <= ATOL
+
+
+def test_logit_head_needs_the_flag(tmp_path, capsys):
+    model = keras.Sequential([keras.Input((T, F)), keras.layers.GRU(4), keras.layers.Dense(1)])
+    X = _features(20)
+    _export(tmp_path, model, X, "logit", expect=2)
+    assert "pass --logits" in capsys.readouterr().err
+    _, out = _export(tmp_path, model, X, "logit2", "--logits")
+    assert json.loads((out / "manifest.json").read_text())["model"]["backend"] == "native"
+    unseen = _features(10, seed=3)
+    want = 1.0 / (1.0 + np.exp(-model.predict(unseen, verbose=0)[:, 0].astype(np.float64)))
+    assert np.abs(Predictor.load(out).predict_proba(unseen) - want).max() <= ATOL
+
+
+def test_fallback_to_tf2onnx_is_verified_and_explained(tmp_path):
+    inputs = keras.Input((T, F))
+    h = keras.layers.Conv1D(4, 3, padding="same")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(keras.layers.GRU(4)(h)))
+    _, out = _export(tmp_path, model, _features(20), "conv")
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["model"]["backend"] == "tf2onnx" and "Conv1D" in manifest["model"]["fallback_reason"]
+    unseen = _features(10, seed=4)
+    assert np.abs(Predictor.load(out).predict_proba(unseen) - _p1(model, unseen)).max() <= ATOL
+
+
+def _refused(tmp_path, capsys, model_file, sample, *extra, code=2):
+    out = tmp_path / "refused_out"
+    assert export_cli.main([str(model_file), "--sample-data", str(sample), "--out", str(out), *extra]) == code
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("gru-export: error: ") and "\n" not in err and "Traceback" not in err
+    assert not out.exists()
+    return err
+
+
+def test_refused_models_and_samples(tmp_path, capsys):
+    good = keras.Sequential([keras.Input((T, F)), keras.layers.GRU(4), keras.layers.Dense(1, activation="sigmoid")])
+    good_file = tmp_path / "good.keras"
+    good.save(good_file)
+    sample = tmp_path / "s.npz"
+    np.savez(sample, X=_features(8))
+
+    three = keras.Sequential([keras.Input((T, F)), keras.layers.GRU(4), keras.layers.Dense(3, activation="softmax")])
+    three.save(tmp_path / "three.keras")
+    assert "3 or more classes" in _refused(tmp_path, capsys, tmp_path / "three.keras", sample)
+    regression = keras.Sequential([keras.Input((T, F)), keras.layers.GRU(4), keras.layers.Dense(1, activation="relu")])
+    regression.save(tmp_path / "reg.keras")
+    assert "not a binary classifier" in _refused(tmp_path, capsys, tmp_path / "reg.keras", sample)
+    a, b = keras.Input((T, F)), keras.Input((T, F))
+    two = keras.Model([a, b], keras.layers.Dense(1, activation="sigmoid")(keras.layers.GRU(4)(keras.layers.Add()([a, b]))))
+    two.save(tmp_path / "two.keras")
+    assert "2 input(s)" in _refused(tmp_path, capsys, tmp_path / "two.keras", sample)
+
+    (tmp_path / "notkeras.keras").write_text("hello")
+    assert "expected a .keras archive" in _refused(tmp_path, capsys, tmp_path / "notkeras.keras", sample)
+    damaged = tmp_path / "damaged.keras"
+    damaged.write_bytes(good_file.read_bytes()[:200])
+    assert "damaged" in _refused(tmp_path, capsys, damaged, sample)
+    np.savez(tmp_path / "wrong_f.npz", X=np.zeros((4, T, F + 1), np.float32))
+    assert f"expected {F} features" in _refused(tmp_path, capsys, good_file, tmp_path / "wrong_f.npz")
+    nan = _features(4)
+    nan[1, 2, 0] = np.nan
+    np.savez(tmp_path / "nan.npz", X=nan)
+    assert "NaN" in _refused(tmp_path, capsys, good_file, tmp_path / "nan.npz")
+    np.savez(tmp_path / "empty.npz", X=np.zeros((0, T, F), np.float32))
+    assert "non-empty" in _refused(tmp_path, capsys, good_file, tmp_path / "empty.npz")
+
+    inputs = keras.Input((None,), dtype="int64")
+    text = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(
+        keras.layers.GRU(4)(keras.layers.Embedding(V, 4, mask_zero=True)(inputs))))
+    text.save(tmp_path / "text.keras")
+    np.savez(tmp_path / "ids.npz", X=np.full((3, T), V + 5, np.int64))
+    assert f"[0, {V - 1}]" in _refused(tmp_path, capsys, tmp_path / "text.keras", tmp_path / "ids.npz")
+
+
+def test_missing_custom_object_is_named(tmp_path, capsys):
+    @keras.saving.register_keras_serializable(package="user")
+    class Doubling(keras.layers.Layer):
+        def call(self, x):
+            return 2.0 * x
+
+    model = keras.Sequential([keras.Input((T, F)), Doubling(), keras.layers.GRU(4),
+                              keras.layers.Dense(1, activation="sigmoid")])
+    model.save(tmp_path / "custom.keras")
+    keras.saving.get_custom_objects().pop("user>Doubling")
+    sample = tmp_path / "s.npz"
+    np.savez(sample, X=_features(4))
+    err = _refused(tmp_path, capsys, tmp_path / "custom.keras", sample)
+    assert "Doubling" in err and "--custom-objects" in err
+    module = tmp_path / "objects.py"
+    module.write_text("import keras\n\n\n@keras.saving.register_keras_serializable(package='user')\n"
+                      "class Doubling(keras.layers.Layer):\n    def call(self, x):\n        return 2.0 * x\n")
+    out = tmp_path / "custom_out"
+    assert export_cli.main([str(tmp_path / "custom.keras"), "--sample-data", str(sample), "--out", str(out),
+                            "--custom-objects", str(module)]) == 0
+    assert json.loads((out / "manifest.json").read_text())["model"]["backend"] == "tf2onnx"
+
+
+def test_verify_detects_a_changed_model(tmp_path, capsys):
+    model = keras.Sequential([keras.Input((T, F)), keras.layers.GRU(4), keras.layers.Dense(1, activation="sigmoid")])
+    _, out = _export(tmp_path, model, _features(16), "v")
+    changed = tmp_path / "changed.keras"
+    model.set_weights([w + 0.1 for w in model.get_weights()])
+    model.save(changed)
+    assert verify_cli.main([str(out), "--keras", str(changed)]) == 5
+    err = capsys.readouterr().err
+    assert "no longer equals the Keras model" in err and "reference inputs" in err
+    with pytest.raises(AssertionError, match="no longer equals"):
+        assert_artifact_matches(out, changed)
