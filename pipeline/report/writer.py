@@ -265,8 +265,10 @@ def write_report(folder: Path, manifest: dict[str, Any], equivalence_table: str,
             "## Other runtimes: model.onnx alone on the reference inputs",
             "",
             f"`{consumers['file']}` run by each runtime on the {consumers['rows']} rows of `{artifact.REFERENCE_FILE}` "
-            "(raw features, fed as they are: the graph scales them and reads all-zero steps as padding), "
-            f"compared with Keras. \"not run\": the runtime is not installed here.",
+            "(raw features fed as they are: the graph scales them"
+            + ("; a masked model reads the all-zero steps of right-padded rows as padding" if manifest["masking"].get("enabled")
+               else "") + "), "
+            "compared with Keras. \"not run\": the runtime is not installed here.",
             "",
             format_consumers(consumers),
             "",
