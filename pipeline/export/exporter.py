@@ -206,7 +206,7 @@ def export_model(
     from pipeline.preprocessing import apply_preprocessing
     from pipeline.verification.equivalence import format_table, results_to_manifest, stress_families, verify_equivalence
     from pipeline.verification.keras_reference import float64_proba, keras_proba
-    from pipeline.verification.consumers import check_consumers
+    from pipeline.verification.consumers import check_consumers, raise_on_failure
     from pipeline.verification.unrolled import verify_unrolled
 
     stage("export")
@@ -272,7 +272,9 @@ def export_model(
         manifest["equivalence"] = results_to_manifest(results, verify.atol)
         verify_unrolled(staging, manifest, families, keras_fn, prep, verify.atol, threshold, log)
         stamp_artifact(staging, manifest)  # metadata into every graph; computation unchanged, hashes updated
-        manifest["consumers"] = check_consumers(staging, ref_X, ref_p, manifest["input"]["name"], log=log)
+        manifest["consumers"] = check_consumers(staging, ref_X, ref_p, manifest["input"]["name"], log=log,
+                                                dtype=manifest["input"]["dtype"])
+        raise_on_failure(manifest["consumers"])
         artifact.write_manifest(staging, manifest)
 
         stage("report")

@@ -268,7 +268,7 @@ def write_report(folder: Path, manifest: dict[str, Any], equivalence_table: str,
             "(raw features fed as they are: the graph scales them"
             + ("; a masked model reads the all-zero steps of right-padded rows as padding" if manifest["masking"].get("enabled")
                else "") + "), "
-            "compared with Keras. \"not run\": the runtime is not installed here.",
+            "compared with Keras. \"not run\": the runtime is not installed here; \"unsupported\": it cannot load this graph.",
             "",
             format_consumers(consumers),
             "",

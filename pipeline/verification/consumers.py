@@ -11,10 +11,11 @@ and comparing each with Keras' probabilities within ``CONSUMER_ATOL``; the manif
 Reads: ``<folder>/model.onnx``; writes the inputs for node into a temporary folder only.
 
 A consumer that cannot run here (package not installed, node missing, ...) is recorded as
-``"not run"`` with the reason, never as ``"ok"``. A consumer that runs and disagrees is
-``"failed"``; the build logs it and records it but still publishes: the artifact's own runtime
-passed its verification, and an optional third-party runtime must not decide whether a build
-succeeds. Tests assert every consumer that can run here is ``"ok"``.
+``"not run"`` with the reason, never as ``"ok"``; one that cannot load the file (an op it does not
+implement, e.g. OpenVINO on tf2onnx's Loop graph) is ``"unsupported"`` with the reason. A consumer
+that runs and disagrees with Keras beyond ``CONSUMER_ATOL`` is ``"failed"``, and the export stops
+with a VerificationError (``raise_on_failure``): a failed check is an error, never a warning.
+Tests assert every consumer that can run here is ``"ok"``.
 
 Manifest entry ``"consumers"``::
 
@@ -38,7 +39,7 @@ import numpy as np
 from pipeline.verification.tolerances import CONSUMER_ATOL
 
 __all__ = ["CONSUMER_ATOL", "NODE_DIR", "NODE_SCRIPT", "run_onnxruntime", "run_openvino", "run_node",
-           "check_consumers"]
+           "check_consumers", "raise_on_failure"]
 
 ROOT = Path(__file__).resolve().parents[2]
 NODE_DIR = ROOT / "tools" / "node"            # package.json + node_modules (onnxruntime-node)
@@ -75,6 +76,8 @@ def run_openvino(model: Path, input_name: str, X: np.ndarray) -> tuple[np.ndarra
 
 def run_node(model: Path, input_name: str, X: np.ndarray) -> tuple[np.ndarray, str]:
     """tools/onnx_node_check.mjs with onnxruntime-node: (probabilities (N,), "node <v>, onnxruntime-node <v>")."""
+    if X.dtype.kind != "f":
+        raise NotRun("the Node check feeds float32 features; token-id models are checked in Python only")
     node = shutil.which("node")
     if node is None:
         raise NotRun("node is not on PATH")
@@ -108,12 +111,13 @@ CONSUMERS: list[tuple[str, Runner]] = [
 
 
 def check_consumers(folder: Path, X: np.ndarray, keras_p: np.ndarray, input_name: str = "x",
-                    model_file: str = "model.onnx", atol: float = CONSUMER_ATOL,
+                    model_file: str = "model.onnx", atol: float = CONSUMER_ATOL, dtype: str = "float32",
                     log: Callable[[str], None] = print,
                     consumers: Optional[list[tuple[str, Runner]]] = None) -> dict[str, Any]:
-    """Run every consumer on raw ``X`` (N, T, F); compare with ``keras_p`` (N,). Returns the manifest entry."""
+    """Run every consumer on raw ``X`` (N, T, F) (or token ids (N, T) with ``dtype="int64"``); compare with
+    ``keras_p`` (N,). Returns the manifest entry; ``raise_on_failure`` turns a "failed" one into an error."""
     path = Path(folder) / model_file
-    X = np.ascontiguousarray(X, np.float32)
+    X = np.ascontiguousarray(X, np.int64 if dtype == "int64" else np.float32)
     keras_p = np.asarray(keras_p, np.float64).reshape(-1)
     results = []
     for name, run in consumers or CONSUMERS:
@@ -123,8 +127,8 @@ def check_consumers(folder: Path, X: np.ndarray, keras_p: np.ndarray, input_name
             proba, entry["version"] = run(path, input_name, X)
         except NotRun as exc:
             entry["reason"] = str(exc)
-        except Exception as exc:  # a consumer that cannot load or run the file: a failure, with its reason
-            entry.update(status="failed", reason=f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}")
+        except Exception as exc:  # a consumer that cannot load or run the file: unsupported, with its reason
+            entry.update(status="unsupported", reason=f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}")
         else:
             if proba.shape != keras_p.shape:
                 entry.update(status="failed", reason=f"returned shape {proba.shape}, expected {keras_p.shape}")
@@ -143,3 +147,13 @@ def check_consumers(folder: Path, X: np.ndarray, keras_p: np.ndarray, input_name
     return {"atol": atol, "file": model_file, "rows": int(X.shape[0]),
             "inputs": "reference.npz X: raw features, right-padded rows padded with all-zero steps",
             "results": results}
+
+
+def raise_on_failure(entry: dict[str, Any]) -> None:
+    """VerificationError naming every consumer whose numbers disagree with Keras (status "failed")."""
+    from pipeline.errors import VerificationError
+
+    failed = [r for r in entry["results"] if r["status"] == "failed"]
+    if failed:
+        raise VerificationError("model.onnx gives other numbers in another runtime: " + "; ".join(
+            f"{r['runtime']} {r['version']}: {r['reason']}" for r in failed))

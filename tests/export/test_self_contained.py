@@ -20,7 +20,7 @@ import onnxruntime as ort  # noqa: E402
 from onnx import TensorProto, helper  # noqa: E402
 
 from pipeline import artifact  # noqa: E402
-from pipeline.errors import ExportError, InputError  # noqa: E402
+from pipeline.errors import VerificationError, ExportError, InputError  # noqa: E402
 from pipeline.export.scaling import embed_preprocessing  # noqa: E402
 from pipeline.preprocessing import apply_preprocessing  # noqa: E402
 from pipeline.runtime import Predictor  # noqa: E402
@@ -225,6 +225,16 @@ def test_a_consumer_that_cannot_run_is_not_run_never_ok(builds, monkeypatch):
     assert by["node"]["status"] == "not run" and "node is not on PATH" in by["node"]["reason"]
     assert by["openvino"]["status"] == "not run" and by["openvino"]["max_abs_error_vs_keras"] is None
     assert by["wrong"]["status"] == "failed" and by["wrong"]["max_abs_error_vs_keras"] > ATOL_CONSUMER
+    with pytest.raises(VerificationError, match="wrong 9.9"):
+        consumers.raise_on_failure(entry)
+
+    def crashes(path, name, X):
+        raise RuntimeError("Unsupported op: Loop")
+
+    entry = consumers.check_consumers(folder, ref["X"], ref["keras_proba"], log=lambda s: None,
+                                      consumers=[("crashes", crashes)])
+    assert entry["results"][0]["status"] == "unsupported" and "Loop" in entry["results"][0]["reason"]
+    consumers.raise_on_failure(entry)  # cannot load the file: recorded with the reason, not a disagreement
 
 
 def test_masked_model_refuses_all_zero_real_steps(builds):
