@@ -5,7 +5,10 @@ written. Imports: standard library only (the runtime depends on it; keep it ligh
 Reads/writes: ``<dir>/manifest.json``; hashes ``<dir>/model.onnx``.
 
 An exported folder holds:
-    model.onnx       the classifier graph, input (batch, time, features) -> probability (batch, 1)
+    model.onnx       the classifier graph, RAW input (batch, time, features) -> probability (batch, 1);
+                     since schema 2 every graph does its feature scaling itself and carries its
+                     metadata (class names, threshold, ...) in ``metadata_props``: it runs without
+                     this manifest in any ONNX runtime
     model_unrolled.onnx  optional: the same classifier unrolled over the trained length (faster for
                      large batches of exactly that length; see manifest "unrolled")
     stream.onnx      optional: one step-chunk of the recurrence with explicit hidden states
@@ -42,8 +45,16 @@ __all__ = [
     "checked_file_name",
 ]
 
-SCHEMA_VERSION = 1
-SUPPORTED_SCHEMA_VERSIONS = (1,)
+# 1: graphs took standardized features; the runtime scaled raw ones with manifest "preprocessing".
+# 2: every graph takes raw features and scales them itself ("preprocessing": {..., "in_graph": true}).
+SCHEMA_VERSION = 2
+SUPPORTED_SCHEMA_VERSIONS = (2,)
+# Schema 1 folders are refused (their model.onnx gives wrong answers on raw features), with how to
+# re-export; the message is checked by tests/runtime/test_integrity.py.
+SCALING_OUTSIDE_GRAPH_SCHEMAS = (1,)
+REEXPORT_HINT = ("re-export it with this version: gru-build (the default task or your data), or gru-export "
+                 "MODEL_FILE --sample-data FILE (pipeline.export.export_model(model, sample, out)) for a Keras "
+                 "model you trained")
 
 INPUT_NAME = "x"               # graph input of every model file: (batch, time, F) raw features
 OUTPUT_NAME = "probability"    # graph output of model.onnx: (batch, 1) p(class 1)
@@ -61,7 +72,7 @@ REQUIRED_KEYS = (
     "model",          # {"file", "sha256", "opset", "backend", "ops"}
     "input",          # {"name", "dtype", "shape", "kind"}  shape uses names for dynamic axes
     "output",         # {"name", "dtype", "shape"}
-    "preprocessing",  # {"type": "standardize", "mean": [...], "std": [...]} or {"type": "none"}
+    "preprocessing",  # {"type": "standardize", "mean": [...], "std": [...], "in_graph": true} or {"type": "none"}
     "masking",        # {"enabled", "mask_value"}
     "threshold",      # decision threshold on probability of class 1
     "class_names",    # [name of class 0, name of class 1]
@@ -97,6 +108,12 @@ def read_manifest(model_dir: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(manifest, dict):
         raise ArtifactError(f"{path}: expected a JSON object, got {type(manifest).__name__}")
     version = manifest.get("schema_version")
+    if version in SCALING_OUTSIDE_GRAPH_SCHEMAS and type(version) is int:
+        raise ArtifactError(
+            f"{path}: unsupported manifest schema_version {version}: its model.onnx takes standardized features "
+            f"(the scaling lived in the manifest) and this runtime feeds raw ones to graphs that scale inside; "
+            f"{REEXPORT_HINT}"
+        )
     if version not in SUPPORTED_SCHEMA_VERSIONS:
         supported = ", ".join(str(v) for v in SUPPORTED_SCHEMA_VERSIONS)
         raise ArtifactError(
@@ -140,6 +157,9 @@ def _check_structure(m: dict[str, Any], path: Path) -> None:
                      and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in vals),
                      f"preprocessing.{key} to be {n_feat} finite numbers (one per feature)")
             need(all(v > 0 for v in prep["std"]), "preprocessing.std values > 0")
+        need(prep.get("type", "none") == "none" or prep.get("in_graph") is True,
+             f"preprocessing.in_graph true (schema {SCHEMA_VERSION} graphs scale their raw input themselves), "
+             f"got {prep.get('in_graph')!r}")
     thr = m["threshold"]
     need(isinstance(thr, (int, float)) and not isinstance(thr, bool) and 0 <= thr <= 1,
          f"threshold to be a number in [0, 1], got {thr!r}")

@@ -3,9 +3,11 @@
 Owns: fitting (build) and applying (build and runtime) the per-feature standardization
 recorded in ``manifest["preprocessing"]``. Imports: numpy only.
 
-The build fits ``mean``/``std`` on the training split (real timesteps only), the model is
-trained on scaled features, and the runtime applies the very same function, so callers pass
-raw features. Padding stays 0 after scaling (the mask value of a masked model).
+The build fits ``mean``/``std`` on the training split (real timesteps only) and the model is
+trained on scaled features. The export writes the same float32 operations into every graph
+(pipeline.export.scaling), so the graphs and their callers take raw features; this function
+feeds Keras during verification and lets the runtime predict what the graph will compute when
+it checks inputs. Padding stays 0 after scaling (the mask value of a masked model).
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from pipeline.benchmarks.native_vs_loop import latency_native_vs_tf2onnx  # noqa: E402
 from pipeline.verification import coverage  # noqa: E402
 
 
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     print(coverage.markdown_table(results))
     latency = None
     if not args.no_latency:
-        latency = coverage.latency_native_vs_tf2onnx(rounds=args.rounds)
+        latency = latency_native_vs_tf2onnx(rounds=args.rounds)
         print()
         for key, value in latency.items():
             print(f"{key}: {value:.4g}")

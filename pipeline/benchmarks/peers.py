@@ -1,6 +1,7 @@
 """Benchmark peers beyond onnxruntime: OpenVINO (f32) and LiteRT + XNNPACK (fixed batch).
 
-Owns: making each optional peer runnable for one batch of preprocessed inputs, in the setting
+Owns: making each optional peer runnable for one batch of inputs (raw for OpenVINO on model.onnx,
+which scales them itself; scaled for LiteRT on the Keras twin), in the setting
 where it is fastest, and saying why a peer is skipped. A peer is skipped (with a note, not an
 error) when its package is missing; once installed, any failure is a real error.
 
@@ -46,11 +47,16 @@ Run = Callable[[], np.ndarray]
 
 @dataclass
 class Peer:
-    """``prepare(Z)`` -> (run, setting): ``run()`` returns the (B,) probabilities for ``Z`` (B, T, F)."""
+    """``prepare(Z)`` -> (run, setting): ``run()`` returns the (B,) probabilities for ``Z`` (B, T, F).
+
+    ``raw_input``: Z are raw features (a peer running our model.onnx, which scales them itself);
+    otherwise Z are the scaled features the Keras twin takes.
+    """
 
     name: str
     prepare: Callable[[np.ndarray], tuple[Run, str]]
     info: dict = field(default_factory=dict)
+    raw_input: bool = False
 
 
 def _seconds_per_call(run: Run, seconds: float, rounds: int = 3) -> float:
@@ -114,7 +120,7 @@ def openvino_peer(model_path: Path, calib_seconds: float = 0.2) -> Peer:
         f = cands[best]
         return (lambda: f(Zc)), f"{best}, f32, OpenVINO {ov.__version__.split('-')[0]}"
 
-    peer = Peer(OPENVINO, prepare)
+    peer = Peer(OPENVINO, prepare, raw_input=True)  # model.onnx takes raw features
     return peer
 
 

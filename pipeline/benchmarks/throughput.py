@@ -107,7 +107,8 @@ def bench_batches(model_dir: Path, batches=(1, 64, 1024, 8192), rounds: int = 5,
 
     Args:
         peers: bench_peers.Peer objects; each is prepared per batch on the same inputs as the
-            Keras reference (preprocessed), then timed in the same interleaved rounds.
+            Keras reference (raw for a peer on model.onnx, else preprocessed), then timed in the
+            same interleaved rounds.
         rebuilt: ``keras_rebuild(model_dir)`` if the caller already built it (the peers need it too).
     """
     import tensorflow as tf
@@ -151,7 +152,7 @@ def bench_batches(model_dir: Path, batches=(1, 64, 1024, 8192), rounds: int = 5,
             engines[OURS_UNROLLED] = lambda: unrolled.predict_proba(X)
         settings = {}
         for peer in peers:
-            engines[peer.name], settings[peer.name] = peer.prepare(Z)
+            engines[peer.name], settings[peer.name] = peer.prepare(X if peer.raw_input else Z)
         ref = np.asarray(model(Z, training=False)).reshape(-1)
         errs = {k: float(np.abs(np.asarray(f(), np.float64) - ref).max()) for k, f in engines.items()}
         times: dict[str, list[float]] = {k: [] for k in engines}

@@ -1,5 +1,8 @@
 """Export: Keras model -> ONNX graphs (native GRU, unrolled, streaming, tf2onnx fallback), and publishing.
 
+Every shipped graph takes raw features (``scaling`` writes the standardization into it) and carries
+its metadata (``metadata``): it runs in any ONNX runtime without manifest.json.
+
 Heavy side (onnx, Keras, tf2onnx). May import the shared modules, ``pipeline.settings``,
 ``pipeline.verification``, ``pipeline.report`` and ``pipeline.runtime``; never ``pipeline.training``.
 

@@ -2,6 +2,9 @@
 
 Owns: the order of the export stages (convert -> stage files -> verify -> report -> publish), the
 manifest contents, ``reference.npz``, and which extra graphs ship (stream.onnx, model_unrolled.onnx).
+Every graph takes raw features (pipeline.export.scaling puts the scaling into it) and carries its
+metadata (pipeline.export.metadata, stamped after verification); the shipped model.onnx is run by
+other runtimes on the reference rows (pipeline.verification.consumers).
 Training calls ``export_model`` after fitting; a model trained elsewhere goes straight to it.
 Imports: numpy; onnx, keras and tf2onnx through pipeline.export.*; pipeline.verification,
 pipeline.report and pipeline.runtime (verification runs the staged folder exactly as users will).
@@ -95,8 +98,9 @@ def _memo(fn: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray], np.n
     return call
 
 
-def _stage_unrolled(proto, staging: Path, manifest: dict[str, Any], timesteps: int, masking: bool) -> None:
-    """Write the unrolled graph of ``proto`` and a pending manifest entry, or record why not.
+def _stage_unrolled(proto, staging: Path, manifest: dict[str, Any], timesteps: int, masking: bool,
+                    raw_input: Callable[[Any], Any] = lambda p: p) -> None:
+    """Write the unrolled graph of ``proto`` (then ``raw_input`` of it) and a pending manifest entry, or record why not.
 
     The entry is completed (or the file dropped) by pipeline.verification.unrolled.verify_unrolled.
     """
@@ -118,6 +122,7 @@ def _stage_unrolled(proto, staging: Path, manifest: dict[str, Any], timesteps: i
         log(f"  unrolled batch graph: not built ({reason})")
         return
     path = Path(staging) / artifact.UNROLLED_MODEL_FILE
+    unrolled = raw_input(unrolled)
     path.write_bytes(unrolled.SerializeToString())
     manifest["unrolled"] = {"supported": True, "file": artifact.UNROLLED_MODEL_FILE,
                             "sha256": artifact.sha256_file(path), "timesteps": int(timesteps),
@@ -153,8 +158,8 @@ def export_model(
         sample: raw inputs to verify on (X (N, T, F), lengths); the first REFERENCE_ROWS rows are
             stored with Keras' outputs in reference.npz. ``sample.feature_names`` go to the manifest.
         out: the artifact folder; replaced atomically only when every check passed.
-        preprocessing: the manifest ``preprocessing`` entry the runtime applies to raw features
-            before the model (default: none, the model takes raw features).
+        preprocessing: the scaling of raw features the model was trained behind (default: none,
+            the model takes raw features); every shipped graph does it itself.
         class_names: names of class 0 and class 1 (default [0, 1]).
         threshold, threshold_source: the decision threshold on p(class 1) and where it came from.
         masking: the model masks right-padded steps (their features equal 0.0).
@@ -193,25 +198,35 @@ def export_model(
         log(f"[{step}/{total}] {name}")
         step += 1
 
+    from pipeline.export.metadata import SOURCE_HASHED, source_model_hash, stamp_artifact
+    from pipeline.export.scaling import embed_preprocessing
     from pipeline.export.stream import export_stream
     from pipeline.report.writer import write_plots, write_report
     from pipeline.runtime import Predictor
     from pipeline.preprocessing import apply_preprocessing
     from pipeline.verification.equivalence import format_table, results_to_manifest, stress_families, verify_equivalence
     from pipeline.verification.keras_reference import float64_proba, keras_proba
+    from pipeline.verification.consumers import check_consumers, raise_on_failure
     from pipeline.verification.unrolled import verify_unrolled
 
     stage("export")
     proto, backend, fallback = convert(model, export.backend, export.opset)
-    ops = sorted({n.op_type for n in proto.graph.node})
+
+    def raw_input(graph):  # the scaling (and a masked model's padding rule) into the graph
+        return embed_preprocessing(graph, prep, bool(masking), 0.0)
+
+    shipped = raw_input(proto)
+    ops = sorted({n.op_type for n in shipped.graph.node})
     log(f"  backend {backend}, opset {export.opset}, ops: {', '.join(ops)}")
     T, F = int(sample.X.shape[1]), int(sample.X.shape[2]) if sample.X.ndim == 3 else 0
 
     with staging_folder(out) as staging:
         model_path = staging / artifact.MODEL_FILE
-        model_path.write_bytes(proto.SerializeToString())
+        model_path.write_bytes(shipped.SerializeToString())
         ref_n = min(REFERENCE_ROWS, sample.n_samples)
         ref_X, ref_len = sample.X[:ref_n], sample.lengths[:ref_n]
+        real = np.arange(T)[None, :] < ref_len[:, None]  # (n, T): padding of right-padded rows as zeros
+        ref_X = np.where(real.reshape(real.shape + (1,) * (ref_X.ndim - 2)), ref_X, np.zeros((), ref_X.dtype))
         keras_fn = _memo(reference_proba or (lambda Z: keras_proba(model, Z)))
         ref_p = keras_fn(apply_preprocessing(ref_X, prep, ref_len))
         np.savez(staging / artifact.REFERENCE_FILE, X=ref_X, lengths=ref_len, keras_proba=ref_p, ids=sample.ids[:ref_n])
@@ -224,7 +239,7 @@ def export_model(
                                     "kind": "features"},
             "output": {"name": proto.graph.output[0].name, "dtype": "float32", "shape": ["batch", 1],
                        "meaning": f"probability of class {class_names[1]!r}"},
-            "preprocessing": prep,
+            "preprocessing": {**prep, "in_graph": True} if prep.get("type", "none") != "none" else prep,
             "masking": {"enabled": bool(masking), "mask_value": 0.0 if masking else None,
                         "padding": "right" if masking else None},
             "threshold": float(threshold),
@@ -233,12 +248,13 @@ def export_model(
             "timesteps_trained": T,
             "feature_names": sample.feature_names,
             "seed": seed,
+            "source_model": {"sha256": source_model_hash(model), "hashed": SOURCE_HASHED},
             **(manifest_extra or {}),
             "versions": versions(),
             "reference": {"file": artifact.REFERENCE_FILE, "rows": int(ref_n)},
         }
-        export_stream(model, staging, manifest, export.opset, verify.atol, seed, keras_fn, log=log)
-        _stage_unrolled(proto, staging, manifest, T, bool(masking))
+        export_stream(model, staging, manifest, export.opset, verify.atol, seed, keras_fn, log=log, preprocessing=prep)
+        _stage_unrolled(proto, staging, manifest, T, bool(masking), raw_input)
         artifact.write_manifest(staging, manifest)
 
         stage("verify Keras vs onnxruntime")
@@ -255,6 +271,10 @@ def export_model(
         log(table)
         manifest["equivalence"] = results_to_manifest(results, verify.atol)
         verify_unrolled(staging, manifest, families, keras_fn, prep, verify.atol, threshold, log)
+        stamp_artifact(staging, manifest)  # metadata into every graph; computation unchanged, hashes updated
+        manifest["consumers"] = check_consumers(staging, ref_X, ref_p, manifest["input"]["name"], log=log,
+                                                dtype=manifest["input"]["dtype"])
+        raise_on_failure(manifest["consumers"])
         artifact.write_manifest(staging, manifest)
 
         stage("report")

@@ -291,8 +291,33 @@ def _gru_node(e: _Emitter, t: _Tensor, grus, direction: str) -> tuple[str, str]:
     while inputs[-1] == "":  # optional inputs left out at the end
         inputs.pop()
     Y, Y_h = g.op("GRU", inputs, "gru", n_out=2, direction=direction, **attrs)
+    if lengths:
+        Y_h = _last_valid_states(g, Y, lengths, direction)
     e.final_h(Y_h, D, H)
     return Y, Y_h
+
+
+def _last_valid_states(g, Y: str, lengths: str, direction: str) -> str:
+    """Each direction's last state read from Y (T, D, B, H) at the row's own end: (D, B, H).
+
+    Equals the GRU's own Y_h bit for bit in onnxruntime. OpenVINO (2026.4) returns a wrong Y_h for
+    rows shorter than a dynamic time axis while its Y is right, so the graph never relies on Y_h
+    when ``sequence_lens`` is set: forward states come from step ``length - 1``, reverse ones from step 0.
+    """
+    dirs = {"forward": ["forward"], "reverse": ["reverse"], "bidirectional": ["forward", "reverse"]}[direction]
+    ends = g.op1("Cast", [g.op1("Sub", [lengths, g.const("one_i32", np.array(1, np.int32))], "len_m1")],
+                 "end_idx", to=TensorProto.INT64)  # (B,)
+    ends_b1 = g.op1("Unsqueeze", [ends, g.const("axis1", _int64(1))], "end_b1")  # (B, 1)
+    parts = []
+    for d, name in enumerate(dirs):
+        y_d = g.op1("Gather", [Y, g.const("dir", np.array(d, np.int64))], "y_dir", axis=1)  # (T, B, H)
+        if name == "forward":
+            y_bth = g.op1("Transpose", [y_d], "y_bth", perm=[1, 0, 2])  # (B, T, H)
+            last = g.op1("GatherND", [y_bth, ends_b1], "h_end", batch_dims=1)  # (B, H)
+        else:
+            last = g.op1("Gather", [y_d, g.const("step0", np.array(0, np.int64))], "h_first", axis=0)  # (B, H)
+        parts.append(g.op1("Unsqueeze", [last, g.const("axis0", _int64(0))], "h_dir"))  # (1, B, H)
+    return parts[0] if len(parts) == 1 else g.op1("Concat", parts, "y_h", axis=0)  # (D, B, H)
 
 
 def _pooling_axis(layer, t: _Tensor) -> int:

@@ -1,10 +1,11 @@
 """Streaming graph export: ``stream.onnx`` with explicit states, verified against Keras.
 
 Owns: writing ``stream.onnx`` next to ``model.onnx`` and the manifest ``stream`` entry.
-Imports: numpy, pipeline.export.native, pipeline.verification (the chunked check).
+Imports: numpy, pipeline.export.native, pipeline.export.scaling, pipeline.verification (the chunked check).
 Writes: ``<staging>/stream.onnx``; fills ``manifest["stream"]`` (the caller writes the manifest).
 
-stream.onnx carries its states as inputs and outputs: the hidden state of each GRU layer
+stream.onnx takes raw features like model.onnx (``pipeline.export.scaling`` puts the scaling in
+the graph; a stream has no padding, so no padding rule) and carries its states as inputs and outputs: the hidden state of each GRU layer
 (``h_in_i`` / ``h_out_i``, (1, batch, H)) and, for an average-pooling head, the running mean and the
 step count (``avg_mean_in/out`` (1, batch, H), ``avg_count_in/out`` (1, batch, 1)). It is checked
 chunk by chunk against the Keras model run with ``initial_state``/``return_state``
@@ -42,7 +43,8 @@ def _log(message: str) -> None:
 def export_stream(model, staging_dir: str | Path, manifest: dict[str, Any], opset: int = 17,
                   atol: float = STREAM_ATOL, seed: int = 0,
                   keras_proba_fn: Optional[Callable[[np.ndarray], np.ndarray]] = None,
-                  T: Optional[int] = None, log: Callable[[str], None] = _log) -> dict[str, Any]:
+                  T: Optional[int] = None, log: Callable[[str], None] = _log,
+                  preprocessing: Optional[dict[str, Any]] = None) -> dict[str, Any]:
     """Write and verify ``stream.onnx`` when ``model`` can stream; record ``manifest["stream"]``.
 
     Args:
@@ -55,12 +57,16 @@ def export_stream(model, staging_dir: str | Path, manifest: dict[str, Any], opse
         keras_proba_fn: scaled (N, T, F) -> (N,) probabilities of the original model; default
             ``keras_proba(model, X)``.
         T: sequence length used for verification (default: manifest timesteps_trained, capped at 50).
+        log: progress lines.
+        preprocessing: the manifest preprocessing entry; stream.onnx then scales its raw input itself
+            and is verified on raw sequences (default: none, the graph takes what the model takes).
     Returns:
         the manifest ``stream`` entry.
     Raises:
         VerificationError: the streaming graph disagrees with Keras.
     """
     from pipeline.export.native import UnsupportedModelError, export_native, stream_support
+    from pipeline.export.scaling import embed_preprocessing
     from pipeline.verification.keras_reference import keras_proba
     from pipeline.verification import stream as stream_check
 
@@ -84,6 +90,8 @@ def export_stream(model, staging_dir: str | Path, manifest: dict[str, Any], opse
     if dims[1].HasField("dim_value"):
         dims[1].Clear()
         dims[1].dim_param = "time"
+    prep = preprocessing or {"type": "none"}
+    proto = embed_preprocessing(proto, prep, masking=False)  # chunks are never padded
     out_name = proto.graph.output[0].name
     state_pairs = []
     for vi in proto.graph.input[1:]:
@@ -101,7 +109,8 @@ def export_stream(model, staging_dir: str | Path, manifest: dict[str, Any], opse
     runner = stream_check.onnx_chunk_runner(path, input_name, out_name, [(a, b) for a, b, _ in state_pairs])
     # Builds check Keras vs ONNX with their equivalence tolerance (verify.atol), like model.onnx;
     # the runtime-vs-runtime streaming identity (<= 1e-6) is a test of pipeline.runtime.stream.
-    verification = stream_check.verify_stream(keras_chunks, runner, keras_proba_fn, F, T, seed, atol=atol)
+    verification = stream_check.verify_stream(keras_chunks, runner, keras_proba_fn, F, T, seed, atol=atol,
+                                              preprocessing=prep)
     entry = {
         "supported": True,
         "file": artifact.STREAM_MODEL_FILE,

@@ -1,6 +1,6 @@
 """The artifact's report: report.md and PNG plots in the artifact folder.
 
-Owns: rendering the manifest's data, model, training, metrics, equivalence results and plots as
+Owns: rendering the manifest's data, model, training, metrics, equivalence and cross-runtime results and plots as
 Markdown, and drawing the plots. Imports: numpy, pipeline.report.metrics; matplotlib (Agg
 backend) only inside ``write_plots``. Writes: ``<dir>/report.md`` and ``<dir>/*.png``.
 """
@@ -16,7 +16,7 @@ import numpy as np
 from pipeline import artifact
 from pipeline.report.metrics import auc, average_precision, confusion, pr_curve, roc_curve
 
-__all__ = ["write_plots", "write_report", "PLOT_FILES"]
+__all__ = ["write_plots", "write_report", "format_consumers", "PLOT_FILES"]
 
 PLOT_FILES = {
     "training": "training_curves.png",
@@ -129,6 +129,16 @@ def write_plots(folder: Path, history: dict[str, list[float]], curves: dict[str,
 
 # ---------------------------------------------------------------------------- report.md
 
+def format_consumers(entry: dict[str, Any]) -> str:
+    """Markdown table of the manifest ``consumers`` entry (pipeline.verification.consumers)."""
+    lines = [f"| runtime | version | max abs err vs Keras | status (atol {entry['atol']:g}) |", "|---|---|---:|---|"]
+    for r in entry["results"]:
+        err = "-" if r["max_abs_error_vs_keras"] is None else f"{r['max_abs_error_vs_keras']:.3g}"
+        status = r["status"] + (f": {r['reason']}" if r["reason"] else "")
+        lines.append(f"| {r['runtime']} | {r['version'] or '-'} | {err} | {status} |")
+    return "\n".join(lines)
+
+
 def _fmt(v: Any) -> str:
     return "n/a" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.4f}"
 
@@ -177,7 +187,8 @@ def write_report(folder: Path, manifest: dict[str, Any], equivalence_table: str,
             f"- input: {manifest['input']['shape']} float32, {manifest.get('timesteps_trained', '?')} timesteps trained, "
             f"classes {names} (0 = {names[0]!r}, 1 = {names[1]!r}), "
             f"masking {'on' if manifest['masking']['enabled'] else 'off'}",
-            f"- preprocessing: {manifest['preprocessing'].get('type', '?')} (fitted on the training split)",
+            f"- preprocessing: {manifest['preprocessing'].get('type', '?')} (fitted on the training split)"
+            + (", inside every graph: they take raw features" if manifest["preprocessing"].get("in_graph") else ""),
             f"- model: {json.dumps(cfg['model'])}",
             export_line,
             f"- sha256 of {artifact.MODEL_FILE}: `{model['sha256']}`",
@@ -248,6 +259,20 @@ def write_report(folder: Path, manifest: dict[str, Any], equivalence_table: str,
         equivalence_table,
         "",
     ]
+    consumers = manifest.get("consumers")
+    if consumers:
+        lines += [
+            "## Other runtimes: model.onnx alone on the reference inputs",
+            "",
+            f"`{consumers['file']}` run by each runtime on the {consumers['rows']} rows of `{artifact.REFERENCE_FILE}` "
+            "(raw features fed as they are: the graph scales them"
+            + ("; a masked model reads the all-zero steps of right-padded rows as padding" if manifest["masking"].get("enabled")
+               else "") + "), "
+            "compared with Keras. \"not run\": the runtime is not installed here; \"unsupported\": it cannot load this graph.",
+            "",
+            format_consumers(consumers),
+            "",
+        ]
     path = folder / artifact.REPORT_FILE
     path.write_text("\n".join(lines), encoding="utf-8")
     return path

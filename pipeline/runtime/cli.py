@@ -95,7 +95,7 @@ NPY_CHUNK_BYTES = 16 << 20  # raw float32 bytes per chunk: memory stays O(chunk)
 
 
 def predict_npy_chunked(predictor, path: str, fh: TextIO, chunk_bytes: int = NPY_CHUNK_BYTES) -> int:
-    """Predict every row of a (N, T, F) .npy file, reading, scaling and writing it chunk by chunk.
+    """Predict every row of a (N, T, F) .npy file, reading, predicting and writing it chunk by chunk.
 
     A first pass checks every value (so nothing is written for a bad file), a second predicts.
     Results equal ``predict_proba`` on the whole array (rows are independent). Returns N.

@@ -7,14 +7,17 @@ and what was received. Imports: numpy and pipeline light modules only (TF-free).
 
 from __future__ import annotations
 
+import math
 from typing import Optional, Sequence, Union
 
 import numpy as np
 
 from pipeline.datafiles import pad_sequences
 from pipeline.errors import InputError
+from pipeline.preprocessing import apply_preprocessing
 
-__all__ = ["ArrayLike", "prepare_features", "check_lengths", "check_finite"]
+__all__ = ["ArrayLike", "prepare_features", "check_lengths", "check_finite", "check_scaled_finite",
+           "dot_check_suffices", "quick_values_ok", "padding_steps", "check_masked_steps"]
 
 ArrayLike = Union[np.ndarray, Sequence[np.ndarray]]
 
@@ -50,6 +53,104 @@ def check_finite(X: np.ndarray, lengths: Optional[np.ndarray], what: str = "X") 
         f"{what}: expected finite values, got {X[i, t, f]} at sample {i}, timestep {t}, feature {f} "
         f"({int(bad.sum())} non-finite values in all)"
     )
+
+
+def _real_steps(shape: tuple, lengths: Optional[np.ndarray]) -> Optional[np.ndarray]:
+    """(N, T) True on the steps before each row's length, or None when every step is real."""
+    return None if lengths is None else np.arange(shape[1])[None, :] < lengths[:, None]
+
+
+# A finite float32 x.x means every |x| < sqrt(float32 max) = 1.8447e19 (and no NaN/Inf): one BLAS
+# pass. Whether that is enough depends on the scaling (see dot_check_suffices).
+_DOT_BOUND = 1.85e19
+
+
+def dot_check_suffices(spec: dict, n_features: int) -> bool:
+    """True when every raw value within +-_DOT_BOUND scales to a finite float32 under ``spec``.
+
+    Float32 rounding is monotone, so checking the two bounds per feature is exact. True for every
+    standardization fitted on real data; when False callers always run ``check_scaled_finite``.
+    """
+    bounds = np.array([[[-_DOT_BOUND] * n_features, [_DOT_BOUND] * n_features]], np.float32)  # (1, 2, F)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return bool(np.isfinite(apply_preprocessing(bounds, spec)).all())
+
+
+def quick_values_ok(X: np.ndarray) -> bool:
+    """One pass over float32 X (any shape, C-contiguous): no NaN/Inf and every |x| < _DOT_BOUND.
+
+    False only means "run the exact check" (it also fires for garbage in padding beyond lengths).
+    """
+    flat = X.reshape(-1)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return math.isfinite(float(flat.dot(flat)))
+
+
+def check_scaled_finite(X: np.ndarray, lengths: Optional[np.ndarray], spec: dict) -> None:
+    """Raise InputError unless the real steps of raw X (N, T, F) are finite, also once the graph scales them.
+
+    Without computing the scaled batch: float32 subtraction and division round monotonically, so
+    the scaled values are finite iff the scaled per-feature minimum and maximum are (and a NaN or
+    Inf in X makes those non-finite too). Only a failure scales X, to name the first bad value.
+    """
+    real = _real_steps(X.shape, lengths)
+    if real is None:
+        lo, hi = X.min(axis=(0, 1)), X.max(axis=(0, 1))  # (F,) each
+    else:
+        where = real[:, :, None]
+        lo = X.min(axis=(0, 1), where=where, initial=np.inf)
+        hi = X.max(axis=(0, 1), where=where, initial=-np.inf)
+    with np.errstate(over="ignore", invalid="ignore"):
+        bounds = apply_preprocessing(np.stack([lo, hi])[None].astype(np.float32), spec)  # (1, 2, F)
+    if np.isfinite(bounds).all():
+        return
+    check_finite(X, lengths)  # a NaN/Inf already in the raw input: name it
+    with np.errstate(over="ignore", invalid="ignore"):
+        scaled = apply_preprocessing(X, spec, lengths)
+    check_finite(scaled, lengths, "X after standardization")
+
+
+def padding_steps(X: np.ndarray) -> np.ndarray:
+    """(N, T) True on the steps whose raw features are all 0: the padding marker of a masked graph."""
+    return ~(X != 0).any(axis=2)
+
+
+def check_masked_steps(X: np.ndarray, lengths: Optional[np.ndarray], spec: dict, mask_value: float,
+                       where: str = "sample {i} timestep {t}") -> np.ndarray:
+    """Check the real steps of a masked model's raw input X (N, T, F); return the (N,) lengths.
+
+    The graph reads an all-zero raw step as padding and the Keras model skips a step whose scaled
+    features all equal the mask value; both are right only as trailing padding. So:
+    - with ``lengths``, the steps before them must be real: neither all 0 nor scaling to the mask value;
+    - without, the real length of a row ends after its last step that is not all 0, and the
+      steps before that must be real too (left or inner padding is refused, as Keras would skip it).
+    Raises InputError naming the first offending step.
+    """
+    pad = padding_steps(X)  # (N, T)
+    T = X.shape[1]
+    if lengths is None:
+        last_real = np.where(pad.all(axis=1), -1, T - 1 - np.argmax(~pad[:, ::-1], axis=1))
+        lengths = (last_real + 1).astype(np.int64)
+        empty = np.flatnonzero(lengths == 0)
+        if empty.size:
+            raise InputError(f"sample {int(empty[0])}: every timestep's raw features are all 0 (padding, the mask "
+                             "value of this masked model); expected at least one step with a nonzero feature")
+    real = _real_steps(X.shape, lengths)
+    bad = pad & real
+    if bad.any():
+        i, t = (int(v) for v in np.argwhere(bad)[0])
+        raise InputError(
+            f"{where.format(i=i, t=t)}: every raw feature is 0, which marks padding (the mask value) in this "
+            "masked model, so the step would be skipped; expected padding only after the last real step "
+            "(right padding) and real steps with at least one nonzero feature")
+    with np.errstate(over="ignore", invalid="ignore"):
+        on_mask = (apply_preprocessing(X, spec) == np.float32(mask_value)).all(axis=2) & real  # (N, T)
+    if on_mask.any():
+        i, t = (int(v) for v in np.argwhere(on_mask)[0])
+        raise InputError(
+            f"{where.format(i=i, t=t)}: every scaled feature equals the mask value {mask_value}, so the Keras "
+            "model would skip this step; expected real steps to differ from the mask value in at least one feature")
+    return lengths
 
 
 def check_lengths(lengths, n: int, t: int) -> np.ndarray:

@@ -13,6 +13,8 @@ Example:
     >>> from pipeline.runtime import Predictor
     >>> p = Predictor.load("exported")
     >>> p.predict_proba(X)          # X (N, T, F) raw features -> (N,) float32 P(class 1)
+    >>> # any ONNX runtime gives the same numbers from model.onnx alone, fed X as it is:
+    >>> # every graph scales its raw input itself (README "Use the model from another language")
     >>> p.predict(X)                # -> (N,) class labels
     >>> p.predict_proba([a, b])     # variable lengths: list of (T_i, F) arrays
 """
@@ -31,8 +33,8 @@ import onnxruntime as ort
 
 from pipeline import artifact
 from pipeline.errors import ArtifactError, InputError, PipelineError
-from pipeline.preprocessing import apply_preprocessing
-from pipeline.runtime.inputs import ArrayLike, check_finite, prepare_features, prepare_tokens
+from pipeline.runtime.inputs import (ArrayLike, check_masked_steps, check_scaled_finite, dot_check_suffices,
+                                     prepare_features, prepare_tokens, quick_values_ok)
 from pipeline.runtime.sessions import open_session, usable_cpus
 
 __all__ = ["Predictor"]
@@ -82,8 +84,11 @@ class Predictor:
         self.threshold: float = float(manifest["threshold"])
         self.class_names: list = list(manifest["class_names"])
         self.masked: bool = bool(manifest["masking"].get("enabled", False))
-        prep = manifest["preprocessing"]  # mean/std as float32 arrays once, not per call
+        # The graph scales (schema 2); mean/std are read only to check inputs (float32 arrays once).
+        prep = manifest["preprocessing"]
         self._preprocessing = {k: (np.asarray(v, np.float32) if k in ("mean", "std") else v) for k, v in prep.items()}
+        self._mask_value = float(manifest["masking"].get("mask_value") or 0.0)
+        self._dot_check = self.input_kind == "features" and dot_check_suffices(self._preprocessing, self.n_features)
         self.workers: int = max(1, int(workers)) if workers else usable_cpus()
         self._pool: Optional[ThreadPoolExecutor] = None
         self._pool_lock = threading.Lock()
@@ -184,14 +189,13 @@ class Predictor:
         ref_X, keras = None, None
         try:
             with np.load(self.model_dir / artifact.REFERENCE_FILE, allow_pickle=False) as ref:
-                X = np.asarray(ref["X"], np.float32)
-                lens = np.asarray(ref["lengths"]) if "lengths" in ref.files else None
-                with np.errstate(over="ignore", invalid="ignore"):
-                    ref_X = apply_preprocessing(X, self._preprocessing, lens)  # (N, T, F) model input
-                if "keras_proba" in ref.files and np.isfinite(ref_X).all():
-                    keras = np.asarray(ref["keras_proba"], np.float64).reshape(-1)
-                else:
-                    ref_X = None
+                X = np.asarray(ref["X"], np.float32)  # (N, T, F) raw: what model.onnx takes (it scales itself)
+                full = (np.asarray(ref["lengths"]) >= X.shape[1]) if "lengths" in ref.files else np.ones(len(X), bool)
+                full &= np.isfinite(X).all(axis=(1, 2))  # whole, finite rows: what Keras' numbers are for
+                if X.ndim == 3 and full.any():
+                    ref_X = X[full]
+                    if "keras_proba" in ref.files:
+                        keras = np.asarray(ref["keras_proba"], np.float64).reshape(-1)[full]
         except (OSError, KeyError, ValueError):
             ref_X = None  # the stress rows alone
         T = ref_X.shape[1] if ref_X is not None else (self.timesteps or 20)
@@ -227,9 +231,9 @@ class Predictor:
         return self._session.run, min(CHUNK_MAX, max(CHUNK_MIN, -(-n // self.workers)))
 
     def _run(self, X: np.ndarray) -> np.ndarray:
-        """(n, T, F) float32 scaled -> (n,) float32 probabilities."""
+        """(n, T, F) float32 raw -> (n,) float32 probabilities."""
         kernel = self._fused() if X.dtype == np.float32 else None
-        if kernel is not None:  # the whole batch in one native call, threads inside it
+        if kernel is not None:  # the whole batch in one native call, threads inside it (it scales like the graph)
             return kernel.run(X, self.workers)
         n = X.shape[0]
         feed_name, out_name = self.input_name, [self.output_name]
@@ -249,51 +253,48 @@ class Predictor:
             pass
         return out
 
-    def _check_mask_prefix(self, Xs: np.ndarray, lengths: Optional[np.ndarray]) -> None:
-        """Refuse real timesteps that equal the mask value: Keras would skip them."""
-        mv = float(self.manifest["masking"].get("mask_value", 0.0))
-        masked = (Xs == mv).all(axis=2)  # (N, T)
-        if lengths is not None:
-            masked &= np.arange(Xs.shape[1])[None, :] < lengths[:, None]
-        if masked.any():
-            i, t = (int(v) for v in np.argwhere(masked)[0])
-            raise InputError(
-                f"sample {i} timestep {t}: every scaled feature equals the mask value {mv}, so the Keras model "
-                "would skip this step; expected real steps to differ from the mask value in at least one feature"
-            )
-
     def predict_proba(self, X: ArrayLike, lengths=None) -> np.ndarray:
         """Probability of class 1 for each sample.
 
+        The graphs take raw features and scale them themselves (schema 2), so X goes to
+        onnxruntime as it is; the runtime only checks it and, for right-padded rows, handles
+        the padding: a masked model gets its padding as all-zero steps (the graph's padding
+        marker), a model without a mask gets each length group unpadded.
+
         Args:
             X: raw features (N, T, F), or a list of (T_i, F) arrays of varying length.
-            lengths: optional (N,) real lengths when X is a right-padded array.
+            lengths: optional (N,) real lengths when X is a right-padded array; steps after them
+                are ignored whatever they hold.
         Returns:
             (N,) float32 in [0, 1].
         Raises:
-            InputError: X is not what the model expects (message says what was received).
+            InputError: X is not what the model expects (message says what was received), or, for a
+                masked model, a real step is all 0 or scales to the mask value (see
+                ``inputs.check_masked_steps``).
         """
         if self.input_kind == "tokens":
             return self._predict_tokens(X, lengths)
         Xr, lens = prepare_features(X, self.n_features, lengths, self.timesteps, check_values=False)
-        with np.errstate(over="ignore", invalid="ignore"):
-            Xs = apply_preprocessing(Xr, self._preprocessing, lens)  # (N, T, F) scaled, padding 0
-        try:  # one pass: a NaN/Inf in X stays one after scaling, and finite X can overflow float32 here
-            check_finite(Xs, lens, "X after standardization")
-        except InputError:
-            check_finite(Xr, lens)  # name the raw value if the raw input was already non-finite
-            raise
+        if not (self._dot_check and quick_values_ok(Xr)):  # the quick pass proves it, else the exact check
+            check_scaled_finite(Xr, lens, self._preprocessing)  # NaN/Inf, raw or once scaled by the graph
         if self.masked:
-            self._check_mask_prefix(Xs, lens)
-            proba = self._run(Xs)
+            if lens is None and (lengths is not None or isinstance(X, (list, tuple))):
+                lens = np.full(Xr.shape[0], Xr.shape[1], np.int64)  # every given step is real, even all-zero ones
+            if lens is not None:
+                pad = np.arange(Xr.shape[1])[None, :] >= lens[:, None]  # (N, T) after each row's length
+                if (Xr[pad] != 0).any():  # the graph must see the padding as all-zero steps
+                    Xr = Xr.copy()  # never write into the caller's array
+                    Xr[pad] = 0.0
+            check_masked_steps(Xr, lens, self._preprocessing, self._mask_value)
+            proba = self._run(Xr)
         elif lens is None:
-            proba = self._run(Xs)
+            proba = self._run(Xr)
         else:
             # No mask in the model: run each length group unpadded, which is exact.
-            proba = np.empty(Xs.shape[0], dtype=np.float32)
+            proba = np.empty(Xr.shape[0], dtype=np.float32)
             for length in np.unique(lens):
                 idx = np.flatnonzero(lens == length)
-                proba[idx] = self._run(np.ascontiguousarray(Xs[idx, :length]))
+                proba[idx] = self._run(np.ascontiguousarray(Xr[idx, :length]))
         return self._checked(proba)
 
     def _predict_tokens(self, X: ArrayLike, lengths=None) -> np.ndarray:

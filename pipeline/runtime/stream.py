@@ -39,6 +39,7 @@ import onnxruntime as ort
 
 from pipeline import artifact
 from pipeline.errors import ArtifactError, InputError, StreamError
+from pipeline.runtime.inputs import check_masked_steps, check_scaled_finite
 from pipeline.runtime.sessions import open_session
 
 __all__ = ["Stream", "open_stream_session", "stream_csv"]
@@ -99,18 +100,12 @@ class Stream:
         self.n_streams = None if n_streams is None else int(n_streams)
         self._B = 1 if n_streams is None else int(n_streams)
         self._F = predictor.n_features
-        prep = predictor.manifest["preprocessing"]
-        kind = prep.get("type", "none")
-        if kind == "standardize":
-            # Same float32 arithmetic as apply_preprocessing, so results match Predictor bit for bit.
-            self._mean = np.asarray(prep["mean"], np.float32)
-            self._std = np.asarray(prep["std"], np.float32)
-        elif kind == "none":
-            self._mean = self._std = None
-        else:
-            raise ArtifactError(f"unknown preprocessing type {kind!r} in the manifest")
-        self._mask_value = (float(predictor.manifest["masking"].get("mask_value") or 0.0)
-                            if predictor.masked else None)
+        # stream.onnx scales its raw input itself (schema 2); mean/std only check inputs here.
+        self._prep = predictor._preprocessing
+        self._scales = self._prep.get("type", "none") == "standardize"
+        self._mean, self._std = (self._prep["mean"], self._prep["std"]) if self._scales else (None, None)
+        self._dot_check = predictor._dot_check
+        self._mask_value = predictor._mask_value if predictor.masked else None
         self._input, self._output = entry["input"], entry["output"]
         self._state_names = [s["input"] for s in entry["states"]]
         self._state_out = [s["output"] for s in entry["states"]]
@@ -141,12 +136,12 @@ class Stream:
 
     # ------------------------------------------------------------------ pushing
     def _x_buffer(self, T: int) -> tuple:
-        """(buffer (B, T, F), view written by push, flat view, ones) for chunk length T."""
+        """(buffer (B, T, F), view written by push, flat view) for chunk length T."""
         if len(self._x) >= _X_CACHE:
             self._x = {t: b for t, b in self._x.items() if t in self._bound_t or t == 1}
         x = np.empty((self._B, T, self._F), np.float32)
         flat = x.reshape(-1)
-        entry = self._x[T] = (x, x[0] if self.n_streams is None else x, flat, np.ones(flat.size, np.float32))
+        entry = self._x[T] = (x, x[0] if self.n_streams is None else x, flat)
         return entry
 
     def _check_rank(self, steps) -> np.ndarray:
@@ -177,8 +172,9 @@ class Stream:
         Returns:
             float (single stream) or (n_streams,) float32 array (a new array each call).
         Raises:
-            InputError: wrong rank/feature count, empty chunk, NaN/Inf, or (masked models) a step
-                whose scaled features all equal the mask value. The state is then unchanged.
+            InputError: wrong rank/feature count, empty chunk, NaN/Inf (raw or once scaled), or
+                (masked models) a step whose raw features are all 0 (padding for model.onnx) or whose
+                scaled features all equal the mask value. The state is then unchanged.
             StreamError: the stream is closed.
         """
         arr = self._check_rank(steps)
@@ -186,20 +182,18 @@ class Stream:
         buf = self._x.get(T)
         if buf is None:
             buf = self._x_buffer(T)
-        x, view, flat, ones = buf
-        if self._mean is not None:
-            np.subtract(arr, self._mean, out=view, dtype=np.float32, casting="unsafe")
-            np.divide(view, self._std, out=view)
-        else:
-            np.copyto(view, arr, casting="unsafe")
-        # The dot with ones is NaN/Inf iff some value is (or the chunk is absurdly large): the
-        # cheapest full check numpy offers for tiny arrays.
-        if not math.isfinite(flat.dot(ones)):
-            self._raise_non_finite(arr, view)
-        if self._mask_value is not None and (view == self._mask_value).all(axis=-1).any():
-            raise InputError(
-                f"steps: a timestep's scaled features all equal the mask value {self._mask_value}, so the Keras "
-                "model would skip it; expected real steps to differ from the mask value in at least one feature")
+        x, view, flat = buf
+        np.copyto(view, arr, casting="unsafe")  # raw: the graph scales
+        # x.x is finite iff no value is NaN/Inf and every |x| < 1.8e19, which the scaling cannot
+        # overflow (checked at open): the cheapest full check numpy offers for tiny arrays.
+        if not (self._dot_check and math.isfinite(flat.dot(flat))):
+            self._check_values(arr, x)
+        if self._mask_value is not None:
+            real = (x != 0).any(axis=-1).all()  # no all-zero step: model.onnx would read it as padding
+            scaled = (x - self._mean) / self._std if self._scales else x
+            if not real or (scaled == self._mask_value).all(axis=-1).any():
+                check_masked_steps(x, np.full(self._B, T, np.int64), self._prep, self._mask_value,
+                                   where="steps: stream {i} timestep {t}" if self.n_streams else "steps: timestep {t}")
         k = self._cur
         io = self._bindings[k]
         if self._bound_t[k] != T:
@@ -212,10 +206,15 @@ class Stream:
         self.probability = float(p[0, 0]) if self.n_streams is None else p[:, 0].copy()
         return self.probability
 
-    def _raise_non_finite(self, arr: np.ndarray, view: np.ndarray) -> None:
+    def _check_values(self, arr: np.ndarray, x: np.ndarray) -> None:
+        """The exact check behind the quick one: NaN/Inf in the raw steps, or once the graph scales them."""
         bad = ~np.isfinite(np.asarray(arr, np.float64))
         if not bad.any():
-            raise InputError("steps: expected finite values; the scaled features overflow float32")
+            try:
+                check_scaled_finite(x, None, self._prep)
+            except InputError:
+                raise InputError("steps: expected finite values; the scaled features overflow float32") from None
+            return
         idx = tuple(int(v) for v in np.argwhere(bad)[0])
         where = "timestep {}, feature {}".format(*idx) if len(idx) == 2 else "stream {}, timestep {}, feature {}".format(*idx)
         raise InputError(f"steps: expected finite values, got {arr[idx]} at {where} ({int(bad.sum())} non-finite in all)")

@@ -4,8 +4,8 @@ Owns: the list of model configurations (``CASES``), building one as a tiny Keras
 non-trivial random weights, exporting it with ``export_native``, running it in onnxruntime on
 random and "real" inputs (the default order task, standardized; for models that normalize their own
 input, both mapped to raw scales first) at two batch sizes and two sequence lengths, and measuring
-max |Keras - ORT|; also the batch-1 latency comparison of the
-native GRU graph against tf2onnx's Loop graph. Used by tests/export/test_native_coverage.py and
+max |Keras - ORT|, and the README section that shows it (the latency figure in that section is
+measured by pipeline.benchmarks.native_vs_loop). Used by tests/export/test_native_coverage.py and
 tools/coverage_table.py.
 Imports: numpy, onnx, keras (build stage only), pipeline.export, pipeline.training.dataset and
 pipeline.runtime.sessions (every onnxruntime session).
@@ -14,8 +14,6 @@ Reads/writes: nothing on disk.
 
 from __future__ import annotations
 
-import statistics
-import time
 import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Optional
@@ -28,7 +26,7 @@ from pipeline.preprocessing import apply_preprocessing, fit_standardization
 
 __all__ = [
     "Case", "CaseResult", "CASES", "case_by_name", "build_case", "randomize_weights", "make_inputs",
-    "ort_session", "run_onnx", "keras_run", "measure_case", "graph_ops", "latency_native_vs_tf2onnx",
+    "ort_session", "run_onnx", "keras_run", "measure_case", "graph_ops",
     "markdown_table", "FEATURES", "VOCAB", "TIMESTEPS", "BATCHES",
 ]
 
@@ -346,48 +344,6 @@ def measure_case(case: Case, seed: int = 0) -> CaseResult:
     real = max(v for k, v in per_batch.items() if k.startswith("order task"))
     return CaseResult(case.name, graph_ops(proto), sum(n.op_type == "GRU" for n in proto.graph.node),
                       rand, real, per_batch, max(vs_keras, default=None), max(vs_native, default=None))
-
-
-def latency_native_vs_tf2onnx(units: int = 64, timesteps: int = 50, features: int = 8, rounds: int = 15,
-                              calls_per_round: int = 20, seed: int = 0) -> dict[str, float]:
-    """Median batch-1 latency (ms per call) of the default-size model: native GRU graph vs tf2onnx Loop graph.
-
-    Both graphs come from the same random-weight model and run with one intra-op thread; rounds
-    alternate between the two so machine load affects both alike.
-    """
-    from pipeline.settings import ModelConfig
-    from pipeline.training.model import build_model
-    from pipeline.export.native import OUTPUT_NAME, export_native
-    from pipeline.export.tf2onnx_fallback import export_tf2onnx
-
-    import keras
-
-    keras.utils.set_random_seed(seed)
-    model = build_model(ModelConfig(units=units), features, masking=False)
-    randomize_weights(model, seed)
-    sessions = {
-        "native GRU op": ort_session(export_native(model, INPUT_NAME, OPSET)),
-        "tf2onnx Loop": ort_session(export_tf2onnx(model, INPUT_NAME, OUTPUT_NAME, OPSET)),
-    }
-    X = np.random.default_rng(seed).standard_normal((1, timesteps, features)).astype(np.float32)  # (1, T, F)
-    ref = keras_run(model, X)
-    times: dict[str, list[float]] = {k: [] for k in sessions}
-    errors: dict[str, float] = {}
-    for name, sess in sessions.items():  # warm-up + correctness
-        for _ in range(5):
-            p = run_onnx(sess, X)
-        errors[name] = float(np.abs(p - ref).max())
-    for r in range(rounds):
-        order = list(sessions.items()) if r % 2 == 0 else list(sessions.items())[::-1]
-        for name, sess in order:
-            start = time.perf_counter()
-            for _ in range(calls_per_round):
-                run_onnx(sess, X)
-            times[name].append((time.perf_counter() - start) / calls_per_round * 1e3)
-    out = {f"{name} ms": statistics.median(v) for name, v in times.items()}
-    out.update({f"{name} max abs error": e for name, e in errors.items()})
-    out["speed-up"] = out["tf2onnx Loop ms"] / out["native GRU op ms"]
-    return out
 
 
 def markdown_table(results: list[CaseResult]) -> str:

@@ -24,7 +24,7 @@ from pipeline.errors import VerificationError
 from pipeline.preprocessing import apply_preprocessing
 
 __all__ = ["Family", "FamilyResult", "stress_families", "sample_families", "verify_equivalence", "format_table",
-           "results_to_manifest"]
+           "results_to_manifest", "raw_from_scaled"]
 
 
 @dataclass
@@ -46,7 +46,8 @@ class FamilyResult:
     passed: bool
 
 
-def _raw_from_scaled(Z: np.ndarray, prep: dict[str, Any]) -> np.ndarray:
+def raw_from_scaled(Z: np.ndarray, prep: dict[str, Any]) -> np.ndarray:
+    """Raw features whose scaling is about Z (N, T, F): Z * std + mean in float32 (exact only up to rounding)."""
     if prep.get("type") != "standardize":
         return Z.astype(np.float32)
     mean = np.asarray(prep["mean"], np.float32)
@@ -66,7 +67,7 @@ def stress_families(test: SequenceData, prep: dict[str, Any], n_random: int, odd
         return rng.integers(max(1, T // 4), T + 1, size=n) if variable_length else None
 
     def scaled(name: str, Z: np.ndarray, lengths=None) -> Family:
-        return Family(name, _raw_from_scaled(Z, prep), lengths)
+        return Family(name, raw_from_scaled(Z, prep), lengths)
 
     big = rng.choice(np.float32([-100.0, 100.0]), size=(n_random, T, F)) * rng.uniform(0.5, 1.0, (n_random, T, F))
     fams = [

@@ -6,7 +6,8 @@ the onnxruntime runner of stream.onnx, random chunkings and the check ``verify_s
 Imports: numpy, keras lazily, pipeline.runtime.sessions. Reads: stream.onnx. Writes: nothing.
 
 The chain checked is: Keras model on whole sequences == Keras chunk by chunk == stream.onnx chunk by
-chunk, states included.
+chunk, states included. stream.onnx takes raw features (it scales them itself): with a
+preprocessing entry, ONNX gets the raw sequences and Keras ``apply_preprocessing`` of them.
 """
 
 from __future__ import annotations
@@ -113,8 +114,13 @@ def onnx_chunk_runner(path: Path, input_name: str, output_name: str, state_names
 
 
 def verify_stream(keras_chunks, run_onnx, keras_full: Callable[[np.ndarray], np.ndarray], F: int, T: int,
-                  seed: int, n_sequences: int = 8, n_chunkings: int = 6, atol: float = STREAM_ATOL) -> dict:
+                  seed: int, n_sequences: int = 8, n_chunkings: int = 6, atol: float = STREAM_ATOL,
+                  preprocessing: Optional[dict[str, Any]] = None) -> dict:
     """Stream random sequences through Keras (twin) and ONNX with the same random chunkings.
+
+    ``keras_chunks`` and ``keras_full`` take scaled features; ``run_onnx`` takes raw features when
+    ``preprocessing`` (the manifest entry the graph embeds) is given: the random sequences are then
+    drawn on the scaled scale, mapped to raw, and Keras gets ``apply_preprocessing`` of the raw ones.
 
     Chunkings: all length-1 chunks, one whole chunk, and random ones. After every chunk the
     probability and every state must agree within ``atol``; Keras' chunked final probability must
@@ -124,6 +130,13 @@ def verify_stream(keras_chunks, run_onnx, keras_full: Callable[[np.ndarray], np.
     rng = np.random.default_rng(seed + 7919)
     X = rng.standard_normal((n_sequences, T, F)).astype(np.float32)
     X[: n_sequences // 4] *= 3.0  # some large-magnitude inputs to drive the gates to saturation
+    X_onnx = X
+    if preprocessing is not None and preprocessing.get("type", "none") != "none":
+        from pipeline.preprocessing import apply_preprocessing
+        from pipeline.verification.equivalence import raw_from_scaled
+
+        X_onnx = raw_from_scaled(X, preprocessing)            # (N, T, F) raw, what stream.onnx is fed
+        X = apply_preprocessing(X_onnx, preprocessing)          # what Keras is fed: the graph's own scaling
     chunkings = [[1] * T, [T]] + [random_chunking(T, rng, max(2, T // 2)) for _ in range(n_chunkings - 2)]
     full = keras_full(X)
     err_p = err_s = err_whole = 0.0
@@ -132,10 +145,9 @@ def verify_stream(keras_chunks, run_onnx, keras_full: Callable[[np.ndarray], np.
         os_ = [s.copy() for s in ks]
         t = 0
         for n in sizes:
-            chunk = X[:, t:t + n]
+            kp, ks = keras_chunks(X[:, t:t + n], ks)
+            op, os_ = run_onnx(X_onnx[:, t:t + n], os_)
             t += n
-            kp, ks = keras_chunks(chunk, ks)
-            op, os_ = run_onnx(chunk, os_)
             err_p = max(err_p, float(np.abs(kp - op).max()))
             # States: absolute below 1, relative above (relu GRUs can grow states without bound).
             err_s = max(err_s, max(float((np.abs(a - b) / np.maximum(1.0, np.abs(a))).max()) for a, b in zip(ks, os_)))

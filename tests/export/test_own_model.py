@@ -102,6 +102,9 @@ def test_masked_variable_length_model(tmp_path):
     _, out = _export(tmp_path, model, X, "masked", lengths=lengths)
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["masking"]["enabled"] and manifest["model"]["backend"] == "native"
+    consumers = {r["runtime"]: r for r in manifest["consumers"]["results"]}
+    if consumers["OpenVINO (Python)"]["status"] != "not run":  # its Y_h is wrong on short rows; the graph avoids it
+        assert consumers["OpenVINO (Python)"]["status"] == "ok", consumers
     seqs = [_features(1, int(n), seed=int(n))[0] for n in rng.integers(2, 2 * T, 15)]  # unseen, ragged
     got = Predictor.load(out).predict_proba(seqs)
     want = np.array([_p1(model, s[None])[0] for s in seqs])

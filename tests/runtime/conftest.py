@@ -1,11 +1,16 @@
 """Shared fixtures for the runtime tests.
 
 ``tiny_model_dir``: a tiny, valid exported folder written directly with ``onnx.helper`` (a GRU
-node graph + manifest.json shaped like ``pipeline.training.run`` writes it), so the runtime
+node graph + manifest.json shaped like ``pipeline.export.exporter`` writes it), so the runtime
 tests need neither TensorFlow, Keras nor a trained model. Writing the graph does need the ``onnx``
 package: a build dependency (the ``build`` extra), not part of the runtime install, imported only
-inside ``tiny_model_proto``. ``write_tiny_model`` makes variants (other feature count, masking, a
-broken manifest...) in any folder.
+inside ``tiny_model_proto`` and ``write_tiny_model``. Like every current export (schema 2), the
+graph takes raw features: ``pipeline.export.scaling.embed_preprocessing`` puts the manifest's
+scaling (and, for masked models, the all-zero-step padding rule) in front of the GRU, written here
+with onnx.helper like the rest of the tiny graph (the runtime tests import no pipeline.export module;
+tests/export/test_self_contained.py checks ``embed_preprocessing`` itself).
+``write_tiny_model`` makes variants (other feature count, masking, a broken manifest, the old
+schema 1 with scaling outside the graph...) in any folder.
 
 ``CASE_COUNTS`` collects how many generated cases the property tests ran; the summary is
 printed at the end of the session (and written to ``$GRU_CASE_COUNTS_FILE`` when set).
@@ -30,8 +35,13 @@ CASE_COUNTS: Counter = Counter()
 
 
 def tiny_model_proto(n_features: int = TINY_FEATURES, units: int = TINY_UNITS, seed: int = 0,
-                     input_name: str = INPUT_NAME, output_name: str = OUTPUT_NAME):
-    """ONNX graph x (batch, time, F) -> Transpose -> GRU -> Y_h -> Squeeze -> Gemm -> Sigmoid (batch, 1)."""
+                     input_name: str = INPUT_NAME, output_name: str = OUTPUT_NAME,
+                     raw_input: Optional[dict[str, Any]] = None, masking: bool = False):
+    """ONNX graph x (batch, time, F) -> Transpose -> GRU -> Y_h -> Squeeze -> Gemm -> Sigmoid (batch, 1).
+
+    ``raw_input``: a standardize entry whose scaling the graph does itself first, x -> (x - mean) / std
+    (schema 2); with ``masking`` the steps whose raw features are all 0 then become exactly 0.
+    """
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -47,8 +57,24 @@ def tiny_model_proto(n_features: int = TINY_FEATURES, units: int = TINY_UNITS, s
         numpy_helper.from_array(dense_w, "dense_w"), numpy_helper.from_array(dense_b, "dense_b"),
         numpy_helper.from_array(np.array([0], dtype=np.int64), "axes0"),
     ]
-    nodes = [
-        helper.make_node("Transpose", [input_name], ["x_tbf"], perm=[1, 0, 2]),
+    nodes, gru_input = [], input_name
+    if raw_input is not None and raw_input.get("type") == "standardize":
+        inits += [numpy_helper.from_array(np.asarray(raw_input["mean"], np.float32), "mean"),
+                  numpy_helper.from_array(np.asarray(raw_input["std"], np.float32), "std")]
+        nodes += [helper.make_node("Sub", [input_name, "mean"], ["centred"]),
+                  helper.make_node("Div", ["centred", "std"], ["scaled"])]
+        gru_input = "scaled"
+        if masking:
+            inits.append(numpy_helper.from_array(np.array(0.0, np.float32), "zero"))
+            nodes += [helper.make_node("Equal", [input_name, "zero"], ["is_zero"]),
+                      helper.make_node("Not", ["is_zero"], ["nonzero"]),
+                      helper.make_node("Cast", ["nonzero"], ["nonzero_f"], to=TensorProto.FLOAT),
+                      helper.make_node("ReduceMax", ["nonzero_f"], ["real_f"], axes=[2], keepdims=1),
+                      helper.make_node("Cast", ["real_f"], ["real"], to=TensorProto.BOOL),
+                      helper.make_node("Where", ["real", "scaled", "zero"], ["scaled_masked"])]
+            gru_input = "scaled_masked"
+    nodes += [
+        helper.make_node("Transpose", [gru_input], ["x_tbf"], perm=[1, 0, 2]),
         helper.make_node("GRU", ["x_tbf", "W", "R", "B"], ["", "h_last"], hidden_size=H, linear_before_reset=1),
         helper.make_node("Squeeze", ["h_last", "axes0"], ["h"]),
         helper.make_node("Gemm", ["h", "dense_w", "dense_b"], ["logit"]),
@@ -66,14 +92,20 @@ def tiny_model_proto(n_features: int = TINY_FEATURES, units: int = TINY_UNITS, s
     return model
 
 
+def tiny_preprocessing(n_features: int = TINY_FEATURES) -> dict[str, Any]:
+    return {"type": "standardize", "mean": [0.25 * (j + 1) for j in range(n_features)],
+            "std": [0.5 + 0.25 * j for j in range(n_features)]}
+
+
 def tiny_manifest(model_sha256: str, n_features: int = TINY_FEATURES, masking: bool = False,
-                  preprocessing: Optional[dict[str, Any]] = None) -> dict[str, Any]:
-    """A manifest with the keys and shapes builder.py writes (trimmed to what the runtime reads)."""
+                  preprocessing: Optional[dict[str, Any]] = None, schema_version: int = 2) -> dict[str, Any]:
+    """A manifest with the keys and shapes the exporter writes (trimmed to what the runtime reads)."""
     if preprocessing is None:
-        preprocessing = {"type": "standardize", "mean": [0.25 * (j + 1) for j in range(n_features)],
-                         "std": [0.5 + 0.25 * j for j in range(n_features)]}
+        preprocessing = tiny_preprocessing(n_features)
+    if schema_version >= 2 and preprocessing.get("type") == "standardize":
+        preprocessing = {**preprocessing, "in_graph": True}
     return {
-        "schema_version": 1,
+        "schema_version": schema_version,
         "model": {"file": "model.onnx", "sha256": model_sha256, "opset": 17, "backend": "native",
                   "fallback_reason": None, "ops": ["GRU", "Gemm", "Sigmoid", "Squeeze", "Transpose"]},
         "input": {"name": INPUT_NAME, "dtype": "float32", "shape": ["batch", "time", n_features], "kind": "features"},
@@ -89,15 +121,24 @@ def tiny_manifest(model_sha256: str, n_features: int = TINY_FEATURES, masking: b
 
 
 def write_tiny_model(folder: str | os.PathLike, n_features: int = TINY_FEATURES, units: int = TINY_UNITS,
-                     seed: int = 0, masking: bool = False, **manifest_kw) -> Path:
-    """Write model.onnx + manifest.json into ``folder`` (created); return the folder."""
+                     seed: int = 0, masking: bool = False, preprocessing: Optional[dict[str, Any]] = None,
+                     schema_version: int = 2, **manifest_kw) -> Path:
+    """Write model.onnx + manifest.json into ``folder`` (created); return the folder.
+
+    ``schema_version`` 2 (current): the graph scales its raw input; 1: the old layout, a graph that
+    takes standardized features and the scaling only in the manifest (runtimes refuse it).
+    """
     from pipeline import artifact
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     model_path = folder / artifact.MODEL_FILE
-    model_path.write_bytes(tiny_model_proto(n_features, units, seed).SerializeToString())
-    manifest = tiny_manifest(artifact.sha256_file(model_path), n_features, masking, **manifest_kw)
+    prep = tiny_preprocessing(n_features) if preprocessing is None else preprocessing
+    proto = tiny_model_proto(n_features, units, seed, raw_input=prep if schema_version >= 2 else None,
+                             masking=masking)
+    model_path.write_bytes(proto.SerializeToString())
+    manifest = tiny_manifest(artifact.sha256_file(model_path), n_features, masking, prep, schema_version,
+                             **manifest_kw)
     artifact.write_manifest(folder, manifest)
     return folder
 
@@ -116,7 +157,7 @@ def tiny_masked_model_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_model_factory():
-    """``write_tiny_model(folder, n_features=3, units=4, seed=0, masking=False, preprocessing=None)``."""
+    """``write_tiny_model(folder, n_features=3, units=4, seed=0, masking=False, preprocessing=None, schema_version=2)``."""
     return write_tiny_model
 
 

@@ -56,7 +56,7 @@ def test_manifest_hash_edited(model_dir):
     _refused(model_dir, IntegrityError)
 
 
-@pytest.mark.parametrize("version", [0, 2, "1", None, 1.5])
+@pytest.mark.parametrize("version", [0, 3, "2", None, 1.5])
 def test_unknown_schema_version(model_dir, version):
     m = _manifest(model_dir)
     m["schema_version"] = version
@@ -128,3 +128,12 @@ def test_cli_exit_code_for_damaged_model(model_dir, tmp_path):
     np.save(tmp_path / "x.npy", np.zeros((1, 2, 3), np.float32))
     (model_dir / "model.onnx").write_bytes(b"garbage")
     assert main([str(model_dir), str(tmp_path / "x.npy")]) == 3
+
+
+def test_schema_1_artifact_is_refused_with_how_to_reexport(tmp_path, tiny_model_factory):
+    """A folder of the old schema (graph fed standardized features, scaling only in the manifest) would
+    answer wrongly on raw features, so it is refused, and the message says how to re-export."""
+    folder = tiny_model_factory(tmp_path / "old", schema_version=1)
+    assert _manifest(folder)["schema_version"] == 1
+    msg = _refused(folder, ArtifactError, "unsupported manifest schema_version 1")
+    assert "standardized features" in msg and "re-export" in msg and "gru-build" in msg and "export_model" in msg

@@ -43,3 +43,21 @@ def test_predict_returns_class_names_and_list_input():
     assert set(labels.tolist()) <= set(p.class_names)
     # A list of (T_i, F) arrays gives the same numbers as the stacked array when lengths agree.
     np.testing.assert_array_equal(p.predict_proba(list(X)), p.predict_proba(X))
+
+
+def test_committed_model_runs_alone_in_plain_onnxruntime():
+    """exported/model.onnx is self-contained: raw features in, the Predictor's numbers out, metadata inside."""
+    import onnxruntime as ort
+
+    manifest = json.loads((EXPORTED / "manifest.json").read_text())
+    raw = np.load(EXPORTED / "reference.npz", allow_pickle=False)["X"]
+    sess = ort.InferenceSession(str(EXPORTED / "model.onnx"), providers=["CPUExecutionProvider"])
+    plain = sess.run(None, {"x": raw})[0][:, 0]
+    assert np.abs(plain - Predictor.load(EXPORTED).predict_proba(raw)).max() <= 1e-6
+    meta = sess.get_modelmeta().custom_metadata_map
+    assert json.loads(meta["class_names"]) == manifest["class_names"]
+    assert float(meta["threshold"]) == manifest["threshold"]
+    assert float(meta["verified_max_abs_error"]) == manifest["equivalence"]["max_abs_error"] <= 1e-5
+    assert manifest["preprocessing"]["in_graph"] is True
+    ok = {r["runtime"]: r["status"] for r in manifest["consumers"]["results"]}
+    assert ok["onnxruntime (Python)"] == "ok" and set(ok.values()) <= {"ok", "not run"}

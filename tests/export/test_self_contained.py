@@ -1,0 +1,272 @@
+"""Self-contained ONNX (issue 14): every graph takes raw features and carries its metadata; model.onnx
+alone, in onnxruntime, OpenVINO and onnxruntime-node, gives what our runtime and Keras give.
+
+Two tiny builds: the default task (fixed length, no mask) and a masked variable-length model
+trained on a right-padded NPZ whose features are far from zero mean (so a scaling applied twice,
+or not at all, or a padding step scaled instead of masked, would show).
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tensorflow")
+
+import onnx  # noqa: E402
+import onnxruntime as ort  # noqa: E402
+from onnx import TensorProto, helper  # noqa: E402
+
+from pipeline import artifact  # noqa: E402
+from pipeline.errors import VerificationError, ExportError, InputError  # noqa: E402
+from pipeline.export.scaling import embed_preprocessing  # noqa: E402
+from pipeline.preprocessing import apply_preprocessing  # noqa: E402
+from pipeline.runtime import Predictor  # noqa: E402
+from pipeline.settings import load_config  # noqa: E402
+from pipeline.training import run as builder  # noqa: E402
+from pipeline.verification import consumers  # noqa: E402
+
+TINY = {"model": {"units": 8}, "train": {"epochs": 2, "batch_size": 32, "verbose": "0"},
+        "verify": {"n_random": 32, "large_batch": 64, "odd_batch": 7}}
+ATOL_PLAIN = 1e-6  # plain onnxruntime on the file vs Predictor (issue 14)
+ATOL_CONSUMER = 1e-5
+
+
+def _variable_length_npz(path, n=200, T=12, F=3, seed=1):
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(4, T + 1, size=n)
+    y = np.arange(n) % 2
+    X = np.zeros((n, T, F), np.float32)  # right padding: all-zero steps
+    for i in range(n):
+        X[i, :lengths[i]] = rng.standard_normal((lengths[i], F)) * 2.0 + 5.0
+        X[i, :2, 0] += 3.0 if y[i] else -3.0
+    np.savez(path, X=X, y=y, lengths=lengths)
+    return path
+
+
+@pytest.fixture(scope="module")
+def builds(tmp_path_factory):
+    root = tmp_path_factory.mktemp("self_contained")
+    default = root / "default"
+    builder.run_build(load_config(None, {**TINY, "out": str(default),
+                                         "data": {"n_samples": 240, "timesteps": 12, "features": 3}}))
+    masked = root / "masked"
+    builder.run_build(load_config(None, {**TINY, "out": str(masked),
+                                         "data": {"path": str(_variable_length_npz(root / "var.npz"))}}))
+    return {"default": default, "masked": masked}
+
+
+def _manifest(folder):
+    return json.loads((folder / artifact.MANIFEST_FILE).read_text())
+
+
+def _plain(path, feeds):
+    """onnxruntime on the file with nothing of ours in between."""
+    source = path if isinstance(path, bytes) else str(path)
+    return ort.InferenceSession(source, providers=["CPUExecutionProvider"]).run(None, feeds)
+
+
+# ----------------------------------------------------------------------------- the graph transform
+
+def _identity_graph(F=2, elem=TensorProto.FLOAT, opset=17):
+    """x (batch, time, F) -> Identity -> y: shows what the graph did to its input."""
+    node = helper.make_node("Identity", ["x"], ["y"])
+    dims = ["batch", "time", F] if elem == TensorProto.FLOAT else ["batch", "time"]
+    graph = helper.make_graph([node], "identity", [helper.make_tensor_value_info("x", elem, dims)],
+                              [helper.make_tensor_value_info("y", elem, dims)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+@pytest.mark.parametrize("opset", [17, 18])
+def test_embedded_scaling_is_bit_identical_and_padding_becomes_the_mask_value(opset):
+    prep = {"type": "standardize", "mean": [5.0, -3.25], "std": [0.3, 7.0]}
+    X = np.random.default_rng(0).normal(4.0, 3.0, (3, 5, 2)).astype(np.float32)
+    X[1, 3:] = 0.0  # right padding of row 1
+    X[2, 1, 0] = 0.0  # one zero feature is not padding
+    lengths = np.array([5, 3, 5])
+    plain = embed_preprocessing(_identity_graph(opset=opset), prep)
+    assert np.array_equal(_plain(plain.SerializeToString(), {"x": X})[0], apply_preprocessing(X, prep))
+    masked = embed_preprocessing(_identity_graph(opset=opset), prep, masking=True, mask_value=0.0)
+    got = _plain(masked.SerializeToString(), {"x": X})[0]
+    assert np.array_equal(got, apply_preprocessing(X, prep, lengths))  # padding exactly 0, not -mean/std
+    assert masked.graph.input[0].name == "x" and [n.op_type for n in masked.graph.node][:2] == ["Sub", "Div"]
+
+
+def test_transform_leaves_token_and_unscaled_graphs_alone_and_refuses_a_wrong_length():
+    tokens = _identity_graph(elem=TensorProto.INT64)
+    assert embed_preprocessing(tokens, {"type": "none"}, masking=True) == tokens
+    unscaled = _identity_graph()
+    assert embed_preprocessing(unscaled, {"type": "none"}) == unscaled
+    with pytest.raises(ExportError, match="expected 2 means and stds"):
+        embed_preprocessing(unscaled, {"type": "standardize", "mean": [0.0] * 3, "std": [1.0] * 3})
+    with pytest.raises(ExportError, match="cannot be standardized"):
+        embed_preprocessing(tokens, {"type": "standardize", "mean": [0.0], "std": [1.0]})
+
+
+# ----------------------------------------------------------------------------- built artifacts
+
+@pytest.mark.parametrize("kind", ["default", "masked"])
+def test_plain_onnxruntime_on_raw_features_equals_the_predictor(builds, kind):
+    """The issue's "done when": InferenceSession(model.onnx).run(None, {"x": raw}) == Predictor.predict_proba(raw)."""
+    folder = builds[kind]
+    ref = np.load(folder / artifact.REFERENCE_FILE)
+    raw = ref["X"]  # (N, T, F) raw; masked: right-padded with all-zero steps
+    plain = _plain(folder / artifact.MODEL_FILE, {"x": raw})[0][:, 0]
+    predictor = Predictor.load(folder)
+    assert np.abs(plain - predictor.predict_proba(raw)).max() <= ATOL_PLAIN
+    assert np.abs(plain - ref["keras_proba"]).max() <= ATOL_CONSUMER
+    if kind == "masked":
+        assert (ref["lengths"] < raw.shape[1]).any(), "the reference rows should include padded ones"
+        assert np.abs(plain - predictor.predict_proba(raw, lengths=ref["lengths"])).max() <= ATOL_PLAIN
+        assert _manifest(folder)["preprocessing"]["in_graph"] is True
+
+
+def test_padded_batch_with_lengths_gives_todays_answer(builds):
+    """Today's graph fed apply_preprocessing(raw, lengths) (the schema-1 runtime) == the raw-in graph fed raw."""
+    folder = builds["masked"]
+    m = _manifest(folder)
+    ref = np.load(folder / artifact.REFERENCE_FILE)
+    X, lengths = ref["X"].copy(), ref["lengths"]
+    X[np.arange(X.shape[1])[None, :] >= lengths[:, None]] = 7.0  # garbage in the padding: lengths decide
+    proto = onnx.load(str(folder / artifact.MODEL_FILE))  # today's graph: the shipped one without its scaling
+    scaled_name = next(n.output[0] for n in proto.graph.node if n.op_type == "Where")
+    keep = [n for n in proto.graph.node if not n.name.startswith("preprocessing_")]
+    for n in keep:
+        n.input[:] = ["x" if i == scaled_name else i for i in n.input]
+    del proto.graph.node[:]
+    proto.graph.node.extend(keep)
+    today = _plain(proto.SerializeToString(), {"x": apply_preprocessing(X, m["preprocessing"], lengths)})[0][:, 0]
+    new = Predictor.load(folder).predict_proba(X, lengths=lengths)
+    assert np.array_equal(today, new)
+
+
+def test_stream_and_unrolled_graphs_take_raw_features_too(builds):
+    folder = builds["default"]
+    m = _manifest(folder)
+    raw = np.load(folder / artifact.REFERENCE_FILE)["X"][:16]
+    expected = Predictor.load(folder, graph="native").predict_proba(raw)
+    unrolled = _plain(folder / m["unrolled"]["file"], {"x": raw})[0][:, 0]
+    assert np.abs(unrolled - expected).max() <= ATOL_CONSUMER
+    sess = ort.InferenceSession(str(folder / m["stream"]["file"]), providers=["CPUExecutionProvider"])
+    states = {s["input"]: np.zeros((s["shape"][0], len(raw), s["shape"][1]), np.float32) for s in m["stream"]["states"]}
+    for t in range(raw.shape[1]):  # one raw step at a time, states fed back
+        out = sess.run(None, {"x": raw[:, t:t + 1], **states})
+        names = [o.name for o in sess.get_outputs()]
+        res = dict(zip(names, out))
+        states = {s["input"]: res[s["output"]] for s in m["stream"]["states"]}
+    assert np.abs(res["probability"][:, 0] - expected).max() <= ATOL_CONSUMER
+
+
+@pytest.mark.parametrize("kind", ["default", "masked"])
+def test_metadata_inside_every_graph(builds, kind):
+    folder = builds[kind]
+    m = _manifest(folder)
+    files = [("model", m["model"])] + [(g, m[g]) for g in ("stream", "unrolled") if m[g].get("supported")]
+    assert len(files) == (3 if kind == "default" else 2)
+    for graph, entry in files:
+        assert entry["sha256"] == artifact.sha256_file(folder / entry["file"])  # stamped files are the ones listed
+        proto = onnx.load(str(folder / entry["file"]))
+        meta = {p.key: p.value for p in proto.metadata_props}
+        assert meta["graph"] == graph and meta["schema_version"] == str(artifact.SCHEMA_VERSION)
+        assert json.loads(meta["class_names"]) == m["class_names"]
+        assert float(meta["threshold"]) == m["threshold"]
+        assert meta["features"] == str(m["input"]["shape"][2]) and meta["timesteps"].isdigit()
+        assert json.loads(meta["preprocessing"]) == m["preprocessing"]
+        assert json.loads(meta["masking"]) == m["masking"]
+        assert meta["mask_value"] == ("0.0" if kind == "masked" else "none (no masking)")
+        assert meta["producer_name"] == proto.producer_name == "gru-pipeline" and proto.producer_version
+        assert meta["source_model_sha256"] == m["source_model"]["sha256"] and len(meta["source_model_sha256"]) == 64
+        assert 0 <= float(meta["verified_max_abs_error"]) <= float(meta["verified_atol"]) == 1e-5
+        assert "RAW features" in meta["input"] and "RAW features" in proto.graph.input[0].doc_string
+        assert "metadata_props" in proto.doc_string
+        assert ("all-zero" in meta["padding"]) == (kind == "masked" and graph == "model")
+    assert float(dict((p.key, p.value) for p in onnx.load(str(folder / "model.onnx")).metadata_props)
+                 ["verified_max_abs_error"]) == m["equivalence"]["max_abs_error"]
+
+
+@pytest.mark.parametrize("kind", ["default", "masked"])
+def test_other_runtimes_agree_within_1e5(builds, kind):
+    """OpenVINO and onnxruntime-node run model.onnx alone on the reference rows (at build time, and here)."""
+    folder = builds[kind]
+    m = _manifest(folder)
+    ref = np.load(folder / artifact.REFERENCE_FILE)
+    results = {r["runtime"]: r for r in m["consumers"]["results"]}
+    assert set(results) == {"onnxruntime (Python)", "OpenVINO (Python)", "onnxruntime-node (JavaScript)"}
+    assert m["consumers"]["rows"] == len(ref["X"]) and m["consumers"]["atol"] == ATOL_CONSUMER
+    report = (folder / artifact.REPORT_FILE).read_text()
+    assert "## Other runtimes" in report
+    for name, run in (("OpenVINO (Python)", consumers.run_openvino), ("onnxruntime-node (JavaScript)", consumers.run_node)):
+        entry = results[name]
+        assert f"| {name} |" in report
+        if entry["status"] == "not run":  # only when the consumer truly is not installed here
+            pytest.skip(f"{name}: {entry['reason']}")
+        assert entry["status"] == "ok" and entry["max_abs_error_vs_keras"] <= ATOL_CONSUMER, entry
+        proba, version = run(folder / artifact.MODEL_FILE, "x", ref["X"])
+        assert version == entry["version"]
+        assert np.abs(proba - ref["keras_proba"]).max() <= ATOL_CONSUMER
+
+
+def test_a_consumer_that_cannot_run_is_not_run_never_ok(builds, monkeypatch):
+    folder = builds["default"]
+    ref = np.load(folder / artifact.REFERENCE_FILE)
+    monkeypatch.setattr(consumers.shutil, "which", lambda name: None)
+
+    def missing(*args):
+        raise consumers.NotRun("the openvino package is not installed")
+
+    def wrong(path, name, X):
+        return np.zeros(len(X), np.float32), "9.9"
+
+    entry = consumers.check_consumers(folder, ref["X"], ref["keras_proba"], log=lambda s: None, consumers=[
+        ("node", consumers.run_node), ("openvino", missing), ("wrong", wrong)])
+    by = {r["runtime"]: r for r in entry["results"]}
+    assert by["node"]["status"] == "not run" and "node is not on PATH" in by["node"]["reason"]
+    assert by["openvino"]["status"] == "not run" and by["openvino"]["max_abs_error_vs_keras"] is None
+    assert by["wrong"]["status"] == "failed" and by["wrong"]["max_abs_error_vs_keras"] > ATOL_CONSUMER
+    with pytest.raises(VerificationError, match="wrong 9.9"):
+        consumers.raise_on_failure(entry)
+
+    def crashes(path, name, X):
+        raise RuntimeError("Unsupported op: Loop")
+
+    entry = consumers.check_consumers(folder, ref["X"], ref["keras_proba"], log=lambda s: None,
+                                      consumers=[("crashes", crashes)])
+    assert entry["results"][0]["status"] == "unsupported" and "Loop" in entry["results"][0]["reason"]
+    consumers.raise_on_failure(entry)  # cannot load the file: recorded with the reason, not a disagreement
+
+
+def test_masked_model_refuses_all_zero_real_steps(builds):
+    """An all-zero raw step is padding for the graph: refused where it would be a real step."""
+    predictor = Predictor.load(builds["masked"])
+    X = np.load(builds["masked"] / artifact.REFERENCE_FILE)["X"][:2].copy()
+    X[:, 1] = 0.0  # inside the rows
+    with pytest.raises(InputError, match="mask value"):
+        predictor.predict_proba(X)
+    with predictor.stream() as s, pytest.raises(InputError, match="padding"):
+        s.push(np.zeros((1, X.shape[2]), np.float32))
+
+
+def test_readme_node_snippet_runs_and_agrees(builds, tmp_path):
+    """The README's JavaScript snippet, run as written on one raw reference sequence."""
+    import re
+    import shutil
+    import subprocess
+
+    from tests.conftest import ROOT
+
+    if shutil.which("node") is None or not (consumers.NODE_DIR / "node_modules" / "onnxruntime-node").is_dir():
+        pytest.skip("node or onnxruntime-node (make node-deps) is not installed")
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"<!-- BEGIN node-snippet.*?```js\n(.*?)```\n<!-- END node-snippet -->", readme, re.S)
+    assert block, "README has no node snippet between its markers"
+    (tmp_path / "predict.mjs").write_text(block.group(1))
+    (tmp_path / "node_modules").symlink_to(consumers.NODE_DIR / "node_modules")
+    folder = builds["default"]
+    raw = np.load(folder / artifact.REFERENCE_FILE)["X"][0]  # (T, F)
+    (tmp_path / "sequence.json").write_text(json.dumps(raw.tolist()))
+    res = subprocess.run(["node", "predict.mjs", str(folder), "sequence.json"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert abs(float(res.stdout.strip()) - float(Predictor.load(folder).predict_proba(raw[None])[0])) <= ATOL_PLAIN
