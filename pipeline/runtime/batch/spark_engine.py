@@ -59,7 +59,10 @@ def session(workers: int):
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     os.environ.setdefault("SPARK_HOME", os.path.dirname(pyspark.__file__))  # local-cluster needs its scripts
     master = os.environ.get("GRU_SPARK_MASTER") or f"local[{workers},4]"
-    spark = (SparkSession.builder.master(master).appName("gru-predict")
+    builder = SparkSession.builder.master(master).appName("gru-predict")
+    if not os.environ.get("SPARK_CONF_DIR"):  # no site configuration: keep the JVM's log to errors
+        builder = builder.config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile={_quiet_log4j()}")
+    spark = (builder
              .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")
              .config("spark.sql.execution.arrow.pyspark.enabled", "true")
              .config("spark.python.worker.reuse", "true")
@@ -67,6 +70,21 @@ def session(workers: int):
              .getOrCreate())
     spark.sparkContext.setLogLevel("ERROR")
     return spark
+
+
+def _quiet_log4j() -> str:
+    import tempfile
+
+    path = os.path.join(tempfile.gettempdir(), "gru-predict-spark-log4j2.properties")
+    if not os.path.exists(path):
+        tmp = f"{path}.{os.getpid()}"
+        with open(tmp, "w") as fh:
+            fh.write("rootLogger.level = error\nrootLogger.appenderRef.stderr.ref = console\n"
+                     "appender.console.type = Console\nappender.console.name = console\n"
+                     "appender.console.target = SYSTEM_ERR\nappender.console.layout.type = PatternLayout\n"
+                     "appender.console.layout.pattern = %d{yy/MM/dd HH:mm:ss} %p %c{1}: %m%n%ex\n")
+        os.replace(tmp, path)
+    return path
 
 
 def _score_partitions(spec_json: str, threads: Optional[int]):
