@@ -175,7 +175,7 @@ def test_bad_invocations_are_one_line_errors(tmp_path, fixed_input):
         ([EXPORTED, folder, "--output", tmp_path / "o2", "--layout", "long", "--id-column", "id"],
          "long layout: expected columns id, t, <features...>"),
         ([EXPORTED, folder, "--output", tmp_path / "o3", "--workers", "0"], "--workers: expected a positive integer"),
-        ([EXPORTED, tmp_path / "none", "--output", tmp_path / "o4"], "input not found"),
+        ([EXPORTED, tmp_path / "none.parquet", "--output", tmp_path / "o4"], "input not found"),
         ([EXPORTED, tmp_path / "empty", "--output", tmp_path / "o5"], "no Parquet files"),
         ([EXPORTED, EXPORTED / "reference.npz", "--engine", "ray"], "--engine applies to Parquet input"),
         ([EXPORTED, "-", "--stream", "--resume"], "--resume cannot be used with --stream"),
