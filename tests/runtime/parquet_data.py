@@ -55,6 +55,16 @@ def write_files(folder: Path, table: pa.Table, files: int, row_group_size: int =
     return folder
 
 
+def write_long_files(folder: Path, seqs, ids, files: int, shuffle_seed=None) -> Path:
+    """Long layout in ``files`` files, each holding whole sequences (their rows shuffled when asked)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    per = -(-len(seqs) // files)
+    for k in range(files):
+        a = k * per
+        pq.write_table(long_table(seqs[a:a + per], list(ids[a:a + per]), shuffle_seed), folder / f"part{k:03d}.parquet")
+    return folder
+
+
 def read_output(out: Path) -> tuple[pa.Table, pa.Table, dict]:
     """(scored rows of all parts, refused rows of _errors, summary) of a job's output directory."""
     scored = pa.concat_tables([pq.read_table(p) for p in sorted(out.glob("part-*.parquet"))])

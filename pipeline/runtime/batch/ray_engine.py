@@ -59,8 +59,12 @@ class FragmentScorer:
     def __init__(self, spec_json: str, threads: Optional[int] = None) -> None:
         import ray
 
+        from pipeline.runtime.batch import score
+
         self.spec = JobSpec.from_json(spec_json)
-        cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
+        ctx = ray.get_runtime_context()
+        score.WORKER_TAG = f"ray-node-{ctx.get_node_id()[:12]}"
+        cpus = ctx.get_assigned_resources().get("CPU", 1)
         self.threads = threads or self.spec.threads or max(1, int(cpus))
 
     def __call__(self, batch: dict) -> dict:

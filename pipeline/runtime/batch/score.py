@@ -56,8 +56,12 @@ class JobSpec:
         return cls(**json.loads(text))
 
 
+WORKER_TAG: Optional[str] = None  # set by an engine in its workers, e.g. the Ray node
+
+
 def worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """``host:pid`` of this process, plus ``@tag`` when the engine set one."""
+    return f"{socket.gethostname()}:{os.getpid()}" + (f"@{WORKER_TAG}" if WORKER_TAG else "")
 
 
 _PREDICTORS: dict = {}
