@@ -2,6 +2,10 @@
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -12,8 +16,8 @@ import pyarrow.parquet as pq  # noqa: E402
 from pipeline.errors import InputError  # noqa: E402
 from pipeline.runtime import Predictor  # noqa: E402
 from pipeline.runtime.batch.job import run_job  # noqa: E402
-from tests.runtime.parquet_data import (EXPORTED, as_map, long_table, nested_table, ragged, read_output,  # noqa: E402
-                                        write_files)
+from tests.runtime.parquet_data import (EXPORTED, ROOT, as_map, long_table, nested_table, ragged,  # noqa: E402
+                                        read_output, write_files)
 from tests.runtime.test_properties import run_cli  # noqa: E402
 
 
@@ -192,3 +196,29 @@ def test_model_with_other_feature_count_refuses_long_input(tmp_path, tiny_model_
     write_files(tmp_path / "in", long_table(seqs, [1, 2, 3]), 1)
     with pytest.raises(InputError, match="expected 3 feature columns, got 8"):
         run_job(str(tiny_model_dir), str(tmp_path / "in"), str(tmp_path / "out"))
+
+
+def test_killed_job_completes_with_resume(tmp_path, predictor):
+    """Fault test: SIGKILL gru-predict once its first part is written; --resume completes the job
+    from the parts on disk; every id comes out exactly once."""
+    X = np.random.default_rng(3).standard_normal((12000, 50, 8)).astype(np.float32)
+    folder = write_files(tmp_path / "in", nested_table(list(X), np.arange(12000)), 12, 500)
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.runtime.cli", str(EXPORTED), str(folder), "--output",
+                             str(out), "--workers", "1"], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(out.glob("part-*.parquet")) and proc.poll() is None:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    kept = {p.name: p.stat().st_mtime_ns for p in out.glob("part-*.parquet")}
+    assert 1 <= len(kept) < 12 and not (out / "_SUCCESS").exists(), f"not killed mid-job: {sorted(kept)}"
+    rc, _, err = run_cli([EXPORTED, folder, "--output", out, "--resume"])
+    assert rc == 0, err
+    scored, _, summary = read_output(out)
+    assert summary["parts_skipped"] == len(kept) and summary["parts_done_now"] == 12 - len(kept)
+    assert {p: (out / p).stat().st_mtime_ns for p in kept} == kept  # finished parts were not redone
+    assert not list(out.glob(".*.tmp"))  # a killed writer's temporary file is cleaned at commit
+    got = as_map(scored)
+    assert sorted(got) == list(range(12000))
+    np.testing.assert_allclose([got[i] for i in range(12000)], predictor.predict_proba(X), atol=1e-6, rtol=0)

@@ -125,12 +125,19 @@ class SparkScorer:
             table = pa.table({self.id_column: pa.array(pdf[self.id_column]), parquet_io.X_COLUMN: x})
             yield score_rows(predictor, table, "nested", self.id_column).to_pandas()
 
-    def long(self, pdf):
-        """For ``groupBy(id).applyInPandas``: rows (sample_id, t, features...) of one or more sequences."""
-        predictor = self._predictor()
-        table = pa.Table.from_pandas(pdf, preserve_index=False)
-        features = parquet_io.long_feature_columns(table.schema, self.id_column)
-        return score_rows(predictor, table, "long", self.id_column, features).to_pandas()
+    @property
+    def long(self):
+        """For ``groupBy(id).applyInPandas``: a function of the rows (sample_id, t, features...) of one sequence.
+
+        (A plain one-argument function: Spark passes the group key too to two-argument functions.)
+        """
+
+        def score_group(pdf):
+            table = pa.Table.from_pandas(pdf, preserve_index=False)
+            features = parquet_io.long_feature_columns(table.schema, self.id_column)
+            return score_rows(self._predictor(), table, "long", self.id_column, features).to_pandas()
+
+        return score_group
 
     def fixed_length_udf(self, timesteps: int, batch_size: int = 4096):
         """``pyspark.ml.functions.predict_batch_udf`` for rows of exactly ``timesteps`` steps.

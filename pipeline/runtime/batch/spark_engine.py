@@ -94,7 +94,12 @@ def _score_partitions(spec_json: str, threads: Optional[int]):
         import pandas as pd
         from pyspark import TaskContext
 
+        from pipeline.runtime.batch import score
+
         spec = JobSpec.from_json(spec_json)
+        dirs = os.environ.get("SPARK_EXECUTOR_DIRS")  # set for executors of a cluster: .../<app>/<executor id>
+        if dirs:
+            score.WORKER_TAG = os.path.basename(dirs.split(os.pathsep)[0].rstrip("/"))[:21]  # executor-1234abcd...
         ctx = TaskContext.get()
         cpus = threads or spec.threads or max(1, int(ctx.cpus()) if ctx is not None else 1)
         for pdf in batches:
