@@ -4,7 +4,7 @@ ratios against the in-process Predictor, each engine's start-up cost.
 Writes bench-results/cluster.{json,md}.
 
 Usage: python tools/bench_cluster.py [MODEL_DIR] [--rows 1000000] [--files 16] [--layouts nested,long]
-                                     [--engines local:2,ray:1,ray:2,spark:1,spark:2] [--data-dir DIR]
+                                     [--engines local:2,ray:1,ray:2,spark:1,spark:2] [--repeat 2] [--data-dir DIR]
 Engines whose package is missing (pip install -e '.[ray,spark]') or Spark without java are skipped
 with a note. The Parquet input is written once into --data-dir (default: a folder in the system
 temp dir) and reused by later runs with the same settings.
@@ -31,12 +31,13 @@ def main(argv=None) -> int:
     ap.add_argument("--files", type=int, default=16)
     ap.add_argument("--layouts", default="nested,long")
     ap.add_argument("--engines", default="local:2,ray:1,ray:2,spark:1,spark:2")
+    ap.add_argument("--repeat", type=int, default=2, help="runs per configuration, interleaved; the best is kept")
     ap.add_argument("--data-dir", default=os.path.join(tempfile.gettempdir(), "gru-bench-cluster"))
     ap.add_argument("--out", default=str(ROOT / "bench-results"))
     args = ap.parse_args(argv)
 
-    from pipeline.benchmarks.cluster import (bench_engine, bench_in_memory, bench_in_process, beyond_startup,
-                                             format_markdown, startup_cost, write_dataset)
+    from pipeline.benchmarks.cluster import (bench_engine, bench_in_memory, bench_in_process, format_markdown,
+                                             write_dataset)
     from pipeline.runtime import Predictor
     from pipeline.runtime.predictor import usable_cpus
 
@@ -58,30 +59,32 @@ def main(argv=None) -> int:
                 notes.append(f"spark skipped: {java_available() or 'pip install -e .[spark]'}")
                 continue
         engines.append((name, int(workers or 2)))
-    result = {"rows": args.rows, "T": T, "F": F, "files": args.files, "cpus": usable_cpus(),
+    result = {"rows": args.rows, "T": T, "F": F, "files": args.files, "cpus": usable_cpus(), "repeat": args.repeat,
               "load": " ".join(f"{v:.1f}" for v in os.getloadavg()), "in_process": {}, "rows_table": [],
-              "startup": {}, "notes": notes}
-    print(f"in-memory predict_proba on {min(args.rows, 200_000):,} rows ...", flush=True)
-    result["in_memory_samples_per_s"] = bench_in_memory(args.model_dir, min(args.rows, 200_000), T, F)
-    for name in sorted({e for e, _ in engines}):
-        result["startup"][name] = startup_cost(args.model_dir, data, name, 2)
-        print(f"start-up ({name}, 1-row job): {result['startup'][name]:.1f} s", flush=True)
+              "notes": notes}
+    n_mem = min(args.rows, 200_000)
+    result["in_memory_samples_per_s"] = max(bench_in_memory(args.model_dir, n_mem, T, F) for _ in range(args.repeat))
+    print(f"in-memory predict_proba ({n_mem:,} rows): {result['in_memory_samples_per_s']:,.0f} samples/s", flush=True)
     for layout in args.layouts.split(","):
-        print(f"writing {args.rows:,} sequences ({layout}) to {data / layout} ...", flush=True)
+        print(f"writing {args.rows:,} sequences ({layout}) to {data / layout} (reused when present) ...", flush=True)
         folder = write_dataset(data / layout, args.rows, T, F, args.files, layout)
-        base = bench_in_process(args.model_dir, folder, layout)
-        result["in_process"][layout] = base
-        result["rows_table"].append({"layout": layout, "engine": "in-process Predictor", **base})
-        print(f"{layout}: in-process Predictor {base['samples_per_s']:,.0f} samples/s", flush=True)
-        for name, workers in engines:
-            r = bench_engine(args.model_dir, folder, data / f"out-{layout}-{name}-{workers}", name, workers)
-            if r["rows"] != args.rows:
-                raise SystemExit(f"{name} scored {r['rows']} rows, expected {args.rows}")
-            result["rows_table"].append({"layout": layout, **r})
-            rate = beyond_startup(r, result["startup"][name])
-            print(f"{layout}: {name} x{workers}: {rate:,.0f} samples/s beyond start-up "
-                  f"({rate / base['samples_per_s']:.2f}x in-process), process {r['process_seconds']:.1f} s, "
-                  f"engine start {r['engine_start_seconds']:.1f} s", flush=True)
+        best: dict = {}
+        for rep in range(args.repeat):  # interleaved: a busy moment of the machine hits every configuration alike
+            r = bench_in_process(args.model_dir, folder, layout)
+            print(f"{layout} run {rep + 1}: in-process Predictor {r['samples_per_s']:,.0f} samples/s", flush=True)
+            if r["samples_per_s"] > best.get("in-process", {}).get("samples_per_s", 0):
+                best["in-process"] = r
+            for name, workers in engines:
+                r = bench_engine(args.model_dir, folder, data / f"out-{layout}-{name}-{workers}", name, workers)
+                if r["rows"] != args.rows:
+                    raise SystemExit(f"{name} scored {r['rows']} rows, expected {args.rows}")
+                print(f"{layout} run {rep + 1}: {name} x{workers}: {r['samples_per_s']:,.0f} samples/s while scoring, "
+                      f"start-up {r['startup_seconds']:.1f} s, process {r['process_seconds']:.1f} s", flush=True)
+                if r["samples_per_s"] > best.get((name, workers), {}).get("samples_per_s", 0):
+                    best[(name, workers)] = r
+        result["in_process"][layout] = best["in-process"]
+        result["rows_table"].append({"layout": layout, "engine": "in-process Predictor", **best["in-process"]})
+        result["rows_table"] += [{"layout": layout, **best[e]} for e in engines]
     md = format_markdown(result) + "".join(f"\n{n}" for n in notes)
     (out / "cluster.json").write_text(json.dumps(result, indent=1) + "\n")
     (out / "cluster.md").write_text(md)

@@ -222,3 +222,13 @@ def test_killed_job_completes_with_resume(tmp_path, predictor):
     got = as_map(scored)
     assert sorted(got) == list(range(12000))
     np.testing.assert_allclose([got[i] for i in range(12000)], predictor.predict_proba(X), atol=1e-6, rtol=0)
+
+
+def test_files_with_different_id_types_are_refused_before_any_work(tmp_path):
+    seqs = ragged(4, 8, seed=2)
+    (tmp_path / "in").mkdir()
+    pq.write_table(nested_table(seqs[:2], [1, 2]), tmp_path / "in" / "a.parquet")
+    pq.write_table(nested_table(seqs[2:], ["3", "4"]), tmp_path / "in" / "b.parquet")
+    rc, _, err = run_cli([EXPORTED, tmp_path / "in", "--output", tmp_path / "out"])
+    assert rc == 2 and "expected the id column 'id' of type int64 (as in" in err and "got string" in err
+    assert not (tmp_path / "out").exists()

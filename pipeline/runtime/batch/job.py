@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from typing import Optional
 
 from pipeline.errors import InputError, PipelineError
-from pipeline.runtime.batch.plan import ROWS_PER_PART, OutputDir, list_input_files, make_plan
+from pipeline.runtime.batch.plan import ROWS_PER_PART, OutputDir, make_plan
 from pipeline.runtime.batch.score import JobSpec
 
 __all__ = ["ENGINES", "run_job"]
@@ -45,8 +45,8 @@ def run_job(model_dir: str, input: str, output: str, engine: str = "local", work
     """
     from pipeline.runtime.predictor import Predictor, usable_cpus
 
-    t0 = time.perf_counter()
-    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    t0, epoch = time.perf_counter(), time.time()
+    started = datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="seconds")
     mod = _engine(engine)
     if workers is not None and workers < 1:
         raise InputError(f"--workers: expected a positive integer, got {workers}")
@@ -57,7 +57,7 @@ def run_job(model_dir: str, input: str, output: str, engine: str = "local", work
     sha = predictor.manifest["model"]["sha256"]
     plan = make_plan(input, layout, id_column, predictor.n_features, sha, rows_per_part)
     out = OutputDir(output)
-    todo = out.prepare(plan, resume, list_input_files(input)[1])
+    todo = out.prepare(plan, resume, sorted({f.path for f in plan.fragments}))
     spec = JobSpec(os.path.abspath(model_dir), sha, input, output, plan.layout, plan.id_column,
                    plan.feature_columns, graph, threads)
     plan_s = time.perf_counter() - t0
@@ -72,7 +72,7 @@ def run_job(model_dir: str, input: str, output: str, engine: str = "local", work
     summary = {
         "engine": engine, "workers": workers, "layout": plan.layout, "id_column": plan.id_column,
         "input": input, "output": output, "model_dir": os.path.abspath(model_dir), "model_sha256": sha,
-        "started_at": started, "resumed": bool(resume), "parts_done_now": len(todo),
+        "started_at": started, "started_epoch": epoch, "resumed": bool(resume), "parts_done_now": len(todo),
         "parts_skipped": len(plan.fragments) - len(todo),
         "plan_seconds": round(plan_s, 3), "engine_start_seconds": round(start_s, 3),
         "run_seconds": round(run_s, 3),

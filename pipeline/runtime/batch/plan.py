@@ -125,12 +125,16 @@ def make_plan(location: str, layout: Optional[str], id_column: Optional[str], n_
     layout = layout or parquet_io.detect_layout(schema)
     id_column = id_column or parquet_io.default_id_column(layout)
     features = None
+    id_type = None
     for path, _, _, _, sch in footers:
         got = parquet_io.check_schema(sch, layout, id_column, n_features, path)
         if features is None:
-            features = got
+            features, id_type = got, sch.field(id_column).type
         elif got != features:
             raise DataFormatError(f"{path}: expected the feature columns {features} (as in {files[0]}), got {got}")
+        elif sch.field(id_column).type != id_type:
+            raise DataFormatError(f"{path}: expected the id column {id_column!r} of type {id_type} (as in {files[0]}), "
+                                  f"got {sch.field(id_column).type}")
     plan = Plan(location, layout, id_column, features or [], model_sha256, int(rows_per_part))
     for path, size, mtime_ns, md, _ in footers:
         n_groups = md.num_row_groups
@@ -239,7 +243,9 @@ class OutputDir:
     def commit(self, plan: Plan, summary: dict, job_started: float) -> dict:
         """Check all parts, sum their counts, check no id repeats, write _summary.json and _SUCCESS.
 
-        ``job_started``: ``time.perf_counter()`` at the job's start, for ``wall_seconds``.
+        ``job_started``: ``time.perf_counter()`` at the job's start, for ``wall_seconds``;
+        ``summary["started_epoch"]`` (``time.time()`` then) tells the parts written by this run
+        from kept ones, for ``first_fragment_after_seconds`` and ``scoring_seconds``.
         """
         t0 = time.perf_counter()
         names = {posixpath.basename(e.path) for e in self._listing()}
@@ -287,6 +293,11 @@ class OutputDir:
             for e in self._listing(sub):
                 if posixpath.basename(e.path).startswith(".") and e.path.endswith(".tmp"):
                     self.fs.delete_file(e.path)
+        epoch = summary.get("started_epoch", 0.0)
+        now = [m for m, _ in metas if m.get("started", 0.0) >= epoch]
+        if now:  # when the first fragment began (engine and workers up) and how long scoring took
+            summary["first_fragment_after_seconds"] = round(min(m["started"] for m in now) - epoch, 3)
+            summary["scoring_seconds"] = round(max(m["finished"] for m in now) - min(m["started"] for m in now), 3)
         summary.update(rows_in=rows_in, rows_out=rows_out, rows_refused=refused, parts=len(plan.fragments),
                        workers_seen=sorted(workers), commit_seconds=round(time.perf_counter() - t0, 3),
                        wall_seconds=round(time.perf_counter() - job_started, 3))

@@ -78,10 +78,6 @@ def get_predictor(model_dir: str, threads: Optional[int] = None, graph: str = "a
         p = _PREDICTORS.get(key)
         if p is None:
             p = _PREDICTORS[key] = Predictor.load(model_dir, threads=threads, graph=graph)
-            try:  # pyarrow's decoding pool follows the worker's CPUs too
-                pa.set_cpu_count(max(1, p.workers))
-            except (ValueError, pa.ArrowException):  # pragma: no cover
-                pass
     if sha256 and p.manifest["model"]["sha256"] != sha256:
         raise PipelineError(f"worker {worker_id()} loaded {model_dir} with model sha256 "
                             f"{p.manifest['model']['sha256'][:12]}..., the job planned {sha256[:12]}...: "
@@ -162,7 +158,7 @@ def process_fragment(spec: JobSpec, frag: Fragment, threads: Optional[int] = Non
     Writing the same fragment twice (an engine retry) writes the same bytes under the same name.
     Returns the fragment's counts.
     """
-    t0 = time.perf_counter()
+    t0, started = time.perf_counter(), time.time()
     predictor = get_predictor(spec.model_dir, threads or spec.threads, spec.graph, spec.model_sha256)
     fs_in, _ = parquet_io.filesystem_and_path(spec.input)
     columns = [spec.id_column] + ([parquet_io.X_COLUMN] if spec.layout == "nested"
@@ -202,7 +198,8 @@ def process_fragment(spec: JobSpec, frag: Fragment, threads: Optional[int] = Non
         parquet_io.write_table_atomic(bad, fs_out, f"{root.rstrip('/')}/{ERRORS_DIR}/{name}")
     seconds = time.perf_counter() - t0
     meta = {"fragment": frag.index, "rows_in": rows_in, "rows_refused": bad.num_rows, "worker": worker_id(),
-            "threads": predictor.workers, "model_sha256": spec.model_sha256, "seconds": round(seconds, 3)}
+            "threads": predictor.workers, "model_sha256": spec.model_sha256, "seconds": round(seconds, 3),
+            "started": started, "finished": time.time()}
     out = out.replace_schema_metadata({META_KEY: json.dumps(meta).encode()})
     parquet_io.write_table_atomic(out, fs_out, f"{root.rstrip('/')}/{name}")
     return {"index": frag.index, "rows_in": rows_in, "rows_out": out.num_rows, "rows_refused": bad.num_rows,
