@@ -225,38 +225,48 @@ def decode_nested(table, id_column: str, n_features: Optional[int] = None, check
         reason[int(i)] = "x is null: expected a list of timesteps"
     for i in np.flatnonzero(outer == 0):
         reason[int(i)] = "empty sequence: expected at least 1 timestep, got 0"
-    step_row = np.repeat(np.arange(n), steps)                    # (sum steps,) row of each timestep
-    step_start = np.repeat(np.cumsum(steps) - steps, steps)
+    step_end = np.cumsum(steps)                                  # (n,) end of each row's timesteps
+
+    def row_and_step(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Row of each timestep index in ``s`` and its position in that row (only where needed)."""
+        r = np.searchsorted(step_end, s, side="right")
+        return r, s - (step_end[r] - steps[r])
+
     F = n_features
     if F is None:
         good_w = width[width > 0]
         F = int(good_w[0]) if len(good_w) else 1
     bad_step = np.flatnonzero(width != F)
     if len(bad_step):
-        rows, first = np.unique(step_row[bad_step], return_index=True)
-        for r, s in zip(rows, bad_step[first]):
-            k = int(s - step_start[s])
-            reason.setdefault(int(r), f"timestep {k} is null: expected {F} features" if width[s] < 0 else
-                              f"expected {F} features per timestep, got {int(width[s])} at timestep {k}")
+        rows, pos = row_and_step(bad_step)
+        rows, first = np.unique(rows, return_index=True)         # the first bad timestep of each row
+        for r, s, k in zip(rows, bad_step[first], pos[first]):
+            reason.setdefault(int(r), f"timestep {int(k)} is null: expected {F} features" if width[s] < 0 else
+                              f"expected {F} features per timestep, got {int(width[s])} at timestep {int(k)}")
     v32, raw, valid = _float32_values(values)
-    value_step = np.repeat(np.arange(len(width)), np.maximum(width, 0))  # (sum width,) timestep of each value
+    width0 = np.maximum(width, 0)
+    value_end = None if not len(bad_step) else np.cumsum(width0)  # (sum steps,) end of each timestep's values
     if check_values or valid is not None:
         bad_v = np.flatnonzero(~np.isfinite(v32)) if check_values else np.flatnonzero(~valid)
         if len(bad_v):
-            steps_of = value_step[bad_v]
-            rows, first = np.unique(step_row[steps_of], return_index=True)
-            value_start = np.cumsum(np.maximum(width, 0)) - np.maximum(width, 0)
-            for r, i in zip(rows, bad_v[first]):
-                s = value_step[i]
+            if value_end is None:  # every timestep has F values: value i is in timestep i // F
+                steps_of, feat = bad_v // F, bad_v % F
+            else:
+                steps_of = np.searchsorted(value_end, bad_v, side="right")
+                feat = bad_v - (value_end[steps_of] - width0[steps_of])
+            rows, pos = row_and_step(steps_of)
+            rows, first = np.unique(rows, return_index=True)     # the first bad value of each row
+            for r, i, k, j in zip(rows, bad_v[first], pos[first], feat[first]):
                 reason.setdefault(int(r), f"expected finite values, got {_value_reason(raw, valid, i)} at timestep "
-                                          f"{int(s - step_start[s])}, feature {int(i - value_start[s])}")
+                                          f"{int(k)}, feature {int(j)}")
     labels = table.column(LABEL_COLUMN).combine_chunks() if LABEL_COLUMN in table.column_names else None
     if not reason:
         return Decoded(ids, v32.reshape(-1, F), steps, labels, ids.slice(0, 0), [], n)
     bad = np.zeros(n, dtype=bool)
     bad[list(reason)] = True
     good = np.flatnonzero(~bad)
-    keep_value = ~bad[step_row][value_step] if len(value_step) else np.zeros(0, dtype=bool)
+    step_bad = np.repeat(bad, steps)                             # (sum steps,)
+    keep_value = np.repeat(~step_bad, width0)                    # (sum width,)
     bad_rows = np.flatnonzero(bad)
     return Decoded(ids.take(pa.array(good)), v32[keep_value].reshape(-1, F), steps[good],
                    None if labels is None else labels.take(pa.array(good)),
@@ -301,20 +311,25 @@ def decode_long(table, id_column: str, feature_columns: list[str], check_values:
         values[:, j] = v32 if order is None else v32[order]
     values = values[first:]
     reason: dict[int, str] = {}
+    def first_per_sample(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(sample, its first row) for the rows given (ascending): one reason per sample."""
+        samples, idx = np.unique(codes_k[rows], return_index=True)
+        return samples, rows[idx]
+
     same = codes_k[1:] == codes_k[:-1]
-    for i in np.flatnonzero(same & (tv_k[1:] == tv_k[:-1])):
-        reason.setdefault(int(codes_k[i]), f"duplicate rows at t={tv_k[i]:g}")
+    for smp, i in zip(*first_per_sample(np.flatnonzero(same & (tv_k[1:] == tv_k[:-1])))):
+        reason.setdefault(int(smp), f"duplicate rows at t={tv_k[i]:g}")
     if t_null is not None:
-        for i in np.flatnonzero(t_null[first:]):
-            reason.setdefault(int(codes_k[i]), f"a row with a null {T_COLUMN!r}")
-    if check_values or any(c[3] is not None for c in cols):
+        for smp, _ in zip(*first_per_sample(np.flatnonzero(t_null[first:]))):
+            reason.setdefault(int(smp), f"a row with a null {T_COLUMN!r}")
+    if (check_values and not np.isfinite(values).all()) or any(c[3] is not None for c in cols):
         bad_cells = ~np.isfinite(values) if check_values else np.zeros(values.shape, dtype=bool)
         if not check_values:
             for j, c in enumerate(cols):
                 if c[3] is not None:
                     bad_cells[:, j] = ~(c[3] if order is None else c[3][order])[first:]
-        for i, j in np.argwhere(bad_cells):
-            s = int(codes_k[i])
+        for s, i in zip(*first_per_sample(np.flatnonzero(bad_cells.any(axis=1)))):
+            s, j = int(s), int(np.flatnonzero(bad_cells[i])[0])
             if s in reason:
                 continue
             _, _, raw, valid = cols[j]

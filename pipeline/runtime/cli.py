@@ -56,7 +56,7 @@ def parser() -> argparse.ArgumentParser:
                        help="where to score Parquet input: local (this process, default), ray (Ray Data; joins "
                             "RAY_ADDRESS when set) or spark (Spark; GRU_SPARK_MASTER or local[N])")
     batch.add_argument("--workers", type=int, default=None,
-                       help="parallel workers (threads, Ray actors or Spark task slots; default: the usable CPUs)")
+                       help="parallel workers (local processes, Ray actors or Spark task slots; default: the usable CPUs)")
     batch.add_argument("--layout", choices=("nested", "long"), default=None,
                        help="nested: id + x list<list<float>> per row; long: sample_id, t, features per timestep "
                             "(default: told from the columns)")

@@ -205,11 +205,12 @@ def test_killed_job_completes_with_resume(tmp_path, predictor):
     folder = write_files(tmp_path / "in", nested_table(list(X), np.arange(12000)), 12, 500)
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-m", "pipeline.runtime.cli", str(EXPORTED), str(folder), "--output",
-                             str(out), "--workers", "1"], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+                             str(out), "--workers", "2"], cwd=ROOT, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
     deadline = time.time() + 120
     while time.time() < deadline and not list(out.glob("part-*.parquet")) and proc.poll() is None:
         time.sleep(0.005)
-    proc.send_signal(signal.SIGKILL)
+    os.killpg(proc.pid, signal.SIGKILL)  # the job: gru-predict and its worker processes
     proc.wait(30)
     kept = {p.name: p.stat().st_mtime_ns for p in out.glob("part-*.parquet")}
     assert 1 <= len(kept) < 12 and not (out / "_SUCCESS").exists(), f"not killed mid-job: {sorted(kept)}"
