@@ -3,7 +3,7 @@
 Owns nothing itself; the stages are one module each:
     plan.py          input -> fragments with deterministic part names; output dir, resume, commit
     score.py         one fragment -> one part (and its _errors part), written atomically, in a worker
-    local.py         engine: a thread pool in this process
+    local.py         engine: worker processes on this machine
     ray_engine.py    engine: Ray Data map_batches with a callable class (actor pool)
     spark_engine.py  engine: Spark mapInPandas, one fragment per partition
     job.py           run_job: plan -> engine -> commit
