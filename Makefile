@@ -7,6 +7,9 @@ STAMP  := $(VENV)/.installed-build-dev
 # test exercises every peer, and the backends extra (JAX, PyTorch CPU: ~100 s), so models saved under
 # other Keras backends are exported in the tests
 BENCH_STAMP := $(VENV)/.installed-build-dev-bench
+# the parquet, ray and spark extras (pyarrow, Ray Data, PySpark: ~60-80 s, ~1.1 GB) so the tests
+# run the batch engines for real; Spark also needs a JRE 17+ (target `java`)
+CLUSTER_STAMP := $(VENV)/.installed-build-dev-bench-cluster
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONDONTWRITEBYTECODE = 1
 
@@ -16,7 +19,7 @@ export PYTHONDONTWRITEBYTECODE = 1
 NODE_DIR   := tools/node
 NODE_STAMP := $(NODE_DIR)/node_modules/.installed
 
-.PHONY: help install export test bench lint coverage-table clean node-deps
+.PHONY: help install export test bench bench-cluster java lint coverage-table clean node-deps
 
 help:
 	@echo "make export          train on the default task, export, verify, write exported/"
@@ -24,6 +27,8 @@ help:
 	@echo "make bench           runtime vs Keras, tf.function, tf2onnx, OpenVINO, LiteRT; cold start,"
 	@echo "                     memory, install size, targets; streaming (bench-results/)"
 	@echo "make lint            ruff (pyflakes + pycodestyle errors) over the whole tree"
+	@echo "make bench-cluster   Parquet batch scoring: in-process Predictor vs gru-predict --engine local,"
+	@echo "                     ray, spark at 1 and 2 workers, 1M sequences (bench-results/cluster.*)"
 	@echo "make coverage-table  regenerate the native-GRU coverage table in README.md"
 	@echo "make node-deps       npm-install onnxruntime-node for the JavaScript cross-runtime check"
 
@@ -39,6 +44,17 @@ $(BENCH_STAMP): $(STAMP)
 	$(PY) -m pip install --quiet -e ".[build,dev,bench,backends]"
 	@touch $@
 
+$(CLUSTER_STAMP): $(BENCH_STAMP)
+	$(PY) -m pip install --quiet -e ".[build,dev,bench,backends,parquet,ray,spark]"
+	@touch $@
+
+# Spark needs java: install Debian's JRE 17 when it is missing and apt-get can; never fail here
+# (without java the Spark tests skip with the reason)
+java:
+	@command -v java >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && \
+		apt-get update -qq && apt-get install -y -qq openjdk-17-jre-headless >/dev/null; } || \
+		echo "note: java is missing and could not be installed; the Spark tests will skip"
+
 install: $(STAMP)
 
 $(NODE_STAMP): $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json
@@ -51,7 +67,7 @@ node-deps: $(NODE_STAMP)
 export: $(STAMP) $(NODE_STAMP)
 	$(VENV)/bin/gru-build
 
-test: $(BENCH_STAMP) $(NODE_STAMP)
+test: $(CLUSTER_STAMP) $(NODE_STAMP) java
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
 
@@ -60,6 +76,9 @@ bench: $(BENCH_STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+
+bench-cluster: $(CLUSTER_STAMP) java
+	$(PY) tools/bench_cluster.py
 
 coverage-table: $(STAMP)
 	$(PY) tools/coverage_table.py --update-readme

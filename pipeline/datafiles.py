@@ -1,8 +1,10 @@
-"""Readers for sequence data files: NPZ, NPY, CSV (long layout) and UCR/UEA ``.ts``.
+"""Readers for sequence data files: NPZ, NPY, CSV (long layout), UCR/UEA ``.ts`` and Parquet.
 
 Owns: turning a file into a ``SequenceData`` (right-padded float array + lengths +
 optional labels and ids) with one-line errors for anything malformed.
-Imports: numpy and the standard library only (used by the runtime and the build).
+Imports: numpy and the standard library only (used by the runtime and the build); Parquet is
+read by ``pipeline.parquet_io``, imported only when a .parquet file is read (pyarrow, the
+optional ``parquet`` extra).
 Reads: the file it is given. Writes: nothing.
 
 Formats (see README "Data files"):
@@ -13,6 +15,8 @@ Formats (see README "Data files"):
           timestep; series may differ in length; rows may come in any order.
     .ts   UCR/UEA text format: ``@`` header lines, then ``@data`` and one series per line,
           dimensions separated by ``:``, values by ``,``, the class label last.
+    .parquet  nested layout (``id``, ``x`` list<list<float>>, ragged allowed) or long layout
+          (``sample_id, t, <features...>[, label]``), told apart by the columns.
 """
 
 from __future__ import annotations
@@ -33,7 +37,8 @@ from pipeline.errors import DataFormatError, InputError
 
 __all__ = ["SequenceData", "read_sequences", "pad_sequences", "iter_npy_chunks", "SUPPORTED_SUFFIXES"]
 
-SUPPORTED_SUFFIXES = (".npz", ".npy", ".csv", ".ts")
+SUPPORTED_SUFFIXES = (".npz", ".npy", ".csv", ".ts", ".parquet")
+PARQUET_HINT = "pip install 'gru-onnx-pipeline[parquet]'"
 
 # Padding variable-length series to the longest one may cost far more memory than the file holds
 # (one long series among many short ones). Refuse when the padded array would exceed this many
@@ -121,7 +126,7 @@ def read_sequences(path: str | os.PathLike) -> SequenceData:
         raise DataFormatError(f"expected a data file, got a directory or special file: {str(p)!r}")
     if p.stat().st_size == 0:
         raise DataFormatError(f"data file is empty: {str(p)!r}")
-    reader = {".npz": _read_npz, ".npy": _read_npy, ".csv": _read_csv, ".ts": _read_ts}[suffix]
+    reader = {".npz": _read_npz, ".npy": _read_npy, ".csv": _read_csv, ".ts": _read_ts, ".parquet": _read_parquet}[suffix]
     try:
         data = reader(p)
     except (DataFormatError, InputError):
@@ -136,6 +141,23 @@ def read_sequences(path: str | os.PathLike) -> SequenceData:
     if data.ids.shape[0] != data.n_samples:
         data.ids = np.array([str(i) for i in range(data.n_samples)])
     return data
+
+
+# ---------------------------------------------------------------------------- Parquet
+
+def parquet_module():
+    """``pipeline.parquet_io``, or a one-line DataFormatError with the install hint when pyarrow is missing."""
+    try:
+        from pipeline import parquet_io
+    except ImportError as exc:
+        if (exc.name or "").partition(".")[0] != "pyarrow":
+            raise
+        raise DataFormatError(f"reading Parquet needs pyarrow, which is not installed: {PARQUET_HINT}") from None
+    return parquet_io
+
+
+def _read_parquet(p: Path) -> SequenceData:
+    return parquet_module().read_parquet_sequences(p)
 
 
 # ---------------------------------------------------------------------------- NPZ / NPY

@@ -5,9 +5,15 @@ features) and prints the running probability of class 1 after each line, flushed
 in a shell pipeline. A blank line or ``#`` comment is skipped, ``reset`` starts a new sequence; the
 first malformed line stops with a one-line error on stderr and exit code 2 (no guessing).
 
-Owns: the predict command line. Imports: the TF-free runtime only.
-Reads: MODEL_DIR (exported folder) and INPUT (.npz, .npy, .csv long layout, .ts).
-Writes: CSV ``id,probability,label`` to --output (atomically) or stdout.
+``gru-predict MODEL_DIR INPUT --output DIR [--engine local|ray|spark] [--workers N] [--layout nested|long]
+[--id-column C] [--resume]`` scores a Parquet file, directory or URI into a Parquet directory (one
+part per input fragment, ``_errors``, ``_summary.json``, ``_SUCCESS``; see pipeline.runtime.batch).
+
+Owns: the predict command line. Imports: the TF-free runtime only; pipeline.runtime.batch (pyarrow,
+and ray or pyspark for their engines) only when the input is Parquet.
+Reads: MODEL_DIR (exported folder) and INPUT (.npz, .npy, .csv long layout, .ts, .parquet).
+Writes: CSV ``id,probability,label`` to --output (atomically) or stdout; for Parquet input with
+--output, a Parquet directory.
 """
 
 from __future__ import annotations
@@ -34,8 +40,10 @@ def parser() -> argparse.ArgumentParser:
                     "Writes one CSV row per sample: id,probability,label.",
     )
     p.add_argument("model_dir", metavar="MODEL_DIR", help="exported folder (e.g. exported)")
-    p.add_argument("input", metavar="INPUT", help="data file: .npz (X[, lengths, ids]), .npy (X), .csv (long layout), .ts")
-    p.add_argument("--output", "-o", metavar="FILE", help="write the CSV here instead of stdout")
+    p.add_argument("input", metavar="INPUT", help="data file: .npz (X[, lengths, ids]), .npy (X), .csv (long layout), .ts; "
+                                                  "or Parquet: a .parquet file, a directory of them, or a URI")
+    p.add_argument("--output", "-o", metavar="FILE", help="write the CSV here instead of stdout (Parquet input: the "
+                                                           "output directory of Parquet parts)")
     p.add_argument("--threads", type=int, default=None, metavar="N",
                    help="worker threads that run the chunks of a large batch in parallel, each chunk a "
                         "single-threaded onnxruntime call (default: the CPUs this process may use)")
@@ -45,7 +53,54 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--stream", action="store_true",
                    help="read one timestep per line (F comma-separated numbers) from INPUT ('-' = stdin) and "
                         "print the running probability after each; stops at the first bad line (exit 2)")
+    batch = p.add_argument_group("Parquet batch jobs (pip install 'gru-onnx-pipeline[parquet]', [ray], [spark])")
+    batch.add_argument("--engine", choices=("local", "ray", "spark"), default=None,
+                       help="where to score Parquet input: local (this process, default), ray (Ray Data; joins "
+                            "RAY_ADDRESS when set) or spark (Spark; GRU_SPARK_MASTER or local[N])")
+    batch.add_argument("--workers", type=int, default=None,
+                       help="parallel workers (local processes, Ray actors or Spark task slots; default: the usable CPUs)")
+    batch.add_argument("--layout", choices=("nested", "long"), default=None,
+                       help="nested: id + x list<list<float>> per row; long: sample_id, t, features per timestep "
+                            "(default: told from the columns)")
+    batch.add_argument("--id-column", metavar="C", default=None,
+                       help="id column (default: id for nested, sample_id for long)")
+    batch.add_argument("--resume", action="store_true",
+                       help="complete an interrupted job in --output, keeping its finished parts")
     return p
+
+
+BATCH_FLAGS = ("engine", "workers", "layout", "id_column", "resume")
+
+
+def is_parquet_input(location: str) -> bool:
+    """A .parquet file, a directory (of Parquet files) or a URI."""
+    return "://" in location or Path(location).suffix.lower() in (".parquet", ".parq", ".pq") or Path(location).is_dir()
+
+
+def batch_main(args) -> int:
+    """Parquet in, Parquet out: a batch job on the local, Ray or Spark engine."""
+    from pipeline.datafiles import parquet_module
+
+    parquet_module()  # a one-line error with the install hint when pyarrow is missing
+    from pipeline.runtime.batch.job import run_job
+
+    if not args.output:
+        raise InputError(f"{args.input}: Parquet batch jobs write a directory of Parquet parts: expected --output DIR")
+    s = run_job(args.model_dir, args.input, args.output, engine=args.engine or "local", workers=args.workers,
+                layout=args.layout, id_column=args.id_column, resume=args.resume, threads=args.threads,
+                graph=args.graph)
+    skipped = f", {s['parts_skipped']} finished parts kept" if s["parts_skipped"] else ""
+    print(f"wrote {s['rows_out']} predictions in {s['parts']} parts to {args.output} (engine {s['engine']}, "
+          f"{s['workers']} workers, {s['wall_seconds']:.1f} s of which engine start {s['engine_start_seconds']:.1f} s"
+          f"{skipped}); {s['rows_refused']} of {s['rows_in']} sequences refused", file=sys.stderr)
+    if s["rows_refused"]:
+        from pipeline.runtime.batch.plan import OutputDir
+
+        first = OutputDir(args.output).first_error()
+        detail = f" (first: id {first[0]!r}: {first[1]})" if first else ""
+        raise InputError(f"{s['rows_refused']} of {s['rows_in']} sequences could not be scored; their ids and "
+                         f"reasons are in {args.output.rstrip('/')}/_errors{detail}")
+    return 0
 
 
 def stream_main(args) -> int:
@@ -148,8 +203,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
         if args.threads is not None and args.threads < 1:
             raise InputError(f"--threads: expected a positive integer, got {args.threads}")
+        batch_flags = [f"--{f.replace('_', '-')}" for f in BATCH_FLAGS if getattr(args, f) not in (None, False)]
         if args.stream:
+            if batch_flags:
+                raise InputError(f"{batch_flags[0]} cannot be used with --stream: it applies to Parquet batch jobs")
             return stream_main(args)
+        if is_parquet_input(args.input) and (args.output or batch_flags or Path(args.input).is_dir() or "://" in args.input):
+            return batch_main(args)
+        if batch_flags:
+            raise InputError(f"{batch_flags[0]} applies to Parquet input (a .parquet file, a directory or a URI), "
+                             f"got {args.input!r}")
         predictor = Predictor.load(args.model_dir, threads=args.threads, graph=args.graph)
         if Path(args.input).suffix.lower() == ".npy":
             return _predict_npy_main(predictor, args)
