@@ -17,7 +17,6 @@ import pytest
 
 pytest.importorskip("ray.data", reason="the ray extra is not installed (pip install -e '.[ray]')")
 import pyarrow as pa  # noqa: E402
-import pyarrow.parquet as pq  # noqa: E402
 
 from pipeline.runtime import Predictor  # noqa: E402
 from pipeline.runtime.batch.job import run_job  # noqa: E402

@@ -109,10 +109,10 @@ def test_cli_prints_csv_for_one_parquet_file(tmp_path):
     rc, out, err = run_cli([EXPORTED, tmp_path / "in.parquet"])
     assert rc == 0, err
     lines = out.strip().splitlines()
-    assert lines[0] == "id,probability,label" and [l.split(",")[0] for l in lines[1:]] == ["a", "b", "c", "d"]
+    assert lines[0] == "id,probability,label" and [row.split(",")[0] for row in lines[1:]] == ["a", "b", "c", "d"]
     from pipeline.runtime import Predictor
 
-    np.testing.assert_allclose([float(l.split(",")[1]) for l in lines[1:]], Predictor.load(EXPORTED).predict_proba(X),
+    np.testing.assert_allclose([float(row.split(",")[1]) for row in lines[1:]], Predictor.load(EXPORTED).predict_proba(X),
                                atol=1e-6)
 
 
