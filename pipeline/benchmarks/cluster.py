@@ -133,7 +133,7 @@ def format_markdown(result: dict) -> str:
         if r["engine"] == "in-process Predictor":
             lines.append(f"| {r['layout']} | in-process Predictor (pyarrow read + decode + predict_proba) | 2 threads | "
                          f"{r['samples_per_s']:,.0f} | 1.00 | {r['samples_per_s'] / mem:.2f} | - | - | "
-                         f"{r['seconds']:.1f} | - |")
+                         f"{r['seconds']:.1f} (the loop) | - |")
             continue
         lines.append(f"| {r['layout']} | gru-predict --engine {r['engine']} | {r['workers']} | "
                      f"{r['samples_per_s']:,.0f} | {r['samples_per_s'] / base:.2f} | {r['samples_per_s'] / mem:.2f} | "

@@ -233,3 +233,17 @@ def test_files_with_different_id_types_are_refused_before_any_work(tmp_path):
     rc, _, err = run_cli([EXPORTED, tmp_path / "in", "--output", tmp_path / "out"])
     assert rc == 2 and "expected the id column 'id' of type int64 (as in" in err and "got string" in err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("engine, module, extra", [("ray", "ray", "ray"), ("spark", "pyspark", "spark")])
+def test_missing_engine_package_is_a_one_line_error_with_the_install_hint(tmp_path, fixed_input, engine, module,
+                                                                          extra):
+    _, folder = fixed_input
+    code = (f"import sys; sys.modules[{module!r}] = None\n"
+            "from pipeline.runtime.cli import main\n"
+            f"sys.exit(main([{str(EXPORTED)!r}, {str(folder)!r}, '--output', {str(tmp_path / 'out')!r}, "
+            f"'--engine', {engine!r}]))\n")
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.count("\n") == 1 and "Traceback" not in res.stderr
+    assert f"--engine {engine} needs" in res.stderr and f"pip install 'gru-onnx-pipeline[{extra}]'" in res.stderr
