@@ -137,6 +137,21 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _wait_for_nodes(n: int, address: str, env: dict, timeout: float = 120.0) -> None:
+    """Block until the Ray cluster at ``address`` has ``n`` live nodes (asked from a child process)."""
+    probe = ("import ray; ray.init(address=%r, logging_level='ERROR'); "
+             "print(sum(1 for node in ray.nodes() if node['Alive']))" % address)
+    deadline = time.time() + timeout
+    seen = "nothing"
+    while time.time() < deadline:
+        res = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
+        seen = (res.stdout.strip().splitlines() or [res.stderr.strip()[-200:]])[-1]
+        if seen == str(n):
+            return
+        time.sleep(2)
+    raise AssertionError(f"the Ray cluster at {address} did not reach {n} live nodes in {timeout:g} s (last: {seen})")
+
+
 def test_two_node_ray_cluster_runs_two_worker_processes(tmp_path, data, predictor):
     """A Ray head plus a second node started with `ray start` (1 CPU each): gru-predict joins it
     through RAY_ADDRESS and its two actors run on the two nodes."""
@@ -158,7 +173,7 @@ def test_two_node_ray_cluster_runs_two_worker_processes(tmp_path, data, predicto
         procs.append(subprocess.Popen([ray_bin, "start", f"--address=127.0.0.1:{port}",
                                        f"--dashboard-agent-listen-port={_free_port()}", *common],
                                       env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        time.sleep(6)
+        _wait_for_nodes(2, f"127.0.0.1:{port}", env)  # a loaded machine may take longer than a fixed sleep
         res = run_predict(EXPORTED, folder, "--output", tmp_path / "out", "--engine", "ray", "--workers", "2",
                           env={"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token),
                                "RAY_ADDRESS": f"127.0.0.1:{port}"})
