@@ -184,3 +184,11 @@ def pytest_terminal_summary(terminalreporter):
     target = os.environ.get("GRU_CASE_COUNTS_FILE")
     if target:
         Path(target).write_text(json.dumps({"total": total, **CASE_COUNTS}, indent=2) + "\n")
+
+
+@pytest.fixture(scope="module")
+def predictor():
+    """The committed exported/ model, loaded once per test module."""
+    from pipeline.runtime import Predictor
+
+    return Predictor.load(Path(__file__).resolve().parents[2] / "exported")

@@ -106,3 +106,9 @@ def descendants(pid: int) -> list[tuple[int, str]]:
             out.append((c, cmd.get(c, "")))
             todo.append(c)
     return out
+
+
+def reference_input(folder: Path, n: int, files: int, row_group_size: int, seed: int) -> tuple[np.ndarray, Path]:
+    """n reference-shaped sequences X (n, T=50, F=8) written as nested Parquet into ``files`` files."""
+    X = np.random.default_rng(seed).standard_normal((n, 50, 8)).astype(np.float32)  # (n, T, F)
+    return X, write_files(folder, nested_table(list(X), np.arange(n)), files, row_group_size)

@@ -16,11 +16,6 @@ from pipeline.errors import ArtifactError, InputError, IntegrityError  # noqa: E
 from pipeline.runtime import Predictor  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def predictor():
-    return Predictor.load(EXPORTED)
-
-
 @pytest.fixture
 def good_X(predictor):
     return np.load(EXPORTED / "reference.npz")["X"][:3]

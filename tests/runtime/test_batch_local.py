@@ -14,24 +14,16 @@ pa = pytest.importorskip("pyarrow", reason="the parquet extra is not installed (
 import pyarrow.parquet as pq  # noqa: E402
 
 from pipeline.errors import InputError  # noqa: E402
-from pipeline.runtime import Predictor  # noqa: E402
 from pipeline.runtime.batch.job import run_job  # noqa: E402
 from tests.runtime.parquet_data import (EXPORTED, ROOT, as_map, long_table, nested_table, ragged,  # noqa: E402
-                                        read_output, write_files)
+                                        read_output, reference_input, write_files)
 from tests.runtime.test_properties import run_cli  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def predictor():
-    return Predictor.load(EXPORTED)
 
 
 @pytest.fixture(scope="module")
 def fixed_input(tmp_path_factory):
     """600 reference-shaped sequences (T=50, F=8) in 3 files of 256-row row groups."""
-    X = np.random.default_rng(5).standard_normal((600, 50, 8)).astype(np.float32)
-    folder = write_files(tmp_path_factory.mktemp("fixed") / "in", nested_table(list(X), np.arange(600)), 3, 256)
-    return X, folder
+    return reference_input(tmp_path_factory.mktemp("fixed") / "in", 600, 3, 256, seed=5)
 
 
 def test_nested_ragged_equals_predict_proba(tmp_path, predictor):

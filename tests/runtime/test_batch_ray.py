@@ -18,10 +18,9 @@ import pytest
 pytest.importorskip("ray.data", reason="the ray extra is not installed (pip install -e '.[ray]')")
 import pyarrow as pa  # noqa: E402
 
-from pipeline.runtime import Predictor  # noqa: E402
 from pipeline.runtime.batch.job import run_job  # noqa: E402
 from tests.runtime.parquet_data import (EXPORTED, as_map, descendants, nested_table, ragged, read_output,  # noqa: E402
-                                        run_predict, write_files, write_long_files)
+                                        run_predict, reference_input, write_files, write_long_files)
 
 pytestmark = pytest.mark.slow
 ACTOR = "MapBatches(FragmentScorer)"
@@ -38,16 +37,9 @@ def ray_local():
 
 
 @pytest.fixture(scope="module")
-def predictor():
-    return Predictor.load(EXPORTED)
-
-
-@pytest.fixture(scope="module")
 def data(tmp_path_factory):
     """4000 reference-shaped sequences (T=50, F=8) in 16 files."""
-    X = np.random.default_rng(11).standard_normal((4000, 50, 8)).astype(np.float32)
-    folder = write_files(tmp_path_factory.mktemp("ray") / "in", nested_table(list(X), np.arange(4000)), 16, 250)
-    return X, folder
+    return reference_input(tmp_path_factory.mktemp("ray") / "in", 4000, 16, 250, seed=11)
 
 
 def test_ray_engine_both_layouts_equal_predict_proba(ray_local, tmp_path, predictor, data):

@@ -18,10 +18,9 @@ if spark_engine.java_available() is not None:  # `make test` installs openjdk-17
 
 import pyarrow as pa  # noqa: E402
 
-from pipeline.runtime import Predictor  # noqa: E402
 from pipeline.runtime.batch.job import run_job  # noqa: E402
 from tests.runtime.parquet_data import (EXPORTED, as_map, descendants, nested_table, ragged, read_output,  # noqa: E402
-                                        run_predict, write_files, write_long_files)
+                                        run_predict, reference_input, write_files, write_long_files)
 
 pytestmark = pytest.mark.slow
 
@@ -35,16 +34,9 @@ def spark():
 
 
 @pytest.fixture(scope="module")
-def predictor():
-    return Predictor.load(EXPORTED)
-
-
-@pytest.fixture(scope="module")
 def data(tmp_path_factory):
     """4000 reference-shaped sequences (T=50, F=8) in 16 files."""
-    X = np.random.default_rng(12).standard_normal((4000, 50, 8)).astype(np.float32)
-    folder = write_files(tmp_path_factory.mktemp("spark") / "in", nested_table(list(X), np.arange(4000)), 16, 250)
-    return X, folder
+    return reference_input(tmp_path_factory.mktemp("spark") / "in", 4000, 16, 250, seed=12)
 
 
 def _pid(worker: str) -> int:
