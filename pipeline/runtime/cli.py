@@ -214,21 +214,27 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise InputError(f"{batch_flags[0]} applies to Parquet input (a .parquet file, a directory or a URI), "
                              f"got {args.input!r}")
         predictor = Predictor.load(args.model_dir, threads=args.threads, graph=args.graph)
-        if Path(args.input).suffix.lower() == ".npy":
+        if predictor.input_kind == "tokens":  # an Embedding model: (N, T) ids from .npz / .npy
+            from pipeline.datafiles import read_token_ids
+
+            X, lengths, sample_ids = read_token_ids(args.input)
+        elif Path(args.input).suffix.lower() == ".npy":
             return _predict_npy_main(predictor, args)
-        data = read_sequences(args.input)
-        if data.n_features != predictor.n_features:
-            raise InputError(f"{args.input}: expected {predictor.n_features} features per timestep, got {data.n_features}")
-        lengths = data.lengths if (data.lengths != data.X.shape[1]).any() else None
-        proba = predictor.predict_proba(data.X, lengths)
+        else:
+            data = read_sequences(args.input)
+            if data.n_features != predictor.n_features:
+                raise InputError(f"{args.input}: expected {predictor.n_features} features per timestep, got {data.n_features}")
+            X, sample_ids = data.X, data.ids
+            lengths = data.lengths if (data.lengths != data.X.shape[1]).any() else None
+        proba = predictor.predict_proba(X, lengths)
         labels = [predictor.class_names[int(p >= predictor.threshold)] for p in proba]
         if args.output:
             out = Path(args.output)
             with atomic_output(out) as fh:
-                write_rows(fh, data.ids, proba, labels)
+                write_rows(fh, sample_ids, proba, labels)
             print(f"wrote {len(proba)} predictions to {out}", file=sys.stderr)
         else:
-            write_rows(sys.stdout, data.ids, proba, labels)
+            write_rows(sys.stdout, sample_ids, proba, labels)
         return 0
 
     return run_cli(go, PROG)

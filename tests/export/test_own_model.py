@@ -129,6 +129,14 @@ def test_embedding_text_model_softmax_head(tmp_path):
     unseen[np.arange(T + 5)[None, :] >= unseen_len[:, None]] = 0
     got = Predictor.load(out).predict_proba(unseen, unseen_len)
     assert np.abs(got - _p1(model, unseen)).max() <= ATOL
+    # and through gru-predict, on an NPZ of ids and lengths
+    from pipeline.runtime import cli as predict_cli
+
+    np.savez(tmp_path / "unseen_ids.npz", X=unseen, lengths=unseen_len)
+    assert predict_cli.main([str(out), str(tmp_path / "unseen_ids.npz"), "--output", str(tmp_path / "p.csv")]) == 0
+    rows = (tmp_path / "p.csv").read_text().strip().splitlines()
+    assert rows[0] == "id,probability,label" and len(rows) == 26
+    np.testing.assert_allclose([float(r.split(",")[1]) for r in rows[1:]], got, atol=1e-7)
 
 
 def test_logit_head_needs_the_flag(tmp_path, capsys):
