@@ -486,12 +486,14 @@ def _read_ts(p: Path) -> SequenceData:
     return SequenceData(X=X, lengths=lengths, y=y)
 
 
-def read_token_ids(path: str | os.PathLike) -> tuple[np.ndarray, Optional[np.ndarray], np.ndarray]:
-    """Token ids for an Embedding model: (X (N, T) int64, lengths (N,) or None, sample ids (N,) str).
+def read_token_ids(path: str | os.PathLike) -> tuple[np.ndarray, Optional[np.ndarray], np.ndarray, Optional[np.ndarray]]:
+    """Token ids for an Embedding model: (X, lengths (N,) or None, sample ids (N,) str, labels (N,) or None).
 
-    Reads an NPZ with ``X`` (N, T) integers and optional ``lengths`` and ``ids``, or an NPY holding X.
+    Reads an NPZ with ``X`` (N, T) integer ids and optional ``lengths``, ``ids`` and ``y``, or an NPY
+    holding X. Only reads: the rank, dtype and vocabulary of X are checked by the caller that knows
+    the model (``Predictor.predict_proba``, gru-export's sample check).
     Raises:
-        DataFormatError: missing file, another format, or X that is not a 2-D integer array.
+        DataFormatError: missing file, another format, no ``X``, or unreadable content.
     """
     p = Path(path)
     suffix = p.suffix.lower()
@@ -499,22 +501,23 @@ def read_token_ids(path: str | os.PathLike) -> tuple[np.ndarray, Optional[np.nda
         raise DataFormatError(f"token ids: expected an .npz or .npy file with X (samples, timesteps), got {suffix or 'no suffix'!r}")
     if not p.is_file():
         raise DataFormatError(f"data file not found: {str(p)!r}")
+    lengths = ids = y = None
     try:
         if suffix == ".npy":
-            X, lengths, ids = np.load(p, allow_pickle=False), None, None
+            X = np.load(p, allow_pickle=False)
         else:
+            if not zipfile.is_zipfile(p):
+                raise DataFormatError(f"{str(p)!r}: expected an NPZ (zip) archive, got other content")
             with np.load(p, allow_pickle=False) as npz:
                 if "X" not in npz.files:
                     raise DataFormatError(f"{str(p)!r}: expected an array named 'X' in the NPZ, found {sorted(npz.files)}")
                 X = npz["X"]
-                lengths = npz["lengths"] if "lengths" in npz.files else None
+                lengths = npz["lengths"].astype(np.int64) if "lengths" in npz.files else None
                 ids = npz["ids"].astype(str) if "ids" in npz.files else None
+                y = npz["y"] if "y" in npz.files else None
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise DataFormatError(f"cannot read {str(p)!r}: {exc}") from None
-    if X.ndim != 2 or X.dtype.kind not in "iu":
-        raise DataFormatError(f"{str(p)!r}: expected token ids X of shape (samples, timesteps) and an integer dtype, "
-                              f"got shape {X.shape} dtype {X.dtype}")
-    n = X.shape[0]
+    n = X.shape[0] if X.ndim else 0
     if ids is None or ids.shape != (n,):
         ids = np.array([str(i) for i in range(n)])
-    return X.astype(np.int64), lengths, ids
+    return X, lengths, ids, y

@@ -63,10 +63,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         BuildConfig(export=export, verify=verify).validate()  # the same ranges as gru-build
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         from pipeline.export.own_model import export_keras_model, read_sample
-        from pipeline.export.source_model import load_keras_file
+        from pipeline.export.source_model import describe, load_keras_file
 
-        X, lengths, y, feature_names = read_sample(args.sample_data)
         model = load_keras_file(args.model_file, args.custom_objects)
+        tokens = describe(model, args.logits).input_kind == "tokens"
+        X, lengths, y, feature_names = read_sample(args.sample_data, tokens)
         export_keras_model(model, X, args.out, lengths=lengths, y=y, class_names=names, threshold=args.threshold,
                            logits=args.logits, export=export, verify=verify, seed=args.seed,
                            source_file=args.model_file, feature_names=feature_names)

@@ -13,46 +13,29 @@ Example:
 
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
 
 from pipeline import artifact
-from pipeline.datafiles import SequenceData, read_sequences
+from pipeline.datafiles import SequenceData, read_sequences, read_token_ids
 from pipeline.errors import DataFormatError
 from pipeline.settings import ExportConfig, VerifyConfig
 
 __all__ = ["export_keras_model", "read_sample"]
 
 
-def read_sample(path: str | Path) -> tuple[np.ndarray, Optional[np.ndarray], Optional[np.ndarray], list | None]:
+def read_sample(path: str | Path, tokens: bool) -> tuple[np.ndarray, Optional[np.ndarray], Optional[np.ndarray], list | None]:
     """Read sample inputs: (X, lengths or None, labels or None, feature names or None).
 
-    NPZ and NPY files may hold token ids (N, T) as well as features (N, T, F); every other format
-    goes through ``pipeline.datafiles.read_sequences`` (features).
+    ``tokens``: the model takes token ids, read from NPZ/NPY by ``pipeline.datafiles.read_token_ids``;
+    otherwise features in any format through ``pipeline.datafiles.read_sequences``.
     """
-    p = Path(path)
-    suffix = p.suffix.lower()
-    if suffix in (".npz", ".npy") and p.is_file() and p.stat().st_size:
-        try:
-            if suffix == ".npy":
-                X = np.load(p, allow_pickle=False)
-                return X, None, None, None
-            if not zipfile.is_zipfile(p):
-                raise DataFormatError(f"{str(p)!r}: expected an NPZ (zip) archive, got other content")
-            with np.load(p, allow_pickle=False) as npz:
-                if "X" not in npz.files:
-                    raise DataFormatError(f"{str(p)!r}: expected an array named 'X' in the NPZ, found {sorted(npz.files)}")
-                X = npz["X"]
-                if X.ndim == 2:  # token ids
-                    lengths = npz["lengths"].astype(np.int64) if "lengths" in npz.files else None
-                    y = npz["y"] if "y" in npz.files else None
-                    return X, lengths, y, None
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-            raise DataFormatError(f"cannot read {str(p)!r}: {exc}") from None
-    data = read_sequences(p)
+    if tokens:
+        X, lengths, _, y = read_token_ids(path)
+        return X, lengths, y, None
+    data = read_sequences(path)
     full = bool((data.lengths == data.X.shape[1]).all())
     return data.X, None if full else data.lengths, data.y, data.feature_names
 

@@ -217,7 +217,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if predictor.input_kind == "tokens":  # an Embedding model: (N, T) ids from .npz / .npy
             from pipeline.datafiles import read_token_ids
 
-            X, lengths, sample_ids = read_token_ids(args.input)
+            X, lengths, sample_ids, _ = read_token_ids(args.input)
         elif Path(args.input).suffix.lower() == ".npy":
             return _predict_npy_main(predictor, args)
         else:

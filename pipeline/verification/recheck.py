@@ -53,7 +53,7 @@ def recheck(model_dir: str | Path, keras_model, data: Optional[str | Path] = Non
         lengths = ref["lengths"] if predictor.masked else None
         families = [Family("reference inputs", ref["X"], lengths)]
     if data is not None:
-        X, lengths, _, _ = read_sample(data)
+        X, lengths, _, _ = read_sample(data, tokens=source.input_kind == "tokens")
         families.append(Family(f"data {Path(data).name}", X, lengths if predictor.masked else None))
     prep = manifest.get("preprocessing", {"type": "none"})
     try:
