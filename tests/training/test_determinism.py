@@ -26,8 +26,6 @@ features = 3
 units = 8
 [train]
 epochs = 2
-min_epochs = 1
-min_steps = 0
 verbose = "0"
 [verify]
 n_random = 32

@@ -22,7 +22,7 @@ seed = 3
 units = 8
 
 [train]
-max_epochs = 15        # keeps each test build to a few seconds
+updates = 120         # keeps each test build to a few seconds
 learning_rate = 0.01
 verbose = "0"
 
@@ -118,7 +118,7 @@ def own_builds(tmp_path_factory):
         if test:
             argv += ["--test-data", str(test)]
         if kind == "npz":
-            argv += ["--units", "6", "--seed", "5"]  # flags override the config file
+            argv += ["--units", "6", "--seed", "5", "--val-fraction", "0.25"]  # flags override the config file
         assert build_cli.main(argv) == 0, kind
         builds[kind] = (out, train, test)
     return builds
@@ -149,19 +149,27 @@ def test_build_verify_predict(own_builds, kind, names):
 
 def test_config_file_and_flags_saved_resolved(own_builds):
     cfg = json.loads((own_builds["npz"][0] / "manifest.json").read_text())["config"]
-    assert cfg["train"]["max_epochs"] == 15 and cfg["train"]["learning_rate"] == 0.01  # from TOML
+    assert cfg["train"]["updates"] == 120 and cfg["train"]["learning_rate"] == 0.01  # from TOML
     assert cfg["model"]["units"] == 6 and cfg["seed"] == 5                               # flags win
     assert cfg["train"]["class_weight"] == "balanced"                                     # defaults
     assert cfg["data"]["path"].endswith("train.npz")
 
 
-def test_small_file_gets_a_step_budget(own_builds):
+def test_small_file_trains_on_all_of_it_for_the_update_budget(own_builds):
     m = json.loads((own_builds["csv"][0] / "manifest.json").read_text())
     sched = m["metrics"]["schedule"]
-    assert sched["batch_size"] < 64 and sched["steps_per_epoch"] >= 2
-    assert m["metrics"]["train"]["n"] + m["metrics"]["validation"]["n"] + m["metrics"]["test"]["n"] == 30
-    assert min(m["metrics"]["validation"]["confusion_matrix"][c][0] + m["metrics"]["validation"]["confusion_matrix"][c][1]
-               for c in (0, 1)) >= 1  # both classes in the validation split
+    assert sched["updates"] >= 120 and sched["batch_size"] == 16 and sched["updates_per_round"] <= 100
+    assert "validation" not in m["metrics"]  # no validation split by default: every training row is used
+    assert m["metrics"]["train"]["n"] + m["metrics"]["test"]["n"] == 30
+    assert m["threshold"] == 0.5 and "no validation split" in m["threshold_source"]
+
+
+def test_validation_split_on_request_chooses_the_threshold(own_builds):
+    m = json.loads((own_builds["npz"][0] / "manifest.json").read_text())
+    n = {split: m["metrics"][split]["n"] for split in ("train", "validation", "test")}
+    assert n["validation"] >= 2 and sum(n.values()) == m["config"]["data"]["n_samples"]
+    assert min(sum(row) for row in m["metrics"]["validation"]["confusion_matrix"]) >= 1  # both classes held out
+    assert "validation" in m["threshold_source"] and len(m["training_history"]["val_loss"]) == m["metrics"]["schedule"]["rounds"]
 
 
 # ---------------------------------------------------------------------------- bad data
@@ -232,16 +240,20 @@ def test_threshold_choice():
     assert 0.2 < t <= 0.3 and confusion(y, p, t) == [[2, 0], [0, 2]]
 
 
-def test_step_budget_schedule():
-    from pipeline.training.fit import class_weights, plan_schedule
+def test_update_budget_schedule():
+    from pipeline.training.fit import class_weights, plan_schedule, sample_order
 
-    small = plan_schedule(26, TrainConfig())
-    assert small["epochs"] * small["steps_per_epoch"] >= TrainConfig().min_steps or small["epochs"] == TrainConfig().max_epochs
-    assert small == {**small, "batch_size": 8, "steps_per_epoch": 4, "epochs": 750}  # 3000 updates
-    assert small["steps_per_epoch"] >= 3 and small["patience"] * small["steps_per_epoch"] >= TrainConfig().patience_steps
-    default_task = plan_schedule(3840, TrainConfig())
-    assert default_task == {**default_task, "epochs": 50, "batch_size": 64, "patience": 10}  # 60 updates/epoch
-    assert plan_schedule(26, TrainConfig(epochs=2))["epochs"] == 2
+    small = plan_schedule(26, TrainConfig())  # batch 16: 2 updates per pass, grouped in rounds of 100 updates
+    assert small == {**small, "updates": 1000, "batch_size": 16, "rounds": 10, "updates_per_round": 100}
+    assert plan_schedule(10, TrainConfig())["batch_size"] == 10                  # the whole set when smaller
+    large = plan_schedule(4800, TrainConfig())                                   # batch 64: 75 updates a pass
+    assert large == {**large, "batch_size": 64, "updates_per_round": 100, "rounds": 10, "updates": 1000}
+    assert plan_schedule(2048, TrainConfig())["batch_size"] == 32                # n / 64 between 16 and 64
+    assert plan_schedule(4800, TrainConfig(batch_size=8))["batch_size"] == 8     # an explicit size is kept
+    assert plan_schedule(26, TrainConfig(epochs=2))["updates"] == 4              # epochs: passes over the data
+    order = sample_order(7, 30, seed=1)
+    assert [sorted(order[i:i + 7].tolist()) for i in (0, 7, 14, 21)] == [list(range(7))] * 4  # whole passes
+    assert np.array_equal(order, sample_order(7, 30, seed=1)) and not np.array_equal(order, sample_order(7, 30, seed=2))
     w = class_weights(np.array([0] * 30 + [1] * 10), "balanced")
     assert w[1] == pytest.approx(3 * w[0]) and class_weights(np.array([0, 1]), "none") is None
 
