@@ -6,7 +6,8 @@ defaults once per seed as a user would (a subprocess, timed from start to publis
 the two references (the plain GRU script per seed, 1-NN DTW once), and prints one Markdown row per set.
 
 Imports: pipeline.benchmarks.ucr (keras and aeon through it). Reads: the wheels' data files, each
-build's manifest.json. Writes: ``<out>/data/*.npz``, ``<out>/models/<set>-seed<k>/`` (the artifacts),
+build's manifest.json. Writes: ``<out>/data/*.npz``, ``<out>/models/<set>-seed<k>/`` (the artifacts)
+and ``.log`` (the build's output),
 ``<out>/results.json``, and with --update-readme the region between the markers in README.md.
 """
 
@@ -36,6 +37,8 @@ def gru_build(train: Path, test: Path, seed: int, out: Path) -> dict:
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT,
                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     seconds = time.perf_counter() - started
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_name(out.name + ".log").write_text(proc.stdout + proc.stderr)  # the build's own output, kept
     if proc.returncode != 0:
         tail = (proc.stderr.strip().splitlines() or ["?"])[-1]
         return {"seed": seed, "failed": tail, "seconds": seconds}

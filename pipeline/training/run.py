@@ -97,7 +97,7 @@ def _build_once(cfg: BuildConfig, started: float, refused: list[dict[str, Any]])
     ensemble = MemberEnsemble(dataclasses.replace(cfg.model, members=members), F, masking,
                               cfg.train.learning_rate) if members > 1 else None
     model = ensemble.model if ensemble else build_model(cfg.model, F, masking, cfg.train.learning_rate)
-    sched = plan_schedule(train.n_samples, cfg.train)
+    sched = plan_schedule(train.n_samples, cfg.train, T)
     log(f"  schedule: {sched['updates']} updates of batch {sched['batch_size']} ({sched['passes_over_data']} passes "
         f"over the data), learning rate {cfg.train.learning_rate:g} decaying to 0"
         + (f"; {members} members of {cfg.model.units // members} units" if ensemble else ""))

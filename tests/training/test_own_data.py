@@ -243,14 +243,16 @@ def test_threshold_choice():
 def test_update_budget_schedule():
     from pipeline.training.fit import class_weights, plan_schedule, sample_order
 
-    small = plan_schedule(26, TrainConfig())  # batch 16: 2 updates per pass, grouped in rounds of 100 updates
-    assert small == {**small, "updates": 1000, "batch_size": 16, "rounds": 10, "updates_per_round": 100}
-    assert plan_schedule(10, TrainConfig())["batch_size"] == 10                  # the whole set when smaller
-    large = plan_schedule(4800, TrainConfig())                                   # batch 64: 75 updates a pass
-    assert large == {**large, "batch_size": 64, "updates_per_round": 100, "rounds": 10, "updates": 1000}
-    assert plan_schedule(2048, TrainConfig())["batch_size"] == 32                # n / 64 between 16 and 64
-    assert plan_schedule(4800, TrainConfig(batch_size=8))["batch_size"] == 8     # an explicit size is kept
-    assert plan_schedule(26, TrainConfig(epochs=2))["updates"] == 4              # epochs: passes over the data
+    small = plan_schedule(26, TrainConfig(), 150)  # batch 16: 2 updates per pass, grouped in rounds of 100 updates
+    assert small == {**small, "updates": 2000, "batch_size": 16, "rounds": 20, "updates_per_round": 100}
+    assert [plan_schedule(26, TrainConfig(), T)["updates"] for T in (24, 286, 1000)] == [2000, 1100, 1000]  # 300k / T
+    assert plan_schedule(26, TrainConfig(updates=250), 24)["updates"] == 300     # explicit, whole rounds
+    assert plan_schedule(10, TrainConfig(), 50)["batch_size"] == 10              # the whole set when smaller
+    large = plan_schedule(4800, TrainConfig(), 50)                               # batch 64: 75 updates a pass
+    assert large == {**large, "batch_size": 64, "updates_per_round": 100, "rounds": 20, "updates": 2000}
+    assert plan_schedule(2048, TrainConfig(), 50)["batch_size"] == 32            # n / 64 between 16 and 64
+    assert plan_schedule(4800, TrainConfig(batch_size=8), 50)["batch_size"] == 8  # an explicit size is kept
+    assert plan_schedule(26, TrainConfig(epochs=2), 50)["updates"] == 4          # epochs: passes over the data
     order = sample_order(7, 30, seed=1)
     assert [sorted(order[i:i + 7].tolist()) for i in (0, 7, 14, 21)] == [list(range(7))] * 4  # whole passes
     assert np.array_equal(order, sample_order(7, 30, seed=1)) and not np.array_equal(order, sample_order(7, 30, seed=2))
