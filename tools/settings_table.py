@@ -16,11 +16,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def replace_region(readme_text: str, body: str) -> str:
-    """``readme_text`` with everything between the settings markers replaced by ``body``."""
+def replace_region(readme_text: str, body: str, markers: tuple[str, str] | None = None) -> str:
+    """``readme_text`` with everything between the markers (default: the settings markers) replaced by ``body``."""
     from pipeline.settings import README_MARKERS
 
-    begin, end = README_MARKERS
+    begin, end = markers or README_MARKERS
     start = readme_text.index(begin) + len(begin)
     stop = readme_text.index(end, start)
     return readme_text[:start] + "\n" + body.strip() + "\n" + readme_text[stop:]

@@ -24,7 +24,7 @@ from pipeline.settings import AUTO_BATCH, AUTO_UPDATES, TrainConfig
 
 __all__ = ["seed_everything", "fit", "plan_schedule", "class_weights", "sample_order", "TrainResult"]
 
-ROUND_UPDATES = 100  # small sets: one Keras "epoch" (a log line, a history point) is this many updates
+ROUND_UPDATES = 100  # small sets: one round (a fit call, a log line, a history point) is this many updates
 
 
 def seed_everything(seed: int) -> None:
@@ -119,45 +119,18 @@ def fit(model, X_train: np.ndarray, y_train: np.ndarray, X_val: Optional[np.ndar
 
     order = sample_order(len(y_train), plan["updates"] * plan["batch_size"], seed)
     sample_weight = None if weights is None else np.array([weights[0], weights[1]], np.float32)[y_train]
-    hist = model.fit(
-        _Batches(X_train, targets(y_train), sample_weight, order, plan["batch_size"], plan["updates_per_round"]),
-        epochs=plan["rounds"], verbose=int(verbose), shuffle=False,
-        validation_data=None if X_val is None else (X_val, targets(y_val)),
-    )
+    Y_train = targets(y_train)
+    validation = None if X_val is None else (X_val, targets(y_val))
+    history: dict[str, list[float]] = {}
+    rows_per_round = plan["updates_per_round"] * plan["batch_size"]
+    for r in range(plan["rounds"]):  # one fit call per round, on that round's rows gathered in order
+        rows = order[r * rows_per_round:(r + 1) * rows_per_round]
+        hist = model.fit(
+            X_train[rows], Y_train[rows], sample_weight=None if sample_weight is None else sample_weight[rows],
+            batch_size=plan["batch_size"], initial_epoch=r, epochs=r + 1, shuffle=False, verbose=int(verbose),
+            validation_data=validation,
+        )
+        for k, vals in hist.history.items():
+            history.setdefault(k, []).extend(float(v) for v in vals)
     plan["class_weight"] = weights and {str(k): v for k, v in weights.items()}
-    history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
     return TrainResult(history=history, schedule=plan)
-
-
-def _batches_class():
-    import keras
-
-    class Batches(keras.utils.PyDataset):
-        """Round r serves updates r*per_round .. (r+1)*per_round of ``order``, batch by batch.
-
-        The round is counted by ``on_epoch_begin``, which Keras calls once before each epoch;
-        ``on_epoch_end`` is also called once after Keras reads two batches to learn their shapes.
-        """
-
-        def __init__(self, X, y, w, order, batch, per_round):
-            super().__init__()
-            self.X, self.y, self.w, self.order, self.batch, self.per_round = X, y, w, order, batch, per_round
-            self.round = -1  # before the first epoch (Keras' shape probe reads round 0's batches)
-
-        def __len__(self) -> int:
-            return self.per_round
-
-        def __getitem__(self, i):
-            start = (max(self.round, 0) * self.per_round + i) * self.batch
-            rows = self.order[start:start + self.batch]
-            batch = (self.X[rows], self.y[rows])  # (batch, T, F), (batch,)
-            return batch if self.w is None else (*batch, self.w[rows])
-
-        def on_epoch_begin(self) -> None:
-            self.round += 1
-
-    return Batches
-
-
-def _Batches(*args):
-    return _batches_class()(*args)

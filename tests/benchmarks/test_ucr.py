@@ -74,4 +74,5 @@ def test_table_rows_and_readme_region():
     assert "| S | univariate | 10 / 20 | 5-9 | 0.900 / 1.000 | 0.950 (0.100) | 0.600 | 0.850 | - | 20 s (30 s) | 1 |" in text
     assert "**0.950**" in text
     begin, end = ucr_table.README_MARKERS
-    assert ucr_table.replace_region(f"a\n{begin}\nold\n{end}\nb", text) == f"a\n{begin}\n{text}\n{end}\nb"
+    assert ucr_table.replace_region(f"a\n{begin}\nold\n{end}\nb", text, ucr_table.README_MARKERS) == \
+        f"a\n{begin}\n{text}\n{end}\nb"
