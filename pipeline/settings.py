@@ -187,8 +187,8 @@ class TrainConfig:
         unset="0.5; with a validation split, chosen on it for the best balanced accuracy",
         gt=0, lt=1, flag="--threshold")
     # The Python API also takes the ints 0, 1, 2, hence a rule on str(value) rather than choices.
-    verbose: str = setting("auto", "Keras progress output: 0 = none, 1 = a progress bar, 2 = one line per epoch, "
-                                    "auto = 1 on a terminal, else 2",
+    verbose: str = setting("auto", "training progress: 0 = none; auto, 1 or 2 = one line per round of updates "
+                                    "(loss, accuracy, elapsed time)",
                            rule=(lambda v: str(v) in ("auto", "0", "1", "2"), "auto|0|1|2"))
 
 

@@ -94,12 +94,13 @@ def table(rows: list[dict]) -> str:
         out.append(
             f"| {r['set']} | {r['kind']} | {r['n_train']} / {r['n_test']} | {length} | "
             f"{' / '.join(_acc(a) if a is not None else 'failed' for a in accs)} | "
-            f"{_acc(mean)} ({(max(ok) - min(ok)) if ok else 0:.3f}) | {_acc(float(np.mean(plain)) if plain else None)} | "
+            f"{f'{mean:.3f} ({max(ok) - min(ok):.3f})' if ok else '-'} | {_acc(float(np.mean(plain)) if plain else None)} | "
             f"{_acc(r.get('dtw_1nn'))} | {_acc(r['published'])} | {np.mean(secs):.0f} s ({max(secs):.0f} s) | "
             f"{sum(b.get('retrains', 0) for b in r['builds'])} |")
     known = [m for m in means if m is not None]
     if known:
-        out.append(f"| **mean** | | | | | **{np.mean(known):.3f}** | | | | | |")
+        label = "**mean**" if len(known) == len(means) else f"**mean** of the {len(known)} sets that built"
+        out.append(f"| {label} | | | | | **{np.mean(known):.3f}** | | | | | |")
     return "\n".join(out)
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import os
-import sys
+import time
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -108,9 +108,7 @@ def fit(model, X_train: np.ndarray, y_train: np.ndarray, X_val: Optional[np.ndar
         cfg.learning_rate, decay_steps=plan["updates"], alpha=0.0)
     if cfg.clipnorm:
         model.optimizer.global_clipnorm = float(cfg.clipnorm)  # read when the train step is traced
-    verbose = cfg.verbose
-    if verbose == "auto":  # a live progress bar on a terminal, one line per round in logs
-        verbose = 1 if sys.stdout.isatty() else 2
+    quiet = str(cfg.verbose) == "0"  # else one line per round (Keras' own "Epoch r/r" header would mislead)
     outputs = int(model.output_shape[-1])
 
     def targets(y):  # (N,) -> (N,) or (N, k)
@@ -122,15 +120,21 @@ def fit(model, X_train: np.ndarray, y_train: np.ndarray, X_val: Optional[np.ndar
     Y_train = targets(y_train)
     validation = None if X_val is None else (X_val, targets(y_val))
     history: dict[str, list[float]] = {}
+    started = time.perf_counter()
     rows_per_round = plan["updates_per_round"] * plan["batch_size"]
     for r in range(plan["rounds"]):  # one fit call per round, on that round's rows gathered in order
         rows = order[r * rows_per_round:(r + 1) * rows_per_round]
         hist = model.fit(
             X_train[rows], Y_train[rows], sample_weight=None if sample_weight is None else sample_weight[rows],
-            batch_size=plan["batch_size"], initial_epoch=r, epochs=r + 1, shuffle=False, verbose=int(verbose),
+            batch_size=plan["batch_size"], initial_epoch=r, epochs=r + 1, shuffle=False, verbose=0,
             validation_data=validation,
         )
         for k, vals in hist.history.items():
             history.setdefault(k, []).extend(float(v) for v in vals)
+        if not quiet:
+            shown = ", ".join(f"{k} {history[k][-1]:.4f}" for k in ("loss", "accuracy", "val_loss", "val_accuracy")
+                              if k in history)
+            print(f"  round {r + 1}/{plan['rounds']}: {(r + 1) * plan['updates_per_round']} updates, {shown}, "
+                  f"{time.perf_counter() - started:.0f} s", flush=True)
     plan["class_weight"] = weights and {str(k): v for k, v in weights.items()}
     return TrainResult(history=history, schedule=plan)

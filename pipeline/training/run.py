@@ -16,8 +16,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 
-from pipeline.errors import ConfigError, VerificationError
+from pipeline.errors import ConfigError, DataFormatError, VerificationError
 from pipeline.export.exporter import ExportResult, export_model
 from pipeline.export.publish import check_out_dir
 from pipeline.preprocessing import apply_preprocessing, fit_standardization
@@ -62,6 +63,23 @@ def run_build(cfg: BuildConfig) -> BuildResult:
                 f"(was {cap:g}; attempt {len(refused) + 1} of {cfg.train.conditioning_retries + 1})")
 
 
+def _check_no_zero_steps(parts: dict, cfg: BuildConfig) -> None:
+    """Refuse, before training, real steps whose raw features are all 0: a masked graph reads them as padding."""
+    from pipeline.runtime.inputs import padding_steps
+
+    for name, d in parts.items():
+        bad = padding_steps(d.X) & (np.arange(d.X.shape[1])[None, :] < d.lengths[:, None])  # (N, T)
+        if bad.any():
+            i, t = (int(v) for v in np.argwhere(bad)[0])
+            source = cfg.data.test_path if name == "test" and cfg.data.test_path else cfg.data.path
+            sample = d.ids[i] if d.ids is not None else i  # the file's id, not the row inside the split
+            raise DataFormatError(
+                f"{source}: sample {sample} timestep {t} (and {int(bad.sum()) - 1} more steps in "
+                f"{int(bad.any(axis=1).sum())} series) has every feature exactly 0, which marks padding in a masked "
+                "(variable-length) model; expected real steps with at least one nonzero feature (add a constant "
+                "feature column of 1s, or shift the values)")
+
+
 def _build_once(cfg: BuildConfig, started: float, refused: list[dict[str, Any]]) -> BuildResult:
     """One train -> export -> verify -> publish pass (see ``run_build``)."""
     check_out_dir(Path(cfg.out))
@@ -74,6 +92,8 @@ def _build_once(cfg: BuildConfig, started: float, refused: list[dict[str, Any]])
     masking = cfg.model.masking if cfg.model.masking is not None else variable
     if variable and not masking:
         raise ConfigError("the data has sequences of different lengths: masking is required (drop --no-masking)")
+    if masking:
+        _check_no_zero_steps(parts, cfg)
     T = max(d.X.shape[1] for d in parts.values())
     parts = {name: pad_to(d, T) for name, d in parts.items()}
     train, val, test = parts["train"], parts.get("validation"), parts["test"]

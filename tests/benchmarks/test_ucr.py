@@ -72,7 +72,11 @@ def test_table_rows_and_readme_region():
            "plain_gru": [0.5, 0.7], "dtw_1nn": 0.85}
     text = ucr_table.table([row])
     assert "| S | univariate | 10 / 20 | 5-9 | 0.900 / 1.000 | 0.950 (0.100) | 0.600 | 0.850 | - | 20 s (30 s) | 1 |" in text
-    assert "**0.950**" in text
+    assert "| **mean** | | | | | **0.950** |" in text
+    failed = {**row, "set": "F", "builds": [{"failed": "gru-build: error: ...", "seconds": 3.0}]}
+    text = ucr_table.table([row, failed])
+    assert "| F | univariate | 10 / 20 | 5-9 | failed | - |" in text
+    assert "**mean** of the 1 sets that built | | | | | **0.950** |" in text
     begin, end = ucr_table.README_MARKERS
     assert ucr_table.replace_region(f"a\n{begin}\nold\n{end}\nb", text, ucr_table.README_MARKERS) == \
         f"a\n{begin}\n{text}\n{end}\nb"

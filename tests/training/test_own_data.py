@@ -191,7 +191,15 @@ def _bad_files(d: Path):
     write_ts(d / "other_labels.ts", 12, 1, labels=("a", "b"))
     write_ts(d / "ok.ts", 30, 2)
     np.savez(d / "nolabels.npz", X=np.zeros((4, 5, 2), np.float32))
+    rng = np.random.default_rng(0)
+    X, lengths = rng.standard_normal((12, 6, 1)).astype(np.float32) + 3, np.array([6, 4] * 6)
+    X[np.arange(6)[None, :] >= lengths[:, None]] = 0.0  # right padding
+    X[3, 1] = 0.0                                        # a real step whose one feature is exactly 0 (sample 3)
+    np.savez(d / "zero_step.npz", X=X, y=np.arange(12) % 2, lengths=lengths)
     return {
+        "real all-zero step, variable length": (["--data", str(d / "zero_step.npz")],
+                                                "zero_step.npz: sample 3 timestep 1 (and 0 more steps in 1 series) has "
+                                                "every feature exactly 0, which marks padding"),
         "wrong columns": (["--data", str(d / "cols.csv")], "expected header"),
         "ragged csv": (["--data", str(d / "ragged.csv")], "expected 5 columns"),
         "ragged ts": (["--data", str(d / "ragged.ts")], "expected 2 dimensions"),
