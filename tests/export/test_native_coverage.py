@@ -164,7 +164,7 @@ def test_run_build_falls_back_to_tf2onnx_and_records_why(tmp_path, monkeypatch) 
     cfg = load_config(None, {
         "out": str(tmp_path / "fallback"),
         "data": {"n_samples": 120, "timesteps": 10, "features": 3},
-        "model": {"units": 4},
+        "model": {"units": 4, "members": 1},  # build_model is replaced: one model, no ensemble
         "train": {"epochs": 1, "batch_size": 32, "verbose": "0"},
         "verify": {"n_random": 16, "large_batch": 32, "odd_batch": 5},
     })
