@@ -52,25 +52,10 @@ def build_model(cfg: ModelConfig, n_features: int, masking: bool, learning_rate:
     Returns:
         a compiled keras.Model, input (batch, time, F) float32 -> (batch, 1) probability.
     """
-    inputs = keras.Input(shape=(None, n_features), name=INPUT_NAME)  # (batch, time, F): any length
-    x = inputs
-    if masking:
-        x = keras.layers.Masking(mask_value=0.0, name="masking")(x)
+    inputs, x = _inputs(n_features, masking)
     for i in range(cfg.layers):
-        last = i == cfg.layers - 1
-        gru = keras.layers.GRU(
-            cfg.units,
-            activation=cfg.activation,
-            recurrent_activation=cfg.recurrent_activation,
-            use_bias=cfg.use_bias,
-            reset_after=cfg.reset_after,
-            dropout=cfg.dropout,
-            recurrent_dropout=cfg.recurrent_dropout,
-            go_backwards=cfg.go_backwards and not cfg.bidirectional,
-            recurrent_constraint=SpectralNormCap(cfg.recurrent_norm_max) if cfg.recurrent_norm_max else None,
-            return_sequences=not last or cfg.head != "last",
-            name=f"gru_{i}",
-        )
+        cap = SpectralNormCap(cfg.recurrent_norm_max) if cfg.recurrent_norm_max else None
+        gru = _gru_layer(cfg, i, cap)
         if cfg.bidirectional:
             gru = keras.layers.Bidirectional(gru, merge_mode=cfg.merge_mode, name=f"bidirectional_{i}")
         x = gru(x)
@@ -84,6 +69,29 @@ def build_model(cfg: ModelConfig, n_features: int, masking: bool, learning_rate:
         metrics=["accuracy"],
     )
     return model
+
+
+def _inputs(n_features: int, masking: bool):
+    """The model input (batch, time, F) of any length, and the tensor after the optional Masking layer."""
+    inputs = keras.Input(shape=(None, n_features), name=INPUT_NAME)  # (batch, time, F): any length
+    return inputs, keras.layers.Masking(mask_value=0.0, name="masking")(inputs) if masking else inputs
+
+
+def _gru_layer(cfg: ModelConfig, i: int, recurrent_constraint) -> keras.layers.GRU:
+    """GRU layer i of the stack as ``cfg`` describes it: sequences out, except the last layer under the last-state head."""
+    return keras.layers.GRU(
+        cfg.units,
+        activation=cfg.activation,
+        recurrent_activation=cfg.recurrent_activation,
+        use_bias=cfg.use_bias,
+        reset_after=cfg.reset_after,
+        dropout=cfg.dropout,
+        recurrent_dropout=cfg.recurrent_dropout,
+        go_backwards=cfg.go_backwards and not cfg.bidirectional,
+        recurrent_constraint=recurrent_constraint,
+        return_sequences=i < cfg.layers - 1 or cfg.head != "last",
+        name=f"gru_{i}",
+    )
 
 
 def _member_of_unit(members: int, units: int) -> np.ndarray:
@@ -150,17 +158,11 @@ class MemberEnsemble:
     """
 
     def __init__(self, cfg: ModelConfig, n_features: int, masking: bool, learning_rate: float = 1e-3) -> None:
-        if cfg.layers != 1 or cfg.bidirectional:
-            raise ValueError("model.members > 1 needs model.layers = 1 and no Bidirectional")
+        if not cfg.allows_members(cfg.members):
+            raise ValueError(f"{cfg.members} members need one GRU layer, no Bidirectional and units divisible by them")
         self.cfg, self.n_features, self.masking, self.members = cfg, n_features, masking, cfg.members
-        inputs = keras.Input(shape=(None, n_features), name=INPUT_NAME)  # (batch, time, F)
-        x = keras.layers.Masking(mask_value=0.0, name="masking")(inputs) if masking else inputs
-        self.gru = keras.layers.GRU(
-            cfg.units, activation=cfg.activation, recurrent_activation=cfg.recurrent_activation,
-            use_bias=cfg.use_bias, reset_after=cfg.reset_after, dropout=cfg.dropout,
-            recurrent_dropout=cfg.recurrent_dropout, go_backwards=cfg.go_backwards,
-            recurrent_constraint=BlockDiagonalCap(cfg.members, cfg.units, cfg.recurrent_norm_max),
-            return_sequences=cfg.head != "last", name="gru_0")
+        inputs, x = _inputs(n_features, masking)
+        self.gru = _gru_layer(cfg, 0, BlockDiagonalCap(cfg.members, cfg.units, cfg.recurrent_norm_max))
         x = self.gru(x)
         x = _pooling(cfg.head)(x) if cfg.head != "last" else x
         self.heads = keras.layers.Dense(cfg.members, kernel_constraint=BlockColumns(cfg.members, cfg.units),
