@@ -40,8 +40,8 @@ from pipeline.runtime.sessions import open_session, usable_cpus
 __all__ = ["Predictor"]
 
 # Execution strategy. With graph="auto" (the default), float feature models the fused GRU kernel
-# covers (pipeline.runtime.fused: one forward GRU reset_after=True, last-state or average head,
-# Dense(1, sigmoid); no mask) run every batch in one native call with its own threads inside, once
+# covers (pipeline.runtime.fused; the shapes match_fused in fused/onnx_reader.py recognises: GRU
+# layers ending in a last-state or average head and Dense(1, sigmoid); no mask) run every batch in one native call with its own threads inside, once
 # the kernel has reproduced model.onnx within 1e-6 on the artifact's reference rows and stress rows
 # (checked on first use; the outcome is in debug_info()). Otherwise, and with graph="native" or
 # "unrolled": batches up to SMALL_BATCH go in one call on the caller's thread to the

@@ -44,17 +44,29 @@ def _stress(T: int, F: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
 
 
 def _float64_proba(spec, X: np.ndarray) -> np.ndarray:
-    """The same network evaluated in float64 (numpy): what both float32 forms approximate."""
-    W, R, B, H = (spec.W.astype(np.float64), spec.R.astype(np.float64), spec.B.astype(np.float64), spec.hidden)
-    h = np.zeros((X.shape[0], H))
-    total = np.zeros_like(h)
-    for t in range(X.shape[1]):
-        xw, hr = X[:, t].astype(np.float64) @ W.T + B[:3 * H], h @ R.T + B[3 * H:]  # (N, 3H) each
-        z = 1 / (1 + np.exp(-(xw[:, :H] + hr[:, :H])))
-        r = 1 / (1 + np.exp(-(xw[:, H:2 * H] + hr[:, H:2 * H])))
-        h = (1 - z) * np.tanh(xw[:, 2 * H:] + r * hr[:, 2 * H:]) + z * h
-        total += h
-    v = total / X.shape[1] if spec.head == "avg" else h
+    """The same network evaluated in float64 (numpy): what both float32 forms approximate.
+    Every layer kind the kernel covers: directions, reversed hand-on (flip), linear_before_reset 0/1."""
+    seq = X.astype(np.float64)  # (N, T, F)
+    N, T = X.shape[:2]
+    for layer in spec.layers:
+        H, outs, lasts = layer.hidden, [], []
+        for d in range(layer.directions):
+            W, R, B = (a[d].astype(np.float64) for a in (layer.W, layer.R, layer.B))  # (3H, F), (3H, H), (6H,)
+            h, Y = np.zeros((N, H)), np.zeros((N, T, H))
+            for t in (range(T - 1, -1, -1) if layer.reverse(d) else range(T)):
+                xw, hr = seq[:, t] @ W.T + B[:3 * H], h @ R.T + B[3 * H:]  # (N, 3H) each
+                z = 1 / (1 + np.exp(-(xw[:, :H] + hr[:, :H])))
+                r = 1 / (1 + np.exp(-(xw[:, H:2 * H] + hr[:, H:2 * H])))
+                if layer.linear_before_reset:
+                    n = np.tanh(xw[:, 2 * H:] + r * hr[:, 2 * H:])
+                else:
+                    n = np.tanh(xw[:, 2 * H:] + (r * h) @ R[2 * H:].T + B[5 * H:])
+                h = (1 - z) * n + z * h
+                Y[:, t] = h
+            outs.append(Y[:, ::-1] if layer.flip[d] else Y)
+            lasts.append(h)
+        seq = np.concatenate(outs, axis=2)  # (N, T, D*H)
+    v = seq.mean(axis=1) if spec.head == "avg" else np.concatenate(lasts, axis=1)
     return 1 / (1 + np.exp(-(v @ spec.head_w.astype(np.float64) + spec.head_b)))
 
 
@@ -74,7 +86,7 @@ def _write(folder: Path, proto, **manifest_kw) -> Path:
 
 
 def _set_attr(node, name: str, value) -> None:
-    """Set an int or string attribute of a NodeProto without the onnx package."""
+    """Set an int, string or list-of-strings attribute of a NodeProto without the onnx package."""
     for a in node.attribute:
         if a.name == name:
             break
@@ -83,6 +95,9 @@ def _set_attr(node, name: str, value) -> None:
         a.name = name
     if isinstance(value, int):
         a.type, a.i = 2, value       # AttributeProto.INT
+    elif isinstance(value, list):
+        a.type = 8                   # AttributeProto.STRINGS
+        a.strings.extend(v.encode() for v in value)
     else:
         a.type, a.s = 3, value.encode()  # AttributeProto.STRING
 
@@ -270,7 +285,7 @@ def test_a_variant_failing_its_self_check_falls_to_the_next(monkeypatch):
 @needs_library
 @pytest.mark.parametrize("option,reason", [
     (("linear_before_reset", 0), "reset_after=False"),
-    (("direction", "reverse"), "direction 'reverse'"),
+    (("activations", ["Sigmoid", "Relu"]), "activations ['sigmoid', 'relu']"),
     (("clip", None), "clip"),
 ])
 def test_unsupported_layer_options_keep_the_onnxruntime_path(tmp_path, option, reason):

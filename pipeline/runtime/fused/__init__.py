@@ -32,7 +32,7 @@ __all__ = ["ISAS", "LIBRARY_MODULE", "FusedKernel", "library_path", "load_librar
            "prepare_fused", "SELF_CHECK_ATOL"]
 
 LIBRARY_MODULE = "pipeline.runtime.fused._gru_kernel"  # the ext-module name in pyproject.toml
-ABI_VERSION = 1
+ABI_VERSION = 2
 ISAS = {"avx512": 2, "avx2": 1, "generic": 0}  # best first; values are the C enum
 SELF_CHECK_ATOL = 1e-6  # max |kernel - model.onnx| on the self-check inputs, else the variant is not used
 _HEADS = {"last": 0, "avg": 1}
@@ -72,8 +72,8 @@ def load_library(path: Optional[Path] = None):
                 raise OSError(f"ABI version {lib.gru_abi_version()}, expected {ABI_VERSION}")
             lib.gru_isa_supported.argtypes = [ctypes.c_int]
             lib.gru_create.restype = ctypes.c_void_p
-            lib.gru_create.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p,
-                                       ctypes.c_void_p, ctypes.c_void_p, ctypes.c_float, ctypes.c_int]
+            lib.gru_create.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int,
+                                       ctypes.c_void_p, ctypes.c_float, ctypes.c_int]
             lib.gru_destroy.argtypes = [ctypes.c_void_p]
             lib.gru_destroy.restype = None
             lib.gru_run.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_long, ctypes.c_long, ctypes.c_void_p,
@@ -95,10 +95,18 @@ class FusedKernel:
 
     def __init__(self, lib, spec: FusedSpec, isa: str) -> None:
         self.lib, self.spec, self.isa = lib, spec, isa
-        W, R, B = (np.ascontiguousarray(a, np.float32) for a in (spec.W, spec.R, spec.B))
+        # per layer {H, D, linear_before_reset, reverse0, flip0, reverse1, flip1} (gru_create's layer info)
+        info = np.zeros((len(spec.layers), 7), np.int32)
+        for row, layer in zip(info, spec.layers):
+            row[:3] = layer.hidden, layer.directions, layer.linear_before_reset
+            for d in range(layer.directions):
+                row[3 + 2 * d:5 + 2 * d] = layer.reverse(d), layer.flip[d]
+        # per layer W (D, 3H, F), R (D, 3H, H), B (D, 6H), flattened one after the other
+        params = np.concatenate([np.asarray(a, np.float32).reshape(-1)
+                                 for layer in spec.layers for a in (layer.W, layer.R, layer.B)])
         hw = np.ascontiguousarray(spec.head_w, np.float32)
-        self._handle = lib.gru_create(spec.features, spec.hidden, _HEADS[spec.head], W.ctypes.data, R.ctypes.data,
-                                      B.ctypes.data, hw.ctypes.data, ctypes.c_float(spec.head_b), ISAS[isa])
+        self._handle = lib.gru_create(spec.features, len(spec.layers), info.ctypes.data, params.ctypes.data,
+                                      _HEADS[spec.head], hw.ctypes.data, ctypes.c_float(spec.head_b), ISAS[isa])
         if not self._handle:
             raise OSError(f"gru_create failed for ISA {isa}")
         self._prefix: list[tuple[Callable, np.ndarray]] = [

@@ -1,6 +1,8 @@
-/* Fused GRU inference kernel: one forward GRU layer (ONNX GRU, linear_before_reset=1, i.e. Keras
- * reset_after=True) -> last state or mean over time -> Dense(1) -> sigmoid, for a whole batch in
- * one call.
+/* Fused GRU inference kernel: a stack of L >= 1 GRU layers (ONNX GRU, linear_before_reset=1, i.e.
+ * Keras reset_after=True), each forward, reverse (Keras go_backwards) or bidirectional (its two
+ * directions concatenated), every layer but the last handing its whole output sequence to the next
+ * -> the last layer's last state or mean over time -> Dense(1) -> sigmoid, for a whole batch in one
+ * call.
  *
  * Owns: weight packing, the per-ISA kernels (AVX-512, AVX2+FMA, generic C), the CPU feature
  * check, and a small persistent thread pool (pthreads; bounded spinning, then a condition
@@ -14,15 +16,25 @@
  *   h' = (1 - z) * n + z * h
  * with the additions grouped as written (onnxruntime's order: each product summed over k in order
  * from 0 with FMAs, x.W and h.R as separate sums), so the two differ only by the activations.
- *   head: mean_t h_t (sum in time order, then / T) or h_T;  p = sigmoid(head . w + b)
+ *   head: mean_t h_t (sum in processing order, then / T) or the last state, per direction, the
+ *   directions concatenated;  p = sigmoid(head . w + b)
+ * A reverse direction runs t = T-1 .. 0 and its state after step t is its output at time t (ONNX Y);
+ * a layer direction marked "flip" hands that output to the next layer at time T-1-t instead (Keras
+ * go_backwards with return_sequences: the exporter reverses Y along time with a Slice).
  * Each output row depends only on its own input row, with the same operation order whatever the
  * batch size, tile or thread it lands in, so results are bit-identical across batch splits.
  *
- * Layout of the packed weights: the hidden units are padded to Hp (a multiple of 16) with zero
- * weights and biases (a padded unit stays exactly 0) and cut into column tiles of 16 units; tile j
- * holds, for k over the F inputs then the H hidden units, the 16 z, 16 r and 16 n weights:
+ * Layout of the packed weights, per layer and direction (gru_cell): the hidden units are padded to
+ * Hp (a multiple of 16) with zero weights and biases (a padded unit stays exactly 0) and cut into
+ * column tiles of 16 units; tile j holds, for k over the F inputs then the H hidden units, the 16 z,
+ * 16 r and 16 n weights:
  *   wpack[j][k][gate][16]   (Hp/16, F + H, 3, 16)
  * The AVX2 kernel reads each 16-wide tile as two 8-wide halves.
+ *
+ * Stacked layers: a block of rows runs layer by layer. A layer that is not the last writes each
+ * direction's state after each step into a sequence buffer (rows, T, D*H), direction d at columns
+ * d*H .. d*H+H-1 (unpadded): the layout of x (rows, T, F), so the next layer's cell reads it as its
+ * input with F = D*H. Two such buffers (ping-pong) per thread and call, allocated in run_blocks.
  */
 #include <math.h>
 #include <pthread.h>
@@ -39,18 +51,34 @@
 #define GRU_X86 0
 #endif
 
-#define GRU_ABI_VERSION 1
+#define GRU_ABI_VERSION 2
 #define TILE 16        /* hidden units per column tile (one zmm) */
 #define BLOCK_ROWS 24  /* rows that run all time steps together, h and the mean resident in L1 */
 
 enum { ISA_GENERIC = 0, ISA_AVX2 = 1, ISA_AVX512 = 2 };
 enum { HEAD_LAST = 0, HEAD_AVG = 1 };
 
-typedef struct {
-    int F, H, Hp, head, isa;
+#define LAYER_INFO 7    /* ints per layer given to gru_create */
+
+typedef struct {                  /* one direction of one layer: what the tiles read */
+    int F, H, Hp;                 /* inputs, hidden units, hidden units padded to a multiple of TILE */
     float *wpack;                 /* (Hp/16, F + H, 3, 16) */
     float *bz, *br, *bxn, *bhn;   /* (Hp,) each: Wbz+Rbz, Wbr+Rbr, Wbn, Rbn */
-    float *head_w;                /* (Hp,) */
+} gru_cell;
+
+typedef struct {
+    int D, H;                     /* directions (1 or 2), hidden units per direction */
+    int reverse[2];               /* direction d runs t = T-1 .. 0 */
+    int flip[2];                  /* direction d's output of time t goes to time T-1-t of the next layer */
+    gru_cell cell[2];
+} gru_layer;
+
+typedef struct {
+    int F, L, head, isa;
+    int Hp;                       /* scratch floats per row / 3 (new_scratch): max over layers of D x cell Hp */
+    int seq_w;                    /* widest sequence handed between layers: max D*H over all but the last layer */
+    gru_layer *layer;             /* (L,) */
+    float *head_w;                /* (D*H,) of the last layer, directions concatenated */
     float head_b;
 } gru_model;
 
@@ -78,51 +106,101 @@ static void *aligned(size_t bytes) {
     return p;
 }
 
+static void free_cell(gru_cell *c) {
+    free(c->wpack); free(c->bz); free(c->br); free(c->bxn); free(c->bhn);
+}
+
 void gru_destroy(void *handle) {
     gru_model *m = (gru_model *)handle;
     if (!m) return;
-    free(m->wpack); free(m->bz); free(m->br); free(m->bxn); free(m->bhn); free(m->head_w);
+    if (m->layer)
+        for (int l = 0; l < m->L; l++)
+            for (int d = 0; d < 2; d++) free_cell(&m->layer[l].cell[d]);
+    free(m->layer); free(m->head_w);
     free(m);
 }
 
-/* W (3H, F), R (3H, H), B (6H,) in ONNX order (gates z, r, n; B = [Wb, Rb]); head_w (H,). */
-void *gru_create(int F, int H, int head, const float *W, const float *R, const float *B,
-                 const float *head_w, float head_b, int isa) {
-    if (F < 1 || H < 1 || (head != HEAD_LAST && head != HEAD_AVG) || !gru_isa_supported(isa)) return NULL;
-    gru_model *m = (gru_model *)calloc(1, sizeof(gru_model));
-    if (!m) return NULL;
-    m->F = F; m->H = H; m->Hp = (H + TILE - 1) / TILE * TILE; m->head = head; m->isa = isa; m->head_b = head_b;
-    int Hp = m->Hp, K = F + H;
-    m->wpack = (float *)aligned(sizeof(float) * (size_t)(Hp / TILE) * K * 3 * TILE);
-    m->bz = (float *)aligned(sizeof(float) * Hp); m->br = (float *)aligned(sizeof(float) * Hp);
-    m->bxn = (float *)aligned(sizeof(float) * Hp); m->bhn = (float *)aligned(sizeof(float) * Hp);
-    m->head_w = (float *)aligned(sizeof(float) * Hp);
-    if (!m->wpack || !m->bz || !m->br || !m->bxn || !m->bhn || !m->head_w) { gru_destroy(m); return NULL; }
+/* Pack one direction: W (3H, F), R (3H, H), B (6H,) in ONNX order (gates z, r, n; B = [Wb, Rb]). */
+static int pack_cell(gru_cell *c, int F, int H, const float *W, const float *R, const float *B) {
+    c->F = F; c->H = H; c->Hp = (H + TILE - 1) / TILE * TILE;
+    int Hp = c->Hp, K = F + H;
+    c->wpack = (float *)aligned(sizeof(float) * (size_t)(Hp / TILE) * K * 3 * TILE);
+    c->bz = (float *)aligned(sizeof(float) * Hp); c->br = (float *)aligned(sizeof(float) * Hp);
+    c->bxn = (float *)aligned(sizeof(float) * Hp); c->bhn = (float *)aligned(sizeof(float) * Hp);
+    if (!c->wpack || !c->bz || !c->br || !c->bxn || !c->bhn) return 0;
     for (int j = 0; j < H; j++) {
         int jt = j / TILE, jl = j % TILE;
         for (int g = 0; g < 3; g++) {
             const float *wrow = W + (size_t)(g * H + j) * F;   /* gate g, unit j: (F,) */
             const float *rrow = R + (size_t)(g * H + j) * H;   /* (H,) */
-            for (int k = 0; k < F; k++) m->wpack[(((size_t)jt * K + k) * 3 + g) * TILE + jl] = wrow[k];
-            for (int k = 0; k < H; k++) m->wpack[(((size_t)jt * K + F + k) * 3 + g) * TILE + jl] = rrow[k];
+            for (int k = 0; k < F; k++) c->wpack[(((size_t)jt * K + k) * 3 + g) * TILE + jl] = wrow[k];
+            for (int k = 0; k < H; k++) c->wpack[(((size_t)jt * K + F + k) * 3 + g) * TILE + jl] = rrow[k];
         }
-        m->bz[j] = B[j] + B[3 * H + j];
-        m->br[j] = B[H + j] + B[4 * H + j];
-        m->bxn[j] = B[2 * H + j];
-        m->bhn[j] = B[5 * H + j];
-        m->head_w[j] = head_w[j];
+        c->bz[j] = B[j] + B[3 * H + j];
+        c->br[j] = B[H + j] + B[4 * H + j];
+        c->bxn[j] = B[2 * H + j];
+        c->bhn[j] = B[5 * H + j];
     }
+    return 1;
+}
+
+/* F: the model's input features; L layers. info: LAYER_INFO ints per layer,
+ *   {H, D, linear_before_reset (must be 1), reverse0, flip0, reverse1, flip1}
+ * (reverse_d: direction d runs backwards in time; flip_d: its output sequence is handed on reversed
+ * in time). params: per layer, the ONNX initializers one after the other: W (D, 3H, F_l),
+ * R (D, 3H, H), B (D, 6H), where F_0 = F and F_l = D_{l-1} * H_{l-1}. head_w: (D * H,) of the last
+ * layer. Returns NULL on bad arguments, an unsupported ISA or no memory. */
+void *gru_create(int F, int L, const int *info, const float *params, int head, const float *head_w,
+                 float head_b, int isa) {
+    if (F < 1 || L < 1 || !info || !params || !head_w || (head != HEAD_LAST && head != HEAD_AVG) ||
+        !gru_isa_supported(isa))
+        return NULL;
+    for (int l = 0; l < L; l++) {
+        const int *in = info + (size_t)l * LAYER_INFO;
+        if (in[0] < 1 || (in[1] != 1 && in[1] != 2) || in[2] != 1) return NULL;
+    }
+    gru_model *m = (gru_model *)calloc(1, sizeof(gru_model));
+    if (!m) return NULL;
+    m->F = F; m->L = L; m->head = head; m->isa = isa; m->head_b = head_b;
+    m->layer = (gru_layer *)calloc((size_t)L, sizeof(gru_layer));
+    if (!m->layer) { gru_destroy(m); return NULL; }
+    const float *p = params;
+    int Fl = F;
+    for (int l = 0; l < L; l++) {
+        const int *in = info + (size_t)l * LAYER_INFO;
+        gru_layer *ly = &m->layer[l];
+        ly->H = in[0]; ly->D = in[1];
+        const int H = ly->H, D = ly->D;
+        const float *W = p, *R = W + (size_t)D * 3 * H * Fl, *B = R + (size_t)D * 3 * H * H;
+        p = B + (size_t)D * 6 * H;
+        for (int d = 0; d < D; d++) {
+            ly->reverse[d] = in[3 + 2 * d] != 0;
+            ly->flip[d] = in[4 + 2 * d] != 0;
+            if (!pack_cell(&ly->cell[d], Fl, H, W + (size_t)d * 3 * H * Fl, R + (size_t)d * 3 * H * H,
+                           B + (size_t)d * 6 * H)) { gru_destroy(m); return NULL; }
+        }
+        int width = D * ly->cell[0].Hp;
+        if (width > m->Hp) m->Hp = width;
+        if (l < L - 1 && D * H > m->seq_w) m->seq_w = D * H;
+        Fl = D * H;
+    }
+    m->head_w = (float *)aligned(sizeof(float) * (size_t)Fl);
+    if (!m->head_w) { gru_destroy(m); return NULL; }
+    memcpy(m->head_w, head_w, sizeof(float) * (size_t)Fl);
     return m;
 }
 
-/* The head of one row: p = sigmoid(hv . w + b), hv = mean (sum / T) or last state. Scalar, shared
- * by every ISA so the head never differs between variants. */
-static float head_row(const gru_model *m, const float *hv, float inv_div, int avg) {
+/* The head of one row: p = sigmoid(hv . w + b), hv = mean (sum / T) or last state of each direction
+ * d of the last layer (hv[d], H values), concatenated. Scalar, shared by every ISA so the head never
+ * differs between variants. */
+static float head_row(const gru_model *m, const float *const *hv, float inv_div, int avg) {
+    const gru_layer *ly = &m->layer[m->L - 1];
     float acc = 0.0f;
-    for (int j = 0; j < m->H; j++) {
-        float v = avg ? hv[j] / inv_div : hv[j];
-        acc += v * m->head_w[j];
-    }
+    for (int d = 0; d < ly->D; d++)
+        for (int j = 0; j < ly->H; j++) {
+            float v = avg ? hv[d][j] / inv_div : hv[d][j];
+            acc += v * m->head_w[d * ly->H + j];
+        }
     acc += m->head_b;
     return 1.0f / (1.0f + expf(-acc));
 }
@@ -130,39 +208,32 @@ static float head_row(const gru_model *m, const float *hv, float inv_div, int av
 /* ------------------------------------------------------------------ generic C */
 static inline float sigmoidf_(float x) { return 1.0f / (1.0f + expf(-x)); }
 
-static void block_generic(const gru_model *m, const float *x, long T, int rows, float *out,
-                          float *hA, float *hB, float *sum) {
+/* One time step t of one direction for a block of rows: hA (rows, Hp) -> hB, sum += hB when avg. */
+static void step_generic(const gru_cell *m, const float *x, long T, long t, int rows,
+                         const float *hA, float *hB, float *sum, int avg) {
     const int F = m->F, H = m->H, Hp = m->Hp, K = F + H;
-    memset(hA, 0, sizeof(float) * rows * Hp);
-    memset(sum, 0, sizeof(float) * rows * Hp);
-    for (long t = 0; t < T; t++) {
-        for (int i = 0; i < rows; i++) {
-            const float *xt = x + ((size_t)i * T + t) * F;
-            const float *hp = hA + (size_t)i * Hp;
-            float *hn = hB + (size_t)i * Hp;
-            for (int j = 0; j < Hp; j++) {
-                const float *w = m->wpack + ((size_t)(j / TILE) * K) * 3 * TILE + (j % TILE);
-                float xz = 0, xr = 0, xn = 0, hz = 0, hr = 0, hh = 0;
-                for (int k = 0; k < F; k++) {
-                    const float *wk = w + (size_t)k * 3 * TILE;
-                    xz += xt[k] * wk[0]; xr += xt[k] * wk[TILE]; xn += xt[k] * wk[2 * TILE];
-                }
-                for (int k = 0; k < H; k++) {
-                    const float *wk = w + (size_t)(F + k) * 3 * TILE;
-                    hz += hp[k] * wk[0]; hr += hp[k] * wk[TILE]; hh += hp[k] * wk[2 * TILE];
-                }
-                float z = sigmoidf_((hz + xz) + m->bz[j]), r = sigmoidf_((hr + xr) + m->br[j]);
-                float nn = tanhf((xn + r * (hh + m->bhn[j])) + m->bxn[j]);
-                float hv = (1.0f - z) * nn + z * hp[j];
-                hn[j] = hv;
-                sum[(size_t)i * Hp + j] += hv;
+    for (int i = 0; i < rows; i++) {
+        const float *xt = x + ((size_t)i * T + t) * F;
+        const float *hp = hA + (size_t)i * Hp;
+        float *hn = hB + (size_t)i * Hp;
+        for (int j = 0; j < Hp; j++) {
+            const float *w = m->wpack + ((size_t)(j / TILE) * K) * 3 * TILE + (j % TILE);
+            float xz = 0, xr = 0, xn = 0, hz = 0, hr = 0, hh = 0;
+            for (int k = 0; k < F; k++) {
+                const float *wk = w + (size_t)k * 3 * TILE;
+                xz += xt[k] * wk[0]; xr += xt[k] * wk[TILE]; xn += xt[k] * wk[2 * TILE];
             }
+            for (int k = 0; k < H; k++) {
+                const float *wk = w + (size_t)(F + k) * 3 * TILE;
+                hz += hp[k] * wk[0]; hr += hp[k] * wk[TILE]; hh += hp[k] * wk[2 * TILE];
+            }
+            float z = sigmoidf_((hz + xz) + m->bz[j]), r = sigmoidf_((hr + xr) + m->br[j]);
+            float nn = tanhf((xn + r * (hh + m->bhn[j])) + m->bxn[j]);
+            float hv = (1.0f - z) * nn + z * hp[j];
+            hn[j] = hv;
+            if (avg) sum[(size_t)i * Hp + j] += hv;
         }
-        float *tmp = hA; hA = hB; hB = tmp;
     }
-    int avg = m->head == HEAD_AVG;
-    for (int i = 0; i < rows; i++)
-        out[i] = head_row(m, avg ? sum + (size_t)i * Hp : hA + (size_t)i * Hp, (float)T, avg);
 }
 
 #if GRU_X86
@@ -200,7 +271,7 @@ I512 __m512 tanh512(__m512 x) {  /* sign(x) (1 - e) / (1 + e), e = exp(-2|x|) */
 }
 
 /* M rows x J column tiles of one step: 4 accumulators (z, r, x_n, h_n) per row and tile. */
-I512 void tile512(const gru_model *m, int M, int J, int j0, const float *x, long T, long t,
+I512 void tile512(const gru_cell *m, int M, int J, int j0, const float *x, long T, long t,
                   const float *hA, float *hB, float *sum, int avg) {
     const int F = m->F, H = m->H, Hp = m->Hp, K = F + H;
     __m512 az[6][4], ar[6][4], axn[6][4], ahn[6][4];
@@ -280,42 +351,35 @@ I512 void tile512(const gru_model *m, int M, int J, int j0, const float *x, long
 #define TILE512(M_, J_) tile512(m, M_, J_, jt, x + (size_t)i0 * T * F, T, t, hA + (size_t)i0 * Hp, \
                                  hB + (size_t)i0 * Hp, sum + (size_t)i0 * Hp, avg)
 
-T512 static void block_avx512(const gru_model *m, const float *x, long T, int rows, float *out,
-                              float *hA, float *hB, float *sum) {
-    const int Hp = m->Hp, F = m->F, NJ = Hp / TILE, avg = m->head == HEAD_AVG;
-    memset(hA, 0, sizeof(float) * rows * Hp);
-    memset(sum, 0, sizeof(float) * rows * Hp);
-    for (long t = 0; t < T; t++) {
-        if (rows <= 2) {  /* few rows: several column tiles at once, for independent FMA chains */
-            for (int jt = 0; jt < NJ;) {
-                int i0 = 0, left = NJ - jt;
-                if (rows == 1) {
-                    if (left >= 4) { TILE512(1, 4); jt += 4; }
-                    else if (left >= 2) { TILE512(1, 2); jt += 2; }
-                    else { TILE512(1, 1); jt += 1; }
-                } else {
-                    if (left >= 2) { TILE512(2, 2); jt += 2; }
-                    else { TILE512(2, 1); jt += 1; }
-                }
-            }
-        } else {
-            for (int jt = 0; jt < NJ; jt++) {
-                int i0 = 0;
-                for (; i0 + 6 <= rows; i0 += 6) TILE512(6, 1);
-                switch (rows - i0) {
-                    case 5: TILE512(5, 1); break;
-                    case 4: TILE512(4, 1); break;
-                    case 3: TILE512(3, 1); break;
-                    case 2: TILE512(2, 1); break;
-                    case 1: TILE512(1, 1); break;
-                    default: break;
-                }
+T512 static void step_avx512(const gru_cell *m, const float *x, long T, long t, int rows,
+                             const float *hA, float *hB, float *sum, int avg) {
+    const int Hp = m->Hp, F = m->F, NJ = Hp / TILE;
+    if (rows <= 2) {  /* few rows: several column tiles at once, for independent FMA chains */
+        for (int jt = 0; jt < NJ;) {
+            int i0 = 0, left = NJ - jt;
+            if (rows == 1) {
+                if (left >= 4) { TILE512(1, 4); jt += 4; }
+                else if (left >= 2) { TILE512(1, 2); jt += 2; }
+                else { TILE512(1, 1); jt += 1; }
+            } else {
+                if (left >= 2) { TILE512(2, 2); jt += 2; }
+                else { TILE512(2, 1); jt += 1; }
             }
         }
-        float *tmp = hA; hA = hB; hB = tmp;
+    } else {
+        for (int jt = 0; jt < NJ; jt++) {
+            int i0 = 0;
+            for (; i0 + 6 <= rows; i0 += 6) TILE512(6, 1);
+            switch (rows - i0) {
+                case 5: TILE512(5, 1); break;
+                case 4: TILE512(4, 1); break;
+                case 3: TILE512(3, 1); break;
+                case 2: TILE512(2, 1); break;
+                case 1: TILE512(1, 1); break;
+                default: break;
+            }
+        }
     }
-    for (int i = 0; i < rows; i++)
-        out[i] = head_row(m, avg ? sum + (size_t)i * Hp : hA + (size_t)i * Hp, (float)T, avg);
 }
 
 /* ------------------------------------------------------------------ AVX2 + FMA */
@@ -355,7 +419,7 @@ I256 __m256 tanh256(__m256 x) {
 }
 
 /* M rows (<= 3) x one 8-wide half-tile: 12 accumulators of the 16 ymm registers. */
-I256 void tile256(const gru_model *m, int M, int c, const float *x, long T, long t,
+I256 void tile256(const gru_cell *m, int M, int c, const float *x, long T, long t,
                   const float *hA, float *hB, float *sum, int avg) {
     const int F = m->F, H = m->H, Hp = m->Hp, K = F + H;
     __m256 az[3], ar[3], axn[3], ahn[3], xz[3], xr[3];
@@ -404,32 +468,84 @@ I256 void tile256(const gru_model *m, int M, int c, const float *x, long T, long
     }
 }
 
-T256 static void block_avx2(const gru_model *m, const float *x, long T, int rows, float *out,
-                            float *hA, float *hB, float *sum) {
-    const int Hp = m->Hp, F = m->F, avg = m->head == HEAD_AVG;
-    memset(hA, 0, sizeof(float) * rows * Hp);
-    memset(sum, 0, sizeof(float) * rows * Hp);
-    for (long t = 0; t < T; t++) {
-        for (int c = 0; c < Hp; c += 8) {
-            int i0 = 0;
-            for (; i0 + 3 <= rows; i0 += 3)
-                tile256(m, 3, c, x + (size_t)i0 * T * F, T, t, hA + (size_t)i0 * Hp, hB + (size_t)i0 * Hp,
-                        sum + (size_t)i0 * Hp, avg);
-            if (rows - i0 == 2)
-                tile256(m, 2, c, x + (size_t)i0 * T * F, T, t, hA + (size_t)i0 * Hp, hB + (size_t)i0 * Hp,
-                        sum + (size_t)i0 * Hp, avg);
-            else if (rows - i0 == 1)
-                tile256(m, 1, c, x + (size_t)i0 * T * F, T, t, hA + (size_t)i0 * Hp, hB + (size_t)i0 * Hp,
-                        sum + (size_t)i0 * Hp, avg);
-        }
-        float *tmp = hA; hA = hB; hB = tmp;
+T256 static void step_avx2(const gru_cell *m, const float *x, long T, long t, int rows,
+                           const float *hA, float *hB, float *sum, int avg) {
+    const int Hp = m->Hp, F = m->F;
+    for (int c = 0; c < Hp; c += 8) {
+        int i0 = 0;
+        for (; i0 + 3 <= rows; i0 += 3)
+            tile256(m, 3, c, x + (size_t)i0 * T * F, T, t, hA + (size_t)i0 * Hp, hB + (size_t)i0 * Hp,
+                    sum + (size_t)i0 * Hp, avg);
+        if (rows - i0 == 2)
+            tile256(m, 2, c, x + (size_t)i0 * T * F, T, t, hA + (size_t)i0 * Hp, hB + (size_t)i0 * Hp,
+                    sum + (size_t)i0 * Hp, avg);
+        else if (rows - i0 == 1)
+            tile256(m, 1, c, x + (size_t)i0 * T * F, T, t, hA + (size_t)i0 * Hp, hB + (size_t)i0 * Hp,
+                    sum + (size_t)i0 * Hp, avg);
     }
-    for (int i = 0; i < rows; i++)
-        out[i] = head_row(m, avg ? sum + (size_t)i * Hp : hA + (size_t)i * Hp, (float)T, avg);
 }
 #endif /* GRU_X86 */
 
-/* ------------------------------------------------------------------ one block of rows */
+/* ------------------------------------------------------------------ one block of rows, all layers */
+/* One time step of one direction, in the model's ISA. */
+static void step(int isa, const gru_cell *c, const float *x, long T, long t, int rows,
+                 const float *hA, float *hB, float *sum, int avg) {
+#if GRU_X86
+    if (isa == ISA_AVX512) { step_avx512(c, x, T, t, rows, hA, hB, sum, avg); return; }
+    if (isa == ISA_AVX2) { step_avx2(c, x, T, t, rows, hA, hB, sum, avg); return; }
+#endif
+    (void)isa;
+    step_generic(c, x, T, t, rows, hA, hB, sum, avg);
+}
+
+/* Direction d of layer ly over all T steps for a block of rows. in: (rows, T, cell F). planes: 3
+ * planes of (rows, Hp): the state ping-pong and the running sum. dst: the next layer's input
+ * (rows, T, out_w) this direction writes its columns d*H.. of, or NULL (last layer). Returns the
+ * plane holding the last state, or the sum when avg. */
+static float *run_direction(const gru_model *m, const gru_layer *ly, int d, const float *in, long T, int rows,
+                            float *planes, float *dst, int out_w, int avg) {
+    const gru_cell *c = &ly->cell[d];
+    const int Hp = c->Hp, H = c->H;
+    const size_t plane = (size_t)rows * Hp;
+    float *hA = planes, *hB = planes + plane, *sum = planes + 2 * plane;
+    memset(hA, 0, sizeof(float) * plane);
+    memset(sum, 0, sizeof(float) * plane);
+    for (long s = 0; s < T; s++) {
+        const long t = ly->reverse[d] ? T - 1 - s : s;
+        step(m->isa, c, in, T, t, rows, hA, hB, sum, avg);
+        if (dst) {
+            const long pos = ly->flip[d] ? T - 1 - t : t;
+            for (int i = 0; i < rows; i++)
+                memcpy(dst + ((size_t)i * T + pos) * out_w + (size_t)d * H, hB + (size_t)i * Hp, sizeof(float) * H);
+        }
+        float *tmp = hA; hA = hB; hB = tmp;
+    }
+    return avg ? sum : hA;
+}
+
+/* x (rows, T, F) -> out (rows,). scratch: 3 * rows * m->Hp floats; seq: the sequence buffers
+ * between layers, (L > 2 ? 2 : 1) x (rows, T, seq_w), or NULL for one layer. */
+static void run_block(const gru_model *m, const float *x, long T, int rows, float *out, float *scratch,
+                      float *seq) {
+    const float *in = x;
+    const float *fin[2] = {NULL, NULL};
+    for (int l = 0; l < m->L; l++) {
+        const gru_layer *ly = &m->layer[l];
+        const int last = l == m->L - 1, avg = last && m->head == HEAD_AVG;
+        float *dst = last ? NULL : seq + (size_t)(l & 1) * rows * T * m->seq_w;
+        const size_t dir_planes = 3 * (size_t)rows * ly->cell[0].Hp;
+        for (int d = 0; d < ly->D; d++)
+            fin[d] = run_direction(m, ly, d, in, T, rows, scratch + d * dir_planes, dst, ly->D * ly->H, avg);
+        in = dst;
+    }
+    const int avg = m->head == HEAD_AVG, Hp = m->layer[m->L - 1].cell[0].Hp;
+    for (int i = 0; i < rows; i++) {
+        const float *hv[2] = {fin[0] + (size_t)i * Hp, fin[1] ? fin[1] + (size_t)i * Hp : NULL};
+        out[i] = head_row(m, hv, (float)T, avg);
+    }
+}
+
+/* ------------------------------------------------------------------ the blocks of one call */
 typedef struct {
     const gru_model *m;
     const float *x;
@@ -440,23 +556,23 @@ typedef struct {
     volatile long next;   /* next block to take (atomic) */
 } gru_job;
 
+/* Take blocks until none is left. A thread that cannot allocate its sequence buffers (stacked
+ * layers) takes no block; gru_run fails only when no thread could. */
 static void run_blocks(gru_job *job, float *scratch) {
     const gru_model *m = job->m;
-    const size_t plane = (size_t)job->block_rows * m->Hp;
-    float *hA = scratch, *hB = scratch + plane, *sum = scratch + 2 * plane;
+    float *seq = NULL;
+    if (m->L > 1) {
+        size_t n = (m->L > 2 ? 2 : 1) * (size_t)job->block_rows * job->T * m->seq_w;
+        if (posix_memalign((void **)&seq, 64, sizeof(float) * n) != 0) return;
+    }
     for (;;) {
         long b = __atomic_fetch_add(&job->next, 1, __ATOMIC_RELAXED);
         if (b >= job->n_blocks) break;
         long r0 = b * job->block_rows;
         int rows = (int)((job->N - r0) < job->block_rows ? (job->N - r0) : job->block_rows);
-        const float *xb = job->x + (size_t)r0 * job->T * m->F;
-        float *ob = job->out + r0;
-#if GRU_X86
-        if (m->isa == ISA_AVX512) { block_avx512(m, xb, job->T, rows, ob, hA, hB, sum); continue; }
-        if (m->isa == ISA_AVX2) { block_avx2(m, xb, job->T, rows, ob, hA, hB, sum); continue; }
-#endif
-        block_generic(m, xb, job->T, rows, ob, hA, hB, sum);
+        run_block(m, job->x + (size_t)r0 * job->T * m->F, job->T, rows, job->out + r0, scratch, seq);
     }
+    free(seq);
 }
 
 static float *new_scratch(const gru_model *m, int block_rows) {
@@ -609,5 +725,5 @@ int gru_run(void *handle, const float *x, long N, long T, float *out, int nthrea
         run_blocks(&job, scratch);
     }
     free(scratch);
-    return 0;
+    return __atomic_load_n(&job.next, __ATOMIC_ACQUIRE) >= job.n_blocks ? 0 : -1;  /* -1: no thread had memory */
 }

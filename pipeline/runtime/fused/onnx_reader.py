@@ -13,9 +13,14 @@ with no re-export, and the export side is untouched. The graph shape recognised 
 keeps today's onnxruntime path, with the reason recorded):
 
     x -> [Sub|Div|Mul|Add by a per-feature constant]* -> Transpose(1,0,2)
-      -> GRU(forward, linear_before_reset=1, Sigmoid/Tanh, no sequence_lens, no initial_h, no clip)
-      -> Squeeze(Y, axis 1) -> ReduceMean(axis 0)   (average head)   | Squeeze(Y_h, axis 0)  (last state)
-      -> Gemm(H -> 1) -> Sigmoid -> [Identity]* -> output
+      -> GRU(forward or reverse, linear_before_reset=1, Sigmoid/Tanh, no sequence_lens, no initial_h,
+             no clip)
+      -> Squeeze(Y, axis 1) [-> Slice(reversed in time)] -> ReduceMean(axis 0)   (average head)
+         | Squeeze(Y_h, axis 0)                                                   (last state)
+      -> Gemm(H -> 1) -> Sigmoid -> output          ([Identity]* allowed between any two of these)
+
+A reverse GRU is Keras' go_backwards (the exporter reverses its output sequence with the Slice; a
+mean over time does not depend on the order).
 """
 
 from __future__ import annotations
@@ -216,85 +221,171 @@ def parse_model(data: bytes) -> Graph:
     return Graph(nodes, inits, [i for i in inputs if i not in inits], outputs)
 
 
+_DIRECTIONS = {"forward": 1, "reverse": 1, "bidirectional": 2}
+
+
+@dataclass
+class FusedLayer:
+    """One GRU node: its weights as ONNX stores them, and how its output is handed on."""
+
+    W: np.ndarray          # (D, 3H, F) float32, gates z, r, n
+    R: np.ndarray          # (D, 3H, H)
+    B: np.ndarray          # (D, 6H) [Wb, Rb]
+    direction: str         # "forward" | "reverse" | "bidirectional" (direction 0 forward, 1 reverse)
+    flip: tuple = ()       # per direction: its output sequence reaches the next layer reversed in time
+    linear_before_reset: int = 1
+
+    @property
+    def hidden(self) -> int:
+        return int(self.R.shape[2])
+
+    @property
+    def features(self) -> int:
+        return int(self.W.shape[2])
+
+    @property
+    def directions(self) -> int:
+        return int(self.W.shape[0])
+
+    def reverse(self, d: int) -> bool:
+        """Whether direction ``d`` runs from the last time step to the first."""
+        return self.direction == "reverse" or (self.direction == "bidirectional" and d == 1)
+
+
 @dataclass
 class FusedSpec:
     """What the kernel needs to reproduce model.onnx: (N, T, F) model input -> (N,) p."""
 
-    W: np.ndarray          # (3H, F) float32, gates z, r, n
-    R: np.ndarray          # (3H, H)
-    B: np.ndarray          # (6H,) [Wb, Rb]
+    layers: list           # [FusedLayer], input side first
     head: str              # "avg" | "last"
-    head_w: np.ndarray     # (H,)
+    head_w: np.ndarray     # (D*H,) of the last layer, its directions concatenated
     head_b: float
     prefix: list = field(default_factory=list)  # [(op, (F,) float32 constant)] applied to x first, in order
 
     @property
-    def hidden(self) -> int:
-        return int(self.R.shape[1])
-
-    @property
     def features(self) -> int:
-        return int(self.W.shape[1])
+        return self.layers[0].features
 
 
-def match_fused(graph: Graph, input_name: str, output_name: str) -> tuple[Optional[FusedSpec], str]:
-    """(spec, "") when the graph is the shape the kernel covers, else (None, reason)."""
-    producer = {o: n for n in graph.nodes for o in n.outputs}
-    init = graph.initializers
+def _axes(node: Node, init: dict) -> list[int]:
+    """The axes of a Squeeze/Unsqueeze/ReduceMean/Concat/Split node: attribute or (opset >= 13/18) input."""
+    if node.op_type in ("Concat", "Split"):
+        return [int(node.attrs.get("axis", 0))]
+    axes = list(node.attrs.get("axes", []))
+    if len(node.inputs) > 1 and node.inputs[1]:
+        axes = [int(a) for a in np.asarray(init.get(node.inputs[1], np.empty(0))).reshape(-1)]
+    return axes
 
-    def made_by(name: str, op: str) -> Optional[Node]:
-        n = producer.get(name)
+
+class _Graph:
+    """Lookups on the graph while match_fused walks it backwards from the output."""
+
+    def __init__(self, graph: Graph) -> None:
+        self.producer = {o: n for n in graph.nodes for o in n.outputs}
+        self.init = graph.initializers
+
+    def node(self, name: str) -> Optional[Node]:
+        """The node producing ``name``, looking through Identity nodes."""
+        n = self.producer.get(name)
+        while n is not None and n.op_type == "Identity":
+            n = self.producer.get(n.inputs[0])
+        return n
+
+    def made_by(self, name: str, op: str) -> Optional[Node]:
+        n = self.node(name)
         return n if n is not None and n.op_type == op else None
 
-    if graph.inputs != [input_name] or graph.outputs != [output_name]:
-        return None, f"expected one input {input_name!r} and one output {output_name!r}"
-    cur = output_name
-    while (n := made_by(cur, "Identity")) is not None:
-        cur = n.inputs[0]
-    sig = made_by(cur, "Sigmoid")
-    if sig is None:
-        return None, "the output is not a Sigmoid (only a Dense(1, sigmoid) head is fused)"
-    gemm = made_by(sig.inputs[0], "Gemm")
-    if gemm is None or len(gemm.inputs) < 2:
-        return None, "the sigmoid is not fed by one Dense (Gemm) layer"
-    if gemm.attrs.get("transA", 0) or gemm.attrs.get("alpha", 1.0) != 1.0 or gemm.attrs.get("beta", 1.0) != 1.0:
-        return None, "the Dense layer's Gemm has transA/alpha/beta options"
-    dW = init.get(gemm.inputs[1])
-    db = init.get(gemm.inputs[2]) if len(gemm.inputs) > 2 and gemm.inputs[2] else np.zeros(1, np.float32)
-    if dW is None or db is None or dW.dtype != np.float32 or db.dtype != np.float32 or db.size != 1:
-        return None, "the Dense layer has no constant float32 weights with one output"
-    dW = dW.T if gemm.attrs.get("transB", 0) else dW
-    if dW.ndim != 2 or dW.shape[1] != 1:
-        return None, f"the Dense layer has {dW.shape[-1]} outputs, expected 1"
-    feat = gemm.inputs[0]
-    mean, sq = made_by(feat, "ReduceMean"), None
-    if mean is not None:
-        axes = list(mean.attrs.get("axes", []))
-        if len(mean.inputs) > 1 and mean.inputs[1]:
-            axes = [int(a) for a in np.asarray(init.get(mean.inputs[1], np.empty(0))).reshape(-1)]
-        if axes != [0] or mean.attrs.get("keepdims", 1) != 0:
-            return None, "the pooling is not a mean over time (ReduceMean axes [0], keepdims 0)"
-        head, sq, want_axis, want_out = "avg", made_by(mean.inputs[0], "Squeeze"), 1, 0
-    else:
-        head, sq, want_axis, want_out = "last", made_by(feat, "Squeeze"), 0, 1
-    if sq is None:
-        reason = "max pooling" if made_by(feat, "ReduceMax") else "not a GRU state or its mean over time"
-        return None, f"the Dense layer's input is {reason} (fused: last state or average head)"
-    axes = list(sq.attrs.get("axes", []))
-    if len(sq.inputs) > 1 and sq.inputs[1]:
-        axes = [int(a) for a in np.asarray(init.get(sq.inputs[1], np.empty(0))).reshape(-1)]
-    if axes != [want_axis]:
-        return None, f"unexpected Squeeze axes {axes} before the head"
-    gru = made_by(sq.inputs[0], "GRU")
-    if gru is None or gru.outputs.index(sq.inputs[0]) != want_out:
-        return None, "the head is not fed by a GRU op (stacked layers, tf2onnx Loop graph or other layers)"
+    def gru_output(self, name: str, index: int) -> Optional[Node]:
+        """The GRU node whose output ``index`` (0: Y, 1: Y_h) is ``name``."""
+        while (n := self.producer.get(name)) is not None and n.op_type == "Identity":
+            name = n.inputs[0]
+        n = self.producer.get(name)
+        return n if n is not None and n.op_type == "GRU" and n.outputs.index(name) == index else None
+
+    def direction_part(self, name: str, index: int, split_axis: int) -> Optional[tuple[Node, int]]:
+        """(GRU, direction d) when ``name`` is output ``index`` of a one-direction GRU, or output d
+        of an equal two-way Split along ``split_axis`` of a bidirectional GRU's output ``index``."""
+        gru = self.gru_output(name, index)
+        if gru is not None:
+            return (gru, 0) if gru.attrs.get("direction", "forward") in ("forward", "reverse") else None
+        while (n := self.producer.get(name)) is not None and n.op_type == "Identity":
+            name = n.inputs[0]
+        split = self.producer.get(name)
+        if split is None or split.op_type != "Split" or len(split.outputs) != 2 or _axes(split, self.init) != [split_axis]:
+            return None
+        sizes = split.attrs.get("split") or (
+            [int(v) for v in np.asarray(self.init.get(split.inputs[1], np.empty(0))).reshape(-1)]
+            if len(split.inputs) > 1 and split.inputs[1] else [])
+        if sizes not in ([], [1, 1]):
+            return None
+        gru = self.gru_output(split.inputs[0], index)
+        if gru is None or gru.attrs.get("direction") != "bidirectional":
+            return None
+        return gru, split.outputs.index(name)
+
+    def last_states(self, name: str) -> Optional[list[tuple[Node, int]]]:
+        """[(GRU, direction)] when ``name`` (batch, D*H) is a GRU's last states, directions concatenated:
+        Squeeze(Y_h, axis 0), or Concat(axis 1) of Squeeze(Split(Y_h, axis 0)[d], axis 0)."""
+        cat = self.made_by(name, "Concat")
+        if cat is not None:
+            if _axes(cat, self.init)[0] not in (1, -1):
+                return None
+            parts = [self.last_states(i) for i in cat.inputs]
+            return None if any(p is None for p in parts) else [x for p in parts for x in p]
+        sq = self.made_by(name, "Squeeze")
+        if sq is None or _axes(sq, self.init) != [0]:
+            return None
+        part = self.direction_part(sq.inputs[0], 1, 0)
+        return None if part is None else [part]
+
+    def sequence(self, name: str) -> Optional[list[tuple[Node, int, bool]]]:
+        """[(GRU, direction, flipped)] when ``name`` (time, batch, D*H) is a GRU's output sequence,
+        directions concatenated: Squeeze(Y, axis 1) or Squeeze(Split(Y, axis 1)[d], axis 1), reversed
+        in time by a full Slice (start -1, step -1) or not, joined by Concat(axis 2)."""
+        n = self.node(name)
+        if n is None:
+            return None
+        if n.op_type == "Concat":
+            if _axes(n, self.init)[0] not in (2, -1):
+                return None
+            parts = [self.sequence(i) for i in n.inputs]
+            return None if any(p is None for p in parts) else [x for p in parts for x in p]
+        if n.op_type == "Slice":
+            consts = [np.asarray(self.init.get(i, np.empty(0))).reshape(-1).tolist() if i else None
+                      for i in list(n.inputs[1:5]) + [""] * (5 - len(n.inputs))]
+            starts, ends, axes, steps = consts
+            if starts != [-1] or not ends or len(ends) != 1 or ends[0] > -(2 ** 31) or axes != [0] or steps != [-1]:
+                return None
+            inner = self.sequence(n.inputs[0])
+            return None if inner is None else [(g, d, not f) for g, d, f in inner]
+        if n.op_type == "Squeeze" and _axes(n, self.init) == [1]:
+            part = self.direction_part(n.inputs[0], 0, 1)
+            return None if part is None else [(part[0], part[1], False)]
+        return None
+
+
+def _one_gru(parts: list, what: str) -> tuple[Optional[Node], str]:
+    """The GRU node when ``parts`` are all its directions in order, else (None, reason)."""
+    gru = parts[0][0]
+    D = _DIRECTIONS.get(gru.attrs.get("direction", "forward"), 0)
+    if [p[:2] for p in parts] != [(gru, d) for d in range(D)]:
+        return None, f"{what} is not every direction of one GRU, concatenated in order"
+    return gru, ""
+
+
+def _gru_layer(gru: Node, init: dict, flip: tuple) -> tuple[Optional[FusedLayer], str]:
+    """The weights of one GRU node when its options are ones the kernel covers, else (None, reason)."""
     a = gru.attrs
-    if a.get("direction", "forward") != "forward":
-        return None, f"GRU direction {a.get('direction')!r} (fused: forward only)"
+    direction = a.get("direction", "forward")
+    if direction not in _DIRECTIONS:
+        return None, f"GRU direction {direction!r}"
+    if direction == "bidirectional":  # STEP-GATE
+        return None, "GRU direction 'bidirectional' (fused: forward and reverse only)"
     if a.get("linear_before_reset", 0) != 1:
         return None, "GRU reset_after=False (linear_before_reset=0; fused: reset_after=True only)"
-    acts = [s.lower() for s in a.get("activations", [])] or ["sigmoid", "tanh"]
-    if acts != ["sigmoid", "tanh"]:
+    D = _DIRECTIONS[direction]
+    acts = [s.lower() for s in a.get("activations", [])] or ["sigmoid", "tanh"] * D
+    if acts != ["sigmoid", "tanh"] * D:
         return None, f"GRU activations {acts} (fused: sigmoid and tanh only)"
     for opt in ("clip", "activation_alpha", "activation_beta"):
         if opt in a and a[opt] not in ([], None):
@@ -309,16 +400,80 @@ def match_fused(graph: Graph, input_name: str, output_name: str) -> tuple[Option
     H = int(a.get("hidden_size", 0))
     if W is None or R is None or W.dtype != np.float32 or R.dtype != np.float32 or H < 1:
         return None, "GRU weights are not float32 constants"
-    if W.ndim != 3 or W.shape[:2] != (1, 3 * H) or R.shape != (1, 3 * H, H) or dW.shape[0] != H:
-        return None, f"GRU weight shapes W {W.shape}, R {R.shape}, Dense {dW.shape} do not fit hidden_size {H}"
-    F = int(W.shape[2])
-    B = np.zeros(6 * H, np.float32) if B is None else B
-    if B.dtype != np.float32 or B.size != 6 * H:
-        return None, "GRU bias is not a float32 constant of 6H values"
-    tr = made_by(ins[0], "Transpose")
-    if tr is None or list(tr.attrs.get("perm", [])) != [1, 0, 2]:
+    if W.ndim != 3 or W.shape[:2] != (D, 3 * H) or R.shape != (D, 3 * H, H):
+        return None, f"GRU weight shapes W {W.shape}, R {R.shape} do not fit hidden_size {H} and {D} direction(s)"
+    B = np.zeros((D, 6 * H), np.float32) if B is None else B
+    if B.dtype != np.float32 or B.size != D * 6 * H:
+        return None, f"GRU bias is not a float32 constant of {D} x 6H values"
+    return FusedLayer(W=np.ascontiguousarray(W), R=np.ascontiguousarray(R), B=np.ascontiguousarray(B.reshape(D, 6 * H)),
+                      direction=direction, flip=tuple(flip) or (False,) * D), ""
+
+
+def match_fused(graph: Graph, input_name: str, output_name: str) -> tuple[Optional[FusedSpec], str]:
+    """(spec, "") when the graph is the shape the kernel covers, else (None, reason)."""
+    g = _Graph(graph)
+    init = g.init
+    if graph.inputs != [input_name] or graph.outputs != [output_name]:
+        return None, f"expected one input {input_name!r} and one output {output_name!r}"
+    sig = g.made_by(output_name, "Sigmoid")
+    if sig is None:
+        return None, "the output is not a Sigmoid (only a Dense(1, sigmoid) head is fused)"
+    gemm = g.made_by(sig.inputs[0], "Gemm")
+    if gemm is None or len(gemm.inputs) < 2:
+        return None, "the sigmoid is not fed by one Dense (Gemm) layer"
+    if gemm.attrs.get("transA", 0) or gemm.attrs.get("alpha", 1.0) != 1.0 or gemm.attrs.get("beta", 1.0) != 1.0:
+        return None, "the Dense layer's Gemm has transA/alpha/beta options"
+    dW = init.get(gemm.inputs[1])
+    db = init.get(gemm.inputs[2]) if len(gemm.inputs) > 2 and gemm.inputs[2] else np.zeros(1, np.float32)
+    if dW is None or db is None or dW.dtype != np.float32 or db.dtype != np.float32 or db.size != 1:
+        return None, "the Dense layer has no constant float32 weights with one output"
+    dW = dW.T if gemm.attrs.get("transB", 0) else dW
+    if dW.ndim != 2 or dW.shape[1] != 1:
+        return None, f"the Dense layer has {dW.shape[-1]} outputs, expected 1"
+    feat = gemm.inputs[0]
+    mean = g.made_by(feat, "ReduceMean")
+    if mean is not None:
+        if _axes(mean, init) != [0] or mean.attrs.get("keepdims", 1) != 0:
+            return None, "the pooling is not a mean over time (ReduceMean axes [0], keepdims 0)"
+        head, parts = "avg", g.sequence(mean.inputs[0])
+    else:
+        head, parts = "last", g.last_states(feat)
+    if not parts:
+        reason = "max pooling" if g.made_by(feat, "ReduceMax") else "not a GRU state or its mean over time"
+        return None, f"the Dense layer's input is {reason} (fused: last state or average head)"
+    gru, why = _one_gru(parts, "the Dense layer's input")
+    if gru is None:
+        return None, why
+    layers: list[FusedLayer] = []
+    flip: tuple = ()  # the last layer's output is pooled or taken whole: no order to hand on
+    while True:
+        layer, why = _gru_layer(gru, init, flip)
+        if layer is None:
+            return None, why
+        if layers and layers[0].features != layer.directions * layer.hidden:
+            return None, f"a GRU of {layers[0].features} inputs is fed {layer.directions * layer.hidden} values per step"
+        layers.insert(0, layer)
+        x = gru.inputs[0]
+        tr = g.made_by(x, "Transpose")
+        if tr is not None:
+            break
+        return None, "stacked GRU layers (fused: one GRU layer)"  # STEP-GATE
+        parts = g.sequence(x)
+        if not parts:
+            return None, ("the GRU input is neither the model input transposed to time-major nor the output "
+                          "sequence of another GRU")
+        gru, why = _one_gru(parts, "a GRU's input")
+        if gru is None:
+            return None, why
+        flip = tuple(f for _, _, f in parts)
+    if list(tr.attrs.get("perm", [])) != [1, 0, 2]:
         return None, "the GRU input is not the model input transposed to time-major"
+    last = layers[-1]
+    if dW.shape[0] != last.directions * last.hidden:
+        return None, f"the Dense layer has {dW.shape[0]} inputs, the GRU gives {last.directions * last.hidden}"
+    F = layers[0].features
     prefix, cur = [], tr.inputs[0]
+    producer = g.producer
     while cur != input_name:
         n = producer.get(cur)
         if n is None or n.op_type not in ("Sub", "Div", "Mul", "Add") or len(n.inputs) != 2:
@@ -333,6 +488,5 @@ def match_fused(graph: Graph, input_name: str, output_name: str) -> tuple[Option
         if const.dtype != np.float32 or const.size not in (1, F) or (const.ndim > 1 and const.shape[-1] != const.size):
             return None, f"{n.op_type} before the GRU has a constant of shape {const.shape}, expected per-feature"
         prefix.insert(0, (n.op_type, np.broadcast_to(const.reshape(-1), (F,)).astype(np.float32)))
-    return FusedSpec(W=np.ascontiguousarray(W[0]), R=np.ascontiguousarray(R[0]), B=np.ascontiguousarray(B.reshape(-1)),
-                     head=head, head_w=np.ascontiguousarray(dW[:, 0]), head_b=float(db.reshape(-1)[0]),
+    return FusedSpec(layers=layers, head=head, head_w=np.ascontiguousarray(dW[:, 0]), head_b=float(db.reshape(-1)[0]),
                      prefix=prefix), ""

@@ -1,0 +1,181 @@
+"""The fused GRU kernel on the layer kinds beyond one forward GRU: go_backwards (ONNX direction
+"reverse"), last-state and average heads.
+
+Each case is a tiny Keras model with random, non-saturating weights
+(``pipeline.verification.coverage.randomize_weights``), exported with the project's exporter
+(``pipeline.export.native.export_native``). For every ISA variant this machine runs, the kernel
+must be within 1e-6 (``SELF_CHECK_ATOL``) of model.onnx on random and stress inputs (+-100, zeros,
+constants, batch 1, odd and large batch), give bit-identical rows whatever the batch split or thread
+count, and a Predictor with graph="auto" must run it.
+
+Needs Keras (the build extra) to make the models; the kernel side imports none of it.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+import numpy as np
+import pytest
+
+pytest.importorskip("tensorflow")
+
+import keras  # noqa: E402
+
+from pipeline.export.native import export_native  # noqa: E402
+from pipeline.runtime import Predictor, fused  # noqa: E402
+from pipeline.runtime.fused.onnx_reader import match_fused, parse_model  # noqa: E402
+from pipeline.runtime.sessions import open_session  # noqa: E402
+from pipeline.verification.coverage import randomize_weights  # noqa: E402
+
+from conftest import tiny_model_proto  # noqa: E402
+from test_fused import ATOL, ISAS, LIB, _float64_proba, _set_attr, _stress, _write, needs_library  # noqa: E402
+
+F = 3        # features
+T = 11       # the trained length in the manifest; the kernel takes any T
+OPSET = 17
+VERIFY_ATOL = 1e-5  # the exporter's Keras-vs-ONNX tolerance, for the float64 sanity check
+
+
+def _gru(units: int, **kw):
+    return keras.layers.GRU(units, **kw)
+
+
+def _normalization():
+    return keras.layers.Normalization(mean=[0.5, -1.0, 2.0], variance=[4.0, 0.25, 9.0])
+
+
+# name -> (the layers after the input, the head the spec must read: "last" or "avg")
+CASES = {
+    "go_backwards last": (lambda: [_gru(20, go_backwards=True)], "last"),
+    "go_backwards avg": (lambda: [_gru(20, go_backwards=True, return_sequences=True),
+                                  keras.layers.GlobalAveragePooling1D()], "avg"),
+    "Normalization + go_backwards H=33 avg": (lambda: [_normalization(), _gru(33, go_backwards=True, return_sequences=True),
+                                                       keras.layers.GlobalAveragePooling1D()], "avg"),
+}
+
+
+@lru_cache(maxsize=None)
+def _model_proto(case: str):
+    """model.onnx of ``case``: Input (batch, time, F) -> layers -> Dense(1, sigmoid), random weights."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input(shape=(None, F), name="x")  # (batch, time, F)
+    x = inputs
+    for layer in CASES[case][0]():
+        x = layer(x)
+    model = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(x))  # (batch, 1)
+    randomize_weights(model, seed=sum(map(ord, case)))
+    return export_native(model, "x", OPSET)
+
+
+def _model_bytes(case: str) -> bytes:
+    return _model_proto(case).SerializeToString()
+
+
+def _spec(case: str):
+    spec, why = match_fused(parse_model(_model_bytes(case)), "x", "probability")
+    assert spec is not None, f"{case}: {why}"
+    return spec
+
+
+def _errors(case: str, isa: str) -> dict[str, float]:
+    """max |kernel - model.onnx| per input family (the generic C variant on at most 64 rows: it is slow)."""
+    data = _model_bytes(case)
+    kernel, sess = fused.FusedKernel(LIB, _spec(case), isa), open_session(data, name=case)
+    errors = {}
+    rng = np.random.default_rng(len(case))
+    families = {f"T={T} {k}": v for k, v in _stress(T, F, rng).items()}
+    families["T=200 random"] = rng.standard_normal((9, 200, F)).astype(np.float32)  # long mean: summation order
+    families["T=1 random"] = rng.standard_normal((5, 1, F)).astype(np.float32)
+    for name, X in families.items():
+        if isa == "generic" and len(X) > 64:
+            X = X[:64]
+        want = sess.run(None, {"x": X})[0].reshape(-1)
+        got = kernel.run(X, threads=2).astype(np.float64)
+        errors[name] = float(np.abs(got - want).max()) if np.isfinite(got).all() else float("inf")
+    return errors
+
+
+def test_the_cases_are_what_they_claim():
+    """The exported graphs have the GRU options the case names, and the spec reads them back."""
+    for case, (_, head) in CASES.items():
+        assert _spec(case).head == head, case
+    spec = _spec("go_backwards last")
+    assert [(la.direction, la.flip) for la in spec.layers] == [("reverse", (False,))] and spec.head == "last"
+    assert _spec("go_backwards avg").head == "avg"
+    spec = _spec("Normalization + go_backwards H=33 avg")
+    assert [op for op, _ in spec.prefix] == ["Sub", "Div"] and spec.layers[0].hidden == 33
+
+
+@needs_library
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("case", list(CASES))
+def test_kernel_matches_model_onnx(case, isa):
+    errors = _errors(case, isa)
+    worst = max(errors, key=errors.get)
+    assert errors[worst] <= ATOL, f"{case} {isa}: max |kernel - model.onnx| {errors[worst]:.3g} on {worst}"
+
+
+@needs_library
+@pytest.mark.parametrize("case", list(CASES))
+def test_kernel_is_closer_to_float64_than_a_wrong_direction(case):
+    """The kernel computes the network the case names: within Keras-vs-ONNX verification's 1e-5 of the
+    float64 evaluation, and reading the directions and flips as anything else is far off."""
+    spec = _spec(case)
+    X = np.random.default_rng(3).standard_normal((17, T, F)).astype(np.float32)
+    got = fused.FusedKernel(LIB, spec, ISAS[0]).run(X).astype(np.float64)
+    Xs = X
+    for op, c in spec.prefix:  # the graph's own scaling, which _float64_proba leaves out
+        Xs = {"Sub": np.subtract, "Div": np.divide, "Mul": np.multiply, "Add": np.add}[op](Xs, c, dtype=np.float32)
+    assert np.abs(got - _float64_proba(spec, Xs)).max() <= VERIFY_ATOL
+    for layer in spec.layers:  # every direction read forward, nothing handed on reversed
+        layer.direction, layer.flip = "forward", (False,) * layer.directions
+    assert np.abs(got - _float64_proba(spec, Xs)).max() > 1e-3
+
+
+@needs_library
+@pytest.mark.parametrize("case", list(CASES))
+def test_rows_do_not_depend_on_batch_split_or_threads(case):
+    X = np.random.default_rng(9).standard_normal((301, T, F)).astype(np.float32)
+    for isa in ISAS:
+        kernel = fused.FusedKernel(LIB, _spec(case), isa)
+        whole = kernel.run(X, threads=2)
+        assert np.array_equal(whole, kernel.run(X, threads=1)), isa
+        parts = np.concatenate([kernel.run(X[i:i + n], threads=2) for i, n in
+                                ((0, 1), (1, 2), (3, 5), (8, 7), (15, 64), (79, 222))])
+        assert np.array_equal(whole, parts), isa
+
+
+@needs_library
+@pytest.mark.parametrize("case", list(CASES))
+def test_predictor_uses_the_kernel(case, tmp_path):
+    folder = _write(tmp_path / "m", _model_proto(case))
+    X = np.random.default_rng(4).standard_normal((70, T, F)).astype(np.float32)
+    p = Predictor.load(folder)
+    got = p.predict_proba(X)
+    info = p.debug_info()["fused"]
+    assert info["used"] and info["isa"] == ISAS[0], info
+    assert info["checks"][ISAS[0]]["max_abs_vs_model_onnx"] <= ATOL
+    assert np.abs(got - Predictor.load(folder, fused=False).predict_proba(X)).max() <= ATOL
+
+
+@needs_library
+def test_tiny_reverse_graph_is_fused_and_matches(tmp_path):
+    """The conftest's hand-written graph with direction="reverse" (no Keras): covered, and exact."""
+    proto = tiny_model_proto(3, 4, seed=1)
+    _set_attr(next(n for n in proto.graph.node if n.op_type == "GRU"), "direction", "reverse")
+    folder = _write(tmp_path / "m", proto)
+    X = np.random.default_rng(7).standard_normal((9, 6, 3)).astype(np.float32)
+    p = Predictor.load(folder)
+    got = p.predict_proba(X)
+    assert p.debug_info()["fused"]["used"]
+    assert np.abs(got - Predictor.load(folder, fused=False).predict_proba(X)).max() <= ATOL
+
+
+def report() -> dict[str, dict[str, float]]:
+    """{case: {isa: max |kernel - model.onnx| over every family}} (for a closing note)."""
+    return {case: {isa: max(_errors(case, isa).values()) for isa in ISAS} for case in CASES}
+
+
+if __name__ == "__main__":  # python tests/runtime/test_fused_coverage.py: the error table
+    for case, per_isa in report().items():
+        print(f"{case:45s}", "  ".join(f"{isa} {err:.3g}" for isa, err in per_isa.items()))
