@@ -1,5 +1,5 @@
 """The fused GRU kernel on the layer kinds beyond one forward GRU: go_backwards (ONNX direction
-"reverse"), last-state and average heads.
+"reverse") and Bidirectional (direction "bidirectional", merge concat), last-state and average heads.
 
 Each case is a tiny Keras model with random, non-saturating weights
 (``pipeline.verification.coverage.randomize_weights``), exported with the project's exporter
@@ -40,6 +40,10 @@ def _gru(units: int, **kw):
     return keras.layers.GRU(units, **kw)
 
 
+def _bi(units: int, merge_mode: str = "concat", **kw):
+    return keras.layers.Bidirectional(_gru(units, **kw), merge_mode=merge_mode)
+
+
 def _normalization():
     return keras.layers.Normalization(mean=[0.5, -1.0, 2.0], variance=[4.0, 0.25, 9.0])
 
@@ -51,6 +55,9 @@ CASES = {
                                   keras.layers.GlobalAveragePooling1D()], "avg"),
     "Normalization + go_backwards H=33 avg": (lambda: [_normalization(), _gru(33, go_backwards=True, return_sequences=True),
                                                        keras.layers.GlobalAveragePooling1D()], "avg"),
+    "Bidirectional last": (lambda: [_bi(12)], "last"),
+    "Bidirectional avg": (lambda: [_bi(12, return_sequences=True), keras.layers.GlobalAveragePooling1D()], "avg"),
+    "Normalization + Bidirectional H=20 last": (lambda: [_normalization(), _bi(20)], "last"),
 }
 
 
@@ -104,6 +111,10 @@ def test_the_cases_are_what_they_claim():
     assert _spec("go_backwards avg").head == "avg"
     spec = _spec("Normalization + go_backwards H=33 avg")
     assert [op for op, _ in spec.prefix] == ["Sub", "Div"] and spec.layers[0].hidden == 33
+    for case in ("Bidirectional last", "Bidirectional avg"):
+        spec = _spec(case)
+        assert [(la.direction, la.directions, la.flip) for la in spec.layers] == [("bidirectional", 2, (False, False))]
+        assert spec.head_w.shape == (24,)
 
 
 @needs_library
@@ -169,6 +180,24 @@ def test_tiny_reverse_graph_is_fused_and_matches(tmp_path):
     got = p.predict_proba(X)
     assert p.debug_info()["fused"]["used"]
     assert np.abs(got - Predictor.load(folder, fused=False).predict_proba(X)).max() <= ATOL
+
+
+@pytest.mark.parametrize("merge_mode", ["sum", "ave"])
+@pytest.mark.parametrize("pooled", [False, True])
+def test_other_bidirectional_merges_keep_the_onnxruntime_path(merge_mode, pooled, tmp_path):
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input(shape=(None, F), name="x")
+    x = _bi(6, merge_mode, return_sequences=pooled)(inputs)
+    if pooled:
+        x = keras.layers.GlobalAveragePooling1D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(x))
+    spec, why = match_fused(parse_model(export_native(model, "x", OPSET).SerializeToString()), "x", "probability")
+    assert spec is None and "merge other than concat" in why, why
+    folder = _write(tmp_path / "m", export_native(model, "x", OPSET))
+    p = Predictor.load(folder)
+    X = np.random.default_rng(8).standard_normal((5, T, F)).astype(np.float32)
+    assert np.array_equal(p.predict_proba(X), Predictor.load(folder, fused=False).predict_proba(X))
+    assert not p.debug_info()["fused"]["used"] and "merge other than concat" in p.debug_info()["fused"]["reason"]
 
 
 def report() -> dict[str, dict[str, float]]:

@@ -13,14 +13,18 @@ with no re-export, and the export side is untouched. The graph shape recognised 
 keeps today's onnxruntime path, with the reason recorded):
 
     x -> [Sub|Div|Mul|Add by a per-feature constant]* -> Transpose(1,0,2)
-      -> GRU(forward or reverse, linear_before_reset=1, Sigmoid/Tanh, no sequence_lens, no initial_h,
-             no clip)
-      -> Squeeze(Y, axis 1) [-> Slice(reversed in time)] -> ReduceMean(axis 0)   (average head)
-         | Squeeze(Y_h, axis 0)                                                   (last state)
-      -> Gemm(H -> 1) -> Sigmoid -> output          ([Identity]* allowed between any two of these)
+      -> GRU(forward, reverse or bidirectional, linear_before_reset=1, Sigmoid/Tanh, no sequence_lens,
+             no initial_h, no clip)
+      -> Y (time, D, batch, H) as a sequence (time, batch, D*H): Squeeze(Y, axis 1) for one direction,
+         Concat(axis 2) of Squeeze(Split(Y, axis 1)[d], axis 1) for two; [Slice(reversed in time)]
+         -> ReduceMean(axis 0)                                                (average head)
+       | Y_h (D, batch, H) as (batch, D*H): Squeeze(Y_h, axis 0) for one direction,
+         Concat(axis 1) of Squeeze(Split(Y_h, axis 0)[d], axis 0) for two     (last state)
+      -> Gemm(D*H -> 1) -> Sigmoid -> output        ([Identity]* allowed between any two of these)
 
 A reverse GRU is Keras' go_backwards (the exporter reverses its output sequence with the Slice; a
-mean over time does not depend on the order).
+mean over time does not depend on the order). A bidirectional GRU is Keras' Bidirectional with
+merge_mode="concat" (forward direction first); other merges (sum, mul, ave) are not covered.
 """
 
 from __future__ import annotations
@@ -379,8 +383,6 @@ def _gru_layer(gru: Node, init: dict, flip: tuple) -> tuple[Optional[FusedLayer]
     direction = a.get("direction", "forward")
     if direction not in _DIRECTIONS:
         return None, f"GRU direction {direction!r}"
-    if direction == "bidirectional":  # STEP-GATE
-        return None, "GRU direction 'bidirectional' (fused: forward and reverse only)"
     if a.get("linear_before_reset", 0) != 1:
         return None, "GRU reset_after=False (linear_before_reset=0; fused: reset_after=True only)"
     D = _DIRECTIONS[direction]
@@ -439,6 +441,9 @@ def match_fused(graph: Graph, input_name: str, output_name: str) -> tuple[Option
     else:
         head, parts = "last", g.last_states(feat)
     if not parts:
+        pooled = g.node(mean.inputs[0] if mean is not None else feat)
+        if pooled is not None and pooled.op_type in ("Add", "Mul"):
+            return None, "a Bidirectional merge other than concat (fused: merge_mode='concat' only)"
         reason = "max pooling" if g.made_by(feat, "ReduceMax") else "not a GRU state or its mean over time"
         return None, f"the Dense layer's input is {reason} (fused: last state or average head)"
     gru, why = _one_gru(parts, "the Dense layer's input")
