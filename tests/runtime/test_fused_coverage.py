@@ -1,5 +1,6 @@
 """The fused GRU kernel on the layer kinds beyond one forward GRU: go_backwards (ONNX direction
-"reverse") and Bidirectional (direction "bidirectional", merge concat), last-state and average heads.
+"reverse"), Bidirectional (direction "bidirectional", merge concat) and stacked layers of these
+kinds (return_sequences feeding the next), last-state and average heads.
 
 Each case is a tiny Keras model with random, non-saturating weights
 (``pipeline.verification.coverage.randomize_weights``), exported with the project's exporter
@@ -58,6 +59,18 @@ CASES = {
     "Bidirectional last": (lambda: [_bi(12)], "last"),
     "Bidirectional avg": (lambda: [_bi(12, return_sequences=True), keras.layers.GlobalAveragePooling1D()], "avg"),
     "Normalization + Bidirectional H=20 last": (lambda: [_normalization(), _bi(20)], "last"),
+    "2 stacked GRUs H=40,64 last": (lambda: [_gru(40, return_sequences=True), _gru(64)], "last"),
+    "go_backwards sequences + GRU avg": (lambda: [_gru(10, go_backwards=True, return_sequences=True),
+                                                  _gru(12, return_sequences=True),
+                                                  keras.layers.GlobalAveragePooling1D()], "avg"),
+    "go_backwards sequences + GRU last": (lambda: [_gru(10, go_backwards=True, return_sequences=True), _gru(12)],
+                                          "last"),
+    "Bidirectional + Dropout + go_backwards last": (lambda: [_bi(9, return_sequences=True), keras.layers.Dropout(0.3),
+                                                             _gru(7, go_backwards=True)], "last"),
+    "2 stacked Bidirectional last": (lambda: [_bi(5, return_sequences=True), _bi(17)], "last"),
+    "Normalization + 3 stacked mixed avg": (lambda: [_normalization(), _gru(10, go_backwards=True, return_sequences=True),
+                                                     _bi(7, return_sequences=True), _gru(20, return_sequences=True),
+                                                     keras.layers.GlobalAveragePooling1D()], "avg"),
 }
 
 
@@ -115,6 +128,12 @@ def test_the_cases_are_what_they_claim():
         spec = _spec(case)
         assert [(la.direction, la.directions, la.flip) for la in spec.layers] == [("bidirectional", 2, (False, False))]
         assert spec.head_w.shape == (24,)
+    spec = _spec("go_backwards sequences + GRU last")  # the reversed sequence is handed on in processing order
+    assert [(la.direction, la.flip) for la in spec.layers] == [("reverse", (True,)), ("forward", (False,))]
+    spec = _spec("Normalization + 3 stacked mixed avg")
+    assert [(la.direction, la.features, la.hidden, la.flip) for la in spec.layers] == [
+        ("reverse", 3, 10, (True,)), ("bidirectional", 10, 7, (False, False)), ("forward", 14, 20, (False,))]
+    assert [la.directions for la in _spec("2 stacked Bidirectional last").layers] == [2, 2]
 
 
 @needs_library
@@ -138,6 +157,15 @@ def test_kernel_is_closer_to_float64_than_a_wrong_direction(case):
     for op, c in spec.prefix:  # the graph's own scaling, which _float64_proba leaves out
         Xs = {"Sub": np.subtract, "Div": np.divide, "Mul": np.multiply, "Add": np.add}[op](Xs, c, dtype=np.float32)
     assert np.abs(got - _float64_proba(spec, Xs)).max() <= VERIFY_ATOL
+    if any(any(la.flip) for la in spec.layers):  # the hand-on order alone matters too
+        flips = [la.flip for la in spec.layers]
+        for layer in spec.layers:
+            layer.flip = (False,) * layer.directions
+        assert np.abs(got - _float64_proba(spec, Xs)).max() > 1e-3
+        for layer, flip in zip(spec.layers, flips):
+            layer.flip = flip
+    if all(la.direction == "forward" for la in spec.layers):
+        return
     for layer in spec.layers:  # every direction read forward, nothing handed on reversed
         layer.direction, layer.flip = "forward", (False,) * layer.directions
     assert np.abs(got - _float64_proba(spec, Xs)).max() > 1e-3
@@ -154,6 +182,31 @@ def test_rows_do_not_depend_on_batch_split_or_threads(case):
         parts = np.concatenate([kernel.run(X[i:i + n], threads=2) for i, n in
                                 ((0, 1), (1, 2), (3, 5), (8, 7), (15, 64), (79, 222))])
         assert np.array_equal(whole, parts), isa
+
+
+@needs_library
+def test_concurrent_calls_on_a_stacked_model_give_identical_outputs():
+    """Each call has its own sequence buffers between layers: 6 Python threads at once, same bits."""
+    import threading
+
+    kernel = fused.FusedKernel(LIB, _spec("Normalization + 3 stacked mixed avg"), ISAS[0])
+    rng = np.random.default_rng(13)
+    batches = [rng.standard_normal((n, T, F)).astype(np.float32) for n in (1, 7, 64, 150)]
+    want = [kernel.run(X, threads=2) for X in batches]
+    errors: list[str] = []
+
+    def work(k: int) -> None:
+        for rep in range(6):
+            i = (k + rep) % len(batches)
+            if not np.array_equal(kernel.run(batches[i], threads=2), want[i]):
+                errors.append(f"thread {k} batch {i}")
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
 
 
 @needs_library

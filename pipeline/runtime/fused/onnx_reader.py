@@ -13,18 +13,24 @@ with no re-export, and the export side is untouched. The graph shape recognised 
 keeps today's onnxruntime path, with the reason recorded):
 
     x -> [Sub|Div|Mul|Add by a per-feature constant]* -> Transpose(1,0,2)
-      -> GRU(forward, reverse or bidirectional, linear_before_reset=1, Sigmoid/Tanh, no sequence_lens,
-             no initial_h, no clip)
-      -> Y (time, D, batch, H) as a sequence (time, batch, D*H): Squeeze(Y, axis 1) for one direction,
-         Concat(axis 2) of Squeeze(Split(Y, axis 1)[d], axis 1) for two; [Slice(reversed in time)]
-         -> ReduceMean(axis 0)                                                (average head)
-       | Y_h (D, batch, H) as (batch, D*H): Squeeze(Y_h, axis 0) for one direction,
-         Concat(axis 1) of Squeeze(Split(Y_h, axis 0)[d], axis 0) for two     (last state)
-      -> Gemm(D*H -> 1) -> Sigmoid -> output        ([Identity]* allowed between any two of these)
+      -> GRU -> SEQ(Y) -> GRU -> SEQ(Y) -> ... -> GRU      (one or more GRU layers, stacked)
+      -> SEQ(Y) -> ReduceMean(axis 0)                      (average head)
+       | LAST(Y_h)                                         (last state)
+      -> Gemm(D*H -> 1) -> Sigmoid -> output     ([Identity]* allowed between any two of these)
 
-A reverse GRU is Keras' go_backwards (the exporter reverses its output sequence with the Slice; a
-mean over time does not depend on the order). A bidirectional GRU is Keras' Bidirectional with
-merge_mode="concat" (forward direction first); other merges (sum, mul, ave) are not covered.
+    GRU:  forward, reverse or bidirectional, linear_before_reset=1, Sigmoid/Tanh, no sequence_lens,
+          no initial_h, no clip; D = 2 directions when bidirectional, else 1
+    SEQ(Y), Y (time, D, batch, H) -> (time, batch, D*H): Squeeze(Y, axis 1) for one direction,
+          Concat(axis 2) of Squeeze(Split(Y, axis 1)[d], axis 1) for two, each optionally reversed
+          in time by Slice(start -1, end INT64_MIN, axis 0, step -1)
+    LAST(Y_h), Y_h (D, batch, H) -> (batch, D*H): Squeeze(Y_h, axis 0) for one direction, Concat(axis 1)
+          of Squeeze(Split(Y_h, axis 0)[d], axis 0) for two
+
+A reverse GRU is Keras' go_backwards: the exporter reverses its output sequence with the Slice, so a
+stacked layer after it reads the outputs in processing order (a mean over time does not depend on
+the order). A bidirectional GRU is Keras' Bidirectional with merge_mode="concat" (forward direction
+first); other merges (sum, mul, ave) are not covered. Stacked layers are Keras GRU / Bidirectional
+layers with return_sequences=True feeding the next (Dropout between them is no node).
 """
 
 from __future__ import annotations
@@ -462,7 +468,6 @@ def match_fused(graph: Graph, input_name: str, output_name: str) -> tuple[Option
         tr = g.made_by(x, "Transpose")
         if tr is not None:
             break
-        return None, "stacked GRU layers (fused: one GRU layer)"  # STEP-GATE
         parts = g.sequence(x)
         if not parts:
             return None, ("the GRU input is neither the model input transposed to time-major nor the output "
