@@ -144,13 +144,19 @@ def test_kernel_matches_model_onnx_on_the_committed_model(isa):
 @needs_library
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("features,units", [(3, 4), (5, 20), (1, 33)])
-def test_kernel_matches_model_onnx_on_last_state_models(isa, features, units):
-    """Last-state head; hidden sizes that are not a multiple of the 16-wide tile (zero padding).
+@pytest.mark.parametrize("option", [None, ("direction", "reverse"), ("linear_before_reset", 0)])
+def test_kernel_matches_model_onnx_on_last_state_models(isa, features, units, option):
+    """Last-state head; hidden sizes that are not a multiple of the 16-wide tile (zero padding); the
+    GRU forward, reverse, or with linear_before_reset=0 (this graph's recurrent bias is nonzero, so
+    onnxruntime's Wbn + Rbn sum is exercised too).
 
     These random-weight models on uniform +-100 inputs are ill-conditioned in float32: there
     model.onnx itself is up to 1.4e-6 from a float64 evaluation, so the kernel must be at least as
     close to float64 as model.onnx is; on every other family, within 1e-6 of model.onnx."""
-    data = tiny_model_proto(features, units, seed=units).SerializeToString()
+    proto = tiny_model_proto(features, units, seed=units)
+    if option:
+        _set_attr(next(n for n in proto.graph.node if n.op_type == "GRU"), *option)
+    data = proto.SerializeToString()
     kernel, sess = _kernel(data, isa), open_session(data, name="tiny")
     for name, X in _stress(13, features, np.random.default_rng(units)).items():
         want = sess.run(None, {"x": X})[0].reshape(-1)
@@ -284,7 +290,7 @@ def test_a_variant_failing_its_self_check_falls_to_the_next(monkeypatch):
 
 @needs_library
 @pytest.mark.parametrize("option,reason", [
-    (("linear_before_reset", 0), "reset_after=False"),
+    (("activations", ["Tanh", "Tanh"]), "activations ['tanh', 'tanh']"),  # recurrent_activation="tanh"
     (("activations", ["Sigmoid", "Relu"]), "activations ['sigmoid', 'relu']"),
     (("clip", None), "clip"),
 ])

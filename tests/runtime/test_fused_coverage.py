@@ -1,6 +1,7 @@
-"""The fused GRU kernel on the layer kinds beyond one forward GRU: go_backwards (ONNX direction
-"reverse"), Bidirectional (direction "bidirectional", merge concat) and stacked layers of these
-kinds (return_sequences feeding the next), last-state and average heads.
+"""The fused GRU kernel on the layer kinds beyond one forward GRU with reset_after=True:
+go_backwards (ONNX direction "reverse"), Bidirectional (direction "bidirectional", merge concat),
+reset_after=False (linear_before_reset=0) and stacked layers of these kinds (return_sequences
+feeding the next), last-state and average heads.
 
 Each case is a tiny Keras model with random, non-saturating weights
 (``pipeline.verification.coverage.randomize_weights``), exported with the project's exporter
@@ -28,8 +29,7 @@ from pipeline.runtime.fused.onnx_reader import match_fused, parse_model  # noqa:
 from pipeline.runtime.sessions import open_session  # noqa: E402
 from pipeline.verification.coverage import randomize_weights  # noqa: E402
 
-from conftest import tiny_model_proto  # noqa: E402
-from test_fused import ATOL, ISAS, LIB, _float64_proba, _set_attr, _stress, _write, needs_library  # noqa: E402
+from test_fused import ATOL, ISAS, LIB, _float64_proba, _stress, _write, needs_library  # noqa: E402
 
 F = 3        # features
 T = 11       # the trained length in the manifest; the kernel takes any T
@@ -71,6 +71,16 @@ CASES = {
     "Normalization + 3 stacked mixed avg": (lambda: [_normalization(), _gru(10, go_backwards=True, return_sequences=True),
                                                      _bi(7, return_sequences=True), _gru(20, return_sequences=True),
                                                      keras.layers.GlobalAveragePooling1D()], "avg"),
+    "reset_after=False last": (lambda: [_gru(20, reset_after=False)], "last"),
+    "reset_after=False H=64 avg": (lambda: [_gru(64, reset_after=False, return_sequences=True),
+                                            keras.layers.GlobalAveragePooling1D()], "avg"),
+    "reset_after=False go_backwards use_bias=False last": (lambda: [_gru(9, reset_after=False, go_backwards=True,
+                                                                         use_bias=False)], "last"),
+    "Normalization + reset_after=False Bidirectional avg": (lambda: [
+        _normalization(), _bi(12, reset_after=False, return_sequences=True), keras.layers.GlobalAveragePooling1D()], "avg"),
+    "reset_after False, True, False stacked last": (lambda: [
+        _gru(10, reset_after=False, go_backwards=True, return_sequences=True), _bi(7, return_sequences=True),
+        _gru(20, reset_after=False)], "last"),
 }
 
 
@@ -134,6 +144,9 @@ def test_the_cases_are_what_they_claim():
     assert [(la.direction, la.features, la.hidden, la.flip) for la in spec.layers] == [
         ("reverse", 3, 10, (True,)), ("bidirectional", 10, 7, (False, False)), ("forward", 14, 20, (False,))]
     assert [la.directions for la in _spec("2 stacked Bidirectional last").layers] == [2, 2]
+    assert [la.linear_before_reset for la in _spec("reset_after False, True, False stacked last").layers] == [0, 1, 0]
+    assert [la.linear_before_reset for la in _spec("reset_after=False H=64 avg").layers] == [0]
+    assert not _spec("reset_after=False go_backwards use_bias=False last").layers[0].B.any()
 
 
 @needs_library
@@ -147,9 +160,9 @@ def test_kernel_matches_model_onnx(case, isa):
 
 @needs_library
 @pytest.mark.parametrize("case", list(CASES))
-def test_kernel_is_closer_to_float64_than_a_wrong_direction(case):
+def test_kernel_is_closer_to_float64_than_a_wrong_reading(case):
     """The kernel computes the network the case names: within Keras-vs-ONNX verification's 1e-5 of the
-    float64 evaluation, and reading the directions and flips as anything else is far off."""
+    float64 evaluation, and reading the directions, flips or reset_after as anything else is far off."""
     spec = _spec(case)
     X = np.random.default_rng(3).standard_normal((17, T, F)).astype(np.float32)
     got = fused.FusedKernel(LIB, spec, ISAS[0]).run(X).astype(np.float64)
@@ -164,6 +177,12 @@ def test_kernel_is_closer_to_float64_than_a_wrong_direction(case):
         assert np.abs(got - _float64_proba(spec, Xs)).max() > 1e-3
         for layer, flip in zip(spec.layers, flips):
             layer.flip = flip
+    if any(la.linear_before_reset == 0 for la in spec.layers):  # reset_after=False read as True: far off
+        for layer in spec.layers:
+            layer.linear_before_reset = 1
+        assert np.abs(got - _float64_proba(spec, Xs)).max() > 1e-3
+        for layer, original in zip(spec.layers, _spec(case).layers):
+            layer.linear_before_reset = original.linear_before_reset
     if all(la.direction == "forward" for la in spec.layers):
         return
     for layer in spec.layers:  # every direction read forward, nothing handed on reversed
@@ -219,19 +238,6 @@ def test_predictor_uses_the_kernel(case, tmp_path):
     info = p.debug_info()["fused"]
     assert info["used"] and info["isa"] == ISAS[0], info
     assert info["checks"][ISAS[0]]["max_abs_vs_model_onnx"] <= ATOL
-    assert np.abs(got - Predictor.load(folder, fused=False).predict_proba(X)).max() <= ATOL
-
-
-@needs_library
-def test_tiny_reverse_graph_is_fused_and_matches(tmp_path):
-    """The conftest's hand-written graph with direction="reverse" (no Keras): covered, and exact."""
-    proto = tiny_model_proto(3, 4, seed=1)
-    _set_attr(next(n for n in proto.graph.node if n.op_type == "GRU"), "direction", "reverse")
-    folder = _write(tmp_path / "m", proto)
-    X = np.random.default_rng(7).standard_normal((9, 6, 3)).astype(np.float32)
-    p = Predictor.load(folder)
-    got = p.predict_proba(X)
-    assert p.debug_info()["fused"]["used"]
     assert np.abs(got - Predictor.load(folder, fused=False).predict_proba(X)).max() <= ATOL
 
 

@@ -1,8 +1,8 @@
-/* Fused GRU inference kernel: a stack of L >= 1 GRU layers (ONNX GRU, linear_before_reset=1, i.e.
- * Keras reset_after=True), each forward, reverse (Keras go_backwards) or bidirectional (its two
- * directions concatenated), every layer but the last handing its whole output sequence to the next
- * -> the last layer's last state or mean over time -> Dense(1) -> sigmoid, for a whole batch in one
- * call.
+/* Fused GRU inference kernel: a stack of L >= 1 GRU layers (ONNX GRU, linear_before_reset 1 or 0,
+ * i.e. Keras reset_after True or False), each forward, reverse (Keras go_backwards) or bidirectional
+ * (its two directions concatenated), every layer but the last handing its whole output sequence to
+ * the next -> the last layer's last state or mean over time -> Dense(1) -> sigmoid, for a whole
+ * batch in one call.
  *
  * Owns: weight packing, the per-ISA kernels (AVX-512, AVX2+FMA, generic C), the CPU feature
  * check, and a small persistent thread pool (pthreads; bounded spinning, then a condition
@@ -12,10 +12,13 @@
  * Numerics (float32 throughout, same formulas as onnxruntime's GRU op):
  *   z  = sigmoid((h.Rz + x.Wz) + (Wbz + Rbz))
  *   r  = sigmoid((h.Rr + x.Wr) + (Wbr + Rbr))
- *   n  = tanh((x.Wn + r * (h.Rn + Rbn)) + Wbn)
+ *   n  = tanh((x.Wn + r * (h.Rn + Rbn)) + Wbn)            linear_before_reset=1
+ *   n  = tanh(((r * h).Rn + x.Wn) + (Wbn + Rbn))          linear_before_reset=0
  *   h' = (1 - z) * n + z * h
  * with the additions grouped as written (onnxruntime's order: each product summed over k in order
  * from 0 with FMAs, x.W and h.R as separate sums), so the two differ only by the activations.
+ * linear_before_reset=0 needs r of every unit before the (r * h).Rn product: each step runs in two
+ * phases (z, r, x.Wn and r * h of every unit; then n and h'), through three more (rows, Hp) planes.
  *   head: mean_t h_t (sum in processing order, then / T) or the last state, per direction, the
  *   directions concatenated;  p = sigmoid(head . w + b)
  * A reverse direction runs t = T-1 .. 0 and its state after step t is its output at time t (ONNX Y);
@@ -63,11 +66,12 @@ enum { HEAD_LAST = 0, HEAD_AVG = 1 };
 typedef struct {                  /* one direction of one layer: what the tiles read */
     int F, H, Hp;                 /* inputs, hidden units, hidden units padded to a multiple of TILE */
     float *wpack;                 /* (Hp/16, F + H, 3, 16) */
-    float *bz, *br, *bxn, *bhn;   /* (Hp,) each: Wbz+Rbz, Wbr+Rbr, Wbn, Rbn */
+    float *bz, *br, *bxn, *bhn;   /* (Hp,) each: Wbz+Rbz, Wbr+Rbr, Wbn (Wbn+Rbn when linear_before_reset=0), Rbn */
 } gru_cell;
 
 typedef struct {
     int D, H;                     /* directions (1 or 2), hidden units per direction */
+    int lbr;                      /* linear_before_reset: 1 (one phase per step) or 0 (two phases) */
     int reverse[2];               /* direction d runs t = T-1 .. 0 */
     int flip[2];                  /* direction d's output of time t goes to time T-1-t of the next layer */
     gru_cell cell[2];
@@ -75,7 +79,8 @@ typedef struct {
 
 typedef struct {
     int F, L, head, isa;
-    int Hp;                       /* scratch floats per row / 3 (new_scratch): max over layers of D x cell Hp */
+    int Hp;                       /* scratch floats per row / 3 (new_scratch): max over layers of D x cell Hp,
+                                     doubled for linear_before_reset=0 (6 planes per direction, not 3) */
     int seq_w;                    /* widest sequence handed between layers: max D*H over all but the last layer */
     gru_layer *layer;             /* (L,) */
     float *head_w;                /* (D*H,) of the last layer, directions concatenated */
@@ -121,7 +126,7 @@ void gru_destroy(void *handle) {
 }
 
 /* Pack one direction: W (3H, F), R (3H, H), B (6H,) in ONNX order (gates z, r, n; B = [Wb, Rb]). */
-static int pack_cell(gru_cell *c, int F, int H, const float *W, const float *R, const float *B) {
+static int pack_cell(gru_cell *c, int F, int H, const float *W, const float *R, const float *B, int lbr) {
     c->F = F; c->H = H; c->Hp = (H + TILE - 1) / TILE * TILE;
     int Hp = c->Hp, K = F + H;
     c->wpack = (float *)aligned(sizeof(float) * (size_t)(Hp / TILE) * K * 3 * TILE);
@@ -138,14 +143,14 @@ static int pack_cell(gru_cell *c, int F, int H, const float *W, const float *R, 
         }
         c->bz[j] = B[j] + B[3 * H + j];
         c->br[j] = B[H + j] + B[4 * H + j];
-        c->bxn[j] = B[2 * H + j];
+        c->bxn[j] = lbr ? B[2 * H + j] : B[2 * H + j] + B[5 * H + j];  /* onnxruntime adds Wbn + Rbn first */
         c->bhn[j] = B[5 * H + j];
     }
     return 1;
 }
 
 /* F: the model's input features; L layers. info: LAYER_INFO ints per layer,
- *   {H, D, linear_before_reset (must be 1), reverse0, flip0, reverse1, flip1}
+ *   {H, D, linear_before_reset (1 or 0), reverse0, flip0, reverse1, flip1}
  * (reverse_d: direction d runs backwards in time; flip_d: its output sequence is handed on reversed
  * in time). params: per layer, the ONNX initializers one after the other: W (D, 3H, F_l),
  * R (D, 3H, H), B (D, 6H), where F_0 = F and F_l = D_{l-1} * H_{l-1}. head_w: (D * H,) of the last
@@ -157,7 +162,7 @@ void *gru_create(int F, int L, const int *info, const float *params, int head, c
         return NULL;
     for (int l = 0; l < L; l++) {
         const int *in = info + (size_t)l * LAYER_INFO;
-        if (in[0] < 1 || (in[1] != 1 && in[1] != 2) || in[2] != 1) return NULL;
+        if (in[0] < 1 || (in[1] != 1 && in[1] != 2) || (in[2] != 0 && in[2] != 1)) return NULL;
     }
     gru_model *m = (gru_model *)calloc(1, sizeof(gru_model));
     if (!m) return NULL;
@@ -169,7 +174,7 @@ void *gru_create(int F, int L, const int *info, const float *params, int head, c
     for (int l = 0; l < L; l++) {
         const int *in = info + (size_t)l * LAYER_INFO;
         gru_layer *ly = &m->layer[l];
-        ly->H = in[0]; ly->D = in[1];
+        ly->H = in[0]; ly->D = in[1]; ly->lbr = in[2];
         const int H = ly->H, D = ly->D;
         const float *W = p, *R = W + (size_t)D * 3 * H * Fl, *B = R + (size_t)D * 3 * H * H;
         p = B + (size_t)D * 6 * H;
@@ -177,9 +182,9 @@ void *gru_create(int F, int L, const int *info, const float *params, int head, c
             ly->reverse[d] = in[3 + 2 * d] != 0;
             ly->flip[d] = in[4 + 2 * d] != 0;
             if (!pack_cell(&ly->cell[d], Fl, H, W + (size_t)d * 3 * H * Fl, R + (size_t)d * 3 * H * H,
-                           B + (size_t)d * 6 * H)) { gru_destroy(m); return NULL; }
+                           B + (size_t)d * 6 * H, ly->lbr)) { gru_destroy(m); return NULL; }
         }
-        int width = D * ly->cell[0].Hp;
+        int width = D * ly->cell[0].Hp * (ly->lbr ? 1 : 2);
         if (width > m->Hp) m->Hp = width;
         if (l < L - 1 && D * H > m->seq_w) m->seq_w = D * H;
         Fl = D * H;
@@ -232,6 +237,46 @@ static void step_generic(const gru_cell *m, const float *x, long T, long t, int 
             float hv = (1.0f - z) * nn + z * hp[j];
             hn[j] = hv;
             if (avg) sum[(size_t)i * Hp + j] += hv;
+        }
+    }
+}
+
+/* linear_before_reset=0: phase 1 stores z, x.Wn and r * h of every unit (zb, xnb, rh: (rows, Hp)),
+ * phase 2 computes n = tanh(((r * h).Rn + x.Wn) + (Wbn + Rbn)) and h'. */
+static void step0_generic(const gru_cell *m, const float *x, long T, long t, int rows, const float *hA,
+                          float *hB, float *sum, int avg, float *zb, float *xnb, float *rh) {
+    const int F = m->F, H = m->H, Hp = m->Hp, K = F + H;
+    for (int i = 0; i < rows; i++) {
+        const float *xt = x + ((size_t)i * T + t) * F;
+        const float *hp = hA + (size_t)i * Hp;
+        for (int j = 0; j < Hp; j++) {
+            const float *w = m->wpack + ((size_t)(j / TILE) * K) * 3 * TILE + (j % TILE);
+            float xz = 0, xr = 0, xn = 0, hz = 0, hr = 0;
+            for (int k = 0; k < F; k++) {
+                const float *wk = w + (size_t)k * 3 * TILE;
+                xz += xt[k] * wk[0]; xr += xt[k] * wk[TILE]; xn += xt[k] * wk[2 * TILE];
+            }
+            for (int k = 0; k < H; k++) {
+                const float *wk = w + (size_t)(F + k) * 3 * TILE;
+                hz += hp[k] * wk[0]; hr += hp[k] * wk[TILE];
+            }
+            const size_t o = (size_t)i * Hp + j;
+            zb[o] = sigmoidf_((hz + xz) + m->bz[j]);
+            xnb[o] = xn;
+            rh[o] = sigmoidf_((hr + xr) + m->br[j]) * hp[j];
+        }
+    }
+    for (int i = 0; i < rows; i++) {
+        const float *hp = hA + (size_t)i * Hp, *rhi = rh + (size_t)i * Hp;
+        for (int j = 0; j < Hp; j++) {
+            const float *w = m->wpack + ((size_t)(j / TILE) * K) * 3 * TILE + (j % TILE) + 2 * TILE;
+            float hh = 0;
+            for (int k = 0; k < H; k++) hh += rhi[k] * w[(size_t)(F + k) * 3 * TILE];
+            const size_t o = (size_t)i * Hp + j;
+            float nn = tanhf((hh + xnb[o]) + m->bxn[j]);
+            float hv = (1.0f - zb[o]) * nn + zb[o] * hp[j];
+            hB[o] = hv;
+            if (avg) sum[o] += hv;
         }
     }
 }
@@ -382,6 +427,100 @@ T512 static void step_avx512(const gru_cell *m, const float *x, long T, long t, 
     }
 }
 
+/* linear_before_reset=0, phase 1, M rows x the 16 units at column c: z, x.Wn and r * h. */
+I512 void tile512_zr(const gru_cell *m, int M, int c, const float *x, long T, long t, const float *hA,
+                     float *zb, float *xnb, float *rh) {
+    const int F = m->F, H = m->H, Hp = m->Hp, K = F + H;
+    __m512 az[6], ar[6], axn[6], xz[6], xr[6];
+#pragma GCC unroll 6
+    for (int i = 0; i < M; i++) { az[i] = ar[i] = axn[i] = _mm512_setzero_ps(); }
+    const float *w0 = m->wpack + (size_t)(c / TILE) * K * 3 * TILE;
+    for (int k = 0; k < F; k++) {
+        const float *wk = w0 + (size_t)k * 3 * TILE;
+        __m512 wz = _mm512_load_ps(wk), wr = _mm512_load_ps(wk + TILE), wn = _mm512_load_ps(wk + 2 * TILE);
+#pragma GCC unroll 6
+        for (int i = 0; i < M; i++) {
+            __m512 xv = _mm512_set1_ps(x[((size_t)i * T + t) * F + k]);
+            az[i] = _mm512_fmadd_ps(xv, wz, az[i]);
+            ar[i] = _mm512_fmadd_ps(xv, wr, ar[i]);
+            axn[i] = _mm512_fmadd_ps(xv, wn, axn[i]);
+        }
+    }
+#pragma GCC unroll 6
+    for (int i = 0; i < M; i++) {
+        _mm512_store_ps(xnb + (size_t)i * Hp + c, axn[i]);
+        xz[i] = az[i]; xr[i] = ar[i]; az[i] = ar[i] = _mm512_setzero_ps();
+    }
+    for (int k = 0; k < H; k++) {
+        const float *wk = w0 + (size_t)(F + k) * 3 * TILE;
+        __m512 wz = _mm512_load_ps(wk), wr = _mm512_load_ps(wk + TILE);
+#pragma GCC unroll 6
+        for (int i = 0; i < M; i++) {
+            __m512 hv = _mm512_set1_ps(hA[(size_t)i * Hp + k]);
+            az[i] = _mm512_fmadd_ps(hv, wz, az[i]);
+            ar[i] = _mm512_fmadd_ps(hv, wr, ar[i]);
+        }
+    }
+    __m512 bz = _mm512_load_ps(m->bz + c), br = _mm512_load_ps(m->br + c);
+#pragma GCC unroll 6
+    for (int i = 0; i < M; i++) {
+        const size_t o = (size_t)i * Hp + c;
+        _mm512_store_ps(zb + o, sigmoid512(_mm512_add_ps(_mm512_add_ps(az[i], xz[i]), bz)));
+        __m512 r = sigmoid512(_mm512_add_ps(_mm512_add_ps(ar[i], xr[i]), br));
+        _mm512_store_ps(rh + o, _mm512_mul_ps(r, _mm512_load_ps(hA + o)));
+    }
+}
+
+/* linear_before_reset=0, phase 2, M rows x the 16 units at column c: n and h'. */
+I512 void tile512_n(const gru_cell *m, int M, int c, const float *hA, float *hB, float *sum, int avg,
+                    const float *zb, const float *xnb, const float *rh) {
+    const int F = m->F, H = m->H, Hp = m->Hp, K = F + H;
+    __m512 acc[6];
+#pragma GCC unroll 6
+    for (int i = 0; i < M; i++) acc[i] = _mm512_setzero_ps();
+    const float *w0 = m->wpack + (size_t)(c / TILE) * K * 3 * TILE + 2 * TILE;
+    for (int k = 0; k < H; k++) {
+        __m512 wn = _mm512_load_ps(w0 + (size_t)(F + k) * 3 * TILE);
+#pragma GCC unroll 6
+        for (int i = 0; i < M; i++) acc[i] = _mm512_fmadd_ps(_mm512_set1_ps(rh[(size_t)i * Hp + k]), wn, acc[i]);
+    }
+    __m512 one = _mm512_set1_ps(1.0f), bn = _mm512_load_ps(m->bxn + c);
+#pragma GCC unroll 6
+    for (int i = 0; i < M; i++) {
+        const size_t o = (size_t)i * Hp + c;
+        __m512 n = tanh512(_mm512_add_ps(_mm512_add_ps(acc[i], _mm512_load_ps(xnb + o)), bn));
+        __m512 z = _mm512_load_ps(zb + o);
+        __m512 hnew = _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(one, z), n), _mm512_mul_ps(z, _mm512_load_ps(hA + o)));
+        _mm512_store_ps(hB + o, hnew);
+        if (avg) _mm512_store_ps(sum + o, _mm512_add_ps(_mm512_load_ps(sum + o), hnew));
+    }
+}
+
+#define ROWS_IN_SIXES(CALL)                                              \
+    do {                                                                 \
+        int i0 = 0;                                                      \
+        for (; i0 + 6 <= rows; i0 += 6) CALL(6);                         \
+        switch (rows - i0) {                                             \
+            case 5: CALL(5); break;                                      \
+            case 4: CALL(4); break;                                      \
+            case 3: CALL(3); break;                                      \
+            case 2: CALL(2); break;                                      \
+            case 1: CALL(1); break;                                      \
+            default: break;                                              \
+        }                                                                \
+    } while (0)
+#define ZR512(M_) tile512_zr(m, M_, c, x + (size_t)i0 * T * F, T, t, hA + (size_t)i0 * Hp, zb + (size_t)i0 * Hp, \
+                             xnb + (size_t)i0 * Hp, rh + (size_t)i0 * Hp)
+#define N512(M_) tile512_n(m, M_, c, hA + (size_t)i0 * Hp, hB + (size_t)i0 * Hp, sum + (size_t)i0 * Hp, avg, \
+                           zb + (size_t)i0 * Hp, xnb + (size_t)i0 * Hp, rh + (size_t)i0 * Hp)
+
+T512 static void step0_avx512(const gru_cell *m, const float *x, long T, long t, int rows, const float *hA,
+                              float *hB, float *sum, int avg, float *zb, float *xnb, float *rh) {
+    const int Hp = m->Hp, F = m->F;
+    for (int c = 0; c < Hp; c += TILE) ROWS_IN_SIXES(ZR512);
+    for (int c = 0; c < Hp; c += TILE) ROWS_IN_SIXES(N512);
+}
+
 /* ------------------------------------------------------------------ AVX2 + FMA */
 #define T256 __attribute__((target("avx2,fma")))
 #define I256 static inline __attribute__((always_inline, target("avx2,fma")))
@@ -484,22 +623,122 @@ T256 static void step_avx2(const gru_cell *m, const float *x, long T, long t, in
                     sum + (size_t)i0 * Hp, avg);
     }
 }
+
+/* linear_before_reset=0, phase 1, M rows (<= 3) x the 8 units at column c: z, x.Wn and r * h. */
+I256 void tile256_zr(const gru_cell *m, int M, int c, const float *x, long T, long t, const float *hA,
+                     float *zb, float *xnb, float *rh) {
+    const int F = m->F, H = m->H, Hp = m->Hp, K = F + H;
+    __m256 az[3], ar[3], axn[3], xz[3], xr[3];
+#pragma GCC unroll 3
+    for (int i = 0; i < M; i++) { az[i] = ar[i] = axn[i] = _mm256_setzero_ps(); }
+    const float *w0 = m->wpack + (size_t)(c / TILE) * K * 3 * TILE + (c % TILE);
+    for (int k = 0; k < F; k++) {
+        const float *wk = w0 + (size_t)k * 3 * TILE;
+        __m256 wz = _mm256_load_ps(wk), wr = _mm256_load_ps(wk + TILE), wn = _mm256_load_ps(wk + 2 * TILE);
+#pragma GCC unroll 3
+        for (int i = 0; i < M; i++) {
+            __m256 xv = _mm256_broadcast_ss(x + ((size_t)i * T + t) * F + k);
+            az[i] = _mm256_fmadd_ps(xv, wz, az[i]);
+            ar[i] = _mm256_fmadd_ps(xv, wr, ar[i]);
+            axn[i] = _mm256_fmadd_ps(xv, wn, axn[i]);
+        }
+    }
+#pragma GCC unroll 3
+    for (int i = 0; i < M; i++) {
+        _mm256_store_ps(xnb + (size_t)i * Hp + c, axn[i]);
+        xz[i] = az[i]; xr[i] = ar[i]; az[i] = ar[i] = _mm256_setzero_ps();
+    }
+    for (int k = 0; k < H; k++) {
+        const float *wk = w0 + (size_t)(F + k) * 3 * TILE;
+        __m256 wz = _mm256_load_ps(wk), wr = _mm256_load_ps(wk + TILE);
+#pragma GCC unroll 3
+        for (int i = 0; i < M; i++) {
+            __m256 hv = _mm256_broadcast_ss(hA + (size_t)i * Hp + k);
+            az[i] = _mm256_fmadd_ps(hv, wz, az[i]);
+            ar[i] = _mm256_fmadd_ps(hv, wr, ar[i]);
+        }
+    }
+    __m256 bz = _mm256_load_ps(m->bz + c), br = _mm256_load_ps(m->br + c);
+#pragma GCC unroll 3
+    for (int i = 0; i < M; i++) {
+        const size_t o = (size_t)i * Hp + c;
+        _mm256_store_ps(zb + o, sigmoid256(_mm256_add_ps(_mm256_add_ps(az[i], xz[i]), bz)));
+        __m256 r = sigmoid256(_mm256_add_ps(_mm256_add_ps(ar[i], xr[i]), br));
+        _mm256_store_ps(rh + o, _mm256_mul_ps(r, _mm256_load_ps(hA + o)));
+    }
+}
+
+/* linear_before_reset=0, phase 2, M rows (<= 3) x the 8 units at column c: n and h'. */
+I256 void tile256_n(const gru_cell *m, int M, int c, const float *hA, float *hB, float *sum, int avg,
+                    const float *zb, const float *xnb, const float *rh) {
+    const int F = m->F, H = m->H, Hp = m->Hp, K = F + H;
+    __m256 acc[3];
+#pragma GCC unroll 3
+    for (int i = 0; i < M; i++) acc[i] = _mm256_setzero_ps();
+    const float *w0 = m->wpack + (size_t)(c / TILE) * K * 3 * TILE + (c % TILE) + 2 * TILE;
+    for (int k = 0; k < H; k++) {
+        __m256 wn = _mm256_load_ps(w0 + (size_t)(F + k) * 3 * TILE);
+#pragma GCC unroll 3
+        for (int i = 0; i < M; i++) acc[i] = _mm256_fmadd_ps(_mm256_broadcast_ss(rh + (size_t)i * Hp + k), wn, acc[i]);
+    }
+    __m256 one = _mm256_set1_ps(1.0f), bn = _mm256_load_ps(m->bxn + c);
+#pragma GCC unroll 3
+    for (int i = 0; i < M; i++) {
+        const size_t o = (size_t)i * Hp + c;
+        __m256 n = tanh256(_mm256_add_ps(_mm256_add_ps(acc[i], _mm256_load_ps(xnb + o)), bn));
+        __m256 z = _mm256_load_ps(zb + o);
+        __m256 hnew = _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(one, z), n), _mm256_mul_ps(z, _mm256_load_ps(hA + o)));
+        _mm256_store_ps(hB + o, hnew);
+        if (avg) _mm256_store_ps(sum + o, _mm256_add_ps(_mm256_load_ps(sum + o), hnew));
+    }
+}
+
+#define ZR256(M_) tile256_zr(m, M_, c, x + (size_t)i0 * T * F, T, t, hA + (size_t)i0 * Hp, zb + (size_t)i0 * Hp, \
+                             xnb + (size_t)i0 * Hp, rh + (size_t)i0 * Hp)
+#define N256(M_) tile256_n(m, M_, c, hA + (size_t)i0 * Hp, hB + (size_t)i0 * Hp, sum + (size_t)i0 * Hp, avg, \
+                           zb + (size_t)i0 * Hp, xnb + (size_t)i0 * Hp, rh + (size_t)i0 * Hp)
+#define ROWS_IN_THREES(CALL)                                             \
+    do {                                                                 \
+        int i0 = 0;                                                      \
+        for (; i0 + 3 <= rows; i0 += 3) CALL(3);                         \
+        if (rows - i0 == 2) CALL(2);                                     \
+        else if (rows - i0 == 1) CALL(1);                                \
+    } while (0)
+
+T256 static void step0_avx2(const gru_cell *m, const float *x, long T, long t, int rows, const float *hA,
+                            float *hB, float *sum, int avg, float *zb, float *xnb, float *rh) {
+    const int Hp = m->Hp, F = m->F;
+    for (int c = 0; c < Hp; c += 8) ROWS_IN_THREES(ZR256);
+    for (int c = 0; c < Hp; c += 8) ROWS_IN_THREES(N256);
+}
 #endif /* GRU_X86 */
 
 /* ------------------------------------------------------------------ one block of rows, all layers */
-/* One time step of one direction, in the model's ISA. */
-static void step(int isa, const gru_cell *c, const float *x, long T, long t, int rows,
-                 const float *hA, float *hB, float *sum, int avg) {
+/* One time step of one direction, in the model's ISA. tmp: 3 planes (rows, Hp) for lbr=0. */
+static void step(int isa, int lbr, const gru_cell *c, const float *x, long T, long t, int rows,
+                 const float *hA, float *hB, float *sum, int avg, float *tmp) {
+    const size_t plane = (size_t)rows * c->Hp;
+    float *zb = tmp, *xnb = tmp + plane, *rh = tmp + 2 * plane;
 #if GRU_X86
-    if (isa == ISA_AVX512) { step_avx512(c, x, T, t, rows, hA, hB, sum, avg); return; }
-    if (isa == ISA_AVX2) { step_avx2(c, x, T, t, rows, hA, hB, sum, avg); return; }
+    if (isa == ISA_AVX512) {
+        if (lbr) step_avx512(c, x, T, t, rows, hA, hB, sum, avg);
+        else step0_avx512(c, x, T, t, rows, hA, hB, sum, avg, zb, xnb, rh);
+        return;
+    }
+    if (isa == ISA_AVX2) {
+        if (lbr) step_avx2(c, x, T, t, rows, hA, hB, sum, avg);
+        else step0_avx2(c, x, T, t, rows, hA, hB, sum, avg, zb, xnb, rh);
+        return;
+    }
 #endif
     (void)isa;
-    step_generic(c, x, T, t, rows, hA, hB, sum, avg);
+    if (lbr) step_generic(c, x, T, t, rows, hA, hB, sum, avg);
+    else step0_generic(c, x, T, t, rows, hA, hB, sum, avg, zb, xnb, rh);
 }
 
 /* Direction d of layer ly over all T steps for a block of rows. in: (rows, T, cell F). planes: 3
- * planes of (rows, Hp): the state ping-pong and the running sum. dst: the next layer's input
+ * planes of (rows, Hp): the state ping-pong and the running sum, then (lbr=0) 3 for step's two
+ * phases. dst: the next layer's input
  * (rows, T, out_w) this direction writes its columns d*H.. of, or NULL (last layer). Returns the
  * plane holding the last state, or the sum when avg. */
 static float *run_direction(const gru_model *m, const gru_layer *ly, int d, const float *in, long T, int rows,
@@ -512,7 +751,7 @@ static float *run_direction(const gru_model *m, const gru_layer *ly, int d, cons
     memset(sum, 0, sizeof(float) * plane);
     for (long s = 0; s < T; s++) {
         const long t = ly->reverse[d] ? T - 1 - s : s;
-        step(m->isa, c, in, T, t, rows, hA, hB, sum, avg);
+        step(m->isa, ly->lbr, c, in, T, t, rows, hA, hB, sum, avg, planes + 3 * plane);
         if (dst) {
             const long pos = ly->flip[d] ? T - 1 - t : t;
             for (int i = 0; i < rows; i++)
@@ -533,7 +772,7 @@ static void run_block(const gru_model *m, const float *x, long T, int rows, floa
         const gru_layer *ly = &m->layer[l];
         const int last = l == m->L - 1, avg = last && m->head == HEAD_AVG;
         float *dst = last ? NULL : seq + (size_t)(l & 1) * rows * T * m->seq_w;
-        const size_t dir_planes = 3 * (size_t)rows * ly->cell[0].Hp;
+        const size_t dir_planes = (ly->lbr ? 3 : 6) * (size_t)rows * ly->cell[0].Hp;
         for (int d = 0; d < ly->D; d++)
             fin[d] = run_direction(m, ly, d, in, T, rows, scratch + d * dir_planes, dst, ly->D * ly->H, avg);
         in = dst;

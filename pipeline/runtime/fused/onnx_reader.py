@@ -18,8 +18,9 @@ keeps today's onnxruntime path, with the reason recorded):
        | LAST(Y_h)                                         (last state)
       -> Gemm(D*H -> 1) -> Sigmoid -> output     ([Identity]* allowed between any two of these)
 
-    GRU:  forward, reverse or bidirectional, linear_before_reset=1, Sigmoid/Tanh, no sequence_lens,
-          no initial_h, no clip; D = 2 directions when bidirectional, else 1
+    GRU:  forward, reverse or bidirectional, linear_before_reset 1 or 0 (Keras reset_after True or
+          False), Sigmoid/Tanh, no sequence_lens, no initial_h, no clip; D = 2 directions when
+          bidirectional, else 1
     SEQ(Y), Y (time, D, batch, H) -> (time, batch, D*H): Squeeze(Y, axis 1) for one direction,
           Concat(axis 2) of Squeeze(Split(Y, axis 1)[d], axis 1) for two, each optionally reversed
           in time by Slice(start -1, end INT64_MIN, axis 0, step -1)
@@ -389,8 +390,9 @@ def _gru_layer(gru: Node, init: dict, flip: tuple) -> tuple[Optional[FusedLayer]
     direction = a.get("direction", "forward")
     if direction not in _DIRECTIONS:
         return None, f"GRU direction {direction!r}"
-    if a.get("linear_before_reset", 0) != 1:
-        return None, "GRU reset_after=False (linear_before_reset=0; fused: reset_after=True only)"
+    lbr = a.get("linear_before_reset", 0)
+    if lbr not in (0, 1):
+        return None, f"GRU linear_before_reset={lbr!r}"
     D = _DIRECTIONS[direction]
     acts = [s.lower() for s in a.get("activations", [])] or ["sigmoid", "tanh"] * D
     if acts != ["sigmoid", "tanh"] * D:
@@ -414,7 +416,7 @@ def _gru_layer(gru: Node, init: dict, flip: tuple) -> tuple[Optional[FusedLayer]
     if B.dtype != np.float32 or B.size != D * 6 * H:
         return None, f"GRU bias is not a float32 constant of {D} x 6H values"
     return FusedLayer(W=np.ascontiguousarray(W), R=np.ascontiguousarray(R), B=np.ascontiguousarray(B.reshape(D, 6 * H)),
-                      direction=direction, flip=tuple(flip) or (False,) * D), ""
+                      direction=direction, flip=tuple(flip) or (False,) * D, linear_before_reset=int(lbr)), ""
 
 
 def match_fused(graph: Graph, input_name: str, output_name: str) -> tuple[Optional[FusedSpec], str]:
