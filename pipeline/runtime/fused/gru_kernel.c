@@ -2,7 +2,8 @@
  * reset_after=True) -> last state or mean over time -> Dense(1) -> sigmoid, for a whole batch in
  * one call.
  *
- * Owns: weight packing, the per-ISA kernels (AVX-512, AVX2+FMA, generic C), the CPU feature
+ * Owns: weight packing, the model input's per-feature scaling (the graph's Sub/Div/Mul/Add, same
+ * float32 operations) with a NaN/infinity scan of the scaled values, the per-ISA kernels (AVX-512, AVX2+FMA, generic C), the CPU feature
  * check, and a small persistent thread pool (pthreads; bounded spinning, then a condition
  * variable, so idle workers never burn CPU for long). Plain C, no Python C API: the runtime loads
  * it with ctypes (pipeline/runtime/fused/__init__.py), which releases the GIL during calls.
@@ -39,12 +40,14 @@
 #define GRU_X86 0
 #endif
 
-#define GRU_ABI_VERSION 1
+#define GRU_ABI_VERSION 2
 #define TILE 16        /* hidden units per column tile (one zmm) */
 #define BLOCK_ROWS 24  /* rows that run all time steps together, h and the mean resident in L1 */
 
 enum { ISA_GENERIC = 0, ISA_AVX2 = 1, ISA_AVX512 = 2 };
 enum { HEAD_LAST = 0, HEAD_AVG = 1 };
+enum { SCALE_SUB = 0, SCALE_DIV = 1, SCALE_MUL = 2, SCALE_ADD = 3 };
+#define MAX_SCALE_OPS 8
 
 typedef struct {
     int F, H, Hp, head, isa;
@@ -52,6 +55,9 @@ typedef struct {
     float *bz, *br, *bxn, *bhn;   /* (Hp,) each: Wbz+Rbz, Wbr+Rbr, Wbn, Rbn */
     float *head_w;                /* (Hp,) */
     float head_b;
+    int n_scale;                  /* the graph's per-feature input scaling, applied first, in order */
+    int scale_op[MAX_SCALE_OPS];  /* SCALE_* */
+    float *scale_c;               /* (n_scale, F) */
 } gru_model;
 
 /* ------------------------------------------------------------------ CPU features */
@@ -81,7 +87,7 @@ static void *aligned(size_t bytes) {
 void gru_destroy(void *handle) {
     gru_model *m = (gru_model *)handle;
     if (!m) return;
-    free(m->wpack); free(m->bz); free(m->br); free(m->bxn); free(m->bhn); free(m->head_w);
+    free(m->wpack); free(m->bz); free(m->br); free(m->bxn); free(m->bhn); free(m->head_w); free(m->scale_c);
     free(m);
 }
 
@@ -113,6 +119,54 @@ void *gru_create(int F, int H, int head, const float *W, const float *R, const f
         m->head_w[j] = head_w[j];
     }
     return m;
+}
+
+/* The model input's per-feature scaling (x op c, in order, float32: the same operations as the
+ * graph's Sub/Div/Mul/Add nodes; the library is built with -ffp-contract=off, so a Mul then an Add
+ * is never fused into one rounding). ops (n,) SCALE_*, consts (n, F). Returns 0, or -1. */
+int gru_set_input_scaling(void *handle, int n, const int *ops, const float *consts) {
+    gru_model *m = (gru_model *)handle;
+    if (!m || n < 0 || n > MAX_SCALE_OPS) return -1;
+    float *c = NULL;
+    if (n) {
+        c = (float *)aligned(sizeof(float) * (size_t)n * m->F);
+        if (!c) return -1;
+        for (int i = 0; i < n; i++) {
+            if (ops[i] < SCALE_SUB || ops[i] > SCALE_ADD) { free(c); return -1; }
+            m->scale_op[i] = ops[i];
+        }
+        memcpy(c, consts, sizeof(float) * (size_t)n * m->F);
+    }
+    free(m->scale_c);
+    m->scale_c = c;
+    m->n_scale = n;
+    return 0;
+}
+
+/* dst (n steps, F) = the scaled src; returns 1 if any scaled value is NaN or infinite (a NaN or
+ * infinity in src always makes its scaled value one too). */
+static int scale_rows(const gru_model *m, const float *src, float *dst, size_t steps) {
+    const int F = m->F;
+    int bad = 0;
+    for (size_t s = 0; s < steps; s++) {
+        const float *a = src + s * F;
+        float *b = dst + s * F;
+        for (int f = 0; f < F; f++) {
+            float v = a[f];
+            for (int i = 0; i < m->n_scale; i++) {
+                const float c = m->scale_c[(size_t)i * F + f];
+                switch (m->scale_op[i]) {
+                    case SCALE_SUB: v = v - c; break;
+                    case SCALE_DIV: v = v / c; break;
+                    case SCALE_MUL: v = v * c; break;
+                    default: v = v + c; break;
+                }
+            }
+            bad |= !isfinite(v);
+            b[f] = v;
+        }
+    }
+    return bad;
 }
 
 /* The head of one row: p = sigmoid(hv . w + b), hv = mean (sum / T) or last state. Scalar, shared
@@ -438,18 +492,21 @@ typedef struct {
     int block_rows;
     long n_blocks;
     volatile long next;   /* next block to take (atomic) */
+    volatile int nonfinite; /* set when a scaled input value is NaN or infinite */
 } gru_job;
 
 static void run_blocks(gru_job *job, float *scratch) {
     const gru_model *m = job->m;
     const size_t plane = (size_t)job->block_rows * m->Hp;
-    float *hA = scratch, *hB = scratch + plane, *sum = scratch + 2 * plane;
+    float *hA = scratch, *hB = scratch + plane, *sum = scratch + 2 * plane, *xs = scratch + 3 * plane;
     for (;;) {
         long b = __atomic_fetch_add(&job->next, 1, __ATOMIC_RELAXED);
         if (b >= job->n_blocks) break;
         long r0 = b * job->block_rows;
         int rows = (int)((job->N - r0) < job->block_rows ? (job->N - r0) : job->block_rows);
-        const float *xb = job->x + (size_t)r0 * job->T * m->F;
+        if (scale_rows(m, job->x + (size_t)r0 * job->T * m->F, xs, (size_t)rows * job->T))
+            __atomic_store_n(&job->nonfinite, 1, __ATOMIC_RELAXED);  /* the caller discards the output */
+        const float *xb = xs;  /* (rows, T, F) scaled, in L1/L2 next to h */
         float *ob = job->out + r0;
 #if GRU_X86
         if (m->isa == ISA_AVX512) { block_avx512(m, xb, job->T, rows, ob, hA, hB, sum); continue; }
@@ -459,8 +516,9 @@ static void run_blocks(gru_job *job, float *scratch) {
     }
 }
 
-static float *new_scratch(const gru_model *m, int block_rows) {
-    return (float *)aligned(sizeof(float) * 3 * (size_t)block_rows * m->Hp);
+/* floats of scratch one thread needs: hA, hB, sum (rows, Hp) each, the scaled input (rows, T, F) */
+static size_t scratch_floats(const gru_model *m, int block_rows, long T) {
+    return (size_t)block_rows * (3 * (size_t)m->Hp + (size_t)T * m->F);
 }
 
 /* ------------------------------------------------------------------ thread pool */
@@ -516,7 +574,7 @@ static void *worker_main(void *arg) {
     int id = (int)(intptr_t)arg;
     long seen = worker_start_gen[id];  /* the generation when it was created: only later jobs are new */
     float *scratch = NULL;
-    int scratch_rows = 0, scratch_hp = 0;
+    size_t scratch_size = 0;
     for (;;) {
         spin_while_equal(&pool_generation, seen);
         pthread_mutex_lock(&pool_mu);
@@ -526,10 +584,11 @@ static void *worker_main(void *arg) {
         int take_part = id < pool_active;
         pthread_mutex_unlock(&pool_mu);
         if (take_part && job) {
-            if (!scratch || scratch_rows < job->block_rows || scratch_hp < job->m->Hp) {
+            size_t need = scratch_floats(job->m, job->block_rows, job->T);
+            if (!scratch || scratch_size < need) {
                 free(scratch);
-                scratch = new_scratch(job->m, job->block_rows);
-                scratch_rows = job->block_rows; scratch_hp = job->m->Hp;
+                scratch = (float *)aligned(sizeof(float) * need);
+                scratch_size = scratch ? need : 0;
             }
             if (scratch) run_blocks(job, scratch);
         }
@@ -562,13 +621,15 @@ static int pool_grow(int n) {
 /* ------------------------------------------------------------------ entry point */
 /* x (N, T, F) float32 C-contiguous -> out (N,) probabilities. nthreads: threads in this call
  * (the caller's thread included); when the pool is busy with another caller's job, this call runs
- * on the caller's thread alone (same numbers). Returns 0, or -1 on bad arguments / no memory. */
+ * on the caller's thread alone (same numbers). x is the model input: the kernel scales it as the
+ * graph does (gru_set_input_scaling) into its own buffer and never writes to x. Returns 0; 1 when a
+ * scaled input value is NaN or infinite (out is then meaningless); -1 on bad arguments / no memory. */
 int gru_run(void *handle, const float *x, long N, long T, float *out, int nthreads) {
     const gru_model *m = (const gru_model *)handle;
     if (!m || !x || !out || N < 0 || T < 1) return -1;
     if (N == 0) return 0;
     gru_job job;
-    job.m = m; job.x = x; job.T = T; job.N = N; job.out = out; job.next = 0;
+    job.m = m; job.x = x; job.T = T; job.N = N; job.out = out; job.next = 0; job.nonfinite = 0;
     if (nthreads < 1) nthreads = 1;
     /* blocks: at most BLOCK_ROWS rows, a multiple of nthreads in number (balanced threads) */
     long n_blocks = (N + BLOCK_ROWS - 1) / BLOCK_ROWS;
@@ -579,7 +640,7 @@ int gru_run(void *handle, const float *x, long N, long T, float *out, int nthrea
     job.n_blocks = (N + rows - 1) / rows;
     int helpers = nthreads - 1;
     if (helpers > job.n_blocks - 1) helpers = (int)job.n_blocks - 1;
-    float *scratch = new_scratch(m, rows);
+    float *scratch = (float *)aligned(sizeof(float) * scratch_floats(m, rows, T));
     if (!scratch) return -1;
     if (helpers > 0 && pthread_mutex_trylock(&pool_busy) == 0) {
         helpers = pool_grow(helpers) < helpers ? pool_workers : helpers;
@@ -609,5 +670,5 @@ int gru_run(void *handle, const float *x, long N, long T, float *out, int nthrea
         run_blocks(&job, scratch);
     }
     free(scratch);
-    return 0;
+    return job.nonfinite ? 1 : 0;
 }
