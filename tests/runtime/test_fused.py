@@ -231,6 +231,25 @@ def test_results_do_not_depend_on_batch_split_or_threads():
         assert np.array_equal(kernel.run(X[i:i + 1], threads=2), whole[i:i + 1])
 
 
+@needs_library
+@pytest.mark.parametrize("isa", ISAS)
+def test_one_and_two_rows_split_over_two_threads_give_the_same_bits(isa):
+    """One or two rows on two threads (hidden units split, one meeting per step) equal one thread."""
+    kernel = _kernel((EXPORTED / "model.onnx").read_bytes(), isa)
+    X = np.random.default_rng(12).standard_normal((40, 50, 8)).astype(np.float32) * 3
+    alone = [kernel.run(X[i:i + n], threads=1) for i, n in ((0, 1), (1, 2), (3, 1), (4, 2))]
+    before = LIB.gru_split_jobs()
+    LIB.gru_set_split_policy(1)  # always split (else only when the worker is spinning on another CPU)
+    try:
+        for _ in range(25):
+            split = [kernel.run(X[i:i + n], threads=2) for i, n in ((0, 1), (1, 2), (3, 1), (4, 2))]
+            assert all(np.array_equal(a, b) for a, b in zip(alone, split))
+    finally:
+        LIB.gru_set_split_policy(0)
+    assert LIB.gru_split_jobs() - before == 100  # the split path really ran
+    assert np.array_equal(kernel.run(X[7:8], threads=2), kernel.run(X[7:8], threads=1))  # auto
+
+
 # ---------------------------------------------------------------------------- the Predictor
 @needs_library
 def test_predictor_uses_the_best_isa_after_its_self_check():

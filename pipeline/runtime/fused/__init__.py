@@ -81,6 +81,9 @@ def load_library(path: Optional[Path] = None):
             lib.gru_run.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_long, ctypes.c_long, ctypes.c_void_p,
                                     ctypes.c_int]
             lib.gru_set_input_scaling.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
+            lib.gru_set_split_policy.argtypes = [ctypes.c_int]
+            lib.gru_set_split_policy.restype = None
+            lib.gru_split_jobs.restype = ctypes.c_long
             result = (lib, "")
         except (OSError, AttributeError) as exc:
             result = (None, f"the fused GRU library {path.name} cannot be loaded: {str(exc)[:160]}")

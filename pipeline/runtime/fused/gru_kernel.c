@@ -25,6 +25,7 @@
  *   wpack[j][k][gate][16]   (Hp/16, F + H, 3, 16)
  * The AVX2 kernel reads each 16-wide tile as two 8-wide halves.
  */
+#define _GNU_SOURCE  /* sched_getcpu */
 #include <math.h>
 #include <pthread.h>
 #include <sched.h>
@@ -184,17 +185,15 @@ static float head_row(const gru_model *m, const float *hv, float inv_div, int av
 /* ------------------------------------------------------------------ generic C */
 static inline float sigmoidf_(float x) { return 1.0f / (1.0f + expf(-x)); }
 
-static void block_generic(const gru_model *m, const float *x, long T, int rows, float *out,
-                          float *hA, float *hB, float *sum) {
+/* One time step of `rows` rows over the hidden units [c0, c1): hB from hA, sum += hB. */
+static void step_generic(const gru_model *m, const float *x, long T, long t, int rows, int c0, int c1,
+                         const float *hA, float *hB, float *sum) {
     const int F = m->F, H = m->H, Hp = m->Hp, K = F + H;
-    memset(hA, 0, sizeof(float) * rows * Hp);
-    memset(sum, 0, sizeof(float) * rows * Hp);
-    for (long t = 0; t < T; t++) {
         for (int i = 0; i < rows; i++) {
             const float *xt = x + ((size_t)i * T + t) * F;
             const float *hp = hA + (size_t)i * Hp;
             float *hn = hB + (size_t)i * Hp;
-            for (int j = 0; j < Hp; j++) {
+            for (int j = c0; j < c1; j++) {
                 const float *w = m->wpack + ((size_t)(j / TILE) * K) * 3 * TILE + (j % TILE);
                 float xz = 0, xr = 0, xn = 0, hz = 0, hr = 0, hh = 0;
                 for (int k = 0; k < F; k++) {
@@ -212,6 +211,15 @@ static void block_generic(const gru_model *m, const float *x, long T, int rows, 
                 sum[(size_t)i * Hp + j] += hv;
             }
         }
+}
+
+static void block_generic(const gru_model *m, const float *x, long T, int rows, float *out,
+                          float *hA, float *hB, float *sum) {
+    const int Hp = m->Hp;
+    memset(hA, 0, sizeof(float) * rows * Hp);
+    memset(sum, 0, sizeof(float) * rows * Hp);
+    for (long t = 0; t < T; t++) {
+        step_generic(m, x, T, t, rows, 0, Hp, hA, hB, sum);
         float *tmp = hA; hA = hB; hB = tmp;
     }
     int avg = m->head == HEAD_AVG;
@@ -334,24 +342,32 @@ I512 void tile512(const gru_model *m, int M, int J, int j0, const float *x, long
 #define TILE512(M_, J_) tile512(m, M_, J_, jt, x + (size_t)i0 * T * F, T, t, hA + (size_t)i0 * Hp, \
                                  hB + (size_t)i0 * Hp, sum + (size_t)i0 * Hp, avg)
 
+/* One time step of rows <= 2 rows over the column tiles [jt0, jt1): several tiles at once, for
+ * independent FMA chains. */
+T512 static void step_small512(const gru_model *m, const float *x, long T, long t, int rows, int jt0, int jt1,
+                               const float *hA, float *hB, float *sum) {
+    const int Hp = m->Hp, F = m->F, avg = m->head == HEAD_AVG;
+    for (int jt = jt0; jt < jt1;) {
+        int i0 = 0, left = jt1 - jt;
+        if (rows == 1) {
+            if (left >= 4) { TILE512(1, 4); jt += 4; }
+            else if (left >= 2) { TILE512(1, 2); jt += 2; }
+            else { TILE512(1, 1); jt += 1; }
+        } else {
+            if (left >= 2) { TILE512(2, 2); jt += 2; }
+            else { TILE512(2, 1); jt += 1; }
+        }
+    }
+}
+
 T512 static void block_avx512(const gru_model *m, const float *x, long T, int rows, float *out,
                               float *hA, float *hB, float *sum) {
     const int Hp = m->Hp, F = m->F, NJ = Hp / TILE, avg = m->head == HEAD_AVG;
     memset(hA, 0, sizeof(float) * rows * Hp);
     memset(sum, 0, sizeof(float) * rows * Hp);
     for (long t = 0; t < T; t++) {
-        if (rows <= 2) {  /* few rows: several column tiles at once, for independent FMA chains */
-            for (int jt = 0; jt < NJ;) {
-                int i0 = 0, left = NJ - jt;
-                if (rows == 1) {
-                    if (left >= 4) { TILE512(1, 4); jt += 4; }
-                    else if (left >= 2) { TILE512(1, 2); jt += 2; }
-                    else { TILE512(1, 1); jt += 1; }
-                } else {
-                    if (left >= 2) { TILE512(2, 2); jt += 2; }
-                    else { TILE512(2, 1); jt += 1; }
-                }
-            }
+        if (rows <= 2) {
+            step_small512(m, x, T, t, rows, 0, NJ, hA, hB, sum);
         } else {
             for (int jt = 0; jt < NJ; jt++) {
                 int i0 = 0;
@@ -458,6 +474,13 @@ I256 void tile256(const gru_model *m, int M, int c, const float *x, long T, long
     }
 }
 
+/* One time step of rows <= 3 rows over the hidden units [c0, c1) (multiples of 8). */
+T256 static void step_small256(const gru_model *m, const float *x, long T, long t, int rows, int c0, int c1,
+                               const float *hA, float *hB, float *sum) {
+    const int avg = m->head == HEAD_AVG;
+    for (int c = c0; c < c1; c += 8) tile256(m, rows, c, x, T, t, hA, hB, sum, avg);
+}
+
 T256 static void block_avx2(const gru_model *m, const float *x, long T, int rows, float *out,
                             float *hA, float *hB, float *sum) {
     const int Hp = m->Hp, F = m->F, avg = m->head == HEAD_AVG;
@@ -493,6 +516,7 @@ typedef struct {
     long n_blocks;
     volatile long next;   /* next block to take (atomic) */
     volatile int nonfinite; /* set when a scaled input value is NaN or infinite */
+    struct gru_split *split; /* non-NULL: a one- or two-row job split by hidden units (run_split) */
 } gru_job;
 
 static void run_blocks(gru_job *job, float *scratch) {
@@ -521,6 +545,50 @@ static size_t scratch_floats(const gru_model *m, int block_rows, long T) {
     return (size_t)block_rows * (3 * (size_t)m->Hp + (size_t)T * m->F);
 }
 
+/* ------------------------------------------------------------------ one or two rows on two threads
+ * A batch of one or two rows cannot be cut into row blocks, and its weights (3 (F + H) Hp floats,
+ * 55 KB for F = 8, H = 64) do not fit one core's L1: every step streams them from L2. Two threads
+ * that each own half of the hidden units keep their half in their own L1 and meet once per step
+ * (each needs the other's half of h for the next step). The per-unit arithmetic is the same, so
+ * the numbers are bit-identical to one thread. Used only when the pool's worker is awake
+ * (spinning after an earlier call): waking a sleeping thread costs more than the step saves. */
+typedef struct { volatile long step; char pad[64 - sizeof(long)]; } gru_step_flag;
+
+typedef struct gru_split {
+    const gru_model *m;
+    const float *x;       /* (rows, T, F) scaled */
+    long T;
+    int rows, c_split;    /* units [0, c_split) on the caller's thread, [c_split, Hp) on the worker */
+    float *hA, *hB, *sum; /* (rows, Hp) each, shared */
+    gru_step_flag done[2] __attribute__((aligned(64)));  /* steps finished by each side */
+} gru_split;
+
+static void step_cols(const gru_model *m, const float *x, long T, long t, int rows, int c0, int c1,
+                      const float *hA, float *hB, float *sum) {
+#if GRU_X86
+    if (m->isa == ISA_AVX512) { step_small512(m, x, T, t, rows, c0 / TILE, c1 / TILE, hA, hB, sum); return; }
+    if (m->isa == ISA_AVX2) { step_small256(m, x, T, t, rows, c0, c1, hA, hB, sum); return; }
+#endif
+    step_generic(m, x, T, t, rows, c0, c1, hA, hB, sum);
+}
+
+static inline void cpu_relax(void);
+
+static void run_split(gru_split *s, int me) {
+    int c0 = me ? s->c_split : 0, c1 = me ? s->m->Hp : s->c_split;
+    float *hA = s->hA, *hB = s->hB;
+    for (long t = 0; t < s->T; t++) {
+        step_cols(s->m, s->x, s->T, t, s->rows, c0, c1, hA, hB, s->sum);
+        __atomic_store_n(&s->done[me].step, t + 1, __ATOMIC_RELEASE);
+        /* the other half of h_{t+1}; yield now and then in case the other thread lost its core */
+        for (int i = 1; __atomic_load_n(&s->done[1 - me].step, __ATOMIC_ACQUIRE) <= t; i++) {
+            cpu_relax();
+            if ((i & 1023) == 0) sched_yield();
+        }
+        float *tmp = hA; hA = hB; hB = tmp;
+    }
+}
+
 /* ------------------------------------------------------------------ thread pool */
 #define MAX_WORKERS 63
 #define SPIN_NS 50000L      /* a worker spins at most 50 us for the next job, then sleeps on a condition variable */
@@ -536,12 +604,15 @@ static gru_job *volatile pool_job = NULL;
 static int pool_active = 0;              /* workers taking part in the current job */
 static int pool_atfork_set = 0;
 
+static volatile int worker_spinning[MAX_WORKERS];  /* 1 + its CPU while worker i spins for the next job, else 0 */
+
 static void pool_after_fork_child(void) {
     /* the child has none of the parent's workers: start over */
     pthread_mutex_t mi = PTHREAD_MUTEX_INITIALIZER;
     pthread_cond_t ci = PTHREAD_COND_INITIALIZER;
     pool_mu = mi; pool_busy = mi; pool_wake = ci; pool_done = ci;
     pool_workers = 0; pool_pending = 0; pool_job = NULL; pool_generation = 0;
+    memset((void *)worker_spinning, 0, sizeof(worker_spinning));
 }
 
 static inline void cpu_relax(void) {
@@ -556,14 +627,17 @@ static long now_ns(void) {
     return ts.tv_sec * 1000000000L + ts.tv_nsec;
 }
 
-/* spin until *flag != value or SPIN_NS passed (the time is read every 64 pauses) */
-static void spin_while_equal(volatile long *flag, long value) {
+/* spin until *flag != value or SPIN_NS passed (the time is read every 64 pauses); meanwhile
+ * *where holds 1 + the CPU this thread spins on */
+static void spin_while_equal(volatile long *flag, long value, volatile int *where) {
     long deadline = now_ns() + SPIN_NS;
+    __atomic_store_n(where, 1 + sched_getcpu(), __ATOMIC_RELEASE);
     for (int i = 1; __atomic_load_n(flag, __ATOMIC_ACQUIRE) == value; i++) {
         cpu_relax();
         if ((i & 63) == 0) {
             if (now_ns() > deadline) return;
             sched_yield();  /* a thread of ours sharing this core (an oversubscribed machine) runs first */
+            __atomic_store_n(where, 1 + sched_getcpu(), __ATOMIC_RELEASE);
         }
     }
 }
@@ -576,14 +650,17 @@ static void *worker_main(void *arg) {
     float *scratch = NULL;
     size_t scratch_size = 0;
     for (;;) {
-        spin_while_equal(&pool_generation, seen);
+        spin_while_equal(&pool_generation, seen, &worker_spinning[id]);
+        __atomic_store_n(&worker_spinning[id], 0, __ATOMIC_RELEASE);
         pthread_mutex_lock(&pool_mu);
         while (pool_generation == seen) pthread_cond_wait(&pool_wake, &pool_mu);
         seen = pool_generation;
         gru_job *job = pool_job;
         int take_part = id < pool_active;
         pthread_mutex_unlock(&pool_mu);
-        if (take_part && job) {
+        if (take_part && job && job->split) {
+            run_split(job->split, 1);
+        } else if (take_part && job) {
             size_t need = scratch_floats(job->m, job->block_rows, job->T);
             if (!scratch || scratch_size < need) {
                 free(scratch);
@@ -618,6 +695,64 @@ static int pool_grow(int n) {
     return pool_workers;
 }
 
+/* Hand `job` to the first `helpers` workers (caller holds pool_busy). job NULL: only wake the
+ * workers (they then spin for the next job); nobody waits for that. */
+static void pool_post(gru_job *job, int helpers) {
+    pthread_mutex_lock(&pool_mu);
+    while (pool_pending > 0) pthread_cond_wait(&pool_done, &pool_mu);  /* workers still on a wake-up */
+    pool_job = job;
+    pool_active = job ? helpers : 0;
+    pool_pending = pool_workers;
+    __atomic_add_fetch(&pool_generation, 1, __ATOMIC_RELEASE);
+    pthread_cond_broadcast(&pool_wake);
+    pthread_mutex_unlock(&pool_mu);
+}
+
+/* Wait until every worker is done with the posted job (caller holds pool_busy): spin briefly
+ * while they finish their last block, then sleep. */
+static void pool_wait(void) {
+    long deadline = now_ns() + SPIN_NS;
+    for (int i = 1; __atomic_load_n(&pool_pending, __ATOMIC_ACQUIRE) > 0; i++) {
+        cpu_relax();
+        if ((i & 63) == 0) {
+            if (now_ns() > deadline) break;
+            sched_yield();
+        }
+    }
+    pthread_mutex_lock(&pool_mu);
+    while (pool_pending > 0) pthread_cond_wait(&pool_done, &pool_mu);
+    pool_job = NULL;
+    pthread_mutex_unlock(&pool_mu);
+}
+
+static int split_policy = 0;      /* 0: as above; 1: always (tests); -1: never */
+static volatile long split_jobs = 0;
+void gru_set_split_policy(int policy) { split_policy = policy; }
+long gru_split_jobs(void) { return split_jobs; }
+
+/* One or two rows, hidden units split with the spinning worker (caller holds pool_busy). */
+static void run_split_job(gru_job *job, float *scratch) {
+    const gru_model *m = job->m;
+    const int rows = (int)job->N, Hp = m->Hp, avg = m->head == HEAD_AVG;
+    gru_split sp;
+    memset(&sp, 0, sizeof(sp));
+    sp.m = m; sp.T = job->T; sp.rows = rows;
+    sp.hA = scratch; sp.hB = scratch + (size_t)rows * Hp; sp.sum = scratch + 2 * (size_t)rows * Hp;
+    float *xs = scratch + 3 * (size_t)rows * Hp;
+    if (scale_rows(m, job->x, xs, (size_t)rows * job->T)) job->nonfinite = 1;
+    sp.x = xs;
+    sp.c_split = (Hp / TILE) / 2 * TILE;  /* the worker takes the larger half; the caller also does the head */
+    memset(sp.hA, 0, sizeof(float) * rows * Hp);
+    memset(sp.sum, 0, sizeof(float) * rows * Hp);
+    job->split = &sp;
+    pool_post(job, 1);
+    run_split(&sp, 0);
+    const float *h = (job->T % 2) ? sp.hB : sp.hA;  /* after T swaps: the last step's output */
+    for (int i = 0; i < rows; i++)
+        job->out[i] = head_row(m, avg ? sp.sum + (size_t)i * Hp : h + (size_t)i * Hp, (float)job->T, avg);
+    pool_wait();
+}
+
 /* ------------------------------------------------------------------ entry point */
 /* x (N, T, F) float32 C-contiguous -> out (N,) probabilities. nthreads: threads in this call
  * (the caller's thread included); when the pool is busy with another caller's job, this call runs
@@ -629,7 +764,7 @@ int gru_run(void *handle, const float *x, long N, long T, float *out, int nthrea
     if (!m || !x || !out || N < 0 || T < 1) return -1;
     if (N == 0) return 0;
     gru_job job;
-    job.m = m; job.x = x; job.T = T; job.N = N; job.out = out; job.next = 0; job.nonfinite = 0;
+    job.m = m; job.x = x; job.T = T; job.N = N; job.out = out; job.next = 0; job.nonfinite = 0; job.split = NULL;
     if (nthreads < 1) nthreads = 1;
     /* blocks: at most BLOCK_ROWS rows, a multiple of nthreads in number, sizes within one row of
      * each other (1024 rows on 2 threads: 44 blocks of 23-24 rows, 22 per thread) */
@@ -643,29 +778,25 @@ int gru_run(void *handle, const float *x, long N, long T, float *out, int nthrea
     if (helpers > job.n_blocks - 1) helpers = (int)job.n_blocks - 1;
     float *scratch = (float *)aligned(sizeof(float) * scratch_floats(m, rows, T));
     if (!scratch) return -1;
-    if (helpers > 0 && pthread_mutex_trylock(&pool_busy) == 0) {
-        helpers = pool_grow(helpers) < helpers ? pool_workers : helpers;
-        pthread_mutex_lock(&pool_mu);
-        pool_job = &job;
-        pool_active = helpers;
-        pool_pending = pool_workers;
-        __atomic_add_fetch(&pool_generation, 1, __ATOMIC_RELEASE);
-        pthread_cond_broadcast(&pool_wake);
-        pthread_mutex_unlock(&pool_mu);
-        run_blocks(&job, scratch);
-        /* wait for the helpers: spin briefly while they finish their last block, then sleep */
-        long deadline = now_ns() + SPIN_NS;
-        for (int i = 1; __atomic_load_n(&pool_pending, __ATOMIC_ACQUIRE) > 0; i++) {
-            cpu_relax();
-            if ((i & 63) == 0) {
-                if (now_ns() > deadline) break;
-                sched_yield();
-            }
+    int split = nthreads > 1 && N <= 2 && m->Hp >= 2 * TILE;
+    if (split && pthread_mutex_trylock(&pool_busy) == 0) {
+        /* only with the worker spinning on another CPU: a sleeping one costs a wake-up, one on
+         * this CPU would take turns with us at every step */
+        int cpu = sched_getcpu(), wcpu = __atomic_load_n(&worker_spinning[0], __ATOMIC_ACQUIRE) - 1;
+        if (split_policy > 0) pool_grow(1);
+        if (pool_workers >= 1 && (split_policy > 0 || (split_policy == 0 && wcpu >= 0 && cpu >= 0 && wcpu != cpu))) {
+            __atomic_add_fetch(&split_jobs, 1, __ATOMIC_RELAXED);
+            run_split_job(&job, scratch);
+        } else {
+            pool_grow(1);  /* first call: the worker starts (spinning), for the calls that follow */
+            run_blocks(&job, scratch);
         }
-        pthread_mutex_lock(&pool_mu);
-        while (pool_pending > 0) pthread_cond_wait(&pool_done, &pool_mu);
-        pool_job = NULL;
-        pthread_mutex_unlock(&pool_mu);
+        pthread_mutex_unlock(&pool_busy);
+    } else if (!split && helpers > 0 && pthread_mutex_trylock(&pool_busy) == 0) {
+        helpers = pool_grow(helpers) < helpers ? pool_workers : helpers;
+        pool_post(&job, helpers);
+        run_blocks(&job, scratch);
+        pool_wait();
         pthread_mutex_unlock(&pool_busy);
     } else {
         run_blocks(&job, scratch);
