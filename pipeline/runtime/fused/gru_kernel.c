@@ -695,8 +695,7 @@ static int pool_grow(int n) {
     return pool_workers;
 }
 
-/* Hand `job` to the first `helpers` workers (caller holds pool_busy). job NULL: only wake the
- * workers (they then spin for the next job); nobody waits for that. */
+/* Hand `job` to the first `helpers` workers (caller holds pool_busy). */
 static void pool_post(gru_job *job, int helpers) {
     pthread_mutex_lock(&pool_mu);
     while (pool_pending > 0) pthread_cond_wait(&pool_done, &pool_mu);  /* workers still on a wake-up */
@@ -705,6 +704,19 @@ static void pool_post(gru_job *job, int helpers) {
     pool_pending = pool_workers;
     __atomic_add_fetch(&pool_generation, 1, __ATOMIC_RELEASE);
     pthread_cond_broadcast(&pool_wake);
+    pthread_mutex_unlock(&pool_mu);
+}
+
+/* Wake the workers without a job, unless they are still on an earlier one (never blocks). */
+static void pool_nudge(void) {
+    pthread_mutex_lock(&pool_mu);
+    if (pool_pending == 0) {
+        pool_job = NULL;
+        pool_active = 0;
+        pool_pending = pool_workers;
+        __atomic_add_fetch(&pool_generation, 1, __ATOMIC_RELEASE);
+        pthread_cond_broadcast(&pool_wake);
+    }
     pthread_mutex_unlock(&pool_mu);
 }
 
@@ -726,6 +738,7 @@ static void pool_wait(void) {
 }
 
 static int split_policy = 0;      /* 0: as above; 1: always (tests); -1: never */
+static long pool_last_small = 0;  /* when the last one- or two-row call ended (ns; under pool_busy) */
 static volatile long split_jobs = 0;
 void gru_set_split_policy(int policy) { split_policy = policy; }
 long gru_split_jobs(void) { return split_jobs; }
@@ -788,9 +801,14 @@ int gru_run(void *handle, const float *x, long N, long T, float *out, int nthrea
             __atomic_add_fetch(&split_jobs, 1, __ATOMIC_RELAXED);
             run_split_job(&job, scratch);
         } else {
-            pool_grow(1);  /* first call: the worker starts (spinning), for the calls that follow */
             run_blocks(&job, scratch);
+            /* calls coming back to back (the last one ended less than 200 us ago) and the worker
+             * asleep: wake it, so that the next call finds it spinning */
+            long now = now_ns();
+            if (split_policy == 0 && now - pool_last_small < 4 * SPIN_NS && pool_grow(1) >= 1 && wcpu < 0)
+                pool_nudge();
         }
+        pool_last_small = now_ns();
         pthread_mutex_unlock(&pool_busy);
     } else if (!split && helpers > 0 && pthread_mutex_trylock(&pool_busy) == 0) {
         helpers = pool_grow(helpers) < helpers ? pool_workers : helpers;
