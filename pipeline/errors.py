@@ -48,6 +48,11 @@ class InputError(PipelineError, ValueError):
     exit_code = 2
 
 
+class NonFiniteInput(InputError):
+    """The fused GRU kernel met a NaN or an infinity in the scaled model input (the runtime then
+    runs the exact input check, which names the value)."""
+
+
 class DataFormatError(InputError):
     """A data file is missing, unreadable, of an unknown format, or malformed."""
 

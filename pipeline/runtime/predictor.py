@@ -32,7 +32,7 @@ import numpy as np
 import onnxruntime as ort
 
 from pipeline import artifact
-from pipeline.errors import ArtifactError, InputError, PipelineError
+from pipeline.errors import ArtifactError, InputError, NonFiniteInput, PipelineError
 from pipeline.runtime.inputs import (ArrayLike, check_masked_steps, check_scaled_finite, dot_check_suffices,
                                      prepare_features, prepare_tokens, quick_values_ok)
 from pipeline.runtime.sessions import open_session, usable_cpus
@@ -275,6 +275,14 @@ class Predictor:
         if self.input_kind == "tokens":
             return self._predict_tokens(X, lengths)
         Xr, lens = prepare_features(X, self.n_features, lengths, self.timesteps, check_values=False)
+        if not self.masked and Xr.dtype == np.float32 and self._fused() is not None:
+            # the fused kernel scans the scaled values itself as it reads them (one pass fewer)
+            try:
+                return self._checked(self._run_lengths(Xr, lens))
+            except NonFiniteInput:
+                check_scaled_finite(Xr, lens, self._preprocessing)  # names the first NaN/Inf
+                raise PipelineError("the fused GRU kernel found a NaN or an infinity in the scaled input "
+                                    "that the input check did not; refusing to return probabilities") from None
         if not (self._dot_check and quick_values_ok(Xr)):  # the quick pass proves it, else the exact check
             check_scaled_finite(Xr, lens, self._preprocessing)  # NaN/Inf, raw or once scaled by the graph
         if self.masked:
@@ -287,15 +295,20 @@ class Predictor:
                     Xr[pad] = 0.0
             check_masked_steps(Xr, lens, self._preprocessing, self._mask_value)
             proba = self._run(Xr)
-        elif lens is None:
-            proba = self._run(Xr)
         else:
-            # No mask in the model: run each length group unpadded, which is exact.
-            proba = np.empty(Xr.shape[0], dtype=np.float32)
-            for length in np.unique(lens):
-                idx = np.flatnonzero(lens == length)
-                proba[idx] = self._run(np.ascontiguousarray(Xr[idx, :length]))
+            proba = self._run_lengths(Xr, lens)
         return self._checked(proba)
+
+    def _run_lengths(self, Xr: np.ndarray, lens: Optional[np.ndarray]) -> np.ndarray:
+        """(N, T, F) rows of a model without a mask, right-padded after ``lens`` when given -> (N,)."""
+        if lens is None:
+            return self._run(Xr)
+        # No mask in the model: run each length group unpadded, which is exact.
+        proba = np.empty(Xr.shape[0], dtype=np.float32)
+        for length in np.unique(lens):
+            idx = np.flatnonzero(lens == length)
+            proba[idx] = self._run(np.ascontiguousarray(Xr[idx, :length]))
+        return proba
 
     def _predict_tokens(self, X: ArrayLike, lengths=None) -> np.ndarray:
         """p(class 1) of token-id rows (N, T) int, or a list of (T_i,) id arrays."""
@@ -311,6 +324,9 @@ class Predictor:
 
     def _checked(self, proba: np.ndarray) -> np.ndarray:
         """``proba`` when every value is a probability; PipelineError naming the first that is not."""
+        if len(proba) <= 8:  # a few values: Python floats are quicker than three array passes
+            if all(0.0 <= v <= 1.0 for v in proba.tolist()):  # False for NaN too
+                return proba
         valid = (proba >= 0) & (proba <= 1)  # False for NaN too
         if not valid.all():
             bad = int(np.flatnonzero(~valid)[0])

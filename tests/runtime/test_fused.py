@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from pipeline import artifact
+from pipeline.errors import InputError
 from pipeline.runtime import Predictor, fused
 from pipeline.runtime.fused.onnx_reader import match_fused, parse_model
 from pipeline.runtime.sessions import open_session
@@ -185,6 +186,58 @@ def test_scaling_inside_the_graph_is_reproduced():
 
 
 @needs_library
+def test_the_kernels_input_scaling_is_numpys_float32_arithmetic_bit_for_bit():
+    """The kernel scales the input itself (Sub, Div, Mul then Add per feature): the same bits as
+    numpy's float32 operations fed to the same kernel without scaling (no fused multiply-add)."""
+    import dataclasses
+    sub, div = np.float32([0.5, -1.0, 2.0]), np.float32([3.0, 0.25, 1.7])
+    mul, add = np.float32([1.1, 0.3, -2.9]), np.float32([0.7, -0.2, 1e-3])
+    spec, why = match_fused(parse_model(_with_scaling(tiny_model_proto(3, 8, seed=4), sub, div).SerializeToString()),
+                            "x", "probability")
+    assert spec is not None, why
+    scaled_spec = dataclasses.replace(spec, prefix=[("Sub", sub), ("Div", div), ("Mul", mul), ("Add", add)])
+    plain_spec = dataclasses.replace(spec, prefix=[])
+    X = np.random.default_rng(3).uniform(-50, 50, (41, 11, 3)).astype(np.float32)
+    Z = np.add(np.multiply(np.divide(np.subtract(X, sub), div), mul), add)  # float32 throughout
+    assert Z.dtype == np.float32
+    for isa in ISAS:
+        assert np.array_equal(fused.FusedKernel(LIB, scaled_spec, isa).run(X, threads=2),
+                              fused.FusedKernel(LIB, plain_spec, isa).run(Z, threads=2)), isa
+
+
+@needs_library
+def test_the_kernel_refuses_nan_and_infinity_before_and_after_scaling():
+    """A NaN or an infinity in the input, or a value the scaling overflows, gives no output."""
+    from pipeline.errors import NonFiniteInput
+    sub, div = np.float32([0.0, 0.0, 0.0]), np.float32([1e-30, 1.0, 1.0])
+    data = _with_scaling(tiny_model_proto(3, 8, seed=4), sub, div).SerializeToString()
+    spec, why = match_fused(parse_model(data), "x", "probability")
+    assert spec is not None, why
+    X = np.random.default_rng(4).uniform(-1, 1, (30, 11, 3)).astype(np.float32)
+    for isa in ISAS:
+        kernel = fused.FusedKernel(LIB, spec, isa)
+        assert np.isfinite(kernel.run(X, threads=2)).all()
+        for row, value, feature in ((0, np.nan, 1), (29, np.inf, 2), (17, -np.inf, 0), (5, 1e10, 0)):
+            bad = X.copy()
+            bad[row, 7, feature] = value  # 1e10 / 1e-30 overflows float32 once scaled
+            with pytest.raises(NonFiniteInput):
+                kernel.run(bad, threads=2)
+
+
+@needs_library
+def test_the_predictor_names_a_nan_the_kernel_meets():
+    """With the kernel running, a NaN still gets the input check's one-line error naming the value."""
+    p = Predictor.load(EXPORTED)
+    X = np.random.default_rng(5).standard_normal((40, 50, 8)).astype(np.float32)
+    X[33, 12, 4] = np.nan
+    with pytest.raises(InputError, match="sample 33"):
+        p.predict_proba(X)
+    assert p.debug_info()["fused"]["used"]
+    X[33, 12, 4] = 0.0
+    assert np.isfinite(p.predict_proba(X)).all()
+
+
+@needs_library
 def test_results_do_not_depend_on_batch_split_or_threads():
     """A row's number never depends on the batch it came in or on the thread count (bit-identical)."""
     kernel = _kernel((EXPORTED / "model.onnx").read_bytes(), ISAS[0])
@@ -197,6 +250,25 @@ def test_results_do_not_depend_on_batch_split_or_threads():
     # one row asked to use two threads (it runs on one): same bits
     for i in range(0, 301, 30):
         assert np.array_equal(kernel.run(X[i:i + 1], threads=2), whole[i:i + 1])
+
+
+@needs_library
+@pytest.mark.parametrize("isa", ISAS)
+def test_one_and_two_rows_split_over_two_threads_give_the_same_bits(isa):
+    """One or two rows on two threads (hidden units split, one meeting per step) equal one thread."""
+    kernel = _kernel((EXPORTED / "model.onnx").read_bytes(), isa)
+    X = np.random.default_rng(12).standard_normal((40, 50, 8)).astype(np.float32) * 3
+    alone = [kernel.run(X[i:i + n], threads=1) for i, n in ((0, 1), (1, 2), (3, 1), (4, 2))]
+    before = LIB.gru_split_jobs()
+    LIB.gru_set_split_policy(1)  # always split (else only when the worker is spinning on another CPU)
+    try:
+        for _ in range(25):
+            split = [kernel.run(X[i:i + n], threads=2) for i, n in ((0, 1), (1, 2), (3, 1), (4, 2))]
+            assert all(np.array_equal(a, b) for a, b in zip(alone, split))
+    finally:
+        LIB.gru_set_split_policy(0)
+    assert LIB.gru_split_jobs() - before == 100  # the split path really ran
+    assert np.array_equal(kernel.run(X[7:8], threads=2), kernel.run(X[7:8], threads=1))  # auto
 
 
 # ---------------------------------------------------------------------------- the Predictor

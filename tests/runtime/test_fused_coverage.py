@@ -204,6 +204,27 @@ def test_rows_do_not_depend_on_batch_split_or_threads(case):
 
 
 @needs_library
+@pytest.mark.parametrize("case,splits", [("go_backwards avg", True), ("Normalization + go_backwards H=33 avg", True),
+                                         ("Bidirectional last", False), ("2 stacked GRUs H=40,64 last", False),
+                                         ("reset_after=False H=64 avg", False)])
+def test_one_and_two_rows_on_two_threads(case, splits):
+    """One or two rows on two threads: a one-direction, one-layer reset_after=True model splits its
+    hidden units between the threads (bit-identical to one thread); the others run on one thread."""
+    X = np.random.default_rng(12).standard_normal((8, T, F)).astype(np.float32) * 3
+    for isa in ISAS:
+        kernel = fused.FusedKernel(LIB, _spec(case), isa)
+        alone = [kernel.run(X[i:i + n], threads=1) for i, n in ((0, 1), (1, 2), (3, 1), (4, 2))]
+        before = LIB.gru_split_jobs()
+        LIB.gru_set_split_policy(1)  # always split where the model allows it
+        try:
+            split = [kernel.run(X[i:i + n], threads=2) for i, n in ((0, 1), (1, 2), (3, 1), (4, 2))]
+        finally:
+            LIB.gru_set_split_policy(0)
+        assert all(np.array_equal(a, b) for a, b in zip(alone, split)), isa
+        assert LIB.gru_split_jobs() - before == (4 if splits else 0), isa
+
+
+@needs_library
 def test_concurrent_calls_on_a_stacked_model_give_identical_outputs():
     """Each call has its own sequence buffers between layers: 6 Python threads at once, same bits."""
     import threading

@@ -5,7 +5,7 @@ Owns: finding and loading the library, the ISA variants it offers (``ISAS``: avx
 ``run(X, threads)`` for a whole batch in one native call, threads inside the call), and
 ``prepare_fused``: read the weights out of model.onnx (``onnx_reader``), pick the best ISA that
 passes its self-check against model.onnx, and say why when none does. Imports: ctypes, numpy,
-pipeline.runtime.fused.onnx_reader (TF-free; no onnx package). Reads: the library file and the
+pipeline.errors, pipeline.runtime.fused.onnx_reader (TF-free; no onnx package). Reads: the library file and the
 model bytes it is given. Writes: nothing.
 
 The kernel is an acceleration, never a requirement: without the library (no compiler at install
@@ -26,16 +26,18 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from pipeline.errors import NonFiniteInput
 from pipeline.runtime.fused.onnx_reader import FusedSpec, match_fused, parse_model
 
 __all__ = ["ISAS", "LIBRARY_MODULE", "FusedKernel", "library_path", "load_library", "supported_isas",
            "prepare_fused", "SELF_CHECK_ATOL"]
 
 LIBRARY_MODULE = "pipeline.runtime.fused._gru_kernel"  # the ext-module name in pyproject.toml
-ABI_VERSION = 2
+ABI_VERSION = 3
 ISAS = {"avx512": 2, "avx2": 1, "generic": 0}  # best first; values are the C enum
 SELF_CHECK_ATOL = 1e-6  # max |kernel - model.onnx| on the self-check inputs, else the variant is not used
 _HEADS = {"last": 0, "avg": 1}
+_SCALE_OPS = {"Sub": 0, "Div": 1, "Mul": 2, "Add": 3}  # the C enum SCALE_*
 
 _lock = threading.Lock()
 _loaded: dict[str, object] = {}
@@ -78,6 +80,10 @@ def load_library(path: Optional[Path] = None):
             lib.gru_destroy.restype = None
             lib.gru_run.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_long, ctypes.c_long, ctypes.c_void_p,
                                     ctypes.c_int]
+            lib.gru_set_input_scaling.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
+            lib.gru_set_split_policy.argtypes = [ctypes.c_int]
+            lib.gru_set_split_policy.restype = None
+            lib.gru_split_jobs.restype = ctypes.c_long
             result = (lib, "")
         except (OSError, AttributeError) as exc:
             result = (None, f"the fused GRU library {path.name} cannot be loaded: {str(exc)[:160]}")
@@ -109,21 +115,26 @@ class FusedKernel:
                                       _HEADS[spec.head], hw.ctypes.data, ctypes.c_float(spec.head_b), ISAS[isa])
         if not self._handle:
             raise OSError(f"gru_create failed for ISA {isa}")
-        self._prefix: list[tuple[Callable, np.ndarray]] = [
-            ({"Sub": np.subtract, "Div": np.divide, "Mul": np.multiply, "Add": np.add}[op], c) for op, c in spec.prefix]
+        # the graph's own per-feature input scaling, applied by the kernel with the same float32 operations
+        ops = np.array([_SCALE_OPS[op] for op, _ in spec.prefix], np.int32)
+        consts = np.ascontiguousarray(np.stack([c for _, c in spec.prefix]) if spec.prefix
+                                      else np.zeros((0, spec.features)), np.float32)  # (ops, F)
+        if lib.gru_set_input_scaling(self._handle, len(ops), ops.ctypes.data, consts.ctypes.data) != 0:
+            raise OSError(f"gru_set_input_scaling failed for {len(ops)} operations")
 
     def run(self, X: np.ndarray, threads: int = 1) -> np.ndarray:
-        """(N, T, F) model input (what model.onnx takes) -> (N,) float32 p(class 1)."""
+        """(N, T, F) model input (what model.onnx takes) -> (N,) float32 p(class 1).
+
+        Raises NonFiniteInput when a value, once scaled as the graph scales it, is NaN or infinite."""
         X = np.ascontiguousarray(X, np.float32)
-        if self._prefix:
-            Y = None
-            for fn, c in self._prefix:  # the graph's own per-feature scaling, same float32 operations
-                Y = fn(X if Y is None else Y, c, out=Y, dtype=np.float32)
-            X = Y
         n, T = X.shape[0], X.shape[1]
         out = np.empty(n, np.float32)
-        if n and self.lib.gru_run(self._handle, X.ctypes.data, n, T, out.ctypes.data, int(threads)) != 0:
-            raise MemoryError("the fused GRU kernel could not allocate its buffers")
+        if n:
+            rc = self.lib.gru_run(self._handle, X.ctypes.data, n, T, out.ctypes.data, int(threads))
+            if rc == 1:
+                raise NonFiniteInput("the scaled model input holds a NaN or an infinity")
+            if rc != 0:
+                raise MemoryError("the fused GRU kernel could not allocate its buffers")
         return out
 
     def __del__(self) -> None:
@@ -189,7 +200,7 @@ def prepare_fused(model_bytes: bytes, input_name: str, output_name: str, onnx_pr
         try:
             kernel = FusedKernel(lib, spec, name)
             got = kernel.run(X, threads)
-        except (OSError, MemoryError) as exc:
+        except (OSError, MemoryError, NonFiniteInput) as exc:
             info["checks"][name] = {"passed": False, "error": str(exc)[:160]}
             continue
         err = float(np.max(np.abs(got.astype(np.float64) - ref))) if np.isfinite(got).all() else float("inf")

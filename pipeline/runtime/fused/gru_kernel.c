@@ -4,7 +4,8 @@
  * the next -> the last layer's last state or mean over time -> Dense(1) -> sigmoid, for a whole
  * batch in one call.
  *
- * Owns: weight packing, the per-ISA kernels (AVX-512, AVX2+FMA, generic C), the CPU feature
+ * Owns: weight packing, the model input's per-feature scaling (the graph's Sub/Div/Mul/Add, same
+ * float32 operations) with a NaN/infinity scan of the scaled values, the per-ISA kernels (AVX-512, AVX2+FMA, generic C), the CPU feature
  * check, and a small persistent thread pool (pthreads; bounded spinning, then a condition
  * variable, so idle workers never burn CPU for long). Plain C, no Python C API: the runtime loads
  * it with ctypes (pipeline/runtime/fused/__init__.py), which releases the GIL during calls.
@@ -37,8 +38,9 @@
  * Stacked layers: a block of rows runs layer by layer. A layer that is not the last writes each
  * direction's state after each step into a sequence buffer (rows, T, D*H), direction d at columns
  * d*H .. d*H+H-1 (unpadded): the layout of x (rows, T, F), so the next layer's cell reads it as its
- * input with F = D*H. Two such buffers (ping-pong) per thread and call, allocated in run_blocks.
+ * input with F = D*H. Two such buffers (ping-pong) in each thread's scratch (scratch_floats).
  */
+#define _GNU_SOURCE  /* sched_getcpu */
 #include <math.h>
 #include <pthread.h>
 #include <sched.h>
@@ -54,12 +56,14 @@
 #define GRU_X86 0
 #endif
 
-#define GRU_ABI_VERSION 2
+#define GRU_ABI_VERSION 3
 #define TILE 16        /* hidden units per column tile (one zmm) */
 #define BLOCK_ROWS 24  /* rows that run all time steps together, h and the mean resident in L1 */
 
 enum { ISA_GENERIC = 0, ISA_AVX2 = 1, ISA_AVX512 = 2 };
 enum { HEAD_LAST = 0, HEAD_AVG = 1 };
+enum { SCALE_SUB = 0, SCALE_DIV = 1, SCALE_MUL = 2, SCALE_ADD = 3 };
+#define MAX_SCALE_OPS 8
 
 #define LAYER_INFO 7    /* ints per layer given to gru_create */
 
@@ -79,12 +83,15 @@ typedef struct {
 
 typedef struct {
     int F, L, head, isa;
-    int Hp;                       /* scratch floats per row / 3 (new_scratch): max over layers of D x cell Hp,
-                                     doubled for linear_before_reset=0 (6 planes per direction, not 3) */
+    int scratch_w;                /* state planes' floats per row: max over layers of D x cell Hp x 3 planes
+                                     (6 for linear_before_reset=0) */
     int seq_w;                    /* widest sequence handed between layers: max D*H over all but the last layer */
     gru_layer *layer;             /* (L,) */
     float *head_w;                /* (D*H,) of the last layer, directions concatenated */
     float head_b;
+    int n_scale;                  /* the graph's per-feature input scaling, applied first, in order */
+    int scale_op[MAX_SCALE_OPS];  /* SCALE_* */
+    float *scale_c;               /* (n_scale, F) */
 } gru_model;
 
 /* ------------------------------------------------------------------ CPU features */
@@ -121,7 +128,7 @@ void gru_destroy(void *handle) {
     if (m->layer)
         for (int l = 0; l < m->L; l++)
             for (int d = 0; d < 2; d++) free_cell(&m->layer[l].cell[d]);
-    free(m->layer); free(m->head_w);
+    free(m->layer); free(m->head_w); free(m->scale_c);
     free(m);
 }
 
@@ -184,8 +191,8 @@ void *gru_create(int F, int L, const int *info, const float *params, int head, c
             if (!pack_cell(&ly->cell[d], Fl, H, W + (size_t)d * 3 * H * Fl, R + (size_t)d * 3 * H * H,
                            B + (size_t)d * 6 * H, ly->lbr)) { gru_destroy(m); return NULL; }
         }
-        int width = D * ly->cell[0].Hp * (ly->lbr ? 1 : 2);
-        if (width > m->Hp) m->Hp = width;
+        int width = D * ly->cell[0].Hp * (ly->lbr ? 3 : 6);
+        if (width > m->scratch_w) m->scratch_w = width;
         if (l < L - 1 && D * H > m->seq_w) m->seq_w = D * H;
         Fl = D * H;
     }
@@ -193,6 +200,54 @@ void *gru_create(int F, int L, const int *info, const float *params, int head, c
     if (!m->head_w) { gru_destroy(m); return NULL; }
     memcpy(m->head_w, head_w, sizeof(float) * (size_t)Fl);
     return m;
+}
+
+/* The model input's per-feature scaling (x op c, in order, float32: the same operations as the
+ * graph's Sub/Div/Mul/Add nodes; the library is built with -ffp-contract=off, so a Mul then an Add
+ * is never fused into one rounding). ops (n,) SCALE_*, consts (n, F). Returns 0, or -1. */
+int gru_set_input_scaling(void *handle, int n, const int *ops, const float *consts) {
+    gru_model *m = (gru_model *)handle;
+    if (!m || n < 0 || n > MAX_SCALE_OPS) return -1;
+    float *c = NULL;
+    if (n) {
+        c = (float *)aligned(sizeof(float) * (size_t)n * m->F);
+        if (!c) return -1;
+        for (int i = 0; i < n; i++) {
+            if (ops[i] < SCALE_SUB || ops[i] > SCALE_ADD) { free(c); return -1; }
+            m->scale_op[i] = ops[i];
+        }
+        memcpy(c, consts, sizeof(float) * (size_t)n * m->F);
+    }
+    free(m->scale_c);
+    m->scale_c = c;
+    m->n_scale = n;
+    return 0;
+}
+
+/* dst (n steps, F) = the scaled src; returns 1 if any scaled value is NaN or infinite (a NaN or
+ * infinity in src always makes its scaled value one too). */
+static int scale_rows(const gru_model *m, const float *src, float *dst, size_t steps) {
+    const int F = m->F;
+    int bad = 0;
+    for (size_t s = 0; s < steps; s++) {
+        const float *a = src + s * F;
+        float *b = dst + s * F;
+        for (int f = 0; f < F; f++) {
+            float v = a[f];
+            for (int i = 0; i < m->n_scale; i++) {
+                const float c = m->scale_c[(size_t)i * F + f];
+                switch (m->scale_op[i]) {
+                    case SCALE_SUB: v = v - c; break;
+                    case SCALE_DIV: v = v / c; break;
+                    case SCALE_MUL: v = v * c; break;
+                    default: v = v + c; break;
+                }
+            }
+            bad |= !isfinite(v);
+            b[f] = v;
+        }
+    }
+    return bad;
 }
 
 /* The head of one row: p = sigmoid(hv . w + b), hv = mean (sum / T) or last state of each direction
@@ -213,15 +268,16 @@ static float head_row(const gru_model *m, const float *const *hv, float inv_div,
 /* ------------------------------------------------------------------ generic C */
 static inline float sigmoidf_(float x) { return 1.0f / (1.0f + expf(-x)); }
 
-/* One time step t of one direction for a block of rows: hA (rows, Hp) -> hB, sum += hB when avg. */
-static void step_generic(const gru_cell *m, const float *x, long T, long t, int rows,
+/* One time step t of one direction, `rows` rows over the hidden units [c0, c1): hA (rows, Hp) -> hB,
+ * sum += hB when avg. */
+static void step_generic(const gru_cell *m, const float *x, long T, long t, int rows, int c0, int c1,
                          const float *hA, float *hB, float *sum, int avg) {
     const int F = m->F, H = m->H, Hp = m->Hp, K = F + H;
     for (int i = 0; i < rows; i++) {
         const float *xt = x + ((size_t)i * T + t) * F;
         const float *hp = hA + (size_t)i * Hp;
         float *hn = hB + (size_t)i * Hp;
-        for (int j = 0; j < Hp; j++) {
+        for (int j = c0; j < c1; j++) {
             const float *w = m->wpack + ((size_t)(j / TILE) * K) * 3 * TILE + (j % TILE);
             float xz = 0, xr = 0, xn = 0, hz = 0, hr = 0, hh = 0;
             for (int k = 0; k < F; k++) {
@@ -396,21 +452,29 @@ I512 void tile512(const gru_cell *m, int M, int J, int j0, const float *x, long 
 #define TILE512(M_, J_) tile512(m, M_, J_, jt, x + (size_t)i0 * T * F, T, t, hA + (size_t)i0 * Hp, \
                                  hB + (size_t)i0 * Hp, sum + (size_t)i0 * Hp, avg)
 
+/* One time step of rows <= 2 rows over the column tiles [jt0, jt1): several tiles at once, for
+ * independent FMA chains. */
+T512 static void step_small512(const gru_cell *m, const float *x, long T, long t, int rows, int jt0, int jt1,
+                               const float *hA, float *hB, float *sum, int avg) {
+    const int Hp = m->Hp, F = m->F;
+    for (int jt = jt0; jt < jt1;) {
+        int i0 = 0, left = jt1 - jt;
+        if (rows == 1) {
+            if (left >= 4) { TILE512(1, 4); jt += 4; }
+            else if (left >= 2) { TILE512(1, 2); jt += 2; }
+            else { TILE512(1, 1); jt += 1; }
+        } else {
+            if (left >= 2) { TILE512(2, 2); jt += 2; }
+            else { TILE512(2, 1); jt += 1; }
+        }
+    }
+}
+
 T512 static void step_avx512(const gru_cell *m, const float *x, long T, long t, int rows,
                              const float *hA, float *hB, float *sum, int avg) {
     const int Hp = m->Hp, F = m->F, NJ = Hp / TILE;
-    if (rows <= 2) {  /* few rows: several column tiles at once, for independent FMA chains */
-        for (int jt = 0; jt < NJ;) {
-            int i0 = 0, left = NJ - jt;
-            if (rows == 1) {
-                if (left >= 4) { TILE512(1, 4); jt += 4; }
-                else if (left >= 2) { TILE512(1, 2); jt += 2; }
-                else { TILE512(1, 1); jt += 1; }
-            } else {
-                if (left >= 2) { TILE512(2, 2); jt += 2; }
-                else { TILE512(2, 1); jt += 1; }
-            }
-        }
+    if (rows <= 2) {
+        step_small512(m, x, T, t, rows, 0, NJ, hA, hB, sum, avg);
     } else {
         for (int jt = 0; jt < NJ; jt++) {
             int i0 = 0;
@@ -607,6 +671,12 @@ I256 void tile256(const gru_cell *m, int M, int c, const float *x, long T, long 
     }
 }
 
+/* One time step of rows <= 3 rows over the hidden units [c0, c1) (multiples of 8). */
+T256 static void step_small256(const gru_cell *m, const float *x, long T, long t, int rows, int c0, int c1,
+                               const float *hA, float *hB, float *sum, int avg) {
+    for (int c = c0; c < c1; c += 8) tile256(m, rows, c, x, T, t, hA, hB, sum, avg);
+}
+
 T256 static void step_avx2(const gru_cell *m, const float *x, long T, long t, int rows,
                            const float *hA, float *hB, float *sum, int avg) {
     const int Hp = m->Hp, F = m->F;
@@ -714,7 +784,8 @@ T256 static void step0_avx2(const gru_cell *m, const float *x, long T, long t, i
 #endif /* GRU_X86 */
 
 /* ------------------------------------------------------------------ one block of rows, all layers */
-/* One time step of one direction, in the model's ISA. tmp: 3 planes (rows, Hp) for lbr=0. */
+/* One time step of one direction, all hidden units, in the model's ISA. tmp: 3 planes (rows, Hp)
+ * for lbr=0. */
 static void step(int isa, int lbr, const gru_cell *c, const float *x, long T, long t, int rows,
                  const float *hA, float *hB, float *sum, int avg, float *tmp) {
     const size_t plane = (size_t)rows * c->Hp;
@@ -732,7 +803,7 @@ static void step(int isa, int lbr, const gru_cell *c, const float *x, long T, lo
     }
 #endif
     (void)isa;
-    if (lbr) step_generic(c, x, T, t, rows, hA, hB, sum, avg);
+    if (lbr) step_generic(c, x, T, t, rows, 0, c->Hp, hA, hB, sum, avg);
     else step0_generic(c, x, T, t, rows, hA, hB, sum, avg, zb, xnb, rh);
 }
 
@@ -762,8 +833,8 @@ static float *run_direction(const gru_model *m, const gru_layer *ly, int d, cons
     return avg ? sum : hA;
 }
 
-/* x (rows, T, F) -> out (rows,). scratch: 3 * rows * m->Hp floats; seq: the sequence buffers
- * between layers, (L > 2 ? 2 : 1) x (rows, T, seq_w), or NULL for one layer. */
+/* x (rows, T, F) -> out (rows,). scratch: (rows, scratch_w) floats; seq: the sequence buffers
+ * between layers, (L > 2 ? 2 : 1) x (rows, T, seq_w) (unused for one layer). */
 static void run_block(const gru_model *m, const float *x, long T, int rows, float *out, float *scratch,
                       float *seq) {
     const float *in = x;
@@ -790,32 +861,87 @@ typedef struct {
     const float *x;
     long T, N;
     float *out;
-    int block_rows;
+    int block_rows;       /* the largest block's rows */
     long n_blocks;
     volatile long next;   /* next block to take (atomic) */
+    volatile int nonfinite; /* set when a scaled input value is NaN or infinite */
+    struct gru_split *split; /* non-NULL: a one- or two-row job split by hidden units (run_split) */
 } gru_job;
 
-/* Take blocks until none is left. A thread that cannot allocate its sequence buffers (stacked
- * layers) takes no block; gru_run fails only when no thread could. */
+/* Take blocks until none is left. scratch (scratch_floats): the state planes, the block's scaled
+ * input (rows, T, F), then the sequence buffers between stacked layers. */
 static void run_blocks(gru_job *job, float *scratch) {
     const gru_model *m = job->m;
-    float *seq = NULL;
-    if (m->L > 1) {
-        size_t n = (m->L > 2 ? 2 : 1) * (size_t)job->block_rows * job->T * m->seq_w;
-        if (posix_memalign((void **)&seq, 64, sizeof(float) * n) != 0) return;
-    }
+    float *xs = scratch + (size_t)job->block_rows * m->scratch_w;
+    float *seq = xs + (size_t)job->block_rows * job->T * m->F;
     for (;;) {
         long b = __atomic_fetch_add(&job->next, 1, __ATOMIC_RELAXED);
         if (b >= job->n_blocks) break;
-        long r0 = b * job->block_rows;
-        int rows = (int)((job->N - r0) < job->block_rows ? (job->N - r0) : job->block_rows);
-        run_block(m, job->x + (size_t)r0 * job->T * m->F, job->T, rows, job->out + r0, scratch, seq);
+        long r0 = b * job->N / job->n_blocks;  /* block b: rows [b N / n, (b + 1) N / n), sizes within 1 */
+        int rows = (int)((b + 1) * job->N / job->n_blocks - r0);
+        if (scale_rows(m, job->x + (size_t)r0 * job->T * m->F, xs, (size_t)rows * job->T))
+            __atomic_store_n(&job->nonfinite, 1, __ATOMIC_RELAXED);  /* the caller discards the output */
+        run_block(m, xs, job->T, rows, job->out + r0, scratch, seq);  /* xs: (rows, T, F) scaled, next to h */
     }
-    free(seq);
 }
 
-static float *new_scratch(const gru_model *m, int block_rows) {
-    return (float *)aligned(sizeof(float) * 3 * (size_t)block_rows * m->Hp);
+/* floats of scratch one thread needs: the state planes (rows, scratch_w), the scaled input
+ * (rows, T, F), and for stacked layers one or two sequences (rows, T, seq_w) */
+static size_t scratch_floats(const gru_model *m, int block_rows, long T) {
+    const size_t seqs = m->L > 2 ? 2 : (size_t)(m->L - 1);
+    return (size_t)block_rows * ((size_t)m->scratch_w + (size_t)T * m->F + seqs * (size_t)T * m->seq_w);
+}
+
+/* ------------------------------------------------------------------ one or two rows on two threads
+ * A batch of one or two rows cannot be cut into row blocks, and its weights (3 (F + H) Hp floats,
+ * 55 KB for F = 8, H = 64) do not fit one core's L1: every step streams them from L2. Two threads
+ * that each own half of the hidden units keep their half in their own L1 and meet once per step
+ * (each needs the other's half of h for the next step). The per-unit arithmetic is the same, so
+ * the numbers are bit-identical to one thread. Used only when the pool's worker is awake
+ * (spinning after an earlier call): waking a sleeping thread costs more than the step saves. */
+typedef struct { volatile long step; char pad[64 - sizeof(long)]; } gru_step_flag;
+
+typedef struct gru_split {
+    const gru_model *m;
+    const gru_cell *c;    /* the model's one layer and direction (split_ok) */
+    int reverse, avg;
+    const float *x;       /* (rows, T, F) scaled */
+    long T;
+    int rows, c_split;    /* units [0, c_split) on the caller's thread, [c_split, Hp) on the worker */
+    float *hA, *hB, *sum; /* (rows, Hp) each, shared */
+    gru_step_flag done[2] __attribute__((aligned(64)));  /* steps finished by each side */
+} gru_split;
+
+/* The models the split runs: one layer of one direction with linear_before_reset=1, >= 2 tiles. */
+static int split_ok(const gru_model *m) {
+    return m->L == 1 && m->layer[0].D == 1 && m->layer[0].lbr && m->layer[0].cell[0].Hp >= 2 * TILE;
+}
+
+static void step_cols(int isa, const gru_cell *m, const float *x, long T, long t, int rows, int c0, int c1,
+                      const float *hA, float *hB, float *sum, int avg) {
+#if GRU_X86
+    if (isa == ISA_AVX512) { step_small512(m, x, T, t, rows, c0 / TILE, c1 / TILE, hA, hB, sum, avg); return; }
+    if (isa == ISA_AVX2) { step_small256(m, x, T, t, rows, c0, c1, hA, hB, sum, avg); return; }
+#endif
+    (void)isa;
+    step_generic(m, x, T, t, rows, c0, c1, hA, hB, sum, avg);
+}
+
+static inline void cpu_relax(void);
+
+static void run_split(gru_split *s, int me) {
+    int c0 = me ? s->c_split : 0, c1 = me ? s->c->Hp : s->c_split;
+    float *hA = s->hA, *hB = s->hB;
+    for (long t = 0; t < s->T; t++) {
+        step_cols(s->m->isa, s->c, s->x, s->T, s->reverse ? s->T - 1 - t : t, s->rows, c0, c1, hA, hB, s->sum, s->avg);
+        __atomic_store_n(&s->done[me].step, t + 1, __ATOMIC_RELEASE);
+        /* the other half of h_{t+1}; yield now and then in case the other thread lost its core */
+        for (int i = 1; __atomic_load_n(&s->done[1 - me].step, __ATOMIC_ACQUIRE) <= t; i++) {
+            cpu_relax();
+            if ((i & 1023) == 0) sched_yield();
+        }
+        float *tmp = hA; hA = hB; hB = tmp;
+    }
 }
 
 /* ------------------------------------------------------------------ thread pool */
@@ -833,12 +959,15 @@ static gru_job *volatile pool_job = NULL;
 static int pool_active = 0;              /* workers taking part in the current job */
 static int pool_atfork_set = 0;
 
+static volatile int worker_spinning[MAX_WORKERS];  /* 1 + its CPU while worker i spins for the next job, else 0 */
+
 static void pool_after_fork_child(void) {
     /* the child has none of the parent's workers: start over */
     pthread_mutex_t mi = PTHREAD_MUTEX_INITIALIZER;
     pthread_cond_t ci = PTHREAD_COND_INITIALIZER;
     pool_mu = mi; pool_busy = mi; pool_wake = ci; pool_done = ci;
     pool_workers = 0; pool_pending = 0; pool_job = NULL; pool_generation = 0;
+    memset((void *)worker_spinning, 0, sizeof(worker_spinning));
 }
 
 static inline void cpu_relax(void) {
@@ -853,14 +982,17 @@ static long now_ns(void) {
     return ts.tv_sec * 1000000000L + ts.tv_nsec;
 }
 
-/* spin until *flag != value or SPIN_NS passed (the time is read every 64 pauses) */
-static void spin_while_equal(volatile long *flag, long value) {
+/* spin until *flag != value or SPIN_NS passed (the time is read every 64 pauses); meanwhile
+ * *where holds 1 + the CPU this thread spins on */
+static void spin_while_equal(volatile long *flag, long value, volatile int *where) {
     long deadline = now_ns() + SPIN_NS;
+    __atomic_store_n(where, 1 + sched_getcpu(), __ATOMIC_RELEASE);
     for (int i = 1; __atomic_load_n(flag, __ATOMIC_ACQUIRE) == value; i++) {
         cpu_relax();
         if ((i & 63) == 0) {
             if (now_ns() > deadline) return;
             sched_yield();  /* a thread of ours sharing this core (an oversubscribed machine) runs first */
+            __atomic_store_n(where, 1 + sched_getcpu(), __ATOMIC_RELEASE);
         }
     }
 }
@@ -871,20 +1003,24 @@ static void *worker_main(void *arg) {
     int id = (int)(intptr_t)arg;
     long seen = worker_start_gen[id];  /* the generation when it was created: only later jobs are new */
     float *scratch = NULL;
-    int scratch_rows = 0, scratch_hp = 0;
+    size_t scratch_size = 0;
     for (;;) {
-        spin_while_equal(&pool_generation, seen);
+        spin_while_equal(&pool_generation, seen, &worker_spinning[id]);
+        __atomic_store_n(&worker_spinning[id], 0, __ATOMIC_RELEASE);
         pthread_mutex_lock(&pool_mu);
         while (pool_generation == seen) pthread_cond_wait(&pool_wake, &pool_mu);
         seen = pool_generation;
         gru_job *job = pool_job;
         int take_part = id < pool_active;
         pthread_mutex_unlock(&pool_mu);
-        if (take_part && job) {
-            if (!scratch || scratch_rows < job->block_rows || scratch_hp < job->m->Hp) {
+        if (take_part && job && job->split) {
+            run_split(job->split, 1);
+        } else if (take_part && job) {
+            size_t need = scratch_floats(job->m, job->block_rows, job->T);
+            if (!scratch || scratch_size < need) {
                 free(scratch);
-                scratch = new_scratch(job->m, job->block_rows);
-                scratch_rows = job->block_rows; scratch_hp = job->m->Hp;
+                scratch = (float *)aligned(sizeof(float) * need);
+                scratch_size = scratch ? need : 0;
             }
             if (scratch) run_blocks(job, scratch);
         }
@@ -914,55 +1050,133 @@ static int pool_grow(int n) {
     return pool_workers;
 }
 
+/* Hand `job` to the first `helpers` workers (caller holds pool_busy). */
+static void pool_post(gru_job *job, int helpers) {
+    pthread_mutex_lock(&pool_mu);
+    while (pool_pending > 0) pthread_cond_wait(&pool_done, &pool_mu);  /* workers still on a wake-up */
+    pool_job = job;
+    pool_active = job ? helpers : 0;
+    pool_pending = pool_workers;
+    __atomic_add_fetch(&pool_generation, 1, __ATOMIC_RELEASE);
+    pthread_cond_broadcast(&pool_wake);
+    pthread_mutex_unlock(&pool_mu);
+}
+
+/* Wake the workers without a job, unless they are still on an earlier one (never blocks). */
+static void pool_nudge(void) {
+    pthread_mutex_lock(&pool_mu);
+    if (pool_pending == 0) {
+        pool_job = NULL;
+        pool_active = 0;
+        pool_pending = pool_workers;
+        __atomic_add_fetch(&pool_generation, 1, __ATOMIC_RELEASE);
+        pthread_cond_broadcast(&pool_wake);
+    }
+    pthread_mutex_unlock(&pool_mu);
+}
+
+/* Wait until every worker is done with the posted job (caller holds pool_busy): spin briefly
+ * while they finish their last block, then sleep. */
+static void pool_wait(void) {
+    long deadline = now_ns() + SPIN_NS;
+    for (int i = 1; __atomic_load_n(&pool_pending, __ATOMIC_ACQUIRE) > 0; i++) {
+        cpu_relax();
+        if ((i & 63) == 0) {
+            if (now_ns() > deadline) break;
+            sched_yield();
+        }
+    }
+    pthread_mutex_lock(&pool_mu);
+    while (pool_pending > 0) pthread_cond_wait(&pool_done, &pool_mu);
+    pool_job = NULL;
+    pthread_mutex_unlock(&pool_mu);
+}
+
+static int split_policy = 0;      /* 0: as above; 1: always (tests); -1: never */
+static long pool_last_small = 0;  /* when the last one- or two-row call ended (ns; under pool_busy) */
+static volatile long split_jobs = 0;
+void gru_set_split_policy(int policy) { split_policy = policy; }
+long gru_split_jobs(void) { return split_jobs; }
+
+/* One or two rows, hidden units split with the spinning worker (caller holds pool_busy). */
+static void run_split_job(gru_job *job, float *scratch) {
+    const gru_model *m = job->m;
+    const int rows = (int)job->N, Hp = m->layer[0].cell[0].Hp, avg = m->head == HEAD_AVG;
+    gru_split sp;
+    memset(&sp, 0, sizeof(sp));
+    sp.m = m; sp.c = &m->layer[0].cell[0]; sp.reverse = m->layer[0].reverse[0]; sp.avg = avg;
+    sp.T = job->T; sp.rows = rows;
+    sp.hA = scratch; sp.hB = scratch + (size_t)rows * Hp; sp.sum = scratch + 2 * (size_t)rows * Hp;
+    float *xs = scratch + 3 * (size_t)rows * Hp;
+    if (scale_rows(m, job->x, xs, (size_t)rows * job->T)) job->nonfinite = 1;
+    sp.x = xs;
+    sp.c_split = (Hp / TILE) / 2 * TILE;  /* the worker takes the larger half; the caller also does the head */
+    memset(sp.hA, 0, sizeof(float) * rows * Hp);
+    memset(sp.sum, 0, sizeof(float) * rows * Hp);
+    job->split = &sp;
+    pool_post(job, 1);
+    run_split(&sp, 0);
+    const float *h = (job->T % 2) ? sp.hB : sp.hA;  /* after T swaps: the last step's output */
+    for (int i = 0; i < rows; i++) {
+        const float *hv[2] = {avg ? sp.sum + (size_t)i * Hp : h + (size_t)i * Hp, NULL};
+        job->out[i] = head_row(m, hv, (float)job->T, avg);
+    }
+    pool_wait();
+}
+
 /* ------------------------------------------------------------------ entry point */
 /* x (N, T, F) float32 C-contiguous -> out (N,) probabilities. nthreads: threads in this call
  * (the caller's thread included); when the pool is busy with another caller's job, this call runs
- * on the caller's thread alone (same numbers). Returns 0, or -1 on bad arguments / no memory. */
+ * on the caller's thread alone (same numbers). x is the model input: the kernel scales it as the
+ * graph does (gru_set_input_scaling) into its own buffer and never writes to x. Returns 0; 1 when a
+ * scaled input value is NaN or infinite (out is then meaningless); -1 on bad arguments / no memory. */
 int gru_run(void *handle, const float *x, long N, long T, float *out, int nthreads) {
     const gru_model *m = (const gru_model *)handle;
     if (!m || !x || !out || N < 0 || T < 1) return -1;
     if (N == 0) return 0;
     gru_job job;
-    job.m = m; job.x = x; job.T = T; job.N = N; job.out = out; job.next = 0;
+    job.m = m; job.x = x; job.T = T; job.N = N; job.out = out; job.next = 0; job.nonfinite = 0; job.split = NULL;
     if (nthreads < 1) nthreads = 1;
-    /* blocks: at most BLOCK_ROWS rows, a multiple of nthreads in number (balanced threads) */
+    /* blocks: at most BLOCK_ROWS rows, a multiple of nthreads in number, sizes within one row of
+     * each other (1024 rows on 2 threads: 44 blocks of 23-24 rows, 22 per thread) */
     long n_blocks = (N + BLOCK_ROWS - 1) / BLOCK_ROWS;
     if (nthreads > 1 && N >= 2L * nthreads) n_blocks = (n_blocks + nthreads - 1) / nthreads * nthreads;
     if (n_blocks > N) n_blocks = N;
     int rows = (int)((N + n_blocks - 1) / n_blocks);
     job.block_rows = rows;
-    job.n_blocks = (N + rows - 1) / rows;
+    job.n_blocks = n_blocks;
     int helpers = nthreads - 1;
     if (helpers > job.n_blocks - 1) helpers = (int)job.n_blocks - 1;
-    float *scratch = new_scratch(m, rows);
+    float *scratch = (float *)aligned(sizeof(float) * scratch_floats(m, rows, T));
     if (!scratch) return -1;
-    if (helpers > 0 && pthread_mutex_trylock(&pool_busy) == 0) {
-        helpers = pool_grow(helpers) < helpers ? pool_workers : helpers;
-        pthread_mutex_lock(&pool_mu);
-        pool_job = &job;
-        pool_active = helpers;
-        pool_pending = pool_workers;
-        __atomic_add_fetch(&pool_generation, 1, __ATOMIC_RELEASE);
-        pthread_cond_broadcast(&pool_wake);
-        pthread_mutex_unlock(&pool_mu);
-        run_blocks(&job, scratch);
-        /* wait for the helpers: spin briefly while they finish their last block, then sleep */
-        long deadline = now_ns() + SPIN_NS;
-        for (int i = 1; __atomic_load_n(&pool_pending, __ATOMIC_ACQUIRE) > 0; i++) {
-            cpu_relax();
-            if ((i & 63) == 0) {
-                if (now_ns() > deadline) break;
-                sched_yield();
-            }
+    int split = nthreads > 1 && N <= 2 && split_ok(m);
+    if (split && pthread_mutex_trylock(&pool_busy) == 0) {
+        /* only with the worker spinning on another CPU: a sleeping one costs a wake-up, one on
+         * this CPU would take turns with us at every step */
+        int cpu = sched_getcpu(), wcpu = __atomic_load_n(&worker_spinning[0], __ATOMIC_ACQUIRE) - 1;
+        if (split_policy > 0) pool_grow(1);
+        if (pool_workers >= 1 && (split_policy > 0 || (split_policy == 0 && wcpu >= 0 && cpu >= 0 && wcpu != cpu))) {
+            __atomic_add_fetch(&split_jobs, 1, __ATOMIC_RELAXED);
+            run_split_job(&job, scratch);
+        } else {
+            run_blocks(&job, scratch);
+            /* calls coming back to back (the last one ended less than 200 us ago) and the worker
+             * asleep: wake it, so that the next call finds it spinning */
+            long now = now_ns();
+            if (split_policy == 0 && now - pool_last_small < 4 * SPIN_NS && pool_grow(1) >= 1 && wcpu < 0)
+                pool_nudge();
         }
-        pthread_mutex_lock(&pool_mu);
-        while (pool_pending > 0) pthread_cond_wait(&pool_done, &pool_mu);
-        pool_job = NULL;
-        pthread_mutex_unlock(&pool_mu);
+        pool_last_small = now_ns();
+        pthread_mutex_unlock(&pool_busy);
+    } else if (!split && helpers > 0 && pthread_mutex_trylock(&pool_busy) == 0) {
+        helpers = pool_grow(helpers) < helpers ? pool_workers : helpers;
+        pool_post(&job, helpers);
+        run_blocks(&job, scratch);
+        pool_wait();
         pthread_mutex_unlock(&pool_busy);
     } else {
         run_blocks(&job, scratch);
     }
     free(scratch);
-    return __atomic_load_n(&job.next, __ATOMIC_ACQUIRE) >= job.n_blocks ? 0 : -1;  /* -1: no thread had memory */
+    return job.nonfinite ? 1 : 0;
 }
