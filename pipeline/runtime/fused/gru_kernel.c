@@ -86,6 +86,9 @@ typedef struct {
     int scratch_w;                /* state planes' floats per row: max over layers of D x cell Hp x 3 planes
                                      (6 for linear_before_reset=0) */
     int seq_w;                    /* widest sequence handed between layers: max D*H over all but the last layer */
+    int hist_w;                   /* > 0 (the last layer's Hp): its states are kept and summed in time order
+                                     (average head over a reverse direction whose output keeps time order,
+                                     as ReduceMean sums it; a running sum would add them backwards) */
     gru_layer *layer;             /* (L,) */
     float *head_w;                /* (D*H,) of the last layer, directions concatenated */
     float head_b;
@@ -196,6 +199,9 @@ void *gru_create(int F, int L, const int *info, const float *params, int head, c
         if (l < L - 1 && D * H > m->seq_w) m->seq_w = D * H;
         Fl = D * H;
     }
+    const gru_layer *last = &m->layer[L - 1];
+    for (int d = 0; d < last->D; d++)
+        if (head == HEAD_AVG && last->reverse[d] && !last->flip[d]) m->hist_w = last->cell[0].Hp;
     m->head_w = (float *)aligned(sizeof(float) * (size_t)Fl);
     if (!m->head_w) { gru_destroy(m); return NULL; }
     memcpy(m->head_w, head_w, sizeof(float) * (size_t)Fl);
@@ -250,6 +256,71 @@ static int scale_rows(const gru_model *m, const float *src, float *dst, size_t s
     return bad;
 }
 
+/* ------------------------------------------------------------------ onnxruntime's activations
+ * The GRU op of onnxruntime's CPU provider (rnn/deep_cpu_gru.cc, rnn/rnn_helpers.cc; the same code
+ * since onnxruntime 1.x) does not compute exp: for sigmoid/tanh it uses rational approximations
+ * (Eigen's coefficients), and we use the same ones with the same operations in the same order, so
+ * the kernel reproduces model.onnx bit for bit where onnxruntime's MLAS runs its FMA kernels:
+ *   z  = Logistic(pre_z): MlasComputeLogistic (FMA3 kernel): v = clamp(x, +-18),
+ *        p = v (((a9 v^2 + a7) v^2 + a5) v^2 + a3) v^2 + a1),  q = (...(b10 v^2 + b8) ...) v^2 + b0
+ *        by fused multiply-adds, max(0, p / q + 1/2)
+ *   r (.) lin: gru_reset_gate_sigmoid: v = clamp(pre_r, +-20) * 0.5, (lin * 0.5) * (1 + P(v) / Q(v))
+ *   n  = gru_output_gate_tanh: P(v) / Q(v), v = clamp(pre_n, +-10)
+ *   h' = (1 - z) * n + z * h
+ * where P/Q is rnn_helpers' tanh with every product and sum rounded apart (that file is built
+ * without FMA). The output head is onnxruntime's too: ReduceMean sums in time order and divides by
+ * T, Gemm accumulates by fused multiply-adds in k order then adds the bias, Sigmoid is Logistic. */
+#define LOGISTIC_BOUND 18.0f
+#define LOGISTIC_A9 4.37031012579801e-11f
+#define LOGISTIC_A7 1.15627324459942e-07f
+#define LOGISTIC_A5 6.08574864600143e-05f
+#define LOGISTIC_A3 8.51377133304701e-03f
+#define LOGISTIC_A1 2.48287947061529e-01f
+#define LOGISTIC_B10 6.10247389755681e-13f
+#define LOGISTIC_B8 5.76102136993427e-09f
+#define LOGISTIC_B6 6.29106785017040e-06f
+#define LOGISTIC_B4 1.70198817374094e-03f
+#define LOGISTIC_B2 1.16817656904453e-01f
+#define LOGISTIC_B0 9.93151921023180e-01f
+#define RESET_BOUND 20.0f     /* rnn_helpers' sigmoid_bound */
+#define TANH_BOUND 10.0f      /* rnn_helpers' tanh_bound */
+#define TANH_A13 -2.76076847742355e-16f
+#define TANH_A11 2.00018790482477e-13f
+#define TANH_A9 -8.60467152213735e-11f
+#define TANH_A7 5.12229709037114e-08f
+#define TANH_A5 1.48572235717979e-05f
+#define TANH_A3 6.37261928875436e-04f
+#define TANH_A1 4.89352455891786e-03f
+#define TANH_B6 1.19825839466702e-06f
+#define TANH_B4 1.18534705686654e-04f
+#define TANH_B2 2.26843463243900e-03f
+#define TANH_B0 4.89352518554385e-03f
+
+static inline float clampf_(float x, float b) { return x < -b ? -b : (x > b ? b : x); }
+
+static float logistic1(float x) {
+    const float v = clampf_(x, LOGISTIC_BOUND), x2 = v * v;
+    float p = fmaf(x2, LOGISTIC_A9, LOGISTIC_A7);
+    p = fmaf(x2, p, LOGISTIC_A5); p = fmaf(x2, p, LOGISTIC_A3); p = fmaf(x2, p, LOGISTIC_A1);
+    float q = fmaf(x2, LOGISTIC_B10, LOGISTIC_B8);
+    q = fmaf(x2, q, LOGISTIC_B6); q = fmaf(x2, q, LOGISTIC_B4); q = fmaf(x2, q, LOGISTIC_B2); q = fmaf(x2, q, LOGISTIC_B0);
+    const float r = (v * p) / q + 0.5f;
+    return r < 0.0f ? 0.0f : r;
+}
+
+static float tanh_pq1(float x) {  /* P(x) / Q(x), no fused operations */
+    const float x2 = x * x;
+    float p = x2 * TANH_A13 + TANH_A11;
+    p = x2 * p + TANH_A9; p = x2 * p + TANH_A7; p = x2 * p + TANH_A5; p = x2 * p + TANH_A3; p = x2 * p + TANH_A1;
+    p = x * p;
+    float q = x2 * TANH_B6 + TANH_B4;
+    q = x2 * q + TANH_B2; q = x2 * q + TANH_B0;
+    return p / q;
+}
+
+static inline float reset1(float pre, float lin) { return (lin * 0.5f) * (1.0f + tanh_pq1(clampf_(pre, RESET_BOUND) * 0.5f)); }
+static inline float tanh1(float pre) { return tanh_pq1(clampf_(pre, TANH_BOUND)); }
+
 /* The head of one row: p = sigmoid(hv . w + b), hv = mean (sum / T) or last state of each direction
  * d of the last layer (hv[d], H values), concatenated. Scalar, shared by every ISA so the head never
  * differs between variants. */
@@ -259,14 +330,12 @@ static float head_row(const gru_model *m, const float *const *hv, float inv_div,
     for (int d = 0; d < ly->D; d++)
         for (int j = 0; j < ly->H; j++) {
             float v = avg ? hv[d][j] / inv_div : hv[d][j];
-            acc += v * m->head_w[d * ly->H + j];
+            acc = fmaf(v, m->head_w[d * ly->H + j], acc);
         }
-    acc += m->head_b;
-    return 1.0f / (1.0f + expf(-acc));
+    return logistic1(acc + m->head_b);
 }
 
 /* ------------------------------------------------------------------ generic C */
-static inline float sigmoidf_(float x) { return 1.0f / (1.0f + expf(-x)); }
 
 /* One time step t of one direction, `rows` rows over the hidden units [c0, c1): hA (rows, Hp) -> hB,
  * sum += hB when avg. */
@@ -282,14 +351,14 @@ static void step_generic(const gru_cell *m, const float *x, long T, long t, int 
             float xz = 0, xr = 0, xn = 0, hz = 0, hr = 0, hh = 0;
             for (int k = 0; k < F; k++) {
                 const float *wk = w + (size_t)k * 3 * TILE;
-                xz += xt[k] * wk[0]; xr += xt[k] * wk[TILE]; xn += xt[k] * wk[2 * TILE];
+                xz = fmaf(xt[k], wk[0], xz); xr = fmaf(xt[k], wk[TILE], xr); xn = fmaf(xt[k], wk[2 * TILE], xn);
             }
             for (int k = 0; k < H; k++) {
                 const float *wk = w + (size_t)(F + k) * 3 * TILE;
-                hz += hp[k] * wk[0]; hr += hp[k] * wk[TILE]; hh += hp[k] * wk[2 * TILE];
+                hz = fmaf(hp[k], wk[0], hz); hr = fmaf(hp[k], wk[TILE], hr); hh = fmaf(hp[k], wk[2 * TILE], hh);
             }
-            float z = sigmoidf_((hz + xz) + m->bz[j]), r = sigmoidf_((hr + xr) + m->br[j]);
-            float nn = tanhf((xn + r * (hh + m->bhn[j])) + m->bxn[j]);
+            float z = logistic1((hz + xz) + m->bz[j]);
+            float nn = tanh1((xn + reset1((hr + xr) + m->br[j], hh + m->bhn[j])) + m->bxn[j]);
             float hv = (1.0f - z) * nn + z * hp[j];
             hn[j] = hv;
             if (avg) sum[(size_t)i * Hp + j] += hv;
@@ -310,16 +379,16 @@ static void step0_generic(const gru_cell *m, const float *x, long T, long t, int
             float xz = 0, xr = 0, xn = 0, hz = 0, hr = 0;
             for (int k = 0; k < F; k++) {
                 const float *wk = w + (size_t)k * 3 * TILE;
-                xz += xt[k] * wk[0]; xr += xt[k] * wk[TILE]; xn += xt[k] * wk[2 * TILE];
+                xz = fmaf(xt[k], wk[0], xz); xr = fmaf(xt[k], wk[TILE], xr); xn = fmaf(xt[k], wk[2 * TILE], xn);
             }
             for (int k = 0; k < H; k++) {
                 const float *wk = w + (size_t)(F + k) * 3 * TILE;
-                hz += hp[k] * wk[0]; hr += hp[k] * wk[TILE];
+                hz = fmaf(hp[k], wk[0], hz); hr = fmaf(hp[k], wk[TILE], hr);
             }
             const size_t o = (size_t)i * Hp + j;
-            zb[o] = sigmoidf_((hz + xz) + m->bz[j]);
+            zb[o] = logistic1((hz + xz) + m->bz[j]);
             xnb[o] = xn;
-            rh[o] = sigmoidf_((hr + xr) + m->br[j]) * hp[j];
+            rh[o] = reset1((hr + xr) + m->br[j], hp[j]);
         }
     }
     for (int i = 0; i < rows; i++) {
@@ -327,9 +396,9 @@ static void step0_generic(const gru_cell *m, const float *x, long T, long t, int
         for (int j = 0; j < Hp; j++) {
             const float *w = m->wpack + ((size_t)(j / TILE) * K) * 3 * TILE + (j % TILE) + 2 * TILE;
             float hh = 0;
-            for (int k = 0; k < H; k++) hh += rhi[k] * w[(size_t)(F + k) * 3 * TILE];
+            for (int k = 0; k < H; k++) hh = fmaf(rhi[k], w[(size_t)(F + k) * 3 * TILE], hh);
             const size_t o = (size_t)i * Hp + j;
-            float nn = tanhf((hh + xnb[o]) + m->bxn[j]);
+            float nn = tanh1((hh + xnb[o]) + m->bxn[j]);
             float hv = (1.0f - zb[o]) * nn + zb[o] * hp[j];
             hB[o] = hv;
             if (avg) sum[o] += hv;
@@ -342,33 +411,43 @@ static void step0_generic(const gru_cell *m, const float *x, long T, long t, int
 #define T512 __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,avx2,fma")))
 #define I512 static inline __attribute__((always_inline, target("avx512f,avx512dq,avx512bw,avx512vl,avx2,fma")))
 
-/* exp(x), Cephes-style: range reduction by ln 2 in two parts, degree-5 polynomial, scalef. */
-I512 __m512 exp512(__m512 x) {
-    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.33654f)), _mm512_set1_ps(88.37626f));
-    __m512 fx = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    x = _mm512_fnmadd_ps(fx, _mm512_set1_ps(0.693359375f), x);
-    x = _mm512_fnmadd_ps(fx, _mm512_set1_ps(-2.12194440e-4f), x);
-    __m512 y = _mm512_set1_ps(1.9875691500E-4f);
-    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(1.3981999507E-3f));
-    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(8.3334519073E-3f));
-    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(4.1665795894E-2f));
-    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(1.6666665459E-1f));
-    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(5.0000001201E-1f));
-    y = _mm512_fmadd_ps(y, _mm512_mul_ps(x, x), _mm512_add_ps(x, _mm512_set1_ps(1.0f)));
-    return _mm512_scalef_ps(y, fx);
+/* onnxruntime's activations (see logistic1, tanh_pq1, reset1, tanh1), 16 lanes */
+I512 __m512 logistic512(__m512 x) {
+    const __m512 v = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-LOGISTIC_BOUND)), _mm512_set1_ps(LOGISTIC_BOUND));
+    const __m512 x2 = _mm512_mul_ps(v, v);
+    __m512 p = _mm512_fmadd_ps(x2, _mm512_set1_ps(LOGISTIC_A9), _mm512_set1_ps(LOGISTIC_A7));
+    p = _mm512_fmadd_ps(x2, p, _mm512_set1_ps(LOGISTIC_A5));
+    p = _mm512_fmadd_ps(x2, p, _mm512_set1_ps(LOGISTIC_A3));
+    p = _mm512_fmadd_ps(x2, p, _mm512_set1_ps(LOGISTIC_A1));
+    __m512 q = _mm512_fmadd_ps(x2, _mm512_set1_ps(LOGISTIC_B10), _mm512_set1_ps(LOGISTIC_B8));
+    q = _mm512_fmadd_ps(x2, q, _mm512_set1_ps(LOGISTIC_B6));
+    q = _mm512_fmadd_ps(x2, q, _mm512_set1_ps(LOGISTIC_B4));
+    q = _mm512_fmadd_ps(x2, q, _mm512_set1_ps(LOGISTIC_B2));
+    q = _mm512_fmadd_ps(x2, q, _mm512_set1_ps(LOGISTIC_B0));
+    const __m512 r = _mm512_add_ps(_mm512_div_ps(_mm512_mul_ps(v, p), q), _mm512_set1_ps(0.5f));
+    return _mm512_max_ps(_mm512_setzero_ps(), r);
 }
-I512 __m512 sigmoid512(__m512 x) {
-    __m512 one = _mm512_set1_ps(1.0f);
-    return _mm512_div_ps(one, _mm512_add_ps(one, exp512(_mm512_sub_ps(_mm512_setzero_ps(), x))));
+I512 __m512 tanh_pq512(__m512 x) {
+    const __m512 x2 = _mm512_mul_ps(x, x);
+    __m512 p = _mm512_add_ps(_mm512_mul_ps(x2, _mm512_set1_ps(TANH_A13)), _mm512_set1_ps(TANH_A11));
+    p = _mm512_add_ps(_mm512_mul_ps(x2, p), _mm512_set1_ps(TANH_A9));
+    p = _mm512_add_ps(_mm512_mul_ps(x2, p), _mm512_set1_ps(TANH_A7));
+    p = _mm512_add_ps(_mm512_mul_ps(x2, p), _mm512_set1_ps(TANH_A5));
+    p = _mm512_add_ps(_mm512_mul_ps(x2, p), _mm512_set1_ps(TANH_A3));
+    p = _mm512_add_ps(_mm512_mul_ps(x2, p), _mm512_set1_ps(TANH_A1));
+    p = _mm512_mul_ps(x, p);
+    __m512 q = _mm512_add_ps(_mm512_mul_ps(x2, _mm512_set1_ps(TANH_B6)), _mm512_set1_ps(TANH_B4));
+    q = _mm512_add_ps(_mm512_mul_ps(x2, q), _mm512_set1_ps(TANH_B2));
+    q = _mm512_add_ps(_mm512_mul_ps(x2, q), _mm512_set1_ps(TANH_B0));
+    return _mm512_div_ps(p, q);
 }
-I512 __m512 tanh512(__m512 x) {  /* sign(x) (1 - e) / (1 + e), e = exp(-2|x|) */
-    __m512 one = _mm512_set1_ps(1.0f);
-    __m512 a = _mm512_abs_ps(x);
-    __m512 e = exp512(_mm512_mul_ps(a, _mm512_set1_ps(-2.0f)));
-    __m512 t = _mm512_div_ps(_mm512_sub_ps(one, e), _mm512_add_ps(one, e));
-    __m512i sign = _mm512_and_si512(_mm512_castps_si512(x), _mm512_set1_epi32((int)0x80000000u));
-    return _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(t), sign));
+I512 __m512 reset512(__m512 pre, __m512 lin) {
+    const __m512 v = _mm512_min_ps(_mm512_max_ps(pre, _mm512_set1_ps(-RESET_BOUND)), _mm512_set1_ps(RESET_BOUND));
+    const __m512 t = tanh_pq512(_mm512_mul_ps(v, _mm512_set1_ps(0.5f)));
+    return _mm512_mul_ps(_mm512_mul_ps(lin, _mm512_set1_ps(0.5f)), _mm512_add_ps(_mm512_set1_ps(1.0f), t));
+}
+I512 __m512 tanh512(__m512 pre) {
+    return tanh_pq512(_mm512_min_ps(_mm512_max_ps(pre, _mm512_set1_ps(-TANH_BOUND)), _mm512_set1_ps(TANH_BOUND)));
 }
 
 /* M rows x J column tiles of one step: 4 accumulators (z, r, x_n, h_n) per row and tile. */
@@ -434,10 +513,9 @@ I512 void tile512(const gru_cell *m, int M, int J, int j0, const float *x, long 
         __m512 bxn = _mm512_load_ps(m->bxn + c), bhn = _mm512_load_ps(m->bhn + c);
 #pragma GCC unroll 6
         for (int i = 0; i < M; i++) {
-            __m512 z = sigmoid512(_mm512_add_ps(_mm512_add_ps(az[i][j], xz[i][j]), bz));
-            __m512 r = sigmoid512(_mm512_add_ps(_mm512_add_ps(ar[i][j], xr[i][j]), br));
-            __m512 hn = _mm512_add_ps(ahn[i][j], bhn);
-            __m512 n = tanh512(_mm512_add_ps(_mm512_add_ps(axn[i][j], _mm512_mul_ps(r, hn)), bxn));
+            __m512 z = logistic512(_mm512_add_ps(_mm512_add_ps(az[i][j], xz[i][j]), bz));
+            __m512 rl = reset512(_mm512_add_ps(_mm512_add_ps(ar[i][j], xr[i][j]), br), _mm512_add_ps(ahn[i][j], bhn));
+            __m512 n = tanh512(_mm512_add_ps(_mm512_add_ps(axn[i][j], rl), bxn));
             __m512 hold = _mm512_load_ps(hA + (size_t)i * Hp + c);
             __m512 hnew = _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(one, z), n), _mm512_mul_ps(z, hold));
             _mm512_store_ps(hB + (size_t)i * Hp + c, hnew);
@@ -529,9 +607,8 @@ I512 void tile512_zr(const gru_cell *m, int M, int c, const float *x, long T, lo
 #pragma GCC unroll 6
     for (int i = 0; i < M; i++) {
         const size_t o = (size_t)i * Hp + c;
-        _mm512_store_ps(zb + o, sigmoid512(_mm512_add_ps(_mm512_add_ps(az[i], xz[i]), bz)));
-        __m512 r = sigmoid512(_mm512_add_ps(_mm512_add_ps(ar[i], xr[i]), br));
-        _mm512_store_ps(rh + o, _mm512_mul_ps(r, _mm512_load_ps(hA + o)));
+        _mm512_store_ps(zb + o, logistic512(_mm512_add_ps(_mm512_add_ps(az[i], xz[i]), bz)));
+        _mm512_store_ps(rh + o, reset512(_mm512_add_ps(_mm512_add_ps(ar[i], xr[i]), br), _mm512_load_ps(hA + o)));
     }
 }
 
@@ -589,36 +666,43 @@ T512 static void step0_avx512(const gru_cell *m, const float *x, long T, long t,
 #define T256 __attribute__((target("avx2,fma")))
 #define I256 static inline __attribute__((always_inline, target("avx2,fma")))
 
-I256 __m256 exp256(__m256 x) {
-    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.33654f)), _mm256_set1_ps(88.37626f));
-    __m256 fx = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
-    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), x);
-    __m256 y = _mm256_set1_ps(1.9875691500E-4f);
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507E-3f));
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073E-3f));
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894E-2f));
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459E-1f));
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201E-1f));
-    y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.0f)));
-    /* 2^fx: fx in [-126, 128); 2^128 is split as 2 * 2^127 */
-    __m256i n = _mm256_cvtps_epi32(fx);
-    __m256i n1 = _mm256_srai_epi32(n, 1), n2 = _mm256_sub_epi32(n, n1);
-    __m256 p1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n1, _mm256_set1_epi32(127)), 23));
-    __m256 p2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n2, _mm256_set1_epi32(127)), 23));
-    return _mm256_mul_ps(_mm256_mul_ps(y, p1), p2);
+/* onnxruntime's activations (see logistic1, tanh_pq1, reset1, tanh1), 8 lanes */
+I256 __m256 logistic256(__m256 x) {
+    const __m256 v = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-LOGISTIC_BOUND)), _mm256_set1_ps(LOGISTIC_BOUND));
+    const __m256 x2 = _mm256_mul_ps(v, v);
+    __m256 p = _mm256_fmadd_ps(x2, _mm256_set1_ps(LOGISTIC_A9), _mm256_set1_ps(LOGISTIC_A7));
+    p = _mm256_fmadd_ps(x2, p, _mm256_set1_ps(LOGISTIC_A5));
+    p = _mm256_fmadd_ps(x2, p, _mm256_set1_ps(LOGISTIC_A3));
+    p = _mm256_fmadd_ps(x2, p, _mm256_set1_ps(LOGISTIC_A1));
+    __m256 q = _mm256_fmadd_ps(x2, _mm256_set1_ps(LOGISTIC_B10), _mm256_set1_ps(LOGISTIC_B8));
+    q = _mm256_fmadd_ps(x2, q, _mm256_set1_ps(LOGISTIC_B6));
+    q = _mm256_fmadd_ps(x2, q, _mm256_set1_ps(LOGISTIC_B4));
+    q = _mm256_fmadd_ps(x2, q, _mm256_set1_ps(LOGISTIC_B2));
+    q = _mm256_fmadd_ps(x2, q, _mm256_set1_ps(LOGISTIC_B0));
+    const __m256 r = _mm256_add_ps(_mm256_div_ps(_mm256_mul_ps(v, p), q), _mm256_set1_ps(0.5f));
+    return _mm256_max_ps(_mm256_setzero_ps(), r);
 }
-I256 __m256 sigmoid256(__m256 x) {
-    __m256 one = _mm256_set1_ps(1.0f);
-    return _mm256_div_ps(one, _mm256_add_ps(one, exp256(_mm256_sub_ps(_mm256_setzero_ps(), x))));
+I256 __m256 tanh_pq256(__m256 x) {
+    const __m256 x2 = _mm256_mul_ps(x, x);
+    __m256 p = _mm256_add_ps(_mm256_mul_ps(x2, _mm256_set1_ps(TANH_A13)), _mm256_set1_ps(TANH_A11));
+    p = _mm256_add_ps(_mm256_mul_ps(x2, p), _mm256_set1_ps(TANH_A9));
+    p = _mm256_add_ps(_mm256_mul_ps(x2, p), _mm256_set1_ps(TANH_A7));
+    p = _mm256_add_ps(_mm256_mul_ps(x2, p), _mm256_set1_ps(TANH_A5));
+    p = _mm256_add_ps(_mm256_mul_ps(x2, p), _mm256_set1_ps(TANH_A3));
+    p = _mm256_add_ps(_mm256_mul_ps(x2, p), _mm256_set1_ps(TANH_A1));
+    p = _mm256_mul_ps(x, p);
+    __m256 q = _mm256_add_ps(_mm256_mul_ps(x2, _mm256_set1_ps(TANH_B6)), _mm256_set1_ps(TANH_B4));
+    q = _mm256_add_ps(_mm256_mul_ps(x2, q), _mm256_set1_ps(TANH_B2));
+    q = _mm256_add_ps(_mm256_mul_ps(x2, q), _mm256_set1_ps(TANH_B0));
+    return _mm256_div_ps(p, q);
 }
-I256 __m256 tanh256(__m256 x) {
-    __m256 one = _mm256_set1_ps(1.0f), signbit = _mm256_set1_ps(-0.0f);
-    __m256 a = _mm256_andnot_ps(signbit, x);
-    __m256 e = exp256(_mm256_mul_ps(a, _mm256_set1_ps(-2.0f)));
-    __m256 t = _mm256_div_ps(_mm256_sub_ps(one, e), _mm256_add_ps(one, e));
-    return _mm256_or_ps(t, _mm256_and_ps(signbit, x));
+I256 __m256 reset256(__m256 pre, __m256 lin) {
+    const __m256 v = _mm256_min_ps(_mm256_max_ps(pre, _mm256_set1_ps(-RESET_BOUND)), _mm256_set1_ps(RESET_BOUND));
+    const __m256 t = tanh_pq256(_mm256_mul_ps(v, _mm256_set1_ps(0.5f)));
+    return _mm256_mul_ps(_mm256_mul_ps(lin, _mm256_set1_ps(0.5f)), _mm256_add_ps(_mm256_set1_ps(1.0f), t));
+}
+I256 __m256 tanh256(__m256 pre) {
+    return tanh_pq256(_mm256_min_ps(_mm256_max_ps(pre, _mm256_set1_ps(-TANH_BOUND)), _mm256_set1_ps(TANH_BOUND)));
 }
 
 /* M rows (<= 3) x one 8-wide half-tile: 12 accumulators of the 16 ymm registers. */
@@ -658,9 +742,9 @@ I256 void tile256(const gru_cell *m, int M, int c, const float *x, long T, long 
     __m256 bxn = _mm256_load_ps(m->bxn + c), bhn = _mm256_load_ps(m->bhn + c);
 #pragma GCC unroll 3
     for (int i = 0; i < M; i++) {
-        __m256 z = sigmoid256(_mm256_add_ps(_mm256_add_ps(az[i], xz[i]), bz));
-        __m256 r = sigmoid256(_mm256_add_ps(_mm256_add_ps(ar[i], xr[i]), br));
-        __m256 n = tanh256(_mm256_add_ps(_mm256_add_ps(axn[i], _mm256_mul_ps(r, _mm256_add_ps(ahn[i], bhn))), bxn));
+        __m256 z = logistic256(_mm256_add_ps(_mm256_add_ps(az[i], xz[i]), bz));
+        __m256 rl = reset256(_mm256_add_ps(_mm256_add_ps(ar[i], xr[i]), br), _mm256_add_ps(ahn[i], bhn));
+        __m256 n = tanh256(_mm256_add_ps(_mm256_add_ps(axn[i], rl), bxn));
         __m256 hold = _mm256_load_ps(hA + (size_t)i * Hp + c);
         __m256 hnew = _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(one, z), n), _mm256_mul_ps(z, hold));
         _mm256_store_ps(hB + (size_t)i * Hp + c, hnew);
@@ -732,9 +816,8 @@ I256 void tile256_zr(const gru_cell *m, int M, int c, const float *x, long T, lo
 #pragma GCC unroll 3
     for (int i = 0; i < M; i++) {
         const size_t o = (size_t)i * Hp + c;
-        _mm256_store_ps(zb + o, sigmoid256(_mm256_add_ps(_mm256_add_ps(az[i], xz[i]), bz)));
-        __m256 r = sigmoid256(_mm256_add_ps(_mm256_add_ps(ar[i], xr[i]), br));
-        _mm256_store_ps(rh + o, _mm256_mul_ps(r, _mm256_load_ps(hA + o)));
+        _mm256_store_ps(zb + o, logistic256(_mm256_add_ps(_mm256_add_ps(az[i], xz[i]), bz)));
+        _mm256_store_ps(rh + o, reset256(_mm256_add_ps(_mm256_add_ps(ar[i], xr[i]), br), _mm256_load_ps(hA + o)));
     }
 }
 
@@ -813,30 +896,35 @@ static void step(int isa, int lbr, const gru_cell *c, const float *x, long T, lo
  * (rows, T, out_w) this direction writes its columns d*H.. of, or NULL (last layer). Returns the
  * plane holding the last state, or the sum when avg. */
 static float *run_direction(const gru_model *m, const gru_layer *ly, int d, const float *in, long T, int rows,
-                            float *planes, float *dst, int out_w, int avg) {
+                            float *planes, float *dst, int out_w, int avg, float *hist) {
     const gru_cell *c = &ly->cell[d];
     const int Hp = c->Hp, H = c->H;
     const size_t plane = (size_t)rows * Hp;
     float *hA = planes, *hB = planes + plane, *sum = planes + 2 * plane;
+    const int in_time_order = avg && ly->reverse[d] && !ly->flip[d];  /* hist: (T, rows, Hp) */
     memset(hA, 0, sizeof(float) * plane);
     memset(sum, 0, sizeof(float) * plane);
     for (long s = 0; s < T; s++) {
         const long t = ly->reverse[d] ? T - 1 - s : s;
-        step(m->isa, ly->lbr, c, in, T, t, rows, hA, hB, sum, avg, planes + 3 * plane);
+        step(m->isa, ly->lbr, c, in, T, t, rows, hA, hB, sum, avg && !in_time_order, planes + 3 * plane);
         if (dst) {
             const long pos = ly->flip[d] ? T - 1 - t : t;
             for (int i = 0; i < rows; i++)
                 memcpy(dst + ((size_t)i * T + pos) * out_w + (size_t)d * H, hB + (size_t)i * Hp, sizeof(float) * H);
         }
+        if (in_time_order) memcpy(hist + (size_t)t * plane, hB, sizeof(float) * plane);
         float *tmp = hA; hA = hB; hB = tmp;
     }
+    if (in_time_order)
+        for (long t = 0; t < T; t++)
+            for (size_t k = 0; k < plane; k++) sum[k] += hist[(size_t)t * plane + k];
     return avg ? sum : hA;
 }
 
 /* x (rows, T, F) -> out (rows,). scratch: (rows, scratch_w) floats; seq: the sequence buffers
  * between layers, (L > 2 ? 2 : 1) x (rows, T, seq_w) (unused for one layer). */
 static void run_block(const gru_model *m, const float *x, long T, int rows, float *out, float *scratch,
-                      float *seq) {
+                      float *seq, float *hist) {
     const float *in = x;
     const float *fin[2] = {NULL, NULL};
     for (int l = 0; l < m->L; l++) {
@@ -845,7 +933,7 @@ static void run_block(const gru_model *m, const float *x, long T, int rows, floa
         float *dst = last ? NULL : seq + (size_t)(l & 1) * rows * T * m->seq_w;
         const size_t dir_planes = (ly->lbr ? 3 : 6) * (size_t)rows * ly->cell[0].Hp;
         for (int d = 0; d < ly->D; d++)
-            fin[d] = run_direction(m, ly, d, in, T, rows, scratch + d * dir_planes, dst, ly->D * ly->H, avg);
+            fin[d] = run_direction(m, ly, d, in, T, rows, scratch + d * dir_planes, dst, ly->D * ly->H, avg, hist);
         in = dst;
     }
     const int avg = m->head == HEAD_AVG, Hp = m->layer[m->L - 1].cell[0].Hp;
@@ -874,6 +962,7 @@ static void run_blocks(gru_job *job, float *scratch) {
     const gru_model *m = job->m;
     float *xs = scratch + (size_t)job->block_rows * m->scratch_w;
     float *seq = xs + (size_t)job->block_rows * job->T * m->F;
+    float *hist = seq + (size_t)(m->L > 2 ? 2 : m->L - 1) * job->block_rows * job->T * m->seq_w;
     for (;;) {
         long b = __atomic_fetch_add(&job->next, 1, __ATOMIC_RELAXED);
         if (b >= job->n_blocks) break;
@@ -881,15 +970,17 @@ static void run_blocks(gru_job *job, float *scratch) {
         int rows = (int)((b + 1) * job->N / job->n_blocks - r0);
         if (scale_rows(m, job->x + (size_t)r0 * job->T * m->F, xs, (size_t)rows * job->T))
             __atomic_store_n(&job->nonfinite, 1, __ATOMIC_RELAXED);  /* the caller discards the output */
-        run_block(m, xs, job->T, rows, job->out + r0, scratch, seq);  /* xs: (rows, T, F) scaled, next to h */
+        run_block(m, xs, job->T, rows, job->out + r0, scratch, seq, hist);  /* xs: (rows, T, F) scaled, next to h */
     }
 }
 
 /* floats of scratch one thread needs: the state planes (rows, scratch_w), the scaled input
- * (rows, T, F), and for stacked layers one or two sequences (rows, T, seq_w) */
+ * (rows, T, F), for stacked layers one or two sequences (rows, T, seq_w), and when hist_w the
+ * last layer's states (T, rows, hist_w) */
 static size_t scratch_floats(const gru_model *m, int block_rows, long T) {
     const size_t seqs = m->L > 2 ? 2 : (size_t)(m->L - 1);
-    return (size_t)block_rows * ((size_t)m->scratch_w + (size_t)T * m->F + seqs * (size_t)T * m->seq_w);
+    return (size_t)block_rows * ((size_t)m->scratch_w + (size_t)T * m->F + seqs * (size_t)T * m->seq_w +
+                                 (size_t)T * m->hist_w);
 }
 
 /* ------------------------------------------------------------------ one or two rows on two threads
@@ -914,7 +1005,7 @@ typedef struct gru_split {
 
 /* The models the split runs: one layer of one direction with linear_before_reset=1, >= 2 tiles. */
 static int split_ok(const gru_model *m) {
-    return m->L == 1 && m->layer[0].D == 1 && m->layer[0].lbr && m->layer[0].cell[0].Hp >= 2 * TILE;
+    return m->L == 1 && m->layer[0].D == 1 && m->layer[0].lbr && m->layer[0].cell[0].Hp >= 2 * TILE && !m->hist_w;
 }
 
 static void step_cols(int isa, const gru_cell *m, const float *x, long T, long t, int rows, int c0, int c1,

@@ -243,7 +243,7 @@ class FusedLayer:
     R: np.ndarray          # (D, 3H, H)
     B: np.ndarray          # (D, 6H) [Wb, Rb]
     direction: str         # "forward" | "reverse" | "bidirectional" (direction 0 forward, 1 reverse)
-    flip: tuple = ()       # per direction: its output sequence reaches the next layer reversed in time
+    flip: tuple = ()       # per direction: its output sequence reaches the next layer (or the mean) reversed in time
     linear_before_reset: int = 1
 
     @property
@@ -458,7 +458,9 @@ def match_fused(graph: Graph, input_name: str, output_name: str) -> tuple[Option
     if gru is None:
         return None, why
     layers: list[FusedLayer] = []
-    flip: tuple = ()  # the last layer's output is pooled or taken whole: no order to hand on
+    # the last layer: an average head sums its output sequence in the order the graph pools it
+    # (go_backwards: reversed by a Slice, i.e. in processing order); the last state has no order
+    flip: tuple = tuple(f for _, _, f in parts) if head == "avg" else ()
     while True:
         layer, why = _gru_layer(gru, init, flip)
         if layer is None:
