@@ -1,89 +1,28 @@
-"""The fused GRU kernel (pipeline.runtime.fused): exact to 1e-6 against model.onnx for every ISA
-variant this machine runs, on random and stress inputs; the fallbacks to today's onnxruntime
+"""The fused GRU kernel (pipeline.runtime.fused): model.onnx's numbers for every ISA variant this
+machine runs, on random and stress inputs (bit for bit where onnxruntime runs its FMA kernels,
+within 1e-6 everywhere); the input scaling and NaN/Inf scan in the kernel; the fallbacks to today's onnxruntime
 graphs (no library, a library that fails its self-check or cannot load, a layer option the kernel
 does not cover); thread safety; nothing printed on stdout.
 
-Graph variants are made by editing the conftest's tiny ModelProto in place (no onnx import here).
+Graph variants are made by editing tests/tiny_models.py's ModelProto in place (no onnx import here);
+the shared helpers are in tests/fused_support.py.
 """
 
 from __future__ import annotations
 
-import threading
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from pipeline import artifact
 from pipeline.errors import InputError
 from pipeline.runtime import Predictor, fused
 from pipeline.runtime.fused.onnx_reader import match_fused, parse_model
 from pipeline.runtime.sessions import open_session
 
-from conftest import tiny_manifest, tiny_model_proto
-
-EXPORTED = Path(__file__).resolve().parents[2] / "exported"
-ATOL = fused.SELF_CHECK_ATOL
-
-LIB, _WHY = fused.load_library()
-ISAS = fused.supported_isas(LIB) if LIB is not None else []
-needs_library = pytest.mark.skipif(LIB is None, reason=f"fused library not built: {_WHY}")
-
-
-def _stress(T: int, F: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Model-input families: random, +-100, zeros, constants, batch 1, odd batch, large batch."""
-    return {
-        "random": rng.standard_normal((64, T, F)).astype(np.float32) * 2,
-        "+-100": rng.choice(np.float32([-100, 100]), size=(16, T, F)).astype(np.float32),
-        "uniform +-100": rng.uniform(-100, 100, (16, T, F)).astype(np.float32),
-        "zeros": np.zeros((3, T, F), np.float32),
-        "constants": np.repeat(rng.uniform(-5, 5, (8, 1, F)).astype(np.float32), T, axis=1),
-        "batch 1": rng.standard_normal((1, T, F)).astype(np.float32),
-        "odd batch": rng.standard_normal((37, T, F)).astype(np.float32),
-        "large": rng.standard_normal((1031, T, F)).astype(np.float32),
-    }
-
-
-def _float64_proba(spec, X: np.ndarray) -> np.ndarray:
-    """The same network evaluated in float64 (numpy): what both float32 forms approximate.
-    Every layer kind the kernel covers: directions, reversed hand-on (flip), linear_before_reset 0/1."""
-    seq = X.astype(np.float64)  # (N, T, F)
-    N, T = X.shape[:2]
-    for layer in spec.layers:
-        H, outs, lasts = layer.hidden, [], []
-        for d in range(layer.directions):
-            W, R, B = (a[d].astype(np.float64) for a in (layer.W, layer.R, layer.B))  # (3H, F), (3H, H), (6H,)
-            h, Y = np.zeros((N, H)), np.zeros((N, T, H))
-            for t in (range(T - 1, -1, -1) if layer.reverse(d) else range(T)):
-                xw, hr = seq[:, t] @ W.T + B[:3 * H], h @ R.T + B[3 * H:]  # (N, 3H) each
-                z = 1 / (1 + np.exp(-(xw[:, :H] + hr[:, :H])))
-                r = 1 / (1 + np.exp(-(xw[:, H:2 * H] + hr[:, H:2 * H])))
-                if layer.linear_before_reset:
-                    n = np.tanh(xw[:, 2 * H:] + r * hr[:, 2 * H:])
-                else:
-                    n = np.tanh(xw[:, 2 * H:] + (r * h) @ R[2 * H:].T + B[5 * H:])
-                h = (1 - z) * n + z * h
-                Y[:, t] = h
-            outs.append(Y[:, ::-1] if layer.flip[d] else Y)
-            lasts.append(h)
-        seq = np.concatenate(outs, axis=2)  # (N, T, D*H)
-    v = seq.mean(axis=1) if spec.head == "avg" else np.concatenate(lasts, axis=1)
-    return 1 / (1 + np.exp(-(v @ spec.head_w.astype(np.float64) + spec.head_b)))
-
-
-def _kernel(model_bytes: bytes, isa: str) -> fused.FusedKernel:
-    spec, why = match_fused(parse_model(model_bytes), "x", "probability")
-    assert spec is not None, why
-    return fused.FusedKernel(LIB, spec, isa)
-
-
-def _write(folder: Path, proto, **manifest_kw) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / artifact.MODEL_FILE
-    path.write_bytes(proto.SerializeToString())
-    artifact.write_manifest(folder, tiny_manifest(artifact.sha256_file(path), proto.graph.input[0].type.tensor_type
-                                                  .shape.dim[2].dim_value, **manifest_kw))
-    return folder
+from fused_support import (ATOL, EXPORTED, ISAS, LIB, needs_fma_cpu, needs_library,  # noqa: F401
+                           float64_proba as _float64_proba, kernel_for as _kernel, stress_families as _stress,
+                           write_folder as _write, run_in_threads)
+from tiny_models import tiny_model_proto
 
 
 def _set_attr(node, name: str, value) -> None:
@@ -169,12 +108,6 @@ def test_kernel_matches_model_onnx_on_last_state_models(isa, features, units, op
             assert ours <= max(ATOL, theirs), f"{isa}: |kernel - float64| {ours:.3g}, |model.onnx - float64| {theirs:.3g}"
         else:
             assert err <= ATOL, f"{isa} {name}: max |kernel - model.onnx| {err:.3g}"
-
-
-# onnxruntime's MLAS runs its FMA kernels (sgemm, logistic) on CPUs with AVX2 and FMA; there the
-# kernel's arithmetic is onnxruntime's, operation for operation (gru_kernel.c, "onnxruntime's
-# activations"), and the numbers are the same bits. Elsewhere the contract is SELF_CHECK_ATOL.
-needs_fma_cpu = pytest.mark.skipif("avx2" not in ISAS, reason="onnxruntime runs FMA kernels only on AVX2+FMA CPUs")
 
 
 @needs_library
@@ -348,11 +281,7 @@ def test_eight_threads_on_one_predictor_give_identical_outputs():
                 if not np.array_equal(p.predict_proba(batches[i]), want[i]):
                     errors.append(f"thread {k} batch {i}")
 
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_in_threads(work, 8)
     assert not errors, errors
 
 

@@ -407,48 +407,52 @@ static void step0_generic(const gru_cell *m, const float *x, long T, long t, int
 }
 
 #if GRU_X86
+/* onnxruntime's activations (logistic1, tanh_pq1, reset1, tanh1) on one vector of V: the same
+ * operations in the same order for every width. ATTR: the target attributes; P: the intrinsics'
+ * prefix (_mm512_ or _mm256_); S: the functions' suffix. */
+#define ORT_ACTIVATIONS(ATTR, V, P, S)                                                                 \
+ATTR V logistic##S(V x) {                                                                              \
+    const V v = P##min_ps(P##max_ps(x, P##set1_ps(-LOGISTIC_BOUND)), P##set1_ps(LOGISTIC_BOUND));      \
+    const V x2 = P##mul_ps(v, v);                                                                      \
+    V p = P##fmadd_ps(x2, P##set1_ps(LOGISTIC_A9), P##set1_ps(LOGISTIC_A7));                           \
+    p = P##fmadd_ps(x2, p, P##set1_ps(LOGISTIC_A5));                                                   \
+    p = P##fmadd_ps(x2, p, P##set1_ps(LOGISTIC_A3));                                                   \
+    p = P##fmadd_ps(x2, p, P##set1_ps(LOGISTIC_A1));                                                   \
+    V q = P##fmadd_ps(x2, P##set1_ps(LOGISTIC_B10), P##set1_ps(LOGISTIC_B8));                          \
+    q = P##fmadd_ps(x2, q, P##set1_ps(LOGISTIC_B6));                                                   \
+    q = P##fmadd_ps(x2, q, P##set1_ps(LOGISTIC_B4));                                                   \
+    q = P##fmadd_ps(x2, q, P##set1_ps(LOGISTIC_B2));                                                   \
+    q = P##fmadd_ps(x2, q, P##set1_ps(LOGISTIC_B0));                                                   \
+    return P##max_ps(P##setzero_ps(), P##add_ps(P##div_ps(P##mul_ps(v, p), q), P##set1_ps(0.5f)));    \
+}                                                                                                      \
+ATTR V tanh_pq##S(V x) { /* no fused operations */                                                     \
+    const V x2 = P##mul_ps(x, x);                                                                      \
+    V p = P##add_ps(P##mul_ps(x2, P##set1_ps(TANH_A13)), P##set1_ps(TANH_A11));                        \
+    p = P##add_ps(P##mul_ps(x2, p), P##set1_ps(TANH_A9));                                              \
+    p = P##add_ps(P##mul_ps(x2, p), P##set1_ps(TANH_A7));                                              \
+    p = P##add_ps(P##mul_ps(x2, p), P##set1_ps(TANH_A5));                                              \
+    p = P##add_ps(P##mul_ps(x2, p), P##set1_ps(TANH_A3));                                              \
+    p = P##add_ps(P##mul_ps(x2, p), P##set1_ps(TANH_A1));                                              \
+    p = P##mul_ps(x, p);                                                                               \
+    V q = P##add_ps(P##mul_ps(x2, P##set1_ps(TANH_B6)), P##set1_ps(TANH_B4));                          \
+    q = P##add_ps(P##mul_ps(x2, q), P##set1_ps(TANH_B2));                                              \
+    q = P##add_ps(P##mul_ps(x2, q), P##set1_ps(TANH_B0));                                              \
+    return P##div_ps(p, q);                                                                            \
+}                                                                                                      \
+ATTR V reset##S(V pre, V lin) {                                                                        \
+    const V v = P##min_ps(P##max_ps(pre, P##set1_ps(-RESET_BOUND)), P##set1_ps(RESET_BOUND));          \
+    const V t = tanh_pq##S(P##mul_ps(v, P##set1_ps(0.5f)));                                            \
+    return P##mul_ps(P##mul_ps(lin, P##set1_ps(0.5f)), P##add_ps(P##set1_ps(1.0f), t));                \
+}                                                                                                      \
+ATTR V tanh##S(V pre) {                                                                                \
+    return tanh_pq##S(P##min_ps(P##max_ps(pre, P##set1_ps(-TANH_BOUND)), P##set1_ps(TANH_BOUND)));     \
+}
+
 /* ------------------------------------------------------------------ AVX-512 */
 #define T512 __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,avx2,fma")))
 #define I512 static inline __attribute__((always_inline, target("avx512f,avx512dq,avx512bw,avx512vl,avx2,fma")))
 
-/* onnxruntime's activations (see logistic1, tanh_pq1, reset1, tanh1), 16 lanes */
-I512 __m512 logistic512(__m512 x) {
-    const __m512 v = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-LOGISTIC_BOUND)), _mm512_set1_ps(LOGISTIC_BOUND));
-    const __m512 x2 = _mm512_mul_ps(v, v);
-    __m512 p = _mm512_fmadd_ps(x2, _mm512_set1_ps(LOGISTIC_A9), _mm512_set1_ps(LOGISTIC_A7));
-    p = _mm512_fmadd_ps(x2, p, _mm512_set1_ps(LOGISTIC_A5));
-    p = _mm512_fmadd_ps(x2, p, _mm512_set1_ps(LOGISTIC_A3));
-    p = _mm512_fmadd_ps(x2, p, _mm512_set1_ps(LOGISTIC_A1));
-    __m512 q = _mm512_fmadd_ps(x2, _mm512_set1_ps(LOGISTIC_B10), _mm512_set1_ps(LOGISTIC_B8));
-    q = _mm512_fmadd_ps(x2, q, _mm512_set1_ps(LOGISTIC_B6));
-    q = _mm512_fmadd_ps(x2, q, _mm512_set1_ps(LOGISTIC_B4));
-    q = _mm512_fmadd_ps(x2, q, _mm512_set1_ps(LOGISTIC_B2));
-    q = _mm512_fmadd_ps(x2, q, _mm512_set1_ps(LOGISTIC_B0));
-    const __m512 r = _mm512_add_ps(_mm512_div_ps(_mm512_mul_ps(v, p), q), _mm512_set1_ps(0.5f));
-    return _mm512_max_ps(_mm512_setzero_ps(), r);
-}
-I512 __m512 tanh_pq512(__m512 x) {
-    const __m512 x2 = _mm512_mul_ps(x, x);
-    __m512 p = _mm512_add_ps(_mm512_mul_ps(x2, _mm512_set1_ps(TANH_A13)), _mm512_set1_ps(TANH_A11));
-    p = _mm512_add_ps(_mm512_mul_ps(x2, p), _mm512_set1_ps(TANH_A9));
-    p = _mm512_add_ps(_mm512_mul_ps(x2, p), _mm512_set1_ps(TANH_A7));
-    p = _mm512_add_ps(_mm512_mul_ps(x2, p), _mm512_set1_ps(TANH_A5));
-    p = _mm512_add_ps(_mm512_mul_ps(x2, p), _mm512_set1_ps(TANH_A3));
-    p = _mm512_add_ps(_mm512_mul_ps(x2, p), _mm512_set1_ps(TANH_A1));
-    p = _mm512_mul_ps(x, p);
-    __m512 q = _mm512_add_ps(_mm512_mul_ps(x2, _mm512_set1_ps(TANH_B6)), _mm512_set1_ps(TANH_B4));
-    q = _mm512_add_ps(_mm512_mul_ps(x2, q), _mm512_set1_ps(TANH_B2));
-    q = _mm512_add_ps(_mm512_mul_ps(x2, q), _mm512_set1_ps(TANH_B0));
-    return _mm512_div_ps(p, q);
-}
-I512 __m512 reset512(__m512 pre, __m512 lin) {
-    const __m512 v = _mm512_min_ps(_mm512_max_ps(pre, _mm512_set1_ps(-RESET_BOUND)), _mm512_set1_ps(RESET_BOUND));
-    const __m512 t = tanh_pq512(_mm512_mul_ps(v, _mm512_set1_ps(0.5f)));
-    return _mm512_mul_ps(_mm512_mul_ps(lin, _mm512_set1_ps(0.5f)), _mm512_add_ps(_mm512_set1_ps(1.0f), t));
-}
-I512 __m512 tanh512(__m512 pre) {
-    return tanh_pq512(_mm512_min_ps(_mm512_max_ps(pre, _mm512_set1_ps(-TANH_BOUND)), _mm512_set1_ps(TANH_BOUND)));
-}
+ORT_ACTIVATIONS(I512, __m512, _mm512_, 512)
 
 /* M rows x J column tiles of one step: 4 accumulators (z, r, x_n, h_n) per row and tile. */
 I512 void tile512(const gru_cell *m, int M, int J, int j0, const float *x, long T, long t,
@@ -666,44 +670,7 @@ T512 static void step0_avx512(const gru_cell *m, const float *x, long T, long t,
 #define T256 __attribute__((target("avx2,fma")))
 #define I256 static inline __attribute__((always_inline, target("avx2,fma")))
 
-/* onnxruntime's activations (see logistic1, tanh_pq1, reset1, tanh1), 8 lanes */
-I256 __m256 logistic256(__m256 x) {
-    const __m256 v = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-LOGISTIC_BOUND)), _mm256_set1_ps(LOGISTIC_BOUND));
-    const __m256 x2 = _mm256_mul_ps(v, v);
-    __m256 p = _mm256_fmadd_ps(x2, _mm256_set1_ps(LOGISTIC_A9), _mm256_set1_ps(LOGISTIC_A7));
-    p = _mm256_fmadd_ps(x2, p, _mm256_set1_ps(LOGISTIC_A5));
-    p = _mm256_fmadd_ps(x2, p, _mm256_set1_ps(LOGISTIC_A3));
-    p = _mm256_fmadd_ps(x2, p, _mm256_set1_ps(LOGISTIC_A1));
-    __m256 q = _mm256_fmadd_ps(x2, _mm256_set1_ps(LOGISTIC_B10), _mm256_set1_ps(LOGISTIC_B8));
-    q = _mm256_fmadd_ps(x2, q, _mm256_set1_ps(LOGISTIC_B6));
-    q = _mm256_fmadd_ps(x2, q, _mm256_set1_ps(LOGISTIC_B4));
-    q = _mm256_fmadd_ps(x2, q, _mm256_set1_ps(LOGISTIC_B2));
-    q = _mm256_fmadd_ps(x2, q, _mm256_set1_ps(LOGISTIC_B0));
-    const __m256 r = _mm256_add_ps(_mm256_div_ps(_mm256_mul_ps(v, p), q), _mm256_set1_ps(0.5f));
-    return _mm256_max_ps(_mm256_setzero_ps(), r);
-}
-I256 __m256 tanh_pq256(__m256 x) {
-    const __m256 x2 = _mm256_mul_ps(x, x);
-    __m256 p = _mm256_add_ps(_mm256_mul_ps(x2, _mm256_set1_ps(TANH_A13)), _mm256_set1_ps(TANH_A11));
-    p = _mm256_add_ps(_mm256_mul_ps(x2, p), _mm256_set1_ps(TANH_A9));
-    p = _mm256_add_ps(_mm256_mul_ps(x2, p), _mm256_set1_ps(TANH_A7));
-    p = _mm256_add_ps(_mm256_mul_ps(x2, p), _mm256_set1_ps(TANH_A5));
-    p = _mm256_add_ps(_mm256_mul_ps(x2, p), _mm256_set1_ps(TANH_A3));
-    p = _mm256_add_ps(_mm256_mul_ps(x2, p), _mm256_set1_ps(TANH_A1));
-    p = _mm256_mul_ps(x, p);
-    __m256 q = _mm256_add_ps(_mm256_mul_ps(x2, _mm256_set1_ps(TANH_B6)), _mm256_set1_ps(TANH_B4));
-    q = _mm256_add_ps(_mm256_mul_ps(x2, q), _mm256_set1_ps(TANH_B2));
-    q = _mm256_add_ps(_mm256_mul_ps(x2, q), _mm256_set1_ps(TANH_B0));
-    return _mm256_div_ps(p, q);
-}
-I256 __m256 reset256(__m256 pre, __m256 lin) {
-    const __m256 v = _mm256_min_ps(_mm256_max_ps(pre, _mm256_set1_ps(-RESET_BOUND)), _mm256_set1_ps(RESET_BOUND));
-    const __m256 t = tanh_pq256(_mm256_mul_ps(v, _mm256_set1_ps(0.5f)));
-    return _mm256_mul_ps(_mm256_mul_ps(lin, _mm256_set1_ps(0.5f)), _mm256_add_ps(_mm256_set1_ps(1.0f), t));
-}
-I256 __m256 tanh256(__m256 pre) {
-    return tanh_pq256(_mm256_min_ps(_mm256_max_ps(pre, _mm256_set1_ps(-TANH_BOUND)), _mm256_set1_ps(TANH_BOUND)));
-}
+ORT_ACTIVATIONS(I256, __m256, _mm256_, 256)
 
 /* M rows (<= 3) x one 8-wide half-tile: 12 accumulators of the 16 ymm registers. */
 I256 void tile256(const gru_cell *m, int M, int c, const float *x, long T, long t,

@@ -29,7 +29,8 @@ from pipeline.runtime.fused.onnx_reader import match_fused, parse_model  # noqa:
 from pipeline.runtime.sessions import open_session  # noqa: E402
 from pipeline.verification.coverage import randomize_weights  # noqa: E402
 
-from test_fused import ATOL, ISAS, LIB, _float64_proba, _stress, _write, needs_fma_cpu, needs_library  # noqa: E402
+from fused_support import (ATOL, ISAS, LIB, float64_proba as _float64_proba, needs_fma_cpu,  # noqa: E402
+                           needs_library, stress_families as _stress, write_folder as _write, run_in_threads)
 
 F = 3        # features
 T = 11       # the trained length in the manifest; the kernel takes any T
@@ -241,7 +242,6 @@ def test_one_and_two_rows_on_two_threads(case, splits):
 @needs_library
 def test_concurrent_calls_on_a_stacked_model_give_identical_outputs():
     """Each call has its own sequence buffers between layers: 6 Python threads at once, same bits."""
-    import threading
 
     kernel = fused.FusedKernel(LIB, _spec("Normalization + 3 stacked mixed avg"), ISAS[0])
     rng = np.random.default_rng(13)
@@ -255,11 +255,7 @@ def test_concurrent_calls_on_a_stacked_model_give_identical_outputs():
             if not np.array_equal(kernel.run(batches[i], threads=2), want[i]):
                 errors.append(f"thread {k} batch {i}")
 
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_in_threads(work, 6)
     assert not errors, errors
 
 

@@ -1,0 +1,97 @@
+"""Shared by the fused-kernel tests (tests/runtime/test_fused.py: tiny graphs and the committed
+model; tests/export/test_fused_coverage.py: Keras models of every covered layer kind): the loaded
+library and the ISA variants this CPU runs, the stress families, a float64 evaluation of any
+covered network, and writing a model.onnx + manifest folder.
+
+Imports threading, numpy, pytest, pipeline.artifact and pipeline.runtime (TF-free) and tests/tiny_models.py.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytest
+
+from pipeline import artifact
+from pipeline.runtime import fused
+from pipeline.runtime.fused.onnx_reader import match_fused, parse_model
+from tiny_models import tiny_manifest
+
+EXPORTED = Path(__file__).resolve().parents[1] / "exported"
+ATOL = fused.SELF_CHECK_ATOL
+
+LIB, _WHY = fused.load_library()
+ISAS = fused.supported_isas(LIB) if LIB is not None else []
+needs_library = pytest.mark.skipif(LIB is None, reason=f"fused library not built: {_WHY}")
+# onnxruntime's MLAS runs its FMA kernels (sgemm, logistic) on CPUs with AVX2 and FMA; there the
+# kernel's arithmetic is onnxruntime's, operation for operation (gru_kernel.c, "onnxruntime's
+# activations"), and the numbers are the same bits. Elsewhere the contract is SELF_CHECK_ATOL.
+needs_fma_cpu = pytest.mark.skipif("avx2" not in ISAS, reason="onnxruntime runs FMA kernels only on AVX2+FMA CPUs")
+
+
+def stress_families(T: int, F: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Model-input families: random, +-100, zeros, constants, batch 1, odd batch, large batch."""
+    return {
+        "random": rng.standard_normal((64, T, F)).astype(np.float32) * 2,
+        "+-100": rng.choice(np.float32([-100, 100]), size=(16, T, F)).astype(np.float32),
+        "uniform +-100": rng.uniform(-100, 100, (16, T, F)).astype(np.float32),
+        "zeros": np.zeros((3, T, F), np.float32),
+        "constants": np.repeat(rng.uniform(-5, 5, (8, 1, F)).astype(np.float32), T, axis=1),
+        "batch 1": rng.standard_normal((1, T, F)).astype(np.float32),
+        "odd batch": rng.standard_normal((37, T, F)).astype(np.float32),
+        "large": rng.standard_normal((1031, T, F)).astype(np.float32),
+    }
+
+
+def float64_proba(spec, X: np.ndarray) -> np.ndarray:
+    """The same network evaluated in float64 (numpy): what both float32 forms approximate.
+    Every layer kind the kernel covers: directions, reversed hand-on (flip), linear_before_reset 0/1."""
+    seq = X.astype(np.float64)  # (N, T, F)
+    N, T = X.shape[:2]
+    for layer in spec.layers:
+        H, outs, lasts = layer.hidden, [], []
+        for d in range(layer.directions):
+            W, R, B = (a[d].astype(np.float64) for a in (layer.W, layer.R, layer.B))  # (3H, F), (3H, H), (6H,)
+            h, Y = np.zeros((N, H)), np.zeros((N, T, H))
+            for t in (range(T - 1, -1, -1) if layer.reverse(d) else range(T)):
+                xw, hr = seq[:, t] @ W.T + B[:3 * H], h @ R.T + B[3 * H:]  # (N, 3H) each
+                z = 1 / (1 + np.exp(-(xw[:, :H] + hr[:, :H])))
+                r = 1 / (1 + np.exp(-(xw[:, H:2 * H] + hr[:, H:2 * H])))
+                if layer.linear_before_reset:
+                    n = np.tanh(xw[:, 2 * H:] + r * hr[:, 2 * H:])
+                else:
+                    n = np.tanh(xw[:, 2 * H:] + (r * h) @ R[2 * H:].T + B[5 * H:])
+                h = (1 - z) * n + z * h
+                Y[:, t] = h
+            outs.append(Y[:, ::-1] if layer.flip[d] else Y)
+            lasts.append(h)
+        seq = np.concatenate(outs, axis=2)  # (N, T, D*H)
+    v = seq.mean(axis=1) if spec.head == "avg" else np.concatenate(lasts, axis=1)
+    return 1 / (1 + np.exp(-(v @ spec.head_w.astype(np.float64) + spec.head_b)))
+
+
+def kernel_for(model_bytes: bytes, isa: str) -> fused.FusedKernel:
+    spec, why = match_fused(parse_model(model_bytes), "x", "probability")
+    assert spec is not None, why
+    return fused.FusedKernel(LIB, spec, isa)
+
+
+def write_folder(folder: Path, proto, **manifest_kw) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / artifact.MODEL_FILE
+    path.write_bytes(proto.SerializeToString())
+    artifact.write_manifest(folder, tiny_manifest(artifact.sha256_file(path), proto.graph.input[0].type.tensor_type
+                                                  .shape.dim[2].dim_value, **manifest_kw))
+    return folder
+
+
+def run_in_threads(work: Callable[[int], None], n: int) -> None:
+    """work(0) .. work(n - 1), each on its own thread, all at once; returns when all are done."""
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
