@@ -5,23 +5,27 @@
  * batch in one call.
  *
  * Owns: weight packing, the model input's per-feature scaling (the graph's Sub/Div/Mul/Add, same
- * float32 operations) with a NaN/infinity scan of the scaled values, the per-ISA kernels (AVX-512, AVX2+FMA, generic C), the CPU feature
- * check, and a small persistent thread pool (pthreads; bounded spinning, then a condition
+ * float32 operations) with a NaN/infinity scan of the scaled values, onnxruntime's activation
+ * functions, the per-ISA kernels (AVX-512, AVX2+FMA, generic C), the CPU feature check, and a small persistent thread pool (pthreads; bounded spinning, then a condition
  * variable, so idle workers never burn CPU for long). Plain C, no Python C API: the runtime loads
  * it with ctypes (pipeline/runtime/fused/__init__.py), which releases the GIL during calls.
  *
- * Numerics (float32 throughout, same formulas as onnxruntime's GRU op):
- *   z  = sigmoid((h.Rz + x.Wz) + (Wbz + Rbz))
- *   r  = sigmoid((h.Rr + x.Wr) + (Wbr + Rbr))
- *   n  = tanh((x.Wn + r * (h.Rn + Rbn)) + Wbn)            linear_before_reset=1
- *   n  = tanh(((r * h).Rn + x.Wn) + (Wbn + Rbn))          linear_before_reset=0
- *   h' = (1 - z) * n + z * h
- * with the additions grouped as written (onnxruntime's order: each product summed over k in order
- * from 0 with FMAs, x.W and h.R as separate sums), so the two differ only by the activations.
- * linear_before_reset=0 needs r of every unit before the (r * h).Rn product: each step runs in two
- * phases (z, r, x.Wn and r * h of every unit; then n and h'), through three more (rows, Hp) planes.
- *   head: mean_t h_t (sum in processing order, then / T) or the last state, per direction, the
- *   directions concatenated;  p = sigmoid(head . w + b)
+ * Numerics: float32, onnxruntime's GRU op operation for operation (see "onnxruntime's
+ * activations" below for the functions), so on CPUs where onnxruntime's MLAS runs its FMA kernels
+ * the kernel reproduces model.onnx bit for bit:
+ *   z     = Logistic((h.Rz + x.Wz) + (Wbz + Rbz))
+ *   r.lin = Reset((h.Rr + x.Wr) + (Wbr + Rbr), lin),  lin = h.Rn + Rbn      linear_before_reset=1
+ *   n     = Tanh((x.Wn + r.lin) + Wbn)                                     linear_before_reset=1
+ *   r.h   = Reset((h.Rr + x.Wr) + (Wbr + Rbr), h)                          linear_before_reset=0
+ *   n     = Tanh(((r.h).Rn + x.Wn) + (Wbn + Rbn))                          linear_before_reset=0
+ *   h'    = (1 - z) * n + z * h
+ * with the additions grouped as written and each product summed over k in order from 0 with fused
+ * multiply-adds, x.W and h.R as separate sums (onnxruntime: one sgemm for x.W, one per step for h.R
+ * added onto it). linear_before_reset=0 needs r of every unit before the (r.h).Rn product: each
+ * step runs in two phases (z, r, x.Wn and r.h of every unit; then n and h'), through three more
+ * (rows, Hp) planes.
+ *   head: per direction the mean (sum in the order the graph's ReduceMean adds, then / T) or the last
+ *   state, the directions concatenated; p = Logistic(fma-sum of head . w, in order, + b)
  * A reverse direction runs t = T-1 .. 0 and its state after step t is its output at time t (ONNX Y);
  * a layer direction marked "flip" hands that output to the next layer at time T-1-t instead (Keras
  * go_backwards with return_sequences: the exporter reverses Y along time with a Slice).
