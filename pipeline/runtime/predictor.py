@@ -41,9 +41,10 @@ __all__ = ["Predictor"]
 
 # Execution strategy. With graph="auto" (the default), float feature models the fused GRU kernel
 # covers (pipeline.runtime.fused; the shapes match_fused in fused/onnx_reader.py recognises: GRU
-# layers ending in a last-state or average head and Dense(1, sigmoid); no mask) run every batch in one native call with its own threads inside, once
-# the kernel has reproduced model.onnx within 1e-6 on the artifact's reference rows and stress rows
-# (checked on first use; the outcome is in debug_info()). Otherwise, and with graph="native" or
+# layers ending in a last-state or average head and Dense(1, sigmoid); no mask) run every batch in
+# one native call with its own threads inside, once the kernel has reproduced model.onnx within 1e-6
+# on the artifact's reference rows and stress rows (checked on first use; the outcome is in
+# debug_info(); it does onnxruntime's arithmetic, so on AVX2+FMA CPUs the numbers are the same bits). Otherwise, and with graph="native" or
 # "unrolled": batches up to SMALL_BATCH go in one call on the caller's thread to the
 # native graph (model.onnx, one GRU op: the lowest latency). Larger batches are cut into chunks run
 # by `workers` threads (session.run releases the GIL): on the unrolled graph (model_unrolled.onnx,
