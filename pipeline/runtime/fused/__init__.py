@@ -41,6 +41,7 @@ AUTO_ISAS = ("avx512", "avx2")
 SELF_CHECK_ATOL = 1e-6  # max |kernel - model.onnx| on the self-check inputs, else the variant is not used
 _HEADS = {"last": 0, "avg": 1}
 _SCALE_OPS = {"Sub": 0, "Div": 1, "Mul": 2, "Add": 3}  # the C enum SCALE_*
+_LAYER_INFO = 7  # ints per layer in gru_create's layer info (the C LAYER_INFO)
 
 _lock = threading.Lock()
 _loaded: dict[str, object] = {}
@@ -105,7 +106,7 @@ class FusedKernel:
     def __init__(self, lib, spec: FusedSpec, isa: str) -> None:
         self.lib, self.spec, self.isa = lib, spec, isa
         # per layer {H, D, linear_before_reset, reverse0, flip0, reverse1, flip1} (gru_create's layer info)
-        info = np.zeros((len(spec.layers), 7), np.int32)
+        info = np.zeros((len(spec.layers), _LAYER_INFO), np.int32)
         for row, layer in zip(info, spec.layers):
             row[:3] = layer.hidden, layer.directions, layer.linear_before_reset
             for d in range(layer.directions):

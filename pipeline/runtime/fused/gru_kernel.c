@@ -328,15 +328,24 @@ static inline float tanh1(float pre) { return tanh_pq1(clampf_(pre, TANH_BOUND))
 /* The head of one row: p = sigmoid(hv . w + b), hv = mean (sum / T) or last state of each direction
  * d of the last layer (hv[d], H values), concatenated. Scalar, shared by every ISA so the head never
  * differs between variants. */
-static float head_row(const gru_model *m, const float *const *hv, float inv_div, int avg) {
+static float head_row(const gru_model *m, const float *const *hv, float steps, int avg) {
     const gru_layer *ly = &m->layer[m->L - 1];
     float acc = 0.0f;
     for (int d = 0; d < ly->D; d++)
         for (int j = 0; j < ly->H; j++) {
-            float v = avg ? hv[d][j] / inv_div : hv[d][j];
+            float v = avg ? hv[d][j] / steps : hv[d][j];
             acc = fmaf(v, m->head_w[d * ly->H + j], acc);
         }
     return logistic1(acc + m->head_b);
+}
+
+/* out (rows,) from fin[d] (rows, Hp): each direction's last state, or its sum when avg. */
+static void head_rows(const gru_model *m, const float *const fin[2], int rows, long T, float *out) {
+    const int avg = m->head == HEAD_AVG, Hp = m->layer[m->L - 1].cell[0].Hp;
+    for (int i = 0; i < rows; i++) {
+        const float *hv[2] = {fin[0] + (size_t)i * Hp, fin[1] ? fin[1] + (size_t)i * Hp : NULL};
+        out[i] = head_row(m, hv, (float)T, avg);
+    }
 }
 
 /* ------------------------------------------------------------------ generic C */
@@ -907,11 +916,7 @@ static void run_block(const gru_model *m, const float *x, long T, int rows, floa
             fin[d] = run_direction(m, ly, d, in, T, rows, scratch + d * dir_planes, dst, ly->D * ly->H, avg, hist);
         in = dst;
     }
-    const int avg = m->head == HEAD_AVG, Hp = m->layer[m->L - 1].cell[0].Hp;
-    for (int i = 0; i < rows; i++) {
-        const float *hv[2] = {fin[0] + (size_t)i * Hp, fin[1] ? fin[1] + (size_t)i * Hp : NULL};
-        out[i] = head_row(m, hv, (float)T, avg);
-    }
+    head_rows(m, fin, rows, T, out);
 }
 
 /* ------------------------------------------------------------------ the blocks of one call */
@@ -991,7 +996,9 @@ static void step_cols(int isa, const gru_cell *m, const float *x, long T, long t
 
 static inline void cpu_relax(void);
 
-static void run_split(gru_split *s, int me) {
+/* This side's half of every step; returns the plane the head reads: the sum when avg, else the
+ * last state (its own swapped pointers say which buffer that is). */
+static const float *run_split(gru_split *s, int me) {
     int c0 = me ? s->c_split : 0, c1 = me ? s->c->Hp : s->c_split;
     float *hA = s->hA, *hB = s->hB;
     for (long t = 0; t < s->T; t++) {
@@ -1004,6 +1011,7 @@ static void run_split(gru_split *s, int me) {
         }
         float *tmp = hA; hA = hB; hB = tmp;
     }
+    return s->avg ? s->sum : hA;
 }
 
 /* ------------------------------------------------------------------ thread pool */
@@ -1045,18 +1053,19 @@ static long now_ns(void) {
 }
 
 /* spin until *flag != value or SPIN_NS passed (the time is read every 64 pauses); meanwhile
- * *where holds 1 + the CPU this thread spins on */
+ * *where holds 1 + the CPU this thread spins on, and 0 again on return */
 static void spin_while_equal(volatile long *flag, long value, volatile int *where) {
     long deadline = now_ns() + SPIN_NS;
     __atomic_store_n(where, 1 + sched_getcpu(), __ATOMIC_RELEASE);
     for (int i = 1; __atomic_load_n(flag, __ATOMIC_ACQUIRE) == value; i++) {
         cpu_relax();
         if ((i & 63) == 0) {
-            if (now_ns() > deadline) return;
+            if (now_ns() > deadline) break;
             sched_yield();  /* a thread of ours sharing this core (an oversubscribed machine) runs first */
             __atomic_store_n(where, 1 + sched_getcpu(), __ATOMIC_RELEASE);
         }
     }
+    __atomic_store_n(where, 0, __ATOMIC_RELEASE);
 }
 
 static long worker_start_gen[MAX_WORKERS];
@@ -1068,7 +1077,6 @@ static void *worker_main(void *arg) {
     size_t scratch_size = 0;
     for (;;) {
         spin_while_equal(&pool_generation, seen, &worker_spinning[id]);
-        __atomic_store_n(&worker_spinning[id], 0, __ATOMIC_RELEASE);
         pthread_mutex_lock(&pool_mu);
         while (pool_generation == seen) pthread_cond_wait(&pool_wake, &pool_mu);
         seen = pool_generation;
@@ -1076,7 +1084,7 @@ static void *worker_main(void *arg) {
         int take_part = id < pool_active;
         pthread_mutex_unlock(&pool_mu);
         if (take_part && job && job->split) {
-            run_split(job->split, 1);
+            (void)run_split(job->split, 1);
         } else if (take_part && job) {
             size_t need = scratch_floats(job->m, job->block_rows, job->T);
             if (!scratch || scratch_size < need) {
@@ -1112,28 +1120,28 @@ static int pool_grow(int n) {
     return pool_workers;
 }
 
-/* Hand `job` to the first `helpers` workers (caller holds pool_busy). */
-static void pool_post(gru_job *job, int helpers) {
-    pthread_mutex_lock(&pool_mu);
-    while (pool_pending > 0) pthread_cond_wait(&pool_done, &pool_mu);  /* workers still on a wake-up */
+/* A new generation for every worker: `job` for the first `helpers`, none for the rest (or for all,
+ * job NULL). Caller holds pool_mu, with no worker still on the previous generation. */
+static void publish_locked(gru_job *job, int helpers) {
     pool_job = job;
     pool_active = job ? helpers : 0;
     pool_pending = pool_workers;
     __atomic_add_fetch(&pool_generation, 1, __ATOMIC_RELEASE);
     pthread_cond_broadcast(&pool_wake);
+}
+
+/* Hand `job` to the first `helpers` workers (caller holds pool_busy). */
+static void pool_post(gru_job *job, int helpers) {
+    pthread_mutex_lock(&pool_mu);
+    while (pool_pending > 0) pthread_cond_wait(&pool_done, &pool_mu);  /* workers still on a wake-up */
+    publish_locked(job, helpers);
     pthread_mutex_unlock(&pool_mu);
 }
 
 /* Wake the workers without a job, unless they are still on an earlier one (never blocks). */
 static void pool_nudge(void) {
     pthread_mutex_lock(&pool_mu);
-    if (pool_pending == 0) {
-        pool_job = NULL;
-        pool_active = 0;
-        pool_pending = pool_workers;
-        __atomic_add_fetch(&pool_generation, 1, __ATOMIC_RELEASE);
-        pthread_cond_broadcast(&pool_wake);
-    }
+    if (pool_pending == 0) publish_locked(NULL, 0);
     pthread_mutex_unlock(&pool_mu);
 }
 
@@ -1177,12 +1185,8 @@ static void run_split_job(gru_job *job, float *scratch) {
     memset(sp.sum, 0, sizeof(float) * rows * Hp);
     job->split = &sp;
     pool_post(job, 1);
-    run_split(&sp, 0);
-    const float *h = (job->T % 2) ? sp.hB : sp.hA;  /* after T swaps: the last step's output */
-    for (int i = 0; i < rows; i++) {
-        const float *hv[2] = {avg ? sp.sum + (size_t)i * Hp : h + (size_t)i * Hp, NULL};
-        job->out[i] = head_row(m, hv, (float)job->T, avg);
-    }
+    const float *fin[2] = {run_split(&sp, 0), NULL};
+    head_rows(m, fin, rows, job->T, job->out);
     pool_wait();
 }
 

@@ -295,12 +295,15 @@ class _Graph:
         self.producer = {o: n for n in graph.nodes for o in n.outputs}
         self.init = graph.initializers
 
+    def resolve(self, name: str) -> str:
+        """``name``, or what a chain of Identity nodes producing it copies."""
+        while (n := self.producer.get(name)) is not None and n.op_type == "Identity":
+            name = n.inputs[0]
+        return name
+
     def node(self, name: str) -> Optional[Node]:
         """The node producing ``name``, looking through Identity nodes."""
-        n = self.producer.get(name)
-        while n is not None and n.op_type == "Identity":
-            n = self.producer.get(n.inputs[0])
-        return n
+        return self.producer.get(self.resolve(name))
 
     def made_by(self, name: str, op: str) -> Optional[Node]:
         n = self.node(name)
@@ -308,8 +311,7 @@ class _Graph:
 
     def gru_output(self, name: str, index: int) -> Optional[Node]:
         """The GRU node whose output ``index`` (0: Y, 1: Y_h) is ``name``."""
-        while (n := self.producer.get(name)) is not None and n.op_type == "Identity":
-            name = n.inputs[0]
+        name = self.resolve(name)
         n = self.producer.get(name)
         return n if n is not None and n.op_type == "GRU" and n.outputs.index(name) == index else None
 
@@ -319,8 +321,7 @@ class _Graph:
         gru = self.gru_output(name, index)
         if gru is not None:
             return (gru, 0) if gru.attrs.get("direction", "forward") in ("forward", "reverse") else None
-        while (n := self.producer.get(name)) is not None and n.op_type == "Identity":
-            name = n.inputs[0]
+        name = self.resolve(name)
         split = self.producer.get(name)
         if split is None or split.op_type != "Split" or len(split.outputs) != 2 or _axes(split, self.init) != [split_axis]:
             return None
