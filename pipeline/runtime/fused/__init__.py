@@ -88,6 +88,7 @@ def load_library(path: Optional[Path] = None):
             lib.gru_set_split_policy.argtypes = [ctypes.c_int]
             lib.gru_set_split_policy.restype = None
             lib.gru_split_jobs.restype = ctypes.c_long
+            lib.gru_split_choice.restype = ctypes.c_int
             result = (lib, "")
         except (OSError, AttributeError) as exc:
             result = (None, f"the fused GRU library {path.name} cannot be loaded: {str(exc)[:160]}")

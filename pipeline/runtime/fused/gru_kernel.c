@@ -1031,12 +1031,23 @@ static int pool_atfork_set = 0;
 
 static volatile int worker_spinning[MAX_WORKERS];  /* 1 + its CPU while worker i spins for the next job, else 0 */
 
+/* Whether the split pays is measured, not assumed: on a virtual machine the two CPUs may share one
+ * physical core, for a while or for good, and there the split took 42-50 us per row against 33 us
+ * on one thread (22 us where it pays). The first eligible call times both ways (calibrate_split);
+ * after that every split call is timed, and once their running mean (ns per row-step, each sample
+ * capped at 1.5x one thread's) is slower than one thread was, the process stops splitting: never
+ * much slower than one thread.
+ * split_choice 1: split, -1: do not, 0: not measured yet (all under pool_busy). */
+static int split_choice = 0;
+static double split_ns = 0.0, alone_ns = 0.0;
+
 static void pool_after_fork_child(void) {
     /* the child has none of the parent's workers: start over */
     pthread_mutex_t mi = PTHREAD_MUTEX_INITIALIZER;
     pthread_cond_t ci = PTHREAD_COND_INITIALIZER;
     pool_mu = mi; pool_busy = mi; pool_wake = ci; pool_done = ci;
     pool_workers = 0; pool_pending = 0; pool_job = NULL; pool_generation = 0;
+    split_choice = 0; split_ns = alone_ns = 0.0;
     memset((void *)worker_spinning, 0, sizeof(worker_spinning));
 }
 
@@ -1165,8 +1176,10 @@ static void pool_wait(void) {
 static int split_policy = 0;      /* 0: as above; 1: always (tests); -1: never */
 static long pool_last_small = 0;  /* when the last one- or two-row call ended (ns; under pool_busy) */
 static volatile long split_jobs = 0;
+#define CALIBRATION_CALLS 64      /* the first eligible call runs both ways this many times (~4 ms) */
 void gru_set_split_policy(int policy) { split_policy = policy; }
 long gru_split_jobs(void) { return split_jobs; }
+int gru_split_choice(void) { return split_choice; }
 
 /* One or two rows, hidden units split with the spinning worker (caller holds pool_busy). */
 static void run_split_job(gru_job *job, float *scratch) {
@@ -1188,6 +1201,27 @@ static void run_split_job(gru_job *job, float *scratch) {
     const float *fin[2] = {run_split(&sp, 0), NULL};
     head_rows(m, fin, rows, job->T, job->out);
     pool_wait();
+}
+
+/* Run `job` (one or two rows) split and on this thread alone, alternately, CALIBRATION_CALLS times
+ * each after a first round, and say which took less time in all (caller holds pool_busy; the worker
+ * exists). Both ways write the same bits to job->out. */
+static int calibrate_split(gru_job *job, float *scratch) {
+    long split = 0, alone = 0;  /* total ns of each way, the first round (the worker's wake-up) left out */
+    const double rowsteps = (double)CALIBRATION_CALLS * (double)job->N * (double)job->T;
+    for (int i = 0; i <= CALIBRATION_CALLS; i++) {
+        const long t0 = now_ns();
+        run_split_job(job, scratch);
+        const long t1 = now_ns();
+        job->split = NULL;
+        run_blocks(job, scratch);
+        const long t2 = now_ns();
+        job->next = 0;
+        if (i > 0) { split += t1 - t0; alone += t2 - t1; }
+    }
+    split_ns = (double)split / rowsteps;
+    alone_ns = (double)alone / rowsteps;
+    return split < alone ? 1 : -1;
 }
 
 /* ------------------------------------------------------------------ entry point */
@@ -1219,17 +1253,32 @@ int gru_run(void *handle, const float *x, long N, long T, float *out, int nthrea
     if (split && pthread_mutex_trylock(&pool_busy) == 0) {
         /* only with the worker spinning on another CPU: a sleeping one costs a wake-up, one on
          * this CPU would take turns with us at every step */
+        if (split_policy == 0 && split_choice == 0 && pool_grow(1) >= 1) {
+            split_choice = calibrate_split(&job, scratch);
+            pool_last_small = now_ns();
+            pthread_mutex_unlock(&pool_busy);
+            free(scratch);
+            return job.nonfinite ? 1 : 0;
+        }
         int cpu = sched_getcpu(), wcpu = __atomic_load_n(&worker_spinning[0], __ATOMIC_ACQUIRE) - 1;
         if (split_policy > 0) pool_grow(1);
-        if (pool_workers >= 1 && (split_policy > 0 || (split_policy == 0 && wcpu >= 0 && cpu >= 0 && wcpu != cpu))) {
+        if (pool_workers >= 1 && (split_policy > 0 ||
+                                  (split_policy == 0 && split_choice > 0 && wcpu >= 0 && cpu >= 0 && wcpu != cpu))) {
             __atomic_add_fetch(&split_jobs, 1, __ATOMIC_RELAXED);
+            const long t0 = now_ns();
             run_split_job(&job, scratch);
+            /* a slow phase, not one interrupted call: samples capped at 1.5x one thread's time, a
+             * running mean over about 32 calls */
+            const double v = (double)(now_ns() - t0) / ((double)N * (double)T);
+            split_ns += (((v < 1.5 * alone_ns) ? v : 1.5 * alone_ns) - split_ns) / 32.0;
+            if (split_policy == 0 && split_ns > alone_ns) split_choice = -1;  /* it stopped paying */
         } else {
             run_blocks(&job, scratch);
             /* calls coming back to back (the last one ended less than 200 us ago) and the worker
              * asleep: wake it, so that the next call finds it spinning */
             long now = now_ns();
-            if (split_policy == 0 && now - pool_last_small < 4 * SPIN_NS && pool_grow(1) >= 1 && wcpu < 0)
+            if (split_policy == 0 && split_choice > 0 && now - pool_last_small < 4 * SPIN_NS && pool_grow(1) >= 1 &&
+                wcpu < 0)
                 pool_nudge();
         }
         pool_last_small = now_ns();
