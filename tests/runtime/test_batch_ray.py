@@ -42,6 +42,13 @@ def data(tmp_path_factory):
     return reference_input(tmp_path_factory.mktemp("ray") / "in", 4000, 16, 250, seed=11)
 
 
+@pytest.fixture(scope="module")
+def long_data(tmp_path_factory):
+    """16000 sequences in 64 files: about 2 s of scoring, so an actor that starts a second later on
+    another node still gets fragments (with 16 files the first actor could finish them all in 0.7 s)."""
+    return reference_input(tmp_path_factory.mktemp("ray_long") / "in", 16000, 64, 250, seed=12)
+
+
 def test_ray_engine_both_layouts_equal_predict_proba(ray_local, tmp_path, predictor, data):
     X, folder = data
     s = run_job(str(EXPORTED), str(folder), str(tmp_path / "out"), engine="ray", workers=2)
@@ -144,10 +151,10 @@ def _wait_for_nodes(n: int, address: str, env: dict, timeout: float = 120.0) -> 
     raise AssertionError(f"the Ray cluster at {address} did not reach {n} live nodes in {timeout:g} s (last: {seen})")
 
 
-def test_two_node_ray_cluster_runs_two_worker_processes(tmp_path, data, predictor):
+def test_two_node_ray_cluster_runs_two_worker_processes(tmp_path, long_data, predictor):
     """A Ray head plus a second node started with `ray start` (1 CPU each): gru-predict joins it
     through RAY_ADDRESS and its two actors run on the two nodes."""
-    X, folder = data
+    X, folder = long_data
     ray_bin = str(Path(sys.executable).parent / "ray")
     temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # unix socket paths must stay short
     token = tmp_path / "token"
@@ -175,7 +182,7 @@ def test_two_node_ray_cluster_runs_two_worker_processes(tmp_path, data, predicto
         nodes = {w.split("@")[1] for w in s["workers_seen"]}
         assert len(pids) == 2 and len(nodes) == 2, s["workers_seen"]  # two processes, one on each node
         got = as_map(scored)
-        np.testing.assert_allclose([got[i] for i in range(4000)], predictor.predict_proba(X), atol=1e-6, rtol=0)
+        np.testing.assert_allclose([got[i] for i in range(len(X))], predictor.predict_proba(X), atol=1e-6, rtol=0)
         print(f"two-node ray: worker processes {sorted(pids)}; wall {s['wall_seconds']} s")
     finally:
         for p in reversed(procs):  # stop what this test started: the nodes' processes, then the nodes
