@@ -31,8 +31,8 @@ help:
 	@echo "make lint            ruff (pyflakes + pycodestyle errors) over the whole tree"
 	@echo "make bench-cluster   Parquet batch scoring: in-process Predictor vs gru-predict --engine local,"
 	@echo "                     ray, spark at 1 and 2 workers, 1M sequences (bench-results/cluster.*)"
-	@echo "make coverage-table  regenerate the native-GRU coverage table in README.md"
-	@echo "make ucr-table       accuracy on eight public UCR/UEA sets vs a plain GRU and 1-NN DTW (README table)"
+	@echo "make coverage-table  regenerate the native-GRU coverage table in docs/export-coverage.md"
+	@echo "make ucr-table       accuracy on eight public UCR/UEA sets vs a plain GRU and 1-NN DTW (docs/accuracy.md)"
 	@echo "make node-deps       npm-install onnxruntime-node for the JavaScript cross-runtime check"
 
 $(PY):
@@ -89,10 +89,10 @@ bench-cluster: $(CLUSTER_STAMP) java
 
 # eight public sets x seeds 0, 1, 2 with the defaults, the plain GRU script and 1-NN DTW (~60 min on 2 cores)
 ucr-table: $(UCR_STAMP)
-	$(PY) tools/ucr_table.py --update-readme
+	$(PY) tools/ucr_table.py --update-docs
 
 coverage-table: $(STAMP)
-	$(PY) tools/coverage_table.py --update-readme
+	$(PY) tools/coverage_table.py --update-docs
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info $(NODE_DIR)/node_modules

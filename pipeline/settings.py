@@ -3,8 +3,8 @@
 Owns: the ``BuildConfig`` dataclass tree. Each setting is one ``setting(...)`` field that states its
 default, help text, allowed values (choices, bounds or a rule with its wording) and, when it has one,
 its ``gru-build`` flag. Derived from those declarations: ``BuildConfig.validate()``, the TOML checks of
-``load_config``, the ``gru-build`` flags (pipeline/training/cli.py) and the Markdown table of keys in
-README.md (``settings_table``, written by tools/settings_table.py).
+``load_config``, the ``gru-build`` flags (pipeline/training/cli.py) and, outside the package, the
+Markdown table of keys in docs/own-data.md (``SETTINGS``, rendered by tools/settings_table.py).
 Imports: standard library and pipeline.errors only (so ``gru-build --help`` stays fast).
 Reads: an optional TOML file. Writes: nothing (the resolved config is saved in the manifest).
 """
@@ -37,11 +37,7 @@ __all__ = [
     "Setting",
     "SETTINGS",
     "load_config",
-    "settings_table",
-    "README_MARKERS",
 ]
-
-README_MARKERS = ("<!-- BEGIN settings -->", "<!-- END settings -->")
 
 
 def setting(default: Any, help: str, *, choices: Optional[tuple[str, ...]] = None,
@@ -323,25 +319,6 @@ def _walk(cls: type, prefix: str) -> list[Setting]:
 
 SETTINGS: tuple[Setting, ...] = tuple(_walk(BuildConfig, ""))
 _BY_KEY = {s.key: s for s in SETTINGS}
-
-
-def settings_table() -> str:
-    """A Markdown table of every config key: key, type, default, allowed values, flag, meaning."""
-
-    def cell(text: str) -> str:
-        return text.replace("|", "\\|")
-
-    def toml(value: Any) -> str:
-        return ("true" if value else "false") if isinstance(value, bool) else f'"{value}"' if isinstance(value, str) else repr(value)
-
-    rows = ["| key | type | default | allowed | flag | meaning |", "|---|---|---|---|---|---|"]
-    for s in SETTINGS:
-        default = "unset" if s.default is None else f"`{toml(s.default)}`"
-        meaning = s.help + (f"; unset = {s.unset}" if s.unset else "")
-        allowed = s.allowed()
-        rows.append(f"| `{s.key}` | {s.type.__name__} | {default} | {cell(allowed)} | "
-                    f"{f'`{s.flag}`' if s.flag else ''} | {cell(meaning)} |")
-    return "\n".join(rows)
 
 
 # ----------------------------------------------------------------------------- loading

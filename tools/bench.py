@@ -34,11 +34,11 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(ROOT / "bench-results"))
     args = ap.parse_args(argv)
 
-    from pipeline.benchmarks.throughput import (OURS, bench_batches, keras_rebuild, matmul_roof_gflops, model_flops_per_sample,
+    from benchmarks.throughput import (OURS, bench_batches, keras_rebuild, matmul_roof_gflops, model_flops_per_sample,
                                       rows_as_dicts)
-    from pipeline.benchmarks.peers import available_peers
-    from pipeline.benchmarks.summary import format_markdown, plot_throughput, summarize, target_checks
-    from pipeline.benchmarks.startup import cold_start, install_sizes
+    from benchmarks.peers import available_peers
+    from benchmarks.summary import format_markdown, plot_throughput, summarize, target_checks
+    from benchmarks.startup import cold_start, install_sizes
 
     load_before = os.getloadavg()  # the machine may be shared: the load says how much the numbers can be trusted
     model_dir = Path(args.model_dir)
@@ -80,7 +80,7 @@ def main(argv=None) -> int:
 
     stream_md, stream_rows = "", []
     if not args.quick and pred.manifest.get("stream", {}).get("supported"):
-        from pipeline.benchmarks.streaming import bench_stream, format_results
+        from benchmarks.streaming import bench_stream, format_results
 
         stream_rows = bench_stream(pred)
         stream_md = format_results(stream_rows)

@@ -36,7 +36,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(ROOT / "bench-results"))
     args = ap.parse_args(argv)
 
-    from pipeline.benchmarks.cluster import (bench_engine, bench_in_memory, bench_in_process, format_markdown,
+    from benchmarks.cluster import (bench_engine, bench_in_memory, bench_in_process, format_markdown,
                                              write_dataset)
     from pipeline.runtime import Predictor
     from pipeline.runtime.predictor import usable_cpus

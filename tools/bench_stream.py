@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from pipeline.runtime import Predictor  # noqa: E402
-from pipeline.benchmarks.streaming import bench_stream, format_results  # noqa: E402
+from benchmarks.streaming import bench_stream, format_results  # noqa: E402
 
 
 def _model_dir(arg, tmp: str) -> Path:

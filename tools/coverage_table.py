@@ -1,11 +1,13 @@
-"""Native GRU coverage table: ``python tools/coverage_table.py [--update-readme] [--no-latency]``.
+"""Native GRU coverage table: ``python tools/coverage_table.py [--update-docs] [--no-latency]``.
 
-Builds each configuration of ``pipeline.verification.coverage.CASES`` (tiny random-weight Keras models,
-the same as tests/build/test_native_coverage.py), exports it with the native exporter, and
-prints configuration | ONNX ops | max abs error as Markdown; then the batch-1 latency of the
-default-size model (GRU(64), T=50, F=8), native GRU graph vs tf2onnx Loop graph.
-Imports: pipeline.verification.coverage (TensorFlow/Keras through it). Reads: README.md.
-Writes: with --update-readme, only the region between the native-gru markers of README.md.
+Builds each configuration of ``CASES`` in tests/coverage_cases.py (tiny random-weight Keras models,
+the same as tests/export/test_native_coverage.py), exports it with the native exporter, and prints
+configuration | ONNX ops | max abs error as Markdown; then the batch-1 latency of the default-size
+model (GRU(64), T=50, F=8), native GRU graph vs tf2onnx Loop graph (tools/benchmarks/native_vs_loop.py).
+Owns: that table and the section around it.
+Imports: coverage_cases (tests/, put on ``sys.path`` here; TensorFlow/Keras through it), benchmarks,
+regions. Reads: docs/export-coverage.md with --update-docs.
+Writes: with --update-docs, only the ``native-gru`` region of docs/export-coverage.md.
 """
 
 from __future__ import annotations
@@ -14,45 +16,98 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Optional
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # coverage_cases: the test harness this table reports on
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from pipeline.benchmarks.native_vs_loop import latency_native_vs_tf2onnx  # noqa: E402
-from pipeline.verification import coverage  # noqa: E402
+import coverage_cases as coverage  # noqa: E402
+from benchmarks.native_vs_loop import latency_native_vs_tf2onnx  # noqa: E402
+from regions import update_doc  # noqa: E402
+
+DOC = ROOT / "docs" / "export-coverage.md"
+REGION = "native-gru"
+ATOL = 1e-5
+
+
+def markdown_table(results: list[coverage.CaseResult]) -> str:
+    """configuration | ONNX ops | max abs error (random / order task)."""
+    lines = ["| configuration | ONNX ops | max abs error (random / order task) |", "|---|---|---:|"]
+    for r in results:
+        lines.append(f"| {r.name} | {', '.join(r.ops)} | {r.max_abs_random:.2g} / {r.max_abs_real:.2g} |")
+    return "\n".join(lines)
+
+
+def docs_section(results: list[coverage.CaseResult], latency: Optional[dict[str, float]]) -> str:
+    """The Markdown placed in the native-gru region of docs/export-coverage.md."""
+    worst = max(r.max_abs for r in results)
+    parts = [
+        "## Native ONNX GRU export",
+        "",
+        "tf2onnx turns a Keras 3 GRU into a `Loop` over time steps. `pipeline/export/native.py` instead",
+        "emits the ONNX `GRU` op directly (gate order z, r, h in both; `reset_after=True` is",
+        "`linear_before_reset=1`; Bidirectional is `direction=\"bidirectional\"`, go_backwards is `\"reverse\"`;",
+        "Masking / `Embedding(mask_zero=True)` over right-padded rows becomes `sequence_lens`). On padded steps",
+        "the graph reproduces the values Keras returns (a plain GRU repeats its last real output, Bidirectional",
+        "and go_backwards give zeros), so mask-blind layers such as `GlobalMaxPooling1D` agree too. Anything it",
+        "cannot express exactly (custom cells, Conv1D, ...) raises `UnsupportedModelError` and the build falls",
+        "back to tf2onnx (`manifest[\"model\"][\"backend\"] == \"tf2onnx\"`, with `fallback_reason`), verified the same way.",
+        "Left-padded input cannot be expressed by `sequence_lens`; the runtime refuses real steps equal to the",
+        "mask value (`InputError`) rather than answering differently from Keras.",
+        "",
+        "Coverage (`python tools/coverage_table.py`; tiny random-weight models, one ONNX model per row run at batch",
+        f"{' and '.join(map(str, coverage.BATCHES))} and T {' and '.join(map(str, coverage.TIMESTEPS))}, on random and standardized",
+        f"order-task inputs; tolerance {ATOL:g} on probabilities, worst {worst:.2g}):",
+        "",
+        markdown_table(results),
+    ]
+    if latency:
+        parts += [
+            "",
+            "Batch-1 latency of the default-size model (GRU(64), T=50, F=8, one intra-op thread, median of",
+            "interleaved rounds):",
+            "",
+            "| graph | ms per call |",
+            "|---|---:|",
+            f"| native GRU op | {latency['native GRU op ms']:.3f} |",
+            f"| tf2onnx Loop | {latency['tf2onnx Loop ms']:.3f} |",
+            "",
+            f"The native graph is {latency['speed-up']:.1f}x faster at batch 1.",
+        ]
+    return "\n".join(parts)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--update-readme", action="store_true", help="rewrite the native-gru region of README.md")
+    p.add_argument("--update-docs", action="store_true",
+                   help="rewrite the native-gru region of docs/export-coverage.md")
     p.add_argument("--no-latency", action="store_true", help="skip the native vs tf2onnx latency comparison")
     p.add_argument("--rounds", type=int, default=15, help="interleaved latency rounds (default 15)")
+    p.add_argument("--cases", help="comma-separated case names (default: every case); for a quick look")
     args = p.parse_args(argv)
+    if args.cases and args.update_docs:
+        p.error("--update-docs writes the whole table: drop --cases")
+    cases = coverage.CASES if not args.cases else [coverage.case_by_name(n) for n in args.cases.split(",")]
 
     results = []
-    for case in coverage.CASES:
+    for case in cases:
         result = coverage.measure_case(case)
         results.append(result)
         print(f"  {result.max_abs:.2g}  {case.name}", file=sys.stderr, flush=True)
-    print(coverage.markdown_table(results))
+    print(markdown_table(results))
     latency = None
     if not args.no_latency:
         latency = latency_native_vs_tf2onnx(rounds=args.rounds)
         print()
         for key, value in latency.items():
             print(f"{key}: {value:.4g}")
-    failed = [r.name for r in results if not r.max_abs <= 1e-5 or r.has_loop]
-    if args.update_readme:
-        readme = ROOT / "README.md"
-        readme.write_text(coverage.replace_readme_region(readme.read_text(encoding="utf-8"),
-                                                         coverage.readme_section(results, latency)),
-                          encoding="utf-8")
-        print(f"updated {readme}", file=sys.stderr)
+    failed = [r.name for r in results if not r.max_abs <= ATOL or r.has_loop]
+    code = update_doc(DOC, REGION, docs_section(results, latency)) if args.update_docs else 0
     if failed:
         print(f"over tolerance or not native: {failed}", file=sys.stderr)
         return 1
-    return 0
+    return code
 
 
 if __name__ == "__main__":

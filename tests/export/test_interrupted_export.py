@@ -41,7 +41,7 @@ odd_batch = 5
 
 
 def build_cmd(config: Path, out: Path) -> list[str]:
-    return [sys.executable, "-m", "pipeline.build", "--config", str(config), "--out", str(out)]
+    return [sys.executable, "-m", "pipeline.training", "--config", str(config), "--out", str(out)]
 
 
 def env() -> dict:

@@ -1,7 +1,7 @@
 """Native ONNX GRU export across the configurations people use (issue "Native ONNX GRU op for
 Keras 3 GRU layers").
 
-Owns: the coverage tests. Imports: pipeline.verification.coverage (the configurations and the
+Owns: the coverage tests. Imports: tests/coverage_cases.py (the configurations and the
 measurement, shared with tools/coverage_table.py), pipeline.export.native, the builder and
 the runtime Predictor. Reads: nothing. Writes: tmp folders only.
 
@@ -27,7 +27,7 @@ pytest.importorskip("tensorflow")
 import keras  # noqa: E402
 
 from pipeline import artifact  # noqa: E402
-from pipeline.verification import coverage  # noqa: E402
+import coverage_cases as coverage  # noqa: E402  (tests/coverage_cases.py)
 from pipeline.export.native import UnsupportedModelError, export_native  # noqa: E402
 from pipeline.verification.unrolled import STRATEGY_ATOL  # noqa: E402
 from pipeline.errors import InputError  # noqa: E402

@@ -39,7 +39,7 @@ def build(tmp: Path, name: str, seed: int = 7) -> Path:
     config.write_text(TINY_TOML.format(seed=seed))
     out = tmp / name
     env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="2")
-    proc = subprocess.run([sys.executable, "-m", "pipeline.build", "--config", str(config), "--out", str(out)],
+    proc = subprocess.run([sys.executable, "-m", "pipeline.training", "--config", str(config), "--out", str(out)],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     return out

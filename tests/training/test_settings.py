@@ -1,6 +1,7 @@
-"""Every build setting is declared once (pipeline/settings.py) and the CLI, TOML checks and README follow it.
+"""Every build setting is declared once (pipeline/settings.py) and the CLI, TOML checks and docs follow it.
 
-Imports: pipeline.settings, pipeline.training.cli (no TensorFlow). Reads: README.md. Writes: tmp_path only.
+Imports: pipeline.settings, pipeline.training.cli (no TensorFlow), tools/settings_table.py and tools/regions.py
+(tools/ is on sys.path: tests/conftest.py). Reads: docs/own-data.md. Writes: tmp_path only.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ from pathlib import Path
 
 import pytest
 
+import regions
+import settings_table
 from pipeline.errors import ConfigError
-from pipeline.settings import README_MARKERS, SETTINGS, BuildConfig, load_config, settings_table
+from pipeline.settings import SETTINGS, BuildConfig, load_config
 from pipeline.training import cli
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -186,12 +189,10 @@ def test_python_api_keeps_integer_verbose():
     assert cfg.validate() is cfg
 
 
-def test_readme_table_is_current():
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    begin, end = README_MARKERS
-    assert readme.count(begin) == 1 and readme.count(end) == 1
-    region = readme[readme.index(begin) + len(begin):readme.index(end)]
-    assert region.strip() == settings_table().strip(), "run: python tools/settings_table.py --update-readme"
+def test_docs_table_is_current():
+    doc = settings_table.DOC
+    region = regions.read_region(doc.read_text(encoding="utf-8"), settings_table.REGION, str(doc))
+    assert region == settings_table.settings_table(), "run: python tools/settings_table.py --update-docs"
     for s in SETTINGS:
         assert f"| `{s.key}` |" in region
 

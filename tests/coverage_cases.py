@@ -4,9 +4,10 @@ Owns: the list of model configurations (``CASES``), building one as a tiny Keras
 non-trivial random weights, exporting it with ``export_native``, running it in onnxruntime on
 random and "real" inputs (the default order task, standardized; for models that normalize their own
 input, both mapped to raw scales first) at two batch sizes and two sequence lengths, and measuring
-max |Keras - ORT|, and the README section that shows it (the latency figure in that section is
-measured by pipeline.benchmarks.native_vs_loop). Used by tests/export/test_native_coverage.py and
-tools/coverage_table.py.
+max |Keras - ORT|. A test harness, not part of the package: used by tests/export/test_native_coverage.py,
+tests/export/test_fused_coverage.py (random weights) and tools/coverage_table.py (which renders the
+results into docs/export-coverage.md; the latency figure there comes from tools/benchmarks/native_vs_loop.py).
+Imported as ``coverage_cases`` (tests/ is on ``sys.path`` under pytest; tools/coverage_table.py puts it there).
 Imports: numpy, onnx, keras (build stage only), pipeline.export, pipeline.training.dataset and
 pipeline.runtime.sessions (every onnxruntime session).
 Reads/writes: nothing on disk.
@@ -26,8 +27,7 @@ from pipeline.preprocessing import apply_preprocessing, fit_standardization
 
 __all__ = [
     "Case", "CaseResult", "CASES", "case_by_name", "build_case", "randomize_weights", "make_inputs",
-    "ort_session", "run_onnx", "keras_run", "measure_case", "graph_ops",
-    "markdown_table", "FEATURES", "VOCAB", "TIMESTEPS", "BATCHES",
+    "ort_session", "run_onnx", "keras_run", "measure_case", "graph_ops", "FEATURES", "VOCAB", "TIMESTEPS", "BATCHES",
 ]
 
 FEATURES = 3          # F of the feature-input cases
@@ -344,61 +344,3 @@ def measure_case(case: Case, seed: int = 0) -> CaseResult:
     real = max(v for k, v in per_batch.items() if k.startswith("order task"))
     return CaseResult(case.name, graph_ops(proto), sum(n.op_type == "GRU" for n in proto.graph.node),
                       rand, real, per_batch, max(vs_keras, default=None), max(vs_native, default=None))
-
-
-def markdown_table(results: list[CaseResult]) -> str:
-    """configuration | ONNX ops | max abs error (random / order task)."""
-    lines = ["| configuration | ONNX ops | max abs error (random / order task) |", "|---|---|---:|"]
-    for r in results:
-        lines.append(f"| {r.name} | {', '.join(r.ops)} | {r.max_abs_random:.2g} / {r.max_abs_real:.2g} |")
-    return "\n".join(lines)
-
-
-README_BEGIN = "<!-- BEGIN native-gru -->"
-README_END = "<!-- END native-gru -->"
-
-
-def readme_section(results: list[CaseResult], latency: Optional[dict[str, float]]) -> str:
-    """The Markdown placed between the native-gru markers of README.md."""
-    worst = max(r.max_abs for r in results)
-    parts = [
-        "## Native ONNX GRU export",
-        "",
-        "tf2onnx turns a Keras 3 GRU into a `Loop` over time steps. `pipeline/export/native.py` instead",
-        "emits the ONNX `GRU` op directly (gate order z, r, h in both; `reset_after=True` is",
-        "`linear_before_reset=1`; Bidirectional is `direction=\"bidirectional\"`, go_backwards is `\"reverse\"`;",
-        "Masking / `Embedding(mask_zero=True)` over right-padded rows becomes `sequence_lens`). On padded steps",
-        "the graph reproduces the values Keras returns (a plain GRU repeats its last real output, Bidirectional",
-        "and go_backwards give zeros), so mask-blind layers such as `GlobalMaxPooling1D` agree too. Anything it",
-        "cannot express exactly (custom cells, Conv1D, ...) raises `UnsupportedModelError` and the build falls",
-        "back to tf2onnx (`manifest[\"model\"][\"backend\"] == \"tf2onnx\"`, with `fallback_reason`), verified the same way.",
-        "Left-padded input cannot be expressed by `sequence_lens`; the runtime refuses real steps equal to the",
-        "mask value (`InputError`) rather than answering differently from Keras.",
-        "",
-        "Coverage (`python tools/coverage_table.py`; tiny random-weight models, one ONNX model per row run at batch",
-        f"{' and '.join(map(str, BATCHES))} and T {' and '.join(map(str, TIMESTEPS))}, on random and standardized",
-        f"order-task inputs; tolerance 1e-5 on probabilities, worst {worst:.2g}):",
-        "",
-        markdown_table(results),
-    ]
-    if latency:
-        parts += [
-            "",
-            "Batch-1 latency of the default-size model (GRU(64), T=50, F=8, one intra-op thread, median of",
-            "interleaved rounds):",
-            "",
-            "| graph | ms per call |",
-            "|---|---:|",
-            f"| native GRU op | {latency['native GRU op ms']:.3f} |",
-            f"| tf2onnx Loop | {latency['tf2onnx Loop ms']:.3f} |",
-            "",
-            f"The native graph is {latency['speed-up']:.1f}x faster at batch 1.",
-        ]
-    return "\n".join(parts)
-
-
-def replace_readme_region(readme_text: str, body: str) -> str:
-    """``readme_text`` with everything between the native-gru markers replaced by ``body``."""
-    start = readme_text.index(README_BEGIN) + len(README_BEGIN)
-    end = readme_text.index(README_END, start)
-    return readme_text[:start] + "\n" + body.strip() + "\n" + readme_text[end:]

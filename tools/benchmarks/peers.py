@@ -18,7 +18,7 @@ error) when its package is missing; once installed, any failure is a real error.
   the Keras 3 GRU becomes a builtin WHILE (unrolling also works but converts ~10x slower and
   runs no faster). Interpreter with its default XNNPACK CPU delegate, one thread per usable CPU.
 
-Imports: numpy, pipeline.benchmarks.throughput (the timing loop), pipeline.runtime.sessions
+Imports: numpy, benchmarks.throughput (the timing loop), pipeline.runtime.sessions
 (usable_cpus); openvino, ai_edge_litert, tensorflow (lazily, each only for its peer).
 Reads: ``model.onnx``. Writes: one ``.tflite`` per batch size into a caller-given temp dir.
 """
@@ -32,7 +32,7 @@ from typing import Callable
 
 import numpy as np
 
-from pipeline.benchmarks.throughput import seconds_per_call
+from benchmarks.throughput import seconds_per_call
 from pipeline.runtime.sessions import usable_cpus
 
 __all__ = ["Peer", "OPENVINO", "LITERT", "available_peers"]

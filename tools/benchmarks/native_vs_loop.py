@@ -1,7 +1,8 @@
-"""Batch-1 latency of the native GRU graph against tf2onnx's Loop graph, for the coverage section of README.
+"""Batch-1 latency of the native GRU graph against tf2onnx's Loop graph, for docs/export-coverage.md.
 
 Owns: that one timing (interleaved rounds, median). Imports: numpy, keras, pipeline.export (both
-emitters), pipeline.training.model, pipeline.verification.coverage (random weights, runners).
+emitters), pipeline.training.model, coverage_cases (tests/coverage_cases.py: random weights, runners;
+tools/coverage_table.py, the one caller, puts tests/ on ``sys.path``).
 Reads/writes: nothing.
 """
 
@@ -12,7 +13,7 @@ import time
 
 import numpy as np
 
-from pipeline.verification.coverage import INPUT_NAME, OPSET, keras_run, ort_session, randomize_weights, run_onnx
+from coverage_cases import INPUT_NAME, OPSET, keras_run, ort_session, randomize_weights, run_onnx
 
 __all__ = ["latency_native_vs_tf2onnx"]
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from pipeline.benchmarks.throughput import OURS, OURS_UNFUSED, OURS_UNROLLED, BenchRow
+from benchmarks.throughput import OURS, OURS_UNFUSED, OURS_UNROLLED, BenchRow
 
 __all__ = ["summarize", "target_checks", "format_markdown", "plot_throughput"]
 
