@@ -13,6 +13,7 @@ import os
 import sys
 from typing import Any, Optional, Sequence
 
+from pipeline import progress
 from pipeline.cli_common import run_cli
 from pipeline.settings import SETTINGS, Setting, load_config
 
@@ -84,6 +85,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser().parse_args(argv)
 
     def go() -> int:
+        progress.show_progress()
         cfg = load_config(args.config, overrides_from_args(args))
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         from pipeline.training.run import run_build

@@ -20,6 +20,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from pipeline import progress
 from pipeline.settings import AUTO_BATCH, AUTO_UPDATES, TrainConfig
 
 __all__ = ["seed_everything", "fit", "plan_schedule", "class_weights", "sample_order", "TrainResult"]
@@ -134,7 +135,7 @@ def fit(model, X_train: np.ndarray, y_train: np.ndarray, X_val: Optional[np.ndar
         if not quiet:
             shown = ", ".join(f"{k} {history[k][-1]:.4f}" for k in ("loss", "accuracy", "val_loss", "val_accuracy")
                               if k in history)
-            print(f"  round {r + 1}/{plan['rounds']}: {(r + 1) * plan['updates_per_round']} updates, {shown}, "
-                  f"{time.perf_counter() - started:.0f} s", flush=True)
+            progress.log(f"  round {r + 1}/{plan['rounds']}: {(r + 1) * plan['updates_per_round']} updates, {shown}, "
+                         f"{time.perf_counter() - started:.0f} s")
     plan["class_weight"] = weights and {str(k): v for k, v in weights.items()}
     return TrainResult(history=history, schedule=plan)

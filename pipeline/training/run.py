@@ -2,10 +2,10 @@
 
 Owns: the order of the training stages, the training records that go into the manifest (resolved
 settings, metrics, history, refused attempts) and the conditioning retrain. Export, verification and
-publishing are ``pipeline.export.exporter.export_model``, which this module calls after training.
-Imports: pipeline.training (TensorFlow/Keras through it), pipeline.export, pipeline.verification,
-pipeline.report. Reads: the data file(s) named in the settings. Writes: ``<out>/`` through
-``export_model`` (nothing until every check passed).
+publishing are ``pipeline.packaging.exporter.export_model``, which this module calls after training.
+Layer: training (the top). Imports: pipeline.training (TensorFlow/Keras through it), pipeline.packaging,
+pipeline.keras_source, pipeline.report. Reads: the data file(s) named in the settings. Writes:
+``<out>/`` through ``export_model`` (nothing until every check passed).
 """
 
 from __future__ import annotations
@@ -18,9 +18,11 @@ from typing import Any
 
 import numpy as np
 
+from pipeline import progress
 from pipeline.errors import ConfigError, DataFormatError, VerificationError
-from pipeline.export.exporter import ExportResult, export_model
-from pipeline.export.publish import check_out_dir
+from pipeline.packaging.exporter import EXPORT_STAGES, ExportResult, export_model
+from pipeline.packaging.publish import check_out_dir
+from pipeline.packaging.spec import ArtifactSpec, TrainingRecord, VerificationPlan
 from pipeline.preprocessing import apply_preprocessing, fit_standardization
 from pipeline.settings import BuildConfig
 from pipeline.training.dataset import load_splits, pad_to
@@ -28,10 +30,8 @@ from pipeline.training.dataset import load_splits, pad_to
 __all__ = ["BuildResult", "run_build"]
 
 BuildResult = ExportResult  # what a build returns: out_dir, manifest, seconds
-
-
-def log(message: str) -> None:
-    print(message, flush=True)
+BUILD_STAGES = ("data", "train", *EXPORT_STAGES)
+log = progress.log
 
 
 def run_build(cfg: BuildConfig) -> BuildResult:
@@ -51,7 +51,8 @@ def run_build(cfg: BuildConfig) -> BuildResult:
     refused: list[dict[str, Any]] = []
     while True:
         try:
-            return _build_once(cfg, started, refused)
+            with progress.stages(*BUILD_STAGES):
+                return _build_once(cfg, started, refused)
         except VerificationError as exc:
             cap = cfg.model.recurrent_norm_max
             if not cap or len(refused) >= cfg.train.conditioning_retries:
@@ -84,7 +85,7 @@ def _build_once(cfg: BuildConfig, started: float, refused: list[dict[str, Any]])
     """One train -> export -> verify -> publish pass (see ``run_build``)."""
     check_out_dir(Path(cfg.out))
 
-    log("[1/6] data")
+    progress.stage("data")
     splits, class_names = load_splits(cfg)
     parts = {name: d for name, d in (("train", splits.train), ("validation", splits.val), ("test", splits.test))
              if d is not None}
@@ -106,11 +107,11 @@ def _build_once(cfg: BuildConfig, started: float, refused: list[dict[str, Any]])
     log(f"  train {train.n_samples}, validation {0 if val is None else val.n_samples}, test {test.n_samples} "
         f"sequences; T={T}{' (variable, masked)' if masking else ''}, F={F}, classes {class_names}")
 
-    log("[2/6] train")
+    progress.stage("train")
     from pipeline.training.baseline import order_blind_accuracy
     from pipeline.training.fit import fit, plan_schedule, seed_everything
     from pipeline.training.model import MemberEnsemble, build_model
-    from pipeline.verification.keras_reference import keras_proba
+    from pipeline.keras_source.run import keras_proba
 
     seed_everything(cfg.seed)
     members = cfg.model.resolved_members()
@@ -150,15 +151,15 @@ def _build_once(cfg: BuildConfig, started: float, refused: list[dict[str, Any]])
                                 features=int(F))
     resolved["model"]["masking"] = bool(masking)
     resolved["model"]["members"] = members
-    return export_model(
-        model, test, cfg.out, preprocessing=prep, class_names=class_names, threshold=threshold,
-        threshold_source=threshold_source, masking=bool(masking), export=cfg.export, verify=cfg.verify,
-        seed=cfg.seed, started=started, steps=(3, 6), history=result.history,
-        curves={k: probas[k] for k in ("validation", "test") if k in probas},
-        manifest_extra={
+    spec = ArtifactSpec(class_names=class_names, threshold=threshold, threshold_source=threshold_source,
+                        preprocessing=prep, masking=bool(masking))
+    record = TrainingRecord(
+        manifest={
             "config": resolved,
             "metrics": metrics,
             "training_history": result.history,
             "conditioning_retries": refused,  # earlier attempts refused by verification (see run_build)
         },
-    )
+        history=result.history, curves={k: probas[k] for k in ("validation", "test") if k in probas}, started=started)
+    return export_model(model, spec, VerificationPlan(test, settings=cfg.verify, seed=cfg.seed), cfg.out, cfg.export,
+                        record)

@@ -1,6 +1,8 @@
-"""Verification: Keras against onnxruntime, for every graph the export ships.
+"""Verification: graphs or files plus a reference -> results (equivalence, stream, unrolled, other runtimes).
 
-Heavy side. May import the shared modules, ``pipeline.runtime`` (to run artifacts exactly as users
-do) and ``pipeline.export``'s emitters; ``coverage`` also takes the default task and model builder
-from ``pipeline.training`` to make its cases. Tolerances live in ``tolerances``.
+The reference (Keras' numbers) arrives as functions and objects from the caller (pipeline.packaging);
+artifacts run through pipeline.runtime exactly as users run them. Tolerances live in ``tolerances``.
+Layer: verification, a peer of export and report (neither imports the other). May import the shared
+modules, pipeline.keras_source and pipeline.runtime; never pipeline.export, pipeline.packaging or
+pipeline.training.
 """

@@ -36,6 +36,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
+from pipeline import progress
 from pipeline.verification.tolerances import CONSUMER_ATOL
 
 __all__ = ["CONSUMER_ATOL", "NODE_DIR", "NODE_SCRIPT", "run_onnxruntime", "run_openvino", "run_node",
@@ -112,7 +113,6 @@ CONSUMERS: list[tuple[str, Runner]] = [
 
 def check_consumers(folder: Path, X: np.ndarray, keras_p: np.ndarray, input_name: str = "x",
                     model_file: str = "model.onnx", atol: float = CONSUMER_ATOL, dtype: str = "float32",
-                    log: Callable[[str], None] = print,
                     consumers: Optional[list[tuple[str, Runner]]] = None) -> dict[str, Any]:
     """Run every consumer on raw ``X`` (N, T, F) (or token ids (N, T) with ``dtype="int64"``); compare with
     ``keras_p`` (N,). Returns the manifest entry; ``raise_on_failure`` turns a "failed" one into an error."""
@@ -142,8 +142,8 @@ def check_consumers(folder: Path, X: np.ndarray, keras_p: np.ndarray, input_name
                     entry["status"] = "ok"
         results.append(entry)
         err_text = "" if entry["max_abs_error_vs_keras"] is None else f", max |p - p_keras| {entry['max_abs_error_vs_keras']:.3g}"
-        log(f"  {name} {entry['version'] or ''}: {entry['status']}{err_text}"
-            + (f" ({entry['reason']})" if entry["reason"] else ""))
+        progress.log(f"  {name} {entry['version'] or ''}: {entry['status']}{err_text}"
+                     + (f" ({entry['reason']})" if entry["reason"] else ""))
     return {"atol": atol, "file": model_file, "rows": int(X.shape[0]),
             "inputs": "reference.npz X: raw features, right-padded rows padded with all-zero steps",
             "results": results}

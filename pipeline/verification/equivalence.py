@@ -2,7 +2,7 @@
 
 Owns: the verification inputs (stress families around a test split, or families drawn from a
 user's sample), the per-family error table and the pass/fail decision.
-Imports: numpy, pipeline.datafiles, pipeline.preprocessing. It runs both sides through the
+Layer: verification. Imports: numpy, pipeline.datafiles, pipeline.preprocessing, pipeline.settings. It runs both sides through the
 functions it is given (the caller passes Keras and the runtime's ``Predictor.predict_proba``).
 Reads and writes nothing; the caller stores the results in the manifest.
 
@@ -22,6 +22,7 @@ import numpy as np
 from pipeline.datafiles import SequenceData
 from pipeline.errors import VerificationError
 from pipeline.preprocessing import apply_preprocessing
+from pipeline.settings import VerifyConfig
 
 __all__ = ["Family", "FamilyResult", "stress_families", "sample_families", "verify_equivalence", "format_table",
            "results_to_manifest", "raw_from_scaled"]
@@ -55,10 +56,14 @@ def raw_from_scaled(Z: np.ndarray, prep: dict[str, Any]) -> np.ndarray:
     return (Z * std + mean).astype(np.float32)
 
 
-def stress_families(test: SequenceData, prep: dict[str, Any], n_random: int, odd_batch: int,
-                    large_batch: int, seed: int, variable_length: bool) -> list[Family]:
-    # variable_length: the model is masked, so families mix lengths (right-padded rows).
-    """The test split plus synthetic families; values "after scaling" are mapped back to raw."""
+def stress_families(test: SequenceData, prep: dict[str, Any], sizes: VerifyConfig, seed: int,
+                    variable_length: bool) -> list[Family]:
+    """The test split plus synthetic families; values "after scaling" are mapped back to raw.
+
+    ``sizes``: the family sizes (``n_random``, ``odd_batch``, ``large_batch``). ``variable_length``: the
+    model is masked, so families mix lengths (right-padded rows).
+    """
+    n_random, odd_batch, large_batch = sizes.n_random, sizes.odd_batch, sizes.large_batch
     rng = np.random.default_rng(seed + 1)
     T, F = test.X.shape[1], test.X.shape[2]
     test_lengths = test.lengths if variable_length else None
@@ -88,16 +93,22 @@ def stress_families(test: SequenceData, prep: dict[str, Any], n_random: int, odd
     return fams
 
 
-def sample_families(X: np.ndarray, lengths: Optional[np.ndarray], *, tokens: bool, vocabulary_size: Optional[int],
-                    dynamic_time: bool, masked: bool, n_random: int, odd_batch: int, large_batch: int,
+def sample_families(X: np.ndarray, lengths: Optional[np.ndarray], source, sizes: VerifyConfig,
                     seed: int) -> list[Family]:
     """Families derived from a user's sample, for a model whose inputs are its own (no outside scaling).
+
+    ``source`` describes the model's input (a pipeline.keras_source.describe.SourceModel: its
+    ``input_kind``, ``vocabulary_size``, ``timesteps`` (None: a dynamic time axis) and ``masking``);
+    ``sizes`` gives ``n_random``, ``odd_batch`` and ``large_batch``.
 
     X is the sample: (N, T, F) float features or (N, T) token ids. Synthetic rows stay inside what
     the sample shows: per-feature values uniform in the sample's [min, max] (ids uniform in
     [1, vocabulary_size)); masked models get right-padded rows of random lengths; a dynamic time
     axis is also exercised at T // 2 and 2 T. Batch sizes: 1, ``odd_batch``, ``n_random``, ``large_batch``.
     """
+    tokens, vocabulary_size = source.input_kind == "tokens", source.vocabulary_size
+    dynamic_time, masked = source.timesteps is None, source.masking
+    n_random, odd_batch, large_batch = sizes.n_random, sizes.odd_batch, sizes.large_batch
     rng = np.random.default_rng(seed + 1)
     T = X.shape[1]
     real = np.ones(X.shape[:2], bool) if lengths is None else np.arange(T)[None, :] < lengths[:, None]  # (N, T)

@@ -1,9 +1,10 @@
 """Stream verification: stream.onnx fed chunk by chunk equals Keras fed the same chunks.
 
-Owns: ``KerasChunkRunner`` (the classifier's own layers and weights run chunk by chunk, each GRU
-with ``initial_state``/``return_state``, the average head as a carried running mean and count),
-the onnxruntime runner of stream.onnx, random chunkings and the check ``verify_stream``.
-Imports: numpy, keras lazily, pipeline.runtime.sessions. Reads: stream.onnx. Writes: nothing.
+Owns: the onnxruntime runner of stream.onnx, random chunkings and the check ``verify_stream``.
+The Keras side arrives as objects (``pipeline.keras_source.run.KerasChunkRunner`` and a whole-sequence
+probability function): this module never imports Keras.
+Layer: verification. Imports: numpy, pipeline.runtime.sessions, pipeline.preprocessing.
+Reads: stream.onnx. Writes: nothing.
 
 The chain checked is: Keras model on whole sequences == Keras chunk by chunk == stream.onnx chunk by
 chunk, states included. stream.onnx takes raw features (it scales them itself): with a
@@ -12,6 +13,7 @@ preprocessing entry, ONNX gets the raw sequences and Keras ``apply_preprocessing
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -20,10 +22,7 @@ import numpy as np
 from pipeline.errors import VerificationError
 from pipeline.verification.tolerances import CHUNKED_VS_WHOLE_ATOL, STREAM_ATOL
 
-__all__ = ["KerasChunkRunner", "onnx_chunk_runner", "random_chunking", "verify_stream"]
-
-_IDENTITY_AT_INFERENCE = {"Dropout", "SpatialDropout1D", "GaussianNoise", "GaussianDropout", "AlphaDropout",
-                          "ActivityRegularization"}
+__all__ = ["StreamPlan", "onnx_chunk_runner", "random_chunking", "verify_stream"]
 
 
 def random_chunking(T: int, rng: np.random.Generator, max_chunk: Optional[int] = None) -> list[int]:
@@ -35,65 +34,6 @@ def random_chunking(T: int, rng: np.random.Generator, max_chunk: Optional[int] =
         sizes.append(n)
         left -= n
     return sizes
-
-
-class KerasChunkRunner:
-    """A streamable classifier run by Keras chunk by chunk: ``runner(x_chunk, states) -> (proba, new_states)``.
-
-    x_chunk: scaled (B, T_chunk, F) float32; states: list of arrays in stream.onnx's order: (B, H) per GRU
-    layer, then the average head's running mean (B, H) and step count (B, 1).
-    Each GRU is rebuilt with ``return_state=True`` and called with ``initial_state``; same weights.
-    """
-
-    def __init__(self, model) -> None:
-        import keras
-
-        self._steps: list[tuple[str, Any]] = []
-        self.state_widths: list[int] = []  # in graph order: GRU states, then the average's mean and count
-        for layer in model.layers:
-            kind = type(layer).__name__
-            if kind in ("InputLayer", "Masking") or kind in _IDENTITY_AT_INFERENCE:
-                # Masking: stream chunks are never padded and real steps never equal the mask value
-                # (the runtime refuses them), so the mask is all-true.
-                continue
-            if kind == "GRU":
-                config = dict(layer.get_config(), return_state=True, name=f"{layer.name}_stepwise",
-                              dropout=0.0, recurrent_dropout=0.0)
-                stepwise = keras.layers.GRU.from_config(config)
-                stepwise.build((None, None, int(layer.cell.kernel.shape[0])))
-                stepwise.set_weights(layer.get_weights())
-                self._steps.append(("gru", stepwise))
-                self.state_widths.append(int(layer.units))
-            elif kind == "GlobalAveragePooling1D":
-                # Running mean and step count carried across chunks, like stream.onnx's avg_mean/avg_count.
-                self._steps.append(("avg", None))
-                self.state_widths += [int(layer.output.shape[-1]), 1]
-            elif kind in ("Dense", "Embedding", "Normalization"):  # no state across time steps
-                self._steps.append(("layer", layer))
-            else:
-                raise ValueError(f"layer {layer.name!r} of type {kind} cannot be run chunk by chunk")
-
-    def __call__(self, x: np.ndarray, states: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
-        h = x
-        new_states, i = [], 0
-        for kind, layer in self._steps:
-            if kind == "gru":
-                out = layer(h, initial_state=[states[i]], training=False)
-                h, s = out[0], out[1]
-                new_states.append(np.asarray(s, dtype=np.float32))
-                i += 1
-            elif kind == "avg":
-                seq = np.asarray(h, dtype=np.float32)  # (B, T_chunk, H)
-                count = states[i + 1] + np.float32(seq.shape[1])  # (B, 1)
-                h = (states[i] * states[i + 1] + seq.sum(axis=1, dtype=np.float32)) / count  # (B, H) mean so far
-                new_states += [h, count]
-                i += 2
-            else:
-                h = layer(h, training=False)
-        return np.asarray(h, dtype=np.float32).reshape(-1), new_states
-
-    def zero_states(self, batch: int) -> list[np.ndarray]:
-        return [np.zeros((batch, h), np.float32) for h in self.state_widths]
 
 
 def onnx_chunk_runner(path: Path, input_name: str, output_name: str, state_names: list[tuple[str, str]]):
@@ -113,20 +53,40 @@ def onnx_chunk_runner(path: Path, input_name: str, output_name: str, state_names
     return run
 
 
-def verify_stream(keras_chunks, run_onnx, keras_full: Callable[[np.ndarray], np.ndarray], F: int, T: int,
-                  seed: int, n_sequences: int = 8, n_chunkings: int = 6, atol: float = STREAM_ATOL,
-                  preprocessing: Optional[dict[str, Any]] = None) -> dict:
+@dataclass(frozen=True)
+class StreamPlan:
+    """What ``verify_stream`` feeds: ``sequences`` random (T, F) sequences, each under ``chunkings`` chunkings.
+
+    ``preprocessing`` is the manifest entry stream.onnx embeds: the random sequences are then drawn
+    on the scaled scale, mapped to raw for ONNX, and Keras gets ``apply_preprocessing`` of the raw ones.
+    """
+
+    F: int
+    T: int
+    seed: int = 0
+    atol: float = STREAM_ATOL           # max |Keras - ONNX| per chunk, probabilities and states
+    sequences: int = 8
+    chunkings: int = 6
+    preprocessing: Optional[dict[str, Any]] = None
+
+
+def verify_stream(keras_chunks, run_onnx, keras_full: Callable[[np.ndarray], np.ndarray], plan: StreamPlan) -> dict:
     """Stream random sequences through Keras (twin) and ONNX with the same random chunkings.
 
-    ``keras_chunks`` and ``keras_full`` take scaled features; ``run_onnx`` takes raw features when
-    ``preprocessing`` (the manifest entry the graph embeds) is given: the random sequences are then
-    drawn on the scaled scale, mapped to raw, and Keras gets ``apply_preprocessing`` of the raw ones.
+    Args:
+        keras_chunks: ``(x_chunk, states) -> (proba, new_states)`` on scaled features, with
+            ``zero_states(batch)`` (``pipeline.keras_source.run.KerasChunkRunner``).
+        run_onnx: the same contract on what stream.onnx takes (raw features when the plan has a
+            preprocessing entry); ``onnx_chunk_runner``.
+        keras_full: scaled (N, T, F) -> (N,) probabilities of the original model on whole sequences.
+        plan: sizes, seed, tolerance and preprocessing.
 
     Chunkings: all length-1 chunks, one whole chunk, and random ones. After every chunk the
-    probability and every state must agree within ``atol``; Keras' chunked final probability must
+    probability and every state must agree within ``plan.atol``; Keras' chunked final probability must
     also match the original model on the whole sequence (``CHUNKED_VS_WHOLE_ATOL``).
     Raises VerificationError on any disagreement.
     """
+    F, T, seed, atol, n_sequences, preprocessing = plan.F, plan.T, plan.seed, plan.atol, plan.sequences, plan.preprocessing
     rng = np.random.default_rng(seed + 7919)
     X = rng.standard_normal((n_sequences, T, F)).astype(np.float32)
     X[: n_sequences // 4] *= 3.0  # some large-magnitude inputs to drive the gates to saturation
@@ -137,7 +97,7 @@ def verify_stream(keras_chunks, run_onnx, keras_full: Callable[[np.ndarray], np.
 
         X_onnx = raw_from_scaled(X, preprocessing)            # (N, T, F) raw, what stream.onnx is fed
         X = apply_preprocessing(X_onnx, preprocessing)          # what Keras is fed: the graph's own scaling
-    chunkings = [[1] * T, [T]] + [random_chunking(T, rng, max(2, T // 2)) for _ in range(n_chunkings - 2)]
+    chunkings = [[1] * T, [T]] + [random_chunking(T, rng, max(2, T // 2)) for _ in range(plan.chunkings - 2)]
     full = keras_full(X)
     err_p = err_s = err_whole = 0.0
     for sizes in chunkings:

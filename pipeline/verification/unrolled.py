@@ -1,6 +1,6 @@
 """Check the staged unrolled batch graph: it ships only when it is as trustworthy as model.onnx.
 
-Owns: the two checks on ``model_unrolled.onnx`` (staged by pipeline.export.exporter) and the
+Owns: the two checks on ``model_unrolled.onnx`` (staged by pipeline.packaging.graphs) and the
 completion of its manifest entry: Keras vs the unrolled graph on every verification family (same tolerance as model.onnx;
 failing it drops the file), and the unrolled vs the native graph within ``STRATEGY_ATOL``. Only
 when the second holds too may the runtime pick the unrolled graph by itself ("auto": true), so
@@ -24,25 +24,25 @@ or ``{"supported": false, "reason": "<why>"}``: the runtime then always uses mod
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
-from pipeline import artifact
+from pipeline import artifact, progress
 from pipeline.errors import VerificationError
 from pipeline.verification.tolerances import STRATEGY_ATOL
 
 __all__ = ["verify_unrolled", "STRATEGY_ATOL"]
 
 
-def _drop(staging: Path, manifest: dict[str, Any], reason: str, log: Callable[[str], None]) -> None:
+def _drop(staging: Path, manifest: dict[str, Any], reason: str) -> None:
     (Path(staging) / artifact.UNROLLED_MODEL_FILE).unlink(missing_ok=True)
     manifest["unrolled"] = {"supported": False, "reason": reason}
-    log(f"  unrolled batch graph: not shipped ({reason})")
+    progress.log(f"  unrolled batch graph: not shipped ({reason})")
 
 
 def verify_unrolled(staging: Path, manifest: dict[str, Any], families, keras_fn, prep: dict[str, Any],
-                    atol: float, threshold: float, log: Callable[[str], None]) -> None:
+                    atol: float, threshold: float) -> None:
     """Check a staged unrolled graph against Keras and the native graph; drop it on any failure."""
     from pipeline.verification.equivalence import verify_equivalence
     from pipeline.runtime import Predictor
@@ -57,7 +57,7 @@ def verify_unrolled(staging: Path, manifest: dict[str, Any], families, keras_fn,
     try:
         results = verify_equivalence(keras_fn, unrolled.predict_proba, fams, prep, atol, threshold)
     except VerificationError as exc:
-        _drop(staging, manifest, f"unrolled graph vs Keras: {exc}", log)
+        _drop(staging, manifest, f"unrolled graph vs Keras: {exc}")
         return
     diffs = np.concatenate([np.abs(unrolled.predict_proba(f.X).astype(np.float64)
                                    - native.predict_proba(f.X).astype(np.float64)) for f in fams])
@@ -71,6 +71,6 @@ def verify_unrolled(staging: Path, manifest: dict[str, Any], families, keras_fn,
         entry["auto_reason"] = (f"unrolled and native graphs differ by up to {vs_native:.3g} > {STRATEGY_ATOL:g} on "
                                 f"{over} of {diffs.size} verification inputs (float32 rounding order), so the "
                                 "runtime does not switch graphs by itself; pass graph='unrolled' to use it")
-    log(f"  unrolled batch graph (T={T}, {entry['nodes']} nodes): max |Keras - unrolled| {worst:.3g}, "
+    progress.log(f"  unrolled batch graph (T={T}, {entry['nodes']} nodes): max |Keras - unrolled| {worst:.3g}, "
         f"max |unrolled - native| {vs_native:.3g} on {diffs.size} inputs; "
         + ("used automatically for large batches" if not over else entry["auto_reason"]))

@@ -138,7 +138,7 @@ def test_leftover_staging_does_not_break_next_build(published):
 PUBLISH_CRASH = r"""
 import os, signal, sys
 from pathlib import Path
-from pipeline.export import publish
+from pipeline.packaging import publish
 real = os.replace
 calls = []
 def replace(src, dst):
@@ -177,7 +177,7 @@ def test_crash_between_publish_renames_is_recovered(tmp_path, published):
 def test_publish_swaps_atomically_when_the_os_can(tmp_path, published, monkeypatch):
     import shutil
 
-    from pipeline.export import publish
+    from pipeline.packaging import publish
 
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir(), b.mkdir()
@@ -201,5 +201,5 @@ def test_publish_swaps_atomically_when_the_os_can(tmp_path, published, monkeypat
 
 
 def builder_recover(path):
-    from pipeline.export.publish import recover
+    from pipeline.packaging.publish import recover
     recover(path)

@@ -35,7 +35,7 @@ print(keras.backend.backend())
 def test_model_saved_under_another_backend_exports(tmp_path, backend, module):
     if importlib.util.find_spec(module) is None:
         pytest.skip(f"{module} is not installed (make test installs it with the 'backends' extra)")
-    from pipeline.export import cli as export_cli
+    from pipeline.packaging import cli_export as export_cli
     from pipeline.runtime import Predictor
 
     files = [tmp_path / n for n in ("m.keras", "sample.npz", "unseen.npy", "pred.npy")]

@@ -8,10 +8,10 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from pipeline.export import cli as export_cli  # noqa: E402
+from pipeline.packaging import cli_export as export_cli  # noqa: E402
 from pipeline.runtime import Predictor  # noqa: E402
-from pipeline.verification import cli as verify_cli  # noqa: E402
-from pipeline.verification.recheck import assert_artifact_matches  # noqa: E402
+from pipeline.packaging import cli_verify as verify_cli  # noqa: E402
+from pipeline.packaging.recheck import assert_artifact_matches  # noqa: E402
 
 T, F, V = 12, 3, 20
 ATOL = 1e-5

@@ -219,7 +219,7 @@ def test_a_consumer_that_cannot_run_is_not_run_never_ok(builds, monkeypatch):
     def wrong(path, name, X):
         return np.zeros(len(X), np.float32), "9.9"
 
-    entry = consumers.check_consumers(folder, ref["X"], ref["keras_proba"], log=lambda s: None, consumers=[
+    entry = consumers.check_consumers(folder, ref["X"], ref["keras_proba"], consumers=[
         ("node", consumers.run_node), ("openvino", missing), ("wrong", wrong)])
     by = {r["runtime"]: r for r in entry["results"]}
     assert by["node"]["status"] == "not run" and "node is not on PATH" in by["node"]["reason"]
@@ -231,7 +231,7 @@ def test_a_consumer_that_cannot_run_is_not_run_never_ok(builds, monkeypatch):
     def crashes(path, name, X):
         raise RuntimeError("Unsupported op: Loop")
 
-    entry = consumers.check_consumers(folder, ref["X"], ref["keras_proba"], log=lambda s: None,
+    entry = consumers.check_consumers(folder, ref["X"], ref["keras_proba"],
                                       consumers=[("crashes", crashes)])
     assert entry["results"][0]["status"] == "unsupported" and "Loop" in entry["results"][0]["reason"]
     consumers.raise_on_failure(entry)  # cannot load the file: recorded with the reason, not a disagreement
@@ -248,8 +248,8 @@ def test_masked_model_refuses_all_zero_real_steps(builds):
         s.push(np.zeros((1, X.shape[2]), np.float32))
 
 
-def test_readme_node_snippet_runs_and_agrees(builds, tmp_path):
-    """The README's JavaScript snippet, run as written on one raw reference sequence."""
+def test_docs_node_snippet_runs_and_agrees(builds, tmp_path):
+    """The JavaScript snippet of docs/other-runtimes.md, run as written on one raw reference sequence."""
     import re
     import shutil
     import subprocess
@@ -258,9 +258,9 @@ def test_readme_node_snippet_runs_and_agrees(builds, tmp_path):
 
     if shutil.which("node") is None or not (consumers.NODE_DIR / "node_modules" / "onnxruntime-node").is_dir():
         pytest.skip("node or onnxruntime-node (make node-deps) is not installed")
-    readme = (ROOT / "README.md").read_text()
-    block = re.search(r"<!-- BEGIN node-snippet.*?```js\n(.*?)```\n<!-- END node-snippet -->", readme, re.S)
-    assert block, "README has no node snippet between its markers"
+    page = (ROOT / "docs" / "other-runtimes.md").read_text()
+    block = re.search(r"<!-- BEGIN node-snippet -->\n```js\n(.*?)```\n<!-- END node-snippet -->", page, re.S)
+    assert block, "docs/other-runtimes.md has no node snippet between its markers"
     (tmp_path / "predict.mjs").write_text(block.group(1))
     (tmp_path / "node_modules").symlink_to(consumers.NODE_DIR / "node_modules")
     folder = builds["default"]

@@ -7,7 +7,8 @@ import pytest
 pytest.importorskip("tensorflow")
 
 from pipeline.artifact import sha256_file  # noqa: E402
-from pipeline.export import stream as stream_export  # noqa: E402
+from pipeline.keras_source.run import keras_proba  # noqa: E402
+from pipeline.packaging import graphs  # noqa: E402
 from pipeline.verification import stream as stream_verification  # noqa: E402
 from pipeline.settings import ModelConfig  # noqa: E402
 from pipeline.training.model import build_model  # noqa: E402
@@ -18,6 +19,12 @@ F = 3
 
 def _manifest():
     return {"input": {"name": "x", "shape": ["batch", "time", F], "kind": "features"}, "timesteps_trained": 10}
+
+
+def _stage(model, tmp_path, manifest):
+    """stream.onnx staged in tmp_path and checked at the default stream tolerance (1e-6) on T=10."""
+    plan = stream_verification.StreamPlan(F=F, T=manifest["timesteps_trained"], seed=0)
+    return graphs.stage_stream(model, tmp_path, manifest, 17, lambda Z: keras_proba(model, Z), plan)
 
 
 def _model(masking=False, **cfg):
@@ -38,7 +45,7 @@ def _model(masking=False, **cfg):
 ])
 def test_streamable_models_export_and_verify(tmp_path, cfg, masking):
     manifest = _manifest()
-    entry = stream_export.export_stream(_model(masking, **cfg), tmp_path, manifest, log=lambda m: None)
+    entry = _stage(_model(masking, **cfg), tmp_path, manifest)
     assert manifest["stream"] is entry and entry["supported"]
     assert entry["sha256"] == sha256_file(tmp_path / "stream.onnx")
     n = cfg.get("layers", 1)
@@ -59,7 +66,7 @@ def test_streamable_models_export_and_verify(tmp_path, cfg, masking):
 ])
 def test_unstreamable_models_are_recorded_not_written(tmp_path, cfg, reason):
     manifest = _manifest()
-    entry = stream_export.export_stream(_model(**cfg), tmp_path, manifest, log=lambda m: None)
+    entry = _stage(_model(**cfg), tmp_path, manifest)
     assert entry["supported"] is False and reason in entry["reason"]
     assert manifest["stream"] == entry
     assert not (tmp_path / "stream.onnx").exists()
@@ -77,9 +84,9 @@ def test_a_disagreeing_stream_graph_fails_verification(tmp_path, monkeypatch):
 
         return wrapped
 
-    monkeypatch.setattr(stream_verification, "onnx_chunk_runner", drifting)
+    monkeypatch.setattr(graphs, "onnx_chunk_runner", drifting)
     with pytest.raises(VerificationError, match="stream.onnx disagrees with Keras"):
-        stream_export.export_stream(_model(), tmp_path, _manifest(), log=lambda m: None)
+        _stage(_model(), tmp_path, _manifest())
 
 
 def test_random_chunking_covers_the_sequence():
@@ -115,7 +122,7 @@ def test_normalization_models_stream(tmp_path, order, n_states):
     import onnx
 
     manifest = _manifest()
-    entry = stream_export.export_stream(_normalized_model(order), tmp_path, manifest, log=lambda m: None)
+    entry = _stage(_normalized_model(order), tmp_path, manifest)
     assert entry["supported"] and len(entry["states"]) == n_states
     ops = {n.op_type for n in onnx.load(str(tmp_path / "stream.onnx")).graph.node}
     assert {"Sub", "Div", "GRU"} <= ops
@@ -128,7 +135,6 @@ def test_masking_after_normalization_does_not_stream(tmp_path):
     """Keras masks steps whose normalized values equal the mask value; unpadded stream chunks cannot
     honour that (the runtime checks only raw steps), so stream.onnx is refused with the reason."""
     manifest = _manifest()
-    entry = stream_export.export_stream(_normalized_model("normalization then masking"), tmp_path, manifest,
-                                        log=lambda m: None)
+    entry = _stage(_normalized_model("normalization then masking"), tmp_path, manifest)
     assert entry["supported"] is False and "Masking layer after Normalization" in entry["reason"]
     assert not (tmp_path / "stream.onnx").exists()

@@ -11,7 +11,7 @@ pytest.importorskip("tensorflow")
 from onnx import numpy_helper  # noqa: E402
 
 from pipeline.artifact import sha256_file  # noqa: E402
-from pipeline.export import exporter  # noqa: E402
+from pipeline.packaging import exporter  # noqa: E402
 from pipeline.training import run as builder  # noqa: E402
 from pipeline.settings import load_config  # noqa: E402
 from pipeline.errors import VerificationError  # noqa: E402

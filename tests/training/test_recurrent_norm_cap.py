@@ -7,7 +7,7 @@ pytest.importorskip("tensorflow")
 
 from pipeline.settings import ModelConfig, load_config  # noqa: E402
 from pipeline.training.model import build_model  # noqa: E402
-from pipeline.verification.keras_reference import float64_copy  # noqa: E402
+from pipeline.keras_source.run import float64_copy  # noqa: E402
 from pipeline.errors import ConfigError  # noqa: E402
 
 

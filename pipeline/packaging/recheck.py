@@ -1,13 +1,14 @@
 """Re-check a shipped artifact against its Keras model: ``gru-verify`` and ``assert_artifact_matches``.
 
 Owns: running the artifact (through the runtime) and the Keras model on the artifact's reference
-inputs and on optional extra data, the per-family table, and the verdict. Imports: numpy,
-pipeline.runtime, pipeline.verification.equivalence, pipeline.export.source_model (keras).
+inputs and on optional extra data, the per-family table, and the verdict.
+Layer: packaging. Imports: numpy, pipeline.runtime, pipeline.verification.equivalence,
+pipeline.keras_source (keras).
 Reads: ``MODEL_DIR`` (manifest, model.onnx, reference.npz), the Keras model file, the data file.
 Writes: nothing.
 
 Example (pytest):
-    >>> from pipeline.verification.recheck import assert_artifact_matches
+    >>> from pipeline.packaging import assert_artifact_matches
     >>> assert_artifact_matches("exported", "model.keras")   # AssertionError with the table on a mismatch
 """
 
@@ -20,6 +21,12 @@ import numpy as np
 
 from pipeline import artifact
 from pipeline.errors import VerificationError
+from pipeline.keras_source.describe import describe, source_proba
+from pipeline.keras_source.load import load_keras_file
+from pipeline.packaging.own_model import read_sample
+from pipeline.runtime import Predictor
+from pipeline.settings import VerifyConfig
+from pipeline.verification.equivalence import Family, format_table, verify_equivalence
 
 __all__ = ["recheck", "assert_artifact_matches"]
 
@@ -32,11 +39,6 @@ def recheck(model_dir: str | Path, keras_model, data: Optional[str | Path] = Non
         VerificationError: they disagree beyond ``atol`` (default: the artifact's own tolerance);
             the message holds the table.
     """
-    from pipeline.export.own_model import read_sample
-    from pipeline.export.source_model import describe, load_keras_file, source_proba
-    from pipeline.runtime import Predictor
-    from pipeline.verification.equivalence import Family, format_table, verify_equivalence
-
     predictor = Predictor.load(model_dir)
     manifest = predictor.manifest
     model = load_keras_file(keras_model) if isinstance(keras_model, (str, Path)) else keras_model
@@ -48,7 +50,7 @@ def recheck(model_dir: str | Path, keras_model, data: Optional[str | Path] = Non
         raise VerificationError(
             f"{model_dir} takes {want_kind} of shape {want_shape}, but the Keras model takes {source.input_kind}"
             + (f" with {got_f} features" if got_f is not None else "") + ": not the model this artifact was exported from")
-    atol = float(atol if atol is not None else manifest.get("equivalence", {}).get("atol", 1e-5))
+    atol = float(atol if atol is not None else manifest.get("equivalence", {}).get("atol", VerifyConfig().atol))
     with np.load(Path(model_dir) / artifact.REFERENCE_FILE, allow_pickle=False) as ref:
         lengths = ref["lengths"] if predictor.masked else None
         families = [Family("reference inputs", ref["X"], lengths)]

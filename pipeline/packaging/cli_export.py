@@ -1,6 +1,6 @@
 """``gru-export``: a user's saved Keras classifier -> verified ONNX artifact folder.
 
-Owns: argument parsing of gru-export. Imports: argparse and pipeline.settings at start-up (fast
+Owns: argument parsing of gru-export. Layer: packaging. Imports: argparse and pipeline.settings at start-up (fast
 ``--help``); Keras and the exporter only when an export runs. Reads: the model file, the sample
 file, an optional custom-objects module. Writes: ``--out`` (nothing when anything fails).
 """
@@ -12,6 +12,7 @@ import os
 import sys
 from typing import Optional, Sequence
 
+from pipeline import progress
 from pipeline.cli_common import run_cli
 from pipeline.settings import ExportConfig, VerifyConfig
 
@@ -47,6 +48,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser().parse_args(argv)
 
     def go() -> int:
+        progress.show_progress()
         from pipeline.errors import ConfigError
 
         names = None
@@ -62,8 +64,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
         BuildConfig(export=export, verify=verify).validate()  # the same ranges as gru-build
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        from pipeline.export.own_model import export_keras_model, read_sample
-        from pipeline.export.source_model import describe, load_keras_file
+        from pipeline.keras_source.describe import describe
+        from pipeline.keras_source.load import load_keras_file
+        from pipeline.packaging.own_model import export_keras_model, read_sample
 
         model = load_keras_file(args.model_file, args.custom_objects)
         tokens = describe(model, args.logits).input_kind == "tokens"

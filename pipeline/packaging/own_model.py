@@ -3,11 +3,12 @@
 Owns: turning a trained Keras 3 binary classifier and sample inputs into a verified artifact folder
 (the same contract as ``gru-build``), with the source model's name, hash, Keras version and backend
 in the manifest. The inputs are the model's own: no scaling outside the model is assumed.
-Imports: numpy, keras (heavy side), pipeline.export.{source_model, exporter}, pipeline.verification,
-pipeline.report.metrics. Reads: the model and sample files. Writes: ``<out>/`` through ``export_model``.
+Layer: packaging. Imports: numpy, keras (heavy side), pipeline.keras_source, pipeline.packaging.exporter,
+pipeline.verification.equivalence, pipeline.report.metrics. Reads: the model and sample files.
+Writes: ``<out>/`` through ``export_model``.
 
 Example:
-    >>> from pipeline.export import export_keras_model
+    >>> from pipeline.packaging import export_keras_model
     >>> export_keras_model(model, X_sample, "exported")   # X_sample (N, T, F) float or (N, T) ids
 """
 
@@ -21,7 +22,12 @@ import numpy as np
 from pipeline import artifact
 from pipeline.datafiles import SequenceData, read_sequences, read_token_ids
 from pipeline.errors import DataFormatError
+from pipeline.keras_source.describe import check_sample, describe, source_proba
+from pipeline.packaging.exporter import ExportResult, export_model
+from pipeline.packaging.spec import ArtifactSpec, Reference, TrainingRecord, VerificationPlan
+from pipeline.report.metrics import binary_metrics
 from pipeline.settings import ExportConfig, VerifyConfig
+from pipeline.verification.equivalence import sample_families
 
 __all__ = ["export_keras_model", "read_sample"]
 
@@ -67,7 +73,7 @@ def export_keras_model(
     seed: int = 0,
     source_file: Optional[str | Path] = None,
     feature_names: Optional[list] = None,
-):
+) -> ExportResult:
     """Export a trained Keras binary classifier to a verified artifact folder.
 
     Args:
@@ -94,11 +100,6 @@ def export_keras_model(
     """
     import keras
 
-    from pipeline.export.exporter import export_model
-    from pipeline.export.source_model import check_sample, describe, source_proba
-    from pipeline.report.metrics import binary_metrics
-    from pipeline.verification.equivalence import sample_families
-
     export = export or ExportConfig()
     verify = verify or VerifyConfig()
     source = describe(model, logits)
@@ -116,10 +117,7 @@ def export_keras_model(
         raise DataFormatError(f"class names: expected two, got {len(names)} ({names})")
     sample = SequenceData(X=Xs, lengths=lengths if lengths is not None else np.full(n, T, np.int64),
                           y=None, ids=np.array([str(i) for i in range(n)]), feature_names=feature_names)
-    families = sample_families(Xs, lengths, tokens=source.input_kind == "tokens",
-                               vocabulary_size=source.vocabulary_size, dynamic_time=source.timesteps is None,
-                               masked=source.masking, n_random=verify.n_random, odd_batch=verify.odd_batch,
-                               large_batch=verify.large_batch, seed=seed)
+    families = sample_families(Xs, lengths, source, verify, seed)
     dims: list[Any] = ["batch", T if source.timesteps is not None else "time"]
     if source.input_kind == "tokens":
         input_spec = {"name": artifact.INPUT_NAME, "dtype": "int64", "shape": dims, "kind": "tokens",
@@ -143,9 +141,10 @@ def export_keras_model(
         p = source_proba(source, Xs)
         extra["metrics"] = {"sample": binary_metrics(y01, p, threshold)}
         curves = {"sample": (y01, p)}
-    return export_model(
-        source.proba_model, sample, out, class_names=names, threshold=threshold,
-        threshold_source="given" if threshold != 0.5 else "default 0.5", masking=source.masking,
-        export=export, verify=verify, seed=seed, manifest_extra=extra, curves=curves,
-        reference_proba=lambda Z: source_proba(source, Z), families=families, input_spec=input_spec, steps=(1, 4),
-    )
+    spec = ArtifactSpec(class_names=names, threshold=threshold,
+                        threshold_source="given" if threshold != 0.5 else "default 0.5", masking=source.masking,
+                        input=input_spec)
+    plan = VerificationPlan(sample, families=families, settings=verify, seed=seed)
+    record = TrainingRecord(manifest=extra, curves=curves or {})
+    return export_model(Reference(source.proba_model, lambda Z: source_proba(source, Z)), spec, plan, out, export,
+                        record)

@@ -1,6 +1,6 @@
 """``gru-verify``: does the ONNX we ship still equal our Keras model? Exit 0 yes, 5 no.
 
-Owns: argument parsing of gru-verify. Imports: argparse at start-up; Keras and the runtime only when
+Owns: argument parsing of gru-verify. Layer: packaging. Imports: argparse at start-up; Keras and the runtime only when
 a check runs. Reads: MODEL_DIR, the Keras model file, an optional data file. Writes: nothing.
 """
 
@@ -11,6 +11,7 @@ import os
 import sys
 from typing import Optional, Sequence
 
+from pipeline import progress
 from pipeline.cli_common import run_cli
 
 PROG = "gru-verify"
@@ -32,9 +33,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser().parse_args(argv)
 
     def go() -> int:
+        progress.show_progress()
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        from pipeline.export.source_model import load_keras_file
-        from pipeline.verification.recheck import recheck
+        from pipeline.keras_source.load import load_keras_file
+        from pipeline.packaging.recheck import recheck
 
         model = load_keras_file(args.keras, args.custom_objects)
         print(recheck(args.model_dir, model, args.data, args.atol))
