@@ -28,7 +28,8 @@ help:
 	@echo "make test            run the whole test suite"
 	@echo "make bench           runtime vs Keras, tf.function, tf2onnx, OpenVINO, LiteRT; cold start,"
 	@echo "                     memory, install size, targets; streaming (bench-results/)"
-	@echo "make lint            ruff (pyflakes + pycodestyle errors) over the whole tree"
+	@echo "make lint            ruff (pyflakes + pycodestyle errors) over the whole tree, and the layer"
+	@echo "                     contracts of pyproject.toml (lint-imports: imports point one way down)"
 	@echo "make bench-cluster   Parquet batch scoring: in-process Predictor vs gru-predict --engine local,"
 	@echo "                     ray, spark at 1 and 2 workers, 1M sequences (bench-results/cluster.*)"
 	@echo "make coverage-table  regenerate the native-GRU coverage table in docs/export-coverage.md"
@@ -76,6 +77,7 @@ export: $(STAMP) $(NODE_STAMP)
 
 test: $(CLUSTER_STAMP) $(UCR_STAMP) $(NODE_STAMP) java
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
 
 bench: $(BENCH_STAMP)
@@ -83,6 +85,7 @@ bench: $(BENCH_STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 
 bench-cluster: $(CLUSTER_STAMP) java
 	$(PY) tools/bench_cluster.py
