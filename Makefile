@@ -21,7 +21,7 @@ export PYTHONDONTWRITEBYTECODE = 1
 NODE_DIR   := tools/node
 NODE_STAMP := $(NODE_DIR)/node_modules/.installed
 
-.PHONY: help install export test bench bench-cluster java lint coverage-table ucr-table clean node-deps
+.PHONY: help install export test bench bench-cluster java lint coverage-table ucr-table clean node-deps examples
 
 help:
 	@echo "make export          train on the default task, export, verify, write exported/"
@@ -35,6 +35,7 @@ help:
 	@echo "make coverage-table  regenerate the native-GRU coverage table in docs/export-coverage.md"
 	@echo "make ucr-table       accuracy on eight public UCR/UEA sets vs a plain GRU and 1-NN DTW (docs/accuracy.md)"
 	@echo "make node-deps       npm-install onnxruntime-node for the JavaScript cross-runtime check"
+	@echo "make examples        write the inputs of the README's examples into build/examples/ (ucr extra)"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -96,6 +97,11 @@ ucr-table: $(UCR_STAMP)
 
 coverage-table: $(STAMP)
 	$(PY) tools/coverage_table.py --update-docs
+
+# the inputs of the README's examples (ItalyPowerDemand from the aeon wheel, rows of exported/, a tiny
+# seq.keras) in build/examples/ (~20 s)
+examples: $(UCR_STAMP)
+	$(PY) tools/examples.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info $(NODE_DIR)/node_modules
