@@ -72,9 +72,9 @@ def test_unrolled_graph_ships_verified_and_a_failing_one_is_dropped(built, tmp_p
                   - Predictor.load(out, graph="native").predict_proba(X)).max() <= 1e-6
 
     # An unrolled graph that disagrees with Keras is not shipped; the build still publishes model.onnx.
-    from pipeline.export import unrolled as onnx_unrolled
+    from pipeline.packaging import graphs  # stages the graph pipeline.export.unrolled builds
 
-    real = onnx_unrolled.unroll_grus
+    real = graphs.unroll_grus
 
     def off_by_a_bit(proto, T):
         bad = real(proto, T)
@@ -85,7 +85,7 @@ def test_unrolled_graph_ships_verified_and_a_failing_one_is_dropped(built, tmp_p
                 init.CopyFrom(numpy_helper.from_array(arr, init.name))
         return bad
 
-    monkeypatch.setattr(onnx_unrolled, "unroll_grus", off_by_a_bit)
+    monkeypatch.setattr(graphs, "unroll_grus", off_by_a_bit)
     out2 = tmp_path / "artifact2"
     builder.run_build(tiny_config(out2))
     entry = json.loads((out2 / "manifest.json").read_text())["unrolled"]
