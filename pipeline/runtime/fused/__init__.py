@@ -1,4 +1,5 @@
-"""The fused GRU kernel: the C library (gru_kernel.c, built at install time) driven through ctypes.
+"""The fused GRU kernel: the C library (gru_kernel.h and the .c files beside it, built at install
+time as one shared object) driven through ctypes.
 
 Owns: finding and loading the library, the ISA variants it offers (``ISAS``: avx512, avx2
 (+FMA), generic C) and which of them this CPU runs, ``FusedKernel`` (one loaded model, one ISA:
@@ -6,7 +7,10 @@ Owns: finding and loading the library, the ISA variants it offers (``ISAS``: avx
 ``prepare_fused``: read the weights out of model.onnx (``onnx_reader``), pick the best ISA that
 passes its self-check against model.onnx, and say why when none does. Imports: ctypes, numpy,
 pipeline.errors, pipeline.runtime.fused.onnx_reader (TF-free; no onnx package). Reads: the library file and the
-model bytes it is given. Writes: nothing.
+model bytes it is given; the environment variable GRU_KERNEL_LIBRARY (``LIBRARY_ENV``): when set,
+the path of the library to load instead of the installed one, e.g. a build of the same sources
+under AddressSanitizer or ThreadSanitizer (``make kernel-check``, tests/runtime/test_kernel_sanitizers.py).
+Writes: nothing.
 
 The kernel is an acceleration, never a requirement: without the library (no compiler at install
 time, another platform), on a CPU without the ISA, when a variant misses the self-check or the
@@ -33,7 +37,8 @@ __all__ = ["ISAS", "LIBRARY_MODULE", "FusedKernel", "library_path", "load_librar
            "prepare_fused", "SELF_CHECK_ATOL"]
 
 LIBRARY_MODULE = "pipeline.runtime.fused._gru_kernel"  # the ext-module name in pyproject.toml
-ABI_VERSION = 3
+LIBRARY_ENV = "GRU_KERNEL_LIBRARY"  # a library path to load instead of the installed one (sanitizer builds)
+ABI_VERSION = 4  # the C GRU_ABI_VERSION
 ISAS = {"avx512": 2, "avx2": 1, "generic": 0}  # best first; values are the C enum
 # the variants chosen automatically: the generic C one (0.8k samples/s here, scalar, a libm fmaf per
 # multiply-add) is slower than the onnxruntime graph, so it serves tests and explicit requests only
@@ -48,7 +53,10 @@ _loaded: dict[str, object] = {}
 
 
 def library_path() -> Optional[Path]:
-    """Where the built library is (next to this file, or wherever the editable install put it)."""
+    """Where the library is: $GRU_KERNEL_LIBRARY when set, else the built one (next to this file, or
+    wherever the editable install put it)."""
+    if os.environ.get(LIBRARY_ENV):
+        return Path(os.environ[LIBRARY_ENV])
     try:
         spec = importlib.util.find_spec(LIBRARY_MODULE)
     except (ImportError, ValueError):
@@ -85,10 +93,6 @@ def load_library(path: Optional[Path] = None):
             lib.gru_run.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_long, ctypes.c_long, ctypes.c_void_p,
                                     ctypes.c_int]
             lib.gru_set_input_scaling.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
-            lib.gru_set_split_policy.argtypes = [ctypes.c_int]
-            lib.gru_set_split_policy.restype = None
-            lib.gru_split_jobs.restype = ctypes.c_long
-            lib.gru_split_choice.restype = ctypes.c_int
             result = (lib, "")
         except (OSError, AttributeError) as exc:
             result = (None, f"the fused GRU library {path.name} cannot be loaded: {str(exc)[:160]}")

@@ -1,0 +1,154 @@
+/* Fused GRU inference kernel: a stack of L >= 1 GRU layers (ONNX GRU, linear_before_reset 1 or 0,
+ * i.e. Keras reset_after True or False), each forward, reverse (Keras go_backwards) or bidirectional
+ * (its two directions concatenated), every layer but the last handing its whole output sequence to
+ * the next -> the last layer's last state or mean over time -> Dense(1) -> sigmoid, for a whole
+ * batch in one call. Plain C, no Python C API: the runtime loads the shared object with ctypes
+ * (pipeline/runtime/fused/__init__.py), which releases the GIL during calls.
+ *
+ * This header owns what the kernel's source files share: the model's types, the job of one call,
+ * and the functions one file calls in another (hidden: the library exports only the gru_* API).
+ * The files, each including this header:
+ *   model.c            CPU features, weight packing (gru_create / gru_destroy), the model input's
+ *                      per-feature scaling with its NaN/infinity scan
+ *   ort_activations.h  onnxruntime's activation functions: scalar, and ORT_ACTIVATIONS for vectors
+ *   kernel_generic.c   one time step in plain C (every CPU)
+ *   kernel_avx2.c      one time step with AVX2 + FMA      } per-function target attributes: one
+ *   kernel_avx512.c    one time step with AVX-512         } build holds every variant
+ *   gru_kernel.c       the entry point gru_run: row blocks, layers, directions, the head
+ *   pool.c / pool.h    the worker threads of a call (one struct, C11 atomics + mutex/condvar)
+ * Built by setuptools (pyproject.toml, [[tool.setuptools.ext-modules]]) with -O3 -ffp-contract=off
+ * -fno-math-errno: no fused multiply-add the source did not write.
+ *
+ * Numerics: float32, onnxruntime's GRU op operation for operation (ort_activations.h for the
+ * functions), so on CPUs where onnxruntime's MLAS runs its FMA kernels the kernel reproduces
+ * model.onnx bit for bit:
+ *   z     = Logistic((h.Rz + x.Wz) + (Wbz + Rbz))
+ *   r.lin = Reset((h.Rr + x.Wr) + (Wbr + Rbr), lin),  lin = h.Rn + Rbn      linear_before_reset=1
+ *   n     = Tanh((x.Wn + r.lin) + Wbn)                                     linear_before_reset=1
+ *   r.h   = Reset((h.Rr + x.Wr) + (Wbr + Rbr), h)                          linear_before_reset=0
+ *   n     = Tanh(((r.h).Rn + x.Wn) + (Wbn + Rbn))                          linear_before_reset=0
+ *   h'    = (1 - z) * n + z * h
+ * with the additions grouped as written and each product summed over k in order from 0 with fused
+ * multiply-adds, x.W and h.R as separate sums (onnxruntime: one sgemm for x.W, one per step for h.R
+ * added onto it). linear_before_reset=0 needs r of every unit before the (r.h).Rn product: each
+ * step runs in two phases (z, r, x.Wn and r.h of every unit; then n and h'), through three more
+ * (rows, Hp) planes.
+ *   head: per direction the mean (sum in the order the graph's ReduceMean adds, then / T) or the last
+ *   state, the directions concatenated; p = Logistic(fma-sum of head . w, in order, + b)
+ * A reverse direction runs t = T-1 .. 0 and its state after step t is its output at time t (ONNX Y);
+ * a layer direction marked "flip" hands that output to the next layer at time T-1-t instead (Keras
+ * go_backwards with return_sequences: the exporter reverses Y along time with a Slice).
+ * Each output row depends only on its own input row, with the same operation order whatever the
+ * batch size, tile or thread it lands in, so results are bit-identical across batch splits.
+ *
+ * Layout of the packed weights, per layer and direction (gru_cell): the hidden units are padded to
+ * Hp (a multiple of 16) with zero weights and biases (a padded unit stays exactly 0) and cut into
+ * column tiles of 16 units; tile j holds, for k over the F inputs then the H hidden units, the 16 z,
+ * 16 r and 16 n weights:
+ *   wpack[j][k][gate][16]   (Hp/16, F + H, 3, 16)
+ * The AVX2 kernel reads each 16-wide tile as two 8-wide halves.
+ *
+ * Stacked layers: a block of rows runs layer by layer. A layer that is not the last writes each
+ * direction's state after each step into a sequence buffer (rows, T, D*H), direction d at columns
+ * d*H .. d*H+H-1 (unpadded): the layout of x (rows, T, F), so the next layer's cell reads it as its
+ * input with F = D*H. Two such buffers (ping-pong) in each thread's scratch (gru_scratch_floats).
+ */
+#ifndef GRU_KERNEL_H
+#define GRU_KERNEL_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#define GRU_X86 1
+#else
+#define GRU_X86 0
+#endif
+
+#define GRU_HIDDEN __attribute__((visibility("hidden")))  /* shared between the files, not exported */
+
+#define GRU_ABI_VERSION 4
+#define TILE 16        /* hidden units per column tile (one zmm) */
+#define BLOCK_ROWS 24  /* rows that run all time steps together, h and the mean resident in L1 */
+#define MAX_SCALE_OPS 8
+#define LAYER_INFO 7   /* ints per layer given to gru_create */
+
+enum { ISA_GENERIC = 0, ISA_AVX2 = 1, ISA_AVX512 = 2 };
+enum { HEAD_LAST = 0, HEAD_AVG = 1 };
+enum { SCALE_SUB = 0, SCALE_DIV = 1, SCALE_MUL = 2, SCALE_ADD = 3 };
+
+typedef struct {                  /* one direction of one layer: what the tiles read */
+    int F, H, Hp;                 /* inputs, hidden units, hidden units padded to a multiple of TILE */
+    float *wpack;                 /* (Hp/16, F + H, 3, 16) */
+    float *bz, *br, *bxn, *bhn;   /* (Hp,) each: Wbz+Rbz, Wbr+Rbr, Wbn (Wbn+Rbn when linear_before_reset=0), Rbn */
+} gru_cell;
+
+typedef struct {
+    int D, H;                     /* directions (1 or 2), hidden units per direction */
+    int lbr;                      /* linear_before_reset: 1 (one phase per step) or 0 (two phases) */
+    int reverse[2];               /* direction d runs t = T-1 .. 0 */
+    int flip[2];                  /* direction d's output of time t goes to time T-1-t of the next layer */
+    gru_cell cell[2];
+} gru_layer;
+
+typedef struct {
+    int F, L, head, isa;
+    int scratch_w;                /* state planes' floats per row: max over layers of D x cell Hp x 3 planes
+                                     (6 for linear_before_reset=0) */
+    int seq_w;                    /* widest sequence handed between layers: max D*H over all but the last layer */
+    int hist_w;                   /* > 0 (the last layer's Hp): its states are kept and summed in time order
+                                     (average head over a reverse direction whose output keeps time order,
+                                     as ReduceMean sums it; a running sum would add them backwards) */
+    gru_layer *layer;             /* (L,) */
+    float *head_w;                /* (D*H,) of the last layer, directions concatenated */
+    float head_b;
+    int n_scale;                  /* the graph's per-feature input scaling, applied first, in order */
+    int scale_op[MAX_SCALE_OPS];  /* SCALE_* */
+    float *scale_c;               /* (n_scale, F) */
+} gru_model;
+
+/* One gru_run call: N rows cut into n_blocks blocks that the caller and its helpers take in turn. */
+typedef struct {
+    const gru_model *m;
+    const float *x;               /* (N, T, F) the model input, unscaled, never written */
+    long T, N;
+    float *out;                   /* (N,) each block writes its own rows */
+    int block_rows;               /* the largest block's rows */
+    long n_blocks;
+    atomic_long next;             /* next block to take */
+    atomic_int nonfinite;         /* set when a scaled input value is NaN or infinite */
+} gru_job;
+
+/* model.c */
+GRU_HIDDEN void *gru_aligned(size_t bytes);  /* zeroed, 64-byte aligned; NULL when out of memory */
+GRU_HIDDEN int gru_scale_rows(const gru_model *m, const float *src, float *dst, size_t steps);
+
+/* gru_kernel.c: take the job's blocks until none is left; scratch: gru_scratch_floats floats */
+GRU_HIDDEN void gru_run_blocks(gru_job *job, float *scratch);
+GRU_HIDDEN size_t gru_scratch_floats(const gru_model *m, int block_rows, long T);
+
+/* One time step t of one direction, all Hp hidden units of `rows` rows: hA (rows, Hp) -> hB, and
+ * sum += hB when avg. x (rows, T, F). The step0_ forms (linear_before_reset=0) run in two phases
+ * through zb, xnb, rh: (rows, Hp) each. */
+#define GRU_STEP_ARGS const gru_cell *c, const float *x, long T, long t, int rows, const float *hA, float *hB, \
+                      float *sum, int avg
+#define GRU_STEP0_ARGS GRU_STEP_ARGS, float *zb, float *xnb, float *rh
+GRU_HIDDEN void gru_step_generic(GRU_STEP_ARGS);
+GRU_HIDDEN void gru_step0_generic(GRU_STEP0_ARGS);
+#if GRU_X86
+GRU_HIDDEN void gru_step_avx2(GRU_STEP_ARGS);
+GRU_HIDDEN void gru_step0_avx2(GRU_STEP0_ARGS);
+GRU_HIDDEN void gru_step_avx512(GRU_STEP_ARGS);
+GRU_HIDDEN void gru_step0_avx512(GRU_STEP0_ARGS);
+#endif
+
+/* The library's API (ctypes, pipeline/runtime/fused/__init__.py) */
+int gru_abi_version(void);
+int gru_isa_supported(int isa);
+void *gru_create(int F, int L, const int *info, const float *params, int head, const float *head_w,
+                 float head_b, int isa);
+void gru_destroy(void *handle);
+int gru_set_input_scaling(void *handle, int n, const int *ops, const float *consts);
+int gru_run(void *handle, const float *x, long N, long T, float *out, int nthreads);
+
+#endif /* GRU_KERNEL_H */

@@ -1,0 +1,172 @@
+/* The model: CPU features, weight packing and the model input's scaling.
+ *
+ * Owns: gru_abi_version, gru_isa_supported (the CPU features each variant needs), gru_create /
+ * gru_destroy (the ONNX weights packed into column tiles, see gru_kernel.h "Layout"),
+ * gru_set_input_scaling and gru_scale_rows (the graph's Sub/Div/Mul/Add by per-feature constants,
+ * the same float32 operations, with a NaN/infinity scan of the scaled values).
+ * Includes gru_kernel.h. Reads: the arrays the caller passes. Writes: the model it allocates.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gru_kernel.h"
+
+/* ------------------------------------------------------------------ CPU features */
+int gru_abi_version(void) { return GRU_ABI_VERSION; }
+
+int gru_isa_supported(int isa) {
+    if (isa == ISA_GENERIC) return 1;
+#if GRU_X86
+    __builtin_cpu_init();
+    if (isa == ISA_AVX2) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    if (isa == ISA_AVX512)
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+               __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+               __builtin_cpu_supports("fma");
+#endif
+    return 0;
+}
+
+/* ------------------------------------------------------------------ model */
+void *gru_aligned(size_t bytes) {
+    void *p = NULL;
+    if (posix_memalign(&p, 64, bytes ? bytes : 64) != 0) return NULL;
+    memset(p, 0, bytes ? bytes : 64);
+    return p;
+}
+
+static void free_cell(gru_cell *c) {
+    free(c->wpack); free(c->bz); free(c->br); free(c->bxn); free(c->bhn);
+}
+
+void gru_destroy(void *handle) {
+    gru_model *m = (gru_model *)handle;
+    if (!m) return;
+    if (m->layer)
+        for (int l = 0; l < m->L; l++)
+            for (int d = 0; d < 2; d++) free_cell(&m->layer[l].cell[d]);
+    free(m->layer); free(m->head_w); free(m->scale_c);
+    free(m);
+}
+
+/* Pack one direction: W (3H, F), R (3H, H), B (6H,) in ONNX order (gates z, r, n; B = [Wb, Rb]). */
+static int pack_cell(gru_cell *c, int F, int H, const float *W, const float *R, const float *B, int lbr) {
+    c->F = F; c->H = H; c->Hp = (H + TILE - 1) / TILE * TILE;
+    int Hp = c->Hp, K = F + H;
+    c->wpack = (float *)gru_aligned(sizeof(float) * (size_t)(Hp / TILE) * K * 3 * TILE);
+    c->bz = (float *)gru_aligned(sizeof(float) * Hp); c->br = (float *)gru_aligned(sizeof(float) * Hp);
+    c->bxn = (float *)gru_aligned(sizeof(float) * Hp); c->bhn = (float *)gru_aligned(sizeof(float) * Hp);
+    if (!c->wpack || !c->bz || !c->br || !c->bxn || !c->bhn) return 0;
+    for (int j = 0; j < H; j++) {
+        int jt = j / TILE, jl = j % TILE;
+        for (int g = 0; g < 3; g++) {
+            const float *wrow = W + (size_t)(g * H + j) * F;   /* gate g, unit j: (F,) */
+            const float *rrow = R + (size_t)(g * H + j) * H;   /* (H,) */
+            for (int k = 0; k < F; k++) c->wpack[(((size_t)jt * K + k) * 3 + g) * TILE + jl] = wrow[k];
+            for (int k = 0; k < H; k++) c->wpack[(((size_t)jt * K + F + k) * 3 + g) * TILE + jl] = rrow[k];
+        }
+        c->bz[j] = B[j] + B[3 * H + j];
+        c->br[j] = B[H + j] + B[4 * H + j];
+        c->bxn[j] = lbr ? B[2 * H + j] : B[2 * H + j] + B[5 * H + j];  /* onnxruntime adds Wbn + Rbn first */
+        c->bhn[j] = B[5 * H + j];
+    }
+    return 1;
+}
+
+/* F: the model's input features; L layers. info: LAYER_INFO ints per layer,
+ *   {H, D, linear_before_reset (1 or 0), reverse0, flip0, reverse1, flip1}
+ * (reverse_d: direction d runs backwards in time; flip_d: its output sequence is handed on reversed
+ * in time). params: per layer, the ONNX initializers one after the other: W (D, 3H, F_l),
+ * R (D, 3H, H), B (D, 6H), where F_0 = F and F_l = D_{l-1} * H_{l-1}. head_w: (D * H,) of the last
+ * layer. Returns NULL on bad arguments, an unsupported ISA or no memory. */
+void *gru_create(int F, int L, const int *info, const float *params, int head, const float *head_w,
+                 float head_b, int isa) {
+    if (F < 1 || L < 1 || !info || !params || !head_w || (head != HEAD_LAST && head != HEAD_AVG) ||
+        !gru_isa_supported(isa))
+        return NULL;
+    for (int l = 0; l < L; l++) {
+        const int *in = info + (size_t)l * LAYER_INFO;
+        if (in[0] < 1 || (in[1] != 1 && in[1] != 2) || (in[2] != 0 && in[2] != 1)) return NULL;
+    }
+    gru_model *m = (gru_model *)calloc(1, sizeof(gru_model));
+    if (!m) return NULL;
+    m->F = F; m->L = L; m->head = head; m->isa = isa; m->head_b = head_b;
+    m->layer = (gru_layer *)calloc((size_t)L, sizeof(gru_layer));
+    if (!m->layer) { gru_destroy(m); return NULL; }
+    const float *p = params;
+    int Fl = F;
+    for (int l = 0; l < L; l++) {
+        const int *in = info + (size_t)l * LAYER_INFO;
+        gru_layer *ly = &m->layer[l];
+        ly->H = in[0]; ly->D = in[1]; ly->lbr = in[2];
+        const int H = ly->H, D = ly->D;
+        const float *W = p, *R = W + (size_t)D * 3 * H * Fl, *B = R + (size_t)D * 3 * H * H;
+        p = B + (size_t)D * 6 * H;
+        for (int d = 0; d < D; d++) {
+            ly->reverse[d] = in[3 + 2 * d] != 0;
+            ly->flip[d] = in[4 + 2 * d] != 0;
+            if (!pack_cell(&ly->cell[d], Fl, H, W + (size_t)d * 3 * H * Fl, R + (size_t)d * 3 * H * H,
+                           B + (size_t)d * 6 * H, ly->lbr)) { gru_destroy(m); return NULL; }
+        }
+        int width = D * ly->cell[0].Hp * (ly->lbr ? 3 : 6);
+        if (width > m->scratch_w) m->scratch_w = width;
+        if (l < L - 1 && D * H > m->seq_w) m->seq_w = D * H;
+        Fl = D * H;
+    }
+    const gru_layer *last = &m->layer[L - 1];
+    for (int d = 0; d < last->D; d++)
+        if (head == HEAD_AVG && last->reverse[d] && !last->flip[d]) m->hist_w = last->cell[0].Hp;
+    m->head_w = (float *)gru_aligned(sizeof(float) * (size_t)Fl);
+    if (!m->head_w) { gru_destroy(m); return NULL; }
+    memcpy(m->head_w, head_w, sizeof(float) * (size_t)Fl);
+    return m;
+}
+
+/* The model input's per-feature scaling (x op c, in order, float32: the same operations as the
+ * graph's Sub/Div/Mul/Add nodes; the library is built with -ffp-contract=off, so a Mul then an Add
+ * is never fused into one rounding). ops (n,) SCALE_*, consts (n, F). Returns 0, or -1 (bad arguments,
+ * no memory) with the model's scaling unchanged. */
+int gru_set_input_scaling(void *handle, int n, const int *ops, const float *consts) {
+    gru_model *m = (gru_model *)handle;
+    if (!m || n < 0 || n > MAX_SCALE_OPS || (n && (!ops || !consts))) return -1;
+    for (int i = 0; i < n; i++)
+        if (ops[i] < SCALE_SUB || ops[i] > SCALE_ADD) return -1;
+    float *c = NULL;
+    if (n) {
+        c = (float *)gru_aligned(sizeof(float) * (size_t)n * m->F);
+        if (!c) return -1;
+        memcpy(c, consts, sizeof(float) * (size_t)n * m->F);
+    }
+    for (int i = 0; i < n; i++) m->scale_op[i] = ops[i];
+    free(m->scale_c);
+    m->scale_c = c;
+    m->n_scale = n;
+    return 0;
+}
+
+/* dst (n steps, F) = the scaled src; returns 1 if any scaled value is NaN or infinite (a NaN or
+ * infinity in src always makes its scaled value one too). */
+int gru_scale_rows(const gru_model *m, const float *src, float *dst, size_t steps) {
+    const int F = m->F;
+    int bad = 0;
+    for (size_t s = 0; s < steps; s++) {
+        const float *a = src + s * F;
+        float *b = dst + s * F;
+        for (int f = 0; f < F; f++) {
+            float v = a[f];
+            for (int i = 0; i < m->n_scale; i++) {
+                const float c = m->scale_c[(size_t)i * F + f];
+                switch (m->scale_op[i]) {
+                    case SCALE_SUB: v = v - c; break;
+                    case SCALE_DIV: v = v / c; break;
+                    case SCALE_MUL: v = v * c; break;
+                    default: v = v + c; break;
+                }
+            }
+            bad |= !isfinite(v);
+            b[f] = v;
+        }
+    }
+    return bad;
+}

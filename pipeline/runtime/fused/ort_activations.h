@@ -1,0 +1,120 @@
+/* onnxruntime's activation functions, scalar and on one vector, with the operations in onnxruntime's
+ * order: the kernel's numbers are onnxruntime's bits only while this file matches it.
+ *
+ * Owns: the coefficients, the scalar forms (logistic1, tanh_pq1, reset1, tanh1: the generic C step
+ * and every variant's head) and ORT_ACTIVATIONS, which defines the same four functions on a vector
+ * type for the AVX2 and AVX-512 files (one operation order for every width). Header only: the
+ * functions are inlined where they are used. Needs <math.h> (fmaf) and, for ORT_ACTIVATIONS, the
+ * intrinsics of the width it is used with.
+ *
+ * The GRU op of onnxruntime's CPU provider (rnn/deep_cpu_gru.cc, rnn/rnn_helpers.cc; the same code
+ * since onnxruntime 1.x) does not compute exp: for sigmoid/tanh it uses rational approximations
+ * (Eigen's coefficients), and we use the same ones with the same operations in the same order, so
+ * the kernel reproduces model.onnx bit for bit where onnxruntime's MLAS runs its FMA kernels:
+ *   z  = Logistic(pre_z): MlasComputeLogistic (FMA3 kernel): v = clamp(x, +-18),
+ *        p = v (((a9 v^2 + a7) v^2 + a5) v^2 + a3) v^2 + a1),  q = (...(b10 v^2 + b8) ...) v^2 + b0
+ *        by fused multiply-adds, max(0, p / q + 1/2)
+ *   r (.) lin: gru_reset_gate_sigmoid: v = clamp(pre_r, +-20) * 0.5, (lin * 0.5) * (1 + P(v) / Q(v))
+ *   n  = gru_output_gate_tanh: P(v) / Q(v), v = clamp(pre_n, +-10)
+ *   h' = (1 - z) * n + z * h
+ * where P/Q is rnn_helpers' tanh with every product and sum rounded apart (that file is built
+ * without FMA). The output head is onnxruntime's too: ReduceMean sums in time order and divides by
+ * T, Gemm accumulates by fused multiply-adds in k order then adds the bias, Sigmoid is Logistic. */
+#ifndef GRU_ORT_ACTIVATIONS_H
+#define GRU_ORT_ACTIVATIONS_H
+
+#include <math.h>
+
+#define LOGISTIC_BOUND 18.0f
+#define LOGISTIC_A9 4.37031012579801e-11f
+#define LOGISTIC_A7 1.15627324459942e-07f
+#define LOGISTIC_A5 6.08574864600143e-05f
+#define LOGISTIC_A3 8.51377133304701e-03f
+#define LOGISTIC_A1 2.48287947061529e-01f
+#define LOGISTIC_B10 6.10247389755681e-13f
+#define LOGISTIC_B8 5.76102136993427e-09f
+#define LOGISTIC_B6 6.29106785017040e-06f
+#define LOGISTIC_B4 1.70198817374094e-03f
+#define LOGISTIC_B2 1.16817656904453e-01f
+#define LOGISTIC_B0 9.93151921023180e-01f
+#define RESET_BOUND 20.0f     /* rnn_helpers' sigmoid_bound */
+#define TANH_BOUND 10.0f      /* rnn_helpers' tanh_bound */
+#define TANH_A13 -2.76076847742355e-16f
+#define TANH_A11 2.00018790482477e-13f
+#define TANH_A9 -8.60467152213735e-11f
+#define TANH_A7 5.12229709037114e-08f
+#define TANH_A5 1.48572235717979e-05f
+#define TANH_A3 6.37261928875436e-04f
+#define TANH_A1 4.89352455891786e-03f
+#define TANH_B6 1.19825839466702e-06f
+#define TANH_B4 1.18534705686654e-04f
+#define TANH_B2 2.26843463243900e-03f
+#define TANH_B0 4.89352518554385e-03f
+
+static inline float clampf_(float x, float b) { return x < -b ? -b : (x > b ? b : x); }
+
+static inline float logistic1(float x) {
+    const float v = clampf_(x, LOGISTIC_BOUND), x2 = v * v;
+    float p = fmaf(x2, LOGISTIC_A9, LOGISTIC_A7);
+    p = fmaf(x2, p, LOGISTIC_A5); p = fmaf(x2, p, LOGISTIC_A3); p = fmaf(x2, p, LOGISTIC_A1);
+    float q = fmaf(x2, LOGISTIC_B10, LOGISTIC_B8);
+    q = fmaf(x2, q, LOGISTIC_B6); q = fmaf(x2, q, LOGISTIC_B4); q = fmaf(x2, q, LOGISTIC_B2); q = fmaf(x2, q, LOGISTIC_B0);
+    const float r = (v * p) / q + 0.5f;
+    return r < 0.0f ? 0.0f : r;
+}
+
+static inline float tanh_pq1(float x) {  /* P(x) / Q(x), no fused operations */
+    const float x2 = x * x;
+    float p = x2 * TANH_A13 + TANH_A11;
+    p = x2 * p + TANH_A9; p = x2 * p + TANH_A7; p = x2 * p + TANH_A5; p = x2 * p + TANH_A3; p = x2 * p + TANH_A1;
+    p = x * p;
+    float q = x2 * TANH_B6 + TANH_B4;
+    q = x2 * q + TANH_B2; q = x2 * q + TANH_B0;
+    return p / q;
+}
+
+static inline float reset1(float pre, float lin) { return (lin * 0.5f) * (1.0f + tanh_pq1(clampf_(pre, RESET_BOUND) * 0.5f)); }
+static inline float tanh1(float pre) { return tanh_pq1(clampf_(pre, TANH_BOUND)); }
+
+/* onnxruntime's activations (logistic1, tanh_pq1, reset1, tanh1) on one vector of V: the same
+ * operations in the same order for every width. ATTR: the target attributes; P: the intrinsics'
+ * prefix (_mm512_ or _mm256_); S: the functions' suffix. */
+#define ORT_ACTIVATIONS(ATTR, V, P, S)                                                                 \
+ATTR V logistic##S(V x) {                                                                              \
+    const V v = P##min_ps(P##max_ps(x, P##set1_ps(-LOGISTIC_BOUND)), P##set1_ps(LOGISTIC_BOUND));      \
+    const V x2 = P##mul_ps(v, v);                                                                      \
+    V p = P##fmadd_ps(x2, P##set1_ps(LOGISTIC_A9), P##set1_ps(LOGISTIC_A7));                           \
+    p = P##fmadd_ps(x2, p, P##set1_ps(LOGISTIC_A5));                                                   \
+    p = P##fmadd_ps(x2, p, P##set1_ps(LOGISTIC_A3));                                                   \
+    p = P##fmadd_ps(x2, p, P##set1_ps(LOGISTIC_A1));                                                   \
+    V q = P##fmadd_ps(x2, P##set1_ps(LOGISTIC_B10), P##set1_ps(LOGISTIC_B8));                          \
+    q = P##fmadd_ps(x2, q, P##set1_ps(LOGISTIC_B6));                                                   \
+    q = P##fmadd_ps(x2, q, P##set1_ps(LOGISTIC_B4));                                                   \
+    q = P##fmadd_ps(x2, q, P##set1_ps(LOGISTIC_B2));                                                   \
+    q = P##fmadd_ps(x2, q, P##set1_ps(LOGISTIC_B0));                                                   \
+    return P##max_ps(P##setzero_ps(), P##add_ps(P##div_ps(P##mul_ps(v, p), q), P##set1_ps(0.5f)));    \
+}                                                                                                      \
+ATTR V tanh_pq##S(V x) { /* no fused operations */                                                     \
+    const V x2 = P##mul_ps(x, x);                                                                      \
+    V p = P##add_ps(P##mul_ps(x2, P##set1_ps(TANH_A13)), P##set1_ps(TANH_A11));                        \
+    p = P##add_ps(P##mul_ps(x2, p), P##set1_ps(TANH_A9));                                              \
+    p = P##add_ps(P##mul_ps(x2, p), P##set1_ps(TANH_A7));                                              \
+    p = P##add_ps(P##mul_ps(x2, p), P##set1_ps(TANH_A5));                                              \
+    p = P##add_ps(P##mul_ps(x2, p), P##set1_ps(TANH_A3));                                              \
+    p = P##add_ps(P##mul_ps(x2, p), P##set1_ps(TANH_A1));                                              \
+    p = P##mul_ps(x, p);                                                                               \
+    V q = P##add_ps(P##mul_ps(x2, P##set1_ps(TANH_B6)), P##set1_ps(TANH_B4));                          \
+    q = P##add_ps(P##mul_ps(x2, q), P##set1_ps(TANH_B2));                                              \
+    q = P##add_ps(P##mul_ps(x2, q), P##set1_ps(TANH_B0));                                              \
+    return P##div_ps(p, q);                                                                            \
+}                                                                                                      \
+ATTR V reset##S(V pre, V lin) {                                                                        \
+    const V v = P##min_ps(P##max_ps(pre, P##set1_ps(-RESET_BOUND)), P##set1_ps(RESET_BOUND));          \
+    const V t = tanh_pq##S(P##mul_ps(v, P##set1_ps(0.5f)));                                            \
+    return P##mul_ps(P##mul_ps(lin, P##set1_ps(0.5f)), P##add_ps(P##set1_ps(1.0f), t));                \
+}                                                                                                      \
+ATTR V tanh##S(V pre) {                                                                                \
+    return tanh_pq##S(P##min_ps(P##max_ps(pre, P##set1_ps(-TANH_BOUND)), P##set1_ps(TANH_BOUND)));     \
+}
+
+#endif /* GRU_ORT_ACTIVATIONS_H */
