@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from pipeline import artifact, progress
-from pipeline.export.native import OUTPUT_NAME, UnsupportedModelError, export_native
+from pipeline.export.native import UnsupportedModelError, export_native, output_name
 
 __all__ = ["convert"]
 
@@ -32,4 +32,5 @@ def convert(model, backend: str, opset: int) -> tuple[Any, str, Optional[str]]:
             progress.log(f"  native GRU export not possible ({reason}); falling back to tf2onnx (Loop graph)")
     from pipeline.export.tf2onnx_fallback import export_tf2onnx
 
-    return export_tf2onnx(model, artifact.INPUT_NAME, OUTPUT_NAME, opset), "tf2onnx", reason
+    name = output_name(int(model.outputs[0].shape[-1]))
+    return export_tf2onnx(model, artifact.INPUT_NAME, name, opset), "tf2onnx", reason

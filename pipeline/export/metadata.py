@@ -2,7 +2,7 @@
 
 Owns: the ``metadata_props`` and doc strings of every shipped graph (model.onnx, stream.onnx,
 model_unrolled.onnx), the producer name/version fields, and the source model's hash.
-Imports: hashlib, json, onnx (build stage only), pipeline. Reads/writes: the staged graph files
+Layer: export. Imports: hashlib, json, onnx (build stage only), pipeline. Reads/writes: the staged graph files
 named by the manifest (rewritten in place; their manifest sha256 entries are updated).
 
 Stamping happens after verification and changes no computation: ``stamp_graph`` checks that the
@@ -11,9 +11,10 @@ verified numbers hold for the stamped file.
 
 Keys written (all values are strings; JSON where structured)::
 
-    schema_version, graph ("model" | "stream" | "unrolled"), input, output, padding,
-    class_names (JSON), threshold, threshold_source, timesteps, features, feature_names (JSON, when
-    the data had them), preprocessing (JSON, "in_graph": true), masking (JSON), mask_value,
+    schema_version, graph ("model" | "stream" | "unrolled"), input, output, padding, task,
+    class_names (JSON), decision (JSON, docs/artifact.md), decision_source, timesteps, features,
+    feature_names (JSON, when the data had them), preprocessing (JSON, "in_graph": true), masking
+    (JSON), mask_value, lengths_input (variable-length model.onnx),
     vocabulary_size (token models), producer_name, producer_version, exporter,
     source_model_sha256, source_model_hashed, verified_against, verified_atol,
     verified_max_abs_error, states (JSON, stream.onnx)
@@ -74,13 +75,22 @@ def graph_metadata(manifest: dict[str, Any], graph: str) -> tuple[dict[str, str]
                       f"({prep.get('type', 'none')}) is done inside this graph; time: {time_axis}")
     else:
         input_text = f"{inp['name']}: int64 (batch, time) token ids; time: {time_axis}"
+    lengths_input = inp.get("lengths")
     if masking.get("enabled") and graph != "stream":
-        padding = ("right padding: a step whose raw features are all 0 is padding and is skipped; pad shorter "
-                   "sequences at the end with all-zero steps; a real step must have a nonzero feature")
+        padding = (f"right padding with lengths: feed {lengths_input} int64 (batch,), each row's real length "
+                   "(1..time); whatever a row holds past its length is ignored, and no value means padding")
     elif masking.get("enabled"):
-        padding = "none: every step given is real (a stream is never padded); a step must have a nonzero feature"
+        padding = "none: every step given is real (a stream is never padded)"
     else:
         padding = "none: every step is real; run sequences of different lengths in separate calls"
+    if manifest["task"] == "binary":
+        output_text = f"{out['name']}: float32 (batch, 1) probability of class index 1, named {names[1]!r}"
+        rule = (f"predict {names[1]!r} when it is >= {manifest['decision']['threshold']!r}, else {names[0]!r}")
+    else:
+        output_text = (f"{out['name']}: float32 (batch, {len(names)}) probability of each class, in the order of "
+                       f"class_names ({manifest['task']})")
+        rule = ("predict the class with the largest probability" if manifest["task"] == "multiclass" else
+                "predict every class whose probability is >= its threshold in decision.thresholds")
     source = manifest.get("source_model") or {}
     own = manifest.get("source") or {}  # gru-export: the .keras file the model came from
     if own.get("sha256"):
@@ -90,16 +100,18 @@ def graph_metadata(manifest: dict[str, Any], graph: str) -> tuple[dict[str, str]
         "schema_version": str(manifest["schema_version"]),
         "graph": graph,
         "input": input_text,
-        "output": f"{out['name']}: float32 (batch, 1) probability of class index 1, named {names[1]!r}",
+        "output": output_text,
         "padding": padding,
+        "task": manifest["task"],
         "class_names": _dump(names),
-        "threshold": repr(float(manifest["threshold"])),
-        "threshold_source": str(manifest.get("threshold_source", "")),
+        "decision": _dump(manifest["decision"]),
+        "decision_source": str(manifest.get("decision_source", "")),
         "timesteps": str(T if graph != "unrolled" else manifest["unrolled"]["timesteps"]),
         "features": str(F),
         "preprocessing": _dump(prep),
         "masking": _dump(masking),
-        "mask_value": repr(float(masking["mask_value"])) if masking.get("enabled") else "none (no masking)",
+        "mask_value": (repr(float(masking["mask_value"])) if masking.get("mask_value") is not None
+                       else "none (no value means padding)"),
         "producer_name": PRODUCER_NAME,
         "producer_version": __version__,
         "exporter": str(manifest["model"].get("backend")),
@@ -116,8 +128,10 @@ def graph_metadata(manifest: dict[str, Any], graph: str) -> tuple[dict[str, str]
         props["vocabulary_size"] = str(int(inp["vocabulary_size"]))
     if graph == "stream":
         props["states"] = _dump(manifest["stream"]["states"])
-    doc = (f"GRU binary classifier ({graph} graph) by {PRODUCER_NAME} {__version__}. Input {props['input']}. "
-           f"Output {props['output']}; predict {names[1]!r} when it is >= {props['threshold']}, else {names[0]!r}. "
+    elif lengths_input:
+        props["lengths_input"] = lengths_input
+    doc = (f"GRU {manifest['task']} classifier ({graph} graph) by {PRODUCER_NAME} {__version__}. Input "
+           f"{props['input']}. Output {props['output']}; {rule}. "
            f"Padding: {padding}. Verified against {props['verified_against']}: max |difference| "
            f"{float(verified):.3g} <= {props['verified_atol']}. Everything else is in metadata_props.")
     return props, doc

@@ -48,9 +48,16 @@ from onnx import TensorProto, helper
 from pipeline.errors import ExportError
 from pipeline.export.graph import GraphBuilder
 
-__all__ = ["UnsupportedModelError", "export_native", "stream_support", "OUTPUT_NAME", "LAYER_EMITTERS"]
+__all__ = ["UnsupportedModelError", "export_native", "stream_support", "output_name", "OUTPUT_NAME",
+           "OUTPUTS_NAME", "LAYER_EMITTERS"]
 
-OUTPUT_NAME = "probability"
+OUTPUT_NAME = "probability"     # a binary classifier's output: (batch, 1) p(class 1)
+OUTPUTS_NAME = "probabilities"  # k classes (multi-class or multi-label): (batch, k)
+
+
+def output_name(width: int) -> str:
+    """The graph output's name for a head of ``width`` probabilities (docs/artifact.md)."""
+    return OUTPUT_NAME if width == 1 else OUTPUTS_NAME
 
 # Keras activation name -> (ONNX RNN activation, alpha, beta); alpha/beta None when unused.
 _RNN_ACTIVATIONS = {
@@ -59,7 +66,7 @@ _RNN_ACTIVATIONS = {
     "relu": ("Relu", None, None),
     "hard_sigmoid": ("HardSigmoid", 1.0 / 6.0, 0.5),  # Keras 3: relu6(x + 3) / 6
 }
-_DENSE_ACTIVATIONS = {"sigmoid": "Sigmoid", "tanh": "Tanh", "relu": "Relu", "linear": None}
+_DENSE_ACTIVATIONS = {"sigmoid": "Sigmoid", "tanh": "Tanh", "relu": "Relu", "softmax": "Softmax", "linear": None}
 _IDENTITY_LAYERS = ("Dropout", "SpatialDropout1D", "GaussianNoise", "GaussianDropout", "AlphaDropout",
                     "ActivityRegularization")
 
@@ -480,7 +487,8 @@ def _dense(e: _Emitter, layer, t: _Tensor) -> _Tensor:
         ins.append(g.const("dense_b", np.asarray(layer.bias.numpy(), dtype=np.float32)))  # (U,)
     out = g.op1("Gemm", ins, "dense")  # (B, U)
     if _DENSE_ACTIVATIONS[act]:
-        out = g.op1(_DENSE_ACTIVATIONS[act], [out], act)
+        attrs = {"axis": -1} if act == "softmax" else {}  # Keras' softmax: over the last axis
+        out = g.op1(_DENSE_ACTIVATIONS[act], [out], act, **attrs)
     return _Tensor(out, "bf")
 
 
@@ -514,7 +522,9 @@ def _emit(e: _Emitter, model, input_name: str, opset: int) -> onnx.ModelProto:
     if not token_input:
         dims.append(int(in_shape[2]))
     g.add_input(input_name, TensorProto.INT64 if token_input else TensorProto.FLOAT, dims)
-    g.add_output(OUTPUT_NAME, TensorProto.FLOAT, ["batch", 1])  # first output; states follow
+    width = int(model.outputs[0].shape[-1])  # 1: p(class 1); k: k probabilities
+    out_name = output_name(width)
+    g.add_output(out_name, TensorProto.FLOAT, ["batch", width])  # first output; states follow
     t = _Tensor(input_name, "bt" if token_input else "btf")
     prev_output = None
     # A Sequential model is a chain by construction (and a loaded one may hold several symbolic
@@ -534,8 +544,8 @@ def _emit(e: _Emitter, model, input_name: str, opset: int) -> onnx.ModelProto:
             raise UnsupportedModelError(f"layer {layer.name!r} of type {kind} has no native ONNX mapping")
         t = emit_layer(e, layer, t)
     if t.layout != "bf":
-        raise UnsupportedModelError("the model output must be (batch, 1)")
-    g.node("Identity", [t.name], [OUTPUT_NAME], node_name="output")  # (B, 1)
+        raise UnsupportedModelError("the model output must be (batch, classes)")
+    g.node("Identity", [t.name], [out_name], node_name="output")  # (B, 1) or (B, k)
     proto = helper.make_model(g.make_graph("gru_classifier"), opset_imports=[helper.make_opsetid("", opset)],
                               producer_name="pipeline.export.native")
     proto.ir_version = min(proto.ir_version, 8)

@@ -1,27 +1,27 @@
-"""Raw features in: the feature scaling (and the padding rule) written into an ONNX graph.
+"""Raw inputs in: the feature scaling, and for variable-length models the lengths, written into an ONNX graph.
 
-Owns: ``embed_preprocessing``, the proto transform the exporter applies to every graph it ships
+Owns: ``embed_preprocessing``, the proto transform the packaging applies to every graph it ships
 (model.onnx, stream.onnx, model_unrolled.onnx) so that each takes RAW features and no consumer
-needs ``manifest.json`` to feed it. Imports: numpy, onnx (build stage only), pipeline.errors.
-Reads/writes: nothing (ModelProto in, a new ModelProto out; the emitters are not changed).
+needs ``manifest.json`` to feed it. Layer: export. Imports: numpy, onnx (build stage only),
+pipeline.errors. Reads/writes: nothing (ModelProto in, a new ModelProto out; the emitters are not changed).
 
 What is prepended, for a graph input ``x`` (batch, time, F) float32 and a ``standardize`` entry::
 
     scaled = (x - mean) / std                         Sub, Div: the float32 operations of
                                                       pipeline.preprocessing.apply_preprocessing,
                                                       so the scaled values are bit-identical
-    masked models (the Keras Masking layer sees the SCALED input and masks steps equal to its
-    mask value): a step whose RAW features are all 0 is padding, whatever the scaling makes of it
-    real   = ReduceMax(Cast(x != 0), axis=2)          (batch, time, 1)
-    scaled = Where(real, scaled, mask_value)          padded steps become exactly the mask value
 
-and every node that read ``x`` now reads ``scaled``. ``Where`` (not ``* mask``) keeps the padded
-steps exactly equal to the mask value even when ``(0 - mean) / std`` is large. The input keeps
-its name, type and shape. Nothing is folded into weights: folding ``/ std`` into the first
-kernel would round differently from the Keras reference.
+and for a masked (variable-length) model a second graph input ``lengths`` int64 (batch,) decides
+which steps are real (docs/artifact.md); the steps past each row's length become exactly the value
+the model's own masking reads as padding (its Masking layer's mask value, or id 0 for an
+``Embedding(mask_zero=True)``), so no value of the data means padding::
 
-A graph whose input is integer token ids, or a ``none`` entry without masking (or with mask
-value 0, where raw zeros already are the mask value) is returned unchanged.
+    real   = Range(0, time) < lengths[:, None]        (batch, time), then (batch, time, 1) for features
+    scaled = Where(real, scaled, pad_value)           whatever the data holds past a row's length
+
+Every node that read ``x`` now reads the result. The input keeps its name, type and shape. Nothing is
+folded into weights: folding ``/ std`` into the first kernel would round differently from the Keras
+reference. A fixed-length graph with a ``none`` entry is returned unchanged.
 """
 
 from __future__ import annotations
@@ -34,16 +34,10 @@ from onnx import TensorProto, helper, numpy_helper
 
 from pipeline.errors import ExportError
 
-__all__ = ["embed_preprocessing", "SCALED_SUFFIX"]
+__all__ = ["embed_preprocessing", "SCALED_SUFFIX", "LENGTHS_NAME"]
 
 SCALED_SUFFIX = "_scaled"  # the scaled input is named "<input><suffix>" inside the graph
-
-
-def _opset(proto: onnx.ModelProto) -> int:
-    for op in proto.opset_import:
-        if op.domain in ("", "ai.onnx"):
-            return int(op.version)
-    raise ExportError("the graph imports no default ONNX opset")
+LENGTHS_NAME = "lengths"   # the second graph input of a variable-length model: int64 (batch,)
 
 
 def _rename_consumers(graph: onnx.GraphProto, old: str, new: str) -> int:
@@ -82,14 +76,15 @@ def _unique(taken: set[str], hint: str) -> str:
 
 
 def embed_preprocessing(proto: onnx.ModelProto, prep: dict[str, Any], masking: bool = False,
-                        mask_value: Optional[float] = 0.0, input_name: Optional[str] = None) -> onnx.ModelProto:
-    """A copy of ``proto`` whose input ``input_name`` takes raw features (see the module docstring).
+                        pad_value: float = 0.0, input_name: Optional[str] = None) -> onnx.ModelProto:
+    """A copy of ``proto`` whose input ``input_name`` takes raw inputs (see the module docstring).
 
     Args:
-        proto: a graph with a float (batch, time, F) input (another input kind is returned as is).
+        proto: a graph with a float (batch, time, F) or int64 token-id (batch, time) input.
         prep: the manifest preprocessing entry ({"type": "standardize", "mean", "std"} or "none").
-        masking: the model masks padded steps; padded steps are the all-zero raw rows.
-        mask_value: the Keras Masking layer's mask value (what padded steps must become).
+        masking: the model masks padded steps: add the ``lengths`` input, and pad past each length.
+        pad_value: what the model's masking reads as padding (the Masking layer's mask value; token
+            inputs are padded with id 0).
         input_name: the input to transform (default: the graph's first input).
     Raises:
         ExportError: the entry is unknown or its length is not the graph's F.
@@ -104,20 +99,17 @@ def embed_preprocessing(proto: onnx.ModelProto, prep: dict[str, Any], masking: b
     if kind not in ("none", "standardize"):
         raise ExportError(f"preprocessing type: expected 'standardize' or 'none', got {kind!r}")
     tensor = inp.type.tensor_type
-    if tensor.elem_type != TensorProto.FLOAT:
-        if kind != "none":
-            raise ExportError(f"input {inp.name!r} is not float features, so it cannot be standardized")
-        return out  # token ids: nothing to scale; Embedding(mask_zero) already masks id 0
-    mv = float(mask_value or 0.0)
-    pad = bool(masking) and (kind == "standardize" or mv != 0.0)
-    if kind == "none" and not pad:
+    tokens = tensor.elem_type != TensorProto.FLOAT
+    if tokens and kind != "none":
+        raise ExportError(f"input {inp.name!r} is not float features, so it cannot be standardized")
+    if kind == "none" and not masking:
         return out
     dims = tensor.shape.dim
     F = int(dims[-1].dim_value) if len(dims) == 3 and dims[-1].HasField("dim_value") else None
     src = inp.name
     taken = _names(graph)
-    scaled = _unique(taken, src + SCALED_SUFFIX)
-    if _rename_consumers(graph, src, scaled) == 0:
+    final = _unique(taken, src + SCALED_SUFFIX)
+    if _rename_consumers(graph, src, final) == 0:
         raise ExportError(f"embed_preprocessing: no node reads the input {src!r}")
     nodes = []
 
@@ -127,7 +119,7 @@ def embed_preprocessing(proto: onnx.ModelProto, prep: dict[str, Any], masking: b
         return name
 
     def node(op: str, inputs: list[str], hint: str, **attrs) -> str:
-        name = scaled if hint == "final" else _unique(taken, f"{src}_{hint}")
+        name = final if hint == "final" else _unique(taken, f"{src}_{hint}")
         nodes.append(helper.make_node(op, inputs, [name], name=_unique(taken, f"preprocessing_{op}"), **attrs))
         return name
 
@@ -140,16 +132,20 @@ def embed_preprocessing(proto: onnx.ModelProto, prep: dict[str, Any], masking: b
         if not (np.isfinite(mean).all() and np.isfinite(std).all() and (std > 0).all()):
             raise ExportError("preprocessing: expected finite means and positive finite stds")
         centred = node("Sub", [src, const("mean", mean)], "centred")  # (B, T, F)
-        current = node("Div", [centred, const("std", std)], "final" if not pad else "standardized")
-    if pad:
-        nonzero = node("Not", [node("Equal", [src, const("zero", np.array(0.0, np.float32))], "is_zero")], "nonzero")
-        nonzero_f = node("Cast", [nonzero], "nonzero_f", to=TensorProto.FLOAT)  # (B, T, F)
-        if _opset(out) >= 18:
-            any_f = node("ReduceMax", [nonzero_f, const("axis2", np.array([2], np.int64))], "real_f", keepdims=1)
-        else:
-            any_f = node("ReduceMax", [nonzero_f], "real_f", axes=[2], keepdims=1)  # (B, T, 1)
-        real = node("Cast", [any_f], "real", to=TensorProto.BOOL)
-        node("Where", [real, current, const("mask_value", np.array(mv, np.float32))], "final")
+        current = node("Div", [centred, const("std", std)], "final" if not masking else "standardized")
+    if masking:
+        if LENGTHS_NAME in _names(graph):
+            raise ExportError(f"embed_preprocessing: the graph already has a value named {LENGTHS_NAME!r}")
+        graph.input.append(helper.make_tensor_value_info(LENGTHS_NAME, TensorProto.INT64, ["batch"]))
+        T = node("Gather", [node("Shape", [src], "shape"), const("time_axis", np.array(1, np.int64))], "time", axis=0)
+        steps = node("Range", [const("zero", np.array(0, np.int64)), T, const("one", np.array(1, np.int64))],
+                     "steps")  # (time,)
+        lengths_b1 = node("Unsqueeze", [LENGTHS_NAME, const("axis1", np.array([1], np.int64))], "lengths_b1")
+        real = node("Less", [steps, lengths_b1], "real_bt")  # (B, T): steps before each row's length
+        if not tokens:
+            real = node("Unsqueeze", [real, const("axis2", np.array([2], np.int64))], "real")  # (B, T, 1)
+        pad = np.array(0, np.int64) if tokens else np.array(pad_value, np.float32)
+        node("Where", [real, current, const("pad_value", pad)], "final")
     rest = list(graph.node)
     del graph.node[:]
     graph.node.extend(nodes + rest)  # first: the rest of the graph keeps its (topological) order

@@ -1,9 +1,10 @@
 """Describe a Keras classifier: is it one we export, what does it take, and its p(class 1).
 
-Owns: the rules for which models are accepted (one input, one output, a binary head), the
-probability-of-class-1 form of the head (``Dense(2, softmax)`` and logit heads become one
-``Dense(1, sigmoid)`` on the same features), ``source_proba`` (the original head's numbers) and the
-checks a sample must pass against the model's input.
+Owns: the rules for which models are accepted (one input, one output, a classifier head: binary,
+multi-class or multi-label), the probability form of the head (a binary ``Dense(2, softmax)`` or
+logit head becomes one ``Dense(1, sigmoid)`` on the same features; a k-way logit head becomes
+``Dense(k, softmax)``), ``source_proba`` (the original head's numbers) and the checks a sample must
+pass against the model's input. The task rules are docs/artifact.md's.
 Layer: keras source. Imports: numpy, keras (heavy side, lazily), pipeline.errors.
 Reads/writes: nothing.
 """
@@ -16,25 +17,29 @@ from typing import Any, Optional
 import numpy as np
 
 from pipeline.errors import DataFormatError, InputError
+from pipeline.keras_source.run import pad_past_lengths
 
 __all__ = ["SourceModel", "ModelKindError", "describe", "check_sample", "source_proba"]
 
 
 class ModelKindError(InputError):
-    """The Keras model is not a binary classifier with one input and one output (exit 2)."""
+    """The Keras model is not a classifier with one input and one output we can export (exit 2)."""
 
 
 @dataclass
 class SourceModel:
     """What the exporter needs to know about a user's model.
 
-    ``proba_model`` outputs p(class 1) as (batch, 1) through a final ``Dense(1, sigmoid)``; it shares
-    every other layer (and its weights) with ``model``. ``head`` is how the original model ends.
+    ``proba_model`` outputs the artifact's probabilities: p(class 1) as (batch, 1) through a final
+    ``Dense(1, sigmoid)`` for a binary task, (batch, k) for the others; it shares every other layer
+    (and its weights) with ``model``. ``head`` is how the original model ends.
     """
 
     model: Any
     proba_model: Any
-    head: str                      # sigmoid | softmax2 | logit
+    head: str                      # sigmoid | softmax2 | logit | logit2 (binary); softmax | logits; multilabel
+    task: str                      # binary | multiclass | multilabel
+    n_classes: int                 # 2 for binary, k otherwise
     input_kind: str                # features (batch, time, F) float | tokens (batch, time) ids
     timesteps: Optional[int]       # fixed T, or None for a dynamic time axis
     features: Optional[int]        # F for feature inputs
@@ -47,43 +52,75 @@ def _activation(layer) -> str:
     return getattr(layer.activation, "__name__", str(layer.activation))
 
 
+def _head(units: int, act: str, logits: bool) -> tuple[str, str]:
+    """How the model's last Dense layer reads as a classifier head: (head, task), or ModelKindError."""
+    if units == 1 and act == "sigmoid":
+        return "sigmoid", "binary"
+    if units == 2 and act == "softmax":
+        return "softmax2", "binary"
+    if units >= 3 and act == "softmax":
+        return "softmax", "multiclass"
+    if units >= 2 and act == "sigmoid":
+        return "multilabel", "multilabel"
+    if act == "linear":
+        if not logits:
+            raise ModelKindError(f"the model ends in Dense({units}) with no activation: that is a logit or a regression "
+                                 "output; pass --logits if it gives class logits")
+        return ("logit", "binary") if units == 1 else ("logit2", "binary") if units == 2 else ("logits", "multiclass")
+    raise ModelKindError(f"expected a classifier head Dense(1, sigmoid), Dense(k, softmax), Dense(k, sigmoid) "
+                         f"(multi-label) or Dense(k) with --logits, got Dense({units}, {act})")
+
+
+def _proba_model(model, last, head: str, units: int):
+    """``model`` with its head in the artifact's probability form (docs/artifact.md), sharing every other layer."""
+    import keras
+
+    if head in ("sigmoid", "softmax", "multilabel"):
+        return model
+    kernel, *bias = last.get_weights()  # (D, units), (units,)
+    b = bias[0] if bias else np.zeros(units, np.float32)
+    if head == "logits":  # k logits -> the same Dense with a softmax: the probabilities the logits stand for
+        w, c, dense = kernel, b, keras.layers.Dense(units, activation="softmax", name="probabilities")
+    else:
+        if head in ("softmax2", "logit2"):  # softmax(z)[1] == sigmoid(z1 - z0)
+            w, c = kernel[:, 1:2] - kernel[:, 0:1], b[1:2] - b[0:1]
+        else:
+            w, c = kernel[:, 0:1], b[0:1]
+        dense = keras.layers.Dense(1, activation="sigmoid", name="p_class1")
+    if type(model).__name__ == "Sequential":  # stays a chain: the same layers, then the new head
+        spec = model.inputs[0]
+        proba = keras.Sequential([keras.Input(batch_shape=tuple(spec.shape), dtype=spec.dtype)]
+                                 + model.layers[:-1] + [dense], name=f"{model.name}_proba")
+    else:
+        proba = keras.Model(model.inputs, dense(last.input), name=f"{model.name}_proba")
+    dense.set_weights([np.asarray(w, np.float32), np.asarray(c, np.float32)])
+    return proba
+
+
 def describe(model, logits: bool = False) -> SourceModel:
-    """Check ``model`` is an exportable binary classifier and describe it.
+    """Check ``model`` is an exportable classifier and describe it.
 
     Args:
         model: a Keras 3 Sequential or Functional model.
-        logits: the model ends in ``Dense(1)`` with no activation, and that output is a logit.
+        logits: the model ends in ``Dense(k)`` with no activation, and that output holds class logits
+            (k = 1: the logit of class 1).
     Raises:
-        ModelKindError: several inputs or outputs, a multi-class or regression head, a head we
-            cannot read as p(class 1), or an input that is neither (batch, time, F) nor (batch, time) ids.
+        ModelKindError: several inputs or outputs, a regression or sequence output, a head we cannot
+            read as class probabilities, or an input that is neither (batch, time, F) nor (batch, time) ids.
     """
-    import keras
-
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise ModelKindError(f"expected a model with one input and one output, got {len(model.inputs)} input(s) "
                              f"and {len(model.outputs)} output(s)")
     out_shape = tuple(model.outputs[0].shape)
     last = model.layers[-1]
-    if len(out_shape) != 2 or out_shape[-1] not in (1, 2):
-        raise ModelKindError(f"expected a binary classifier with output (batch, 1) or (batch, 2), got output shape "
-                             f"{out_shape}: {max(out_shape[-1] or 0, 3)} or more classes, or a sequence/regression output, "
-                             "cannot be exported as a binary classifier")
+    if len(out_shape) != 2 or not out_shape[-1]:
+        raise ModelKindError(f"expected a classifier with output (batch, k), got output shape {out_shape}: a "
+                             "sequence or regression output cannot be exported as a classifier")
     if type(last).__name__ != "Dense":
         raise ModelKindError(f"expected the model to end in a Dense layer (the classifier head), got "
                              f"{type(last).__name__} {last.name!r}")
-    act, units = _activation(last), int(last.units)
-    if units == 1 and act == "sigmoid":
-        head = "sigmoid"
-    elif units == 2 and act == "softmax":
-        head = "softmax2"
-    elif units == 1 and act == "linear":
-        if not logits:
-            raise ModelKindError("the model ends in Dense(1) with no activation: that is a logit or a regression "
-                                 "output; pass --logits if it is a logit of class 1")
-        head = "logit"
-    else:
-        raise ModelKindError(f"expected a head Dense(1, sigmoid), Dense(2, softmax) or Dense(1) with --logits, got "
-                             f"Dense({units}, {act}): not a binary classifier")
+    units = int(last.units)
+    head, task = _head(units, _activation(last), logits)
 
     in_shape = tuple(model.inputs[0].shape)
     dtype = str(model.inputs[0].dtype)
@@ -101,42 +138,38 @@ def describe(model, logits: bool = False) -> SourceModel:
     kinds = [type(layer).__name__ for layer in model.layers]
     if masking_layer is not None and "Normalization" in kinds and kinds.index("Normalization") < kinds.index("Masking"):
         raise ModelKindError("Masking after Normalization masks steps whose raw values equal the normalization mean, "
-                             "not right padding with zeros; expected Masking(0.0) before Normalization")
+                             "not right padding; expected the Masking layer before Normalization")
     masking = bool(masking_layer is not None or (embedding is not None and embedding.mask_zero))
     mask_value = float(masking_layer.mask_value) if masking_layer is not None else (0.0 if masking else None)
-    if masking_layer is not None and mask_value != 0.0:
-        raise ModelKindError(f"expected Masking(mask_value=0.0) (right-padded rows of zeros), got mask_value {mask_value}")
 
-    proba_model = model
-    if head != "sigmoid":
-        kernel, *bias = last.get_weights()  # (D, units), (units,)
-        b = bias[0] if bias else np.zeros(units, np.float32)
-        if head == "softmax2":  # softmax(z)[1] == sigmoid(z1 - z0)
-            w, c = kernel[:, 1] - kernel[:, 0], b[1] - b[0]
-        else:
-            w, c = kernel[:, 0], b[0]
-        dense = keras.layers.Dense(1, activation="sigmoid", name="p_class1")
-        if type(model).__name__ == "Sequential":  # stays a chain: the same layers, then the new head
-            spec = model.inputs[0]
-            proba_model = keras.Sequential([keras.Input(batch_shape=tuple(spec.shape), dtype=spec.dtype)]
-                                           + model.layers[:-1] + [dense], name=f"{model.name}_p_class1")
-        else:
-            proba_model = keras.Model(model.inputs, dense(last.input), name=f"{model.name}_p_class1")
-        dense.set_weights([w[:, None].astype(np.float32), np.array([c], np.float32)])
-    return SourceModel(model, proba_model, head, kind, T, F, vocab, masking, mask_value)
+    n_classes = 2 if task == "binary" else units
+    return SourceModel(model, _proba_model(model, last, head, units), head, task, n_classes, kind, T, F, vocab,
+                       masking, mask_value)
 
 
-def source_proba(source: SourceModel, X: np.ndarray, batch_size: int = 1024) -> np.ndarray:
-    """p(class 1) from the ORIGINAL model (its own head): (N, ...) -> (N,) float32."""
+def source_proba(source: SourceModel, X: np.ndarray, lengths: Optional[np.ndarray] = None,
+                 batch_size: int = 1024) -> np.ndarray:
+    """The ORIGINAL model's probabilities (its own head): (N, ...) -> (N,) p(class 1) for a binary task,
+    (N, k) otherwise; float32. Logits become probabilities in float64 (sigmoid, or a stable softmax).
+    ``lengths``: steps past each row's length get the model's padding value first."""
+    X = pad_past_lengths(source.model, X, lengths)
     out = []
     for start in range(0, len(X), batch_size):
         y = np.asarray(source.model(X[start:start + batch_size], training=False), dtype=np.float32)
+        z = y.astype(np.float64)
         if source.head == "softmax2":
             p = y[:, 1]
         elif source.head == "logit":
-            p = 1.0 / (1.0 + np.exp(-y[:, 0].astype(np.float64)))
-        else:
+            p = 1.0 / (1.0 + np.exp(-z[:, 0]))
+        elif source.head == "logit2":  # softmax(z)[1]
+            p = 1.0 / (1.0 + np.exp(-(z[:, 1] - z[:, 0])))
+        elif source.head == "logits":
+            e = np.exp(z - z.max(axis=1, keepdims=True))
+            p = e / e.sum(axis=1, keepdims=True)
+        elif source.task == "binary":
             p = y[:, 0]
+        else:
+            p = y
         out.append(np.asarray(p, np.float32))
     return np.concatenate(out)
 

@@ -13,17 +13,50 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["keras_proba", "float64_copy", "float64_proba", "KerasChunkRunner"]
+__all__ = ["keras_proba", "float64_copy", "float64_proba", "padding_value", "pad_past_lengths", "KerasChunkRunner"]
 
 _IDENTITY_AT_INFERENCE = {"Dropout", "SpatialDropout1D", "GaussianNoise", "GaussianDropout", "AlphaDropout",
                           "ActivityRegularization"}
 
 
-def keras_proba(model, X: np.ndarray, batch_size: int = 1024) -> np.ndarray:
-    """Probabilities of class 1 from Keras in inference mode: (N, T, F) -> (N,) float32."""
+def padding_value(model):
+    """What the model's own masking reads as padding: its Masking layer's mask value, 0 for an
+    ``Embedding(mask_zero=True)``, None when the model does not mask."""
+    for layer in model.layers:
+        kind = type(layer).__name__
+        if kind == "Masking":
+            return float(layer.mask_value)
+        if kind == "Embedding" and layer.mask_zero:
+            return 0
+    return None
+
+
+def pad_past_lengths(model, X: np.ndarray, lengths) -> np.ndarray:
+    """X with every step past its row's length set to the model's padding value (X itself when
+    ``lengths`` is None or the model does not mask): how Keras is fed a right-padded batch."""
+    value = padding_value(model)
+    if lengths is None or value is None:
+        return X
+    real = np.arange(X.shape[1])[None, :] < np.asarray(lengths)[:, None]  # (N, T)
+    real = real.reshape(real.shape + (1,) * (X.ndim - 2))
+    return np.where(real, X, np.asarray(value, X.dtype))
+
+
+def _squeeze_binary(y: np.ndarray) -> np.ndarray:
+    """(N, 1) p(class 1) -> (N,); (N, k) stays."""
+    return y.reshape(-1) if y.shape[-1] == 1 else y
+
+
+def keras_proba(model, X: np.ndarray, lengths=None, batch_size: int = 1024) -> np.ndarray:
+    """The model's probabilities in inference mode, float32: (N,) p(class 1) for one output unit, (N, k) for k.
+
+    X: (N, T, F) (or (N, T) ids) as the model takes them; ``lengths`` (N,) or None: steps past each
+    length get the model's padding value first (``pad_past_lengths``).
+    """
+    X = pad_past_lengths(model, X, lengths)
     out = []
     for start in range(0, len(X), batch_size):
-        out.append(np.asarray(model(X[start:start + batch_size], training=False)).reshape(-1))
+        out.append(_squeeze_binary(np.asarray(model(X[start:start + batch_size], training=False))))
     return np.concatenate(out).astype(np.float32)
 
 
@@ -56,14 +89,15 @@ def float64_copy(model):
 
 
 def float64_proba(model):
-    """A function scaled (N, T, F) -> (N,) float64 probabilities; the float64 copy is built on first use."""
+    """A function (scaled Z, lengths) -> float64 probabilities ((N,) or (N, k)); the float64 copy is built on first use."""
     built: list = []
 
-    def proba(Z: np.ndarray) -> np.ndarray:
+    def proba(Z: np.ndarray, lengths=None) -> np.ndarray:
         if not built:
             built.append(float64_copy(model))
         copy = built[0]
-        return np.concatenate([np.asarray(copy(Z[s:s + 1024].astype(np.float64), training=False)).reshape(-1)
+        Z = pad_past_lengths(model, Z, lengths)
+        return np.concatenate([_squeeze_binary(np.asarray(copy(Z[s:s + 1024].astype(np.float64), training=False)))
                                for s in range(0, len(Z), 1024)])
 
     return proba
@@ -122,7 +156,7 @@ class KerasChunkRunner:
                 i += 2
             else:
                 h = layer(h, training=False)
-        return np.asarray(h, dtype=np.float32).reshape(-1), new_states
+        return _squeeze_binary(np.asarray(h, dtype=np.float32)), new_states
 
     def zero_states(self, batch: int) -> list[np.ndarray]:
         return [np.zeros((batch, h), np.float32) for h in self.state_widths]

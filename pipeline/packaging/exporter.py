@@ -28,8 +28,9 @@ import numpy as np
 from pipeline import __version__, artifact, progress
 from pipeline.export.convert import convert
 from pipeline.export.metadata import SOURCE_HASHED, source_model_hash, stamp_artifact
-from pipeline.export.scaling import embed_preprocessing
-from pipeline.keras_source.run import float64_proba, keras_proba
+from pipeline.decision import n_outputs
+from pipeline.export.scaling import LENGTHS_NAME, embed_preprocessing
+from pipeline.keras_source.run import float64_proba, keras_proba, padding_value
 from pipeline.packaging.graphs import STREAM_VERIFY_MAX_T, stage_stream, stage_unrolled
 from pipeline.packaging.publish import check_out_dir, publish, recover, staging_folder
 from pipeline.packaging.spec import ArtifactSpec, Reference, TrainingRecord, VerificationPlan
@@ -72,14 +73,19 @@ def versions() -> dict[str, str]:
     }
 
 
-def _memo(fn: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
-    """Cache ``fn(Z)`` by the bytes of Z: the same family is verified against two graph forms."""
+def _memo(fn: Callable[[np.ndarray, Optional[np.ndarray]], np.ndarray]) -> Callable:
+    """Cache ``fn(Z, lengths)`` by the bytes of both: the same family is verified against two graph forms."""
     cache: dict[tuple, np.ndarray] = {}
 
-    def call(Z: np.ndarray) -> np.ndarray:
-        key = (Z.shape, str(Z.dtype), hashlib.blake2b(np.ascontiguousarray(Z).tobytes(), digest_size=16).digest())
+    def digest(a: Optional[np.ndarray]) -> tuple:
+        if a is None:
+            return ()
+        return a.shape, str(a.dtype), hashlib.blake2b(np.ascontiguousarray(a).tobytes(), digest_size=16).digest()
+
+    def call(Z: np.ndarray, lengths: Optional[np.ndarray] = None) -> np.ndarray:
+        key = (digest(Z), digest(lengths))
         if key not in cache:
-            cache[key] = fn(Z)
+            cache[key] = fn(Z, lengths)
         return cache[key]
 
     return call
@@ -94,16 +100,18 @@ class _Job:
     plan: VerificationPlan
     export: ExportConfig
     record: TrainingRecord
-    keras_fn: Callable[[np.ndarray], np.ndarray]   # scaled inputs -> (N,) p(class 1), memoized
+    keras_fn: Callable   # (scaled inputs, lengths) -> (N,) p(class 1) or (N, k), memoized
     backend: str = ""                     # the converter used (native | tf2onnx) and why not native
     fallback: Optional[str] = None
     staging: Path = Path()
     manifest: dict[str, Any] = field(default_factory=dict)
     ref_X: Optional[np.ndarray] = None    # the reference rows, raw (n, T, F), padding as zeros
-    ref_p: Optional[np.ndarray] = None    # (n,) Keras' p(class 1) on them
+    ref_len: Optional[np.ndarray] = None  # (n,) their lengths
+    ref_p: Optional[np.ndarray] = None    # (n,) Keras' p(class 1), or (n, k), on them
 
-    def raw_input(self, graph):  # the scaling (and a masked model's padding rule) into the graph
-        return embed_preprocessing(graph, self.spec.preprocessing, bool(self.spec.masking), 0.0)
+    def raw_input(self, graph):  # the scaling (and a variable-length model's lengths input) into the graph
+        pad = padding_value(self.reference.model) if self.spec.masking else None
+        return embed_preprocessing(graph, self.spec.preprocessing, bool(self.spec.masking), pad or 0.0)
 
     def write_manifest(self) -> None:
         artifact.write_manifest(self.staging, self.manifest)
@@ -130,7 +138,7 @@ def export_model(reference: Reference | Any, spec: ArtifactSpec, plan: Verificat
     """
     reference = reference if isinstance(reference, Reference) else Reference(reference)
     record = record or TrainingRecord()
-    keras_fn = _memo(reference.proba or (lambda Z: keras_proba(reference.model, Z)))
+    keras_fn = _memo(reference.proba or (lambda Z, lengths: keras_proba(reference.model, Z, lengths)))
     job = _Job(reference, spec, plan, export or ExportConfig(), record, keras_fn)
     out = check_out_dir(Path(out))
     with progress.stages(*EXPORT_STAGES):
@@ -171,8 +179,10 @@ def _stage_files(job: _Job, proto) -> None:
     ref_X, ref_len = sample.X[:ref_n], sample.lengths[:ref_n]
     real = np.arange(T)[None, :] < ref_len[:, None]  # (n, T): padding of right-padded rows as zeros
     job.ref_X = np.where(real.reshape(real.shape + (1,) * (ref_X.ndim - 2)), ref_X, np.zeros((), ref_X.dtype))
-    job.ref_p = job.keras_fn(apply_preprocessing(job.ref_X, spec.preprocessing, ref_len))
-    np.savez(job.staging / artifact.REFERENCE_FILE, X=job.ref_X, lengths=ref_len, keras_proba=job.ref_p,
+    job.ref_len = np.asarray(ref_len, np.int64)
+    job.ref_p = job.keras_fn(apply_preprocessing(job.ref_X, spec.preprocessing, ref_len),
+                             job.ref_len if spec.masking else None)
+    np.savez(job.staging / artifact.REFERENCE_FILE, X=job.ref_X, lengths=job.ref_len, keras_proba=job.ref_p,
              ids=sample.ids[:ref_n])
     job.manifest = _manifest(job, proto, ops, ref_n)
     shape = job.manifest["input"]["shape"]  # (batch, time, F) features, (batch, time) token ids (no stream)
@@ -188,21 +198,27 @@ def _manifest(job: _Job, proto, ops: list[str], ref_n: int) -> dict[str, Any]:
     spec, sample = job.spec, job.plan.sample
     prep, names = spec.preprocessing, list(spec.class_names)
     F = int(sample.X.shape[2]) if sample.X.ndim == 3 else 0
+    width = n_outputs(spec.task, len(names))
+    inp = dict(spec.input or {"name": artifact.INPUT_NAME, "dtype": "float32", "shape": ["batch", "time", F],
+                              "kind": "features"})
+    inp["lengths"] = LENGTHS_NAME if spec.masking else None
+    meaning = (f"probability of class {names[1]!r}" if spec.task == "binary" else
+               f"probability of each class, in class_names order ({spec.task})")
     return {
         "schema_version": artifact.SCHEMA_VERSION,
         "built_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "model": {"file": artifact.MODEL_FILE, "sha256": artifact.sha256_file(job.staging / artifact.MODEL_FILE),
                   "opset": job.export.opset, "backend": job.backend, "fallback_reason": job.fallback, "ops": ops},
-        "input": spec.input or {"name": artifact.INPUT_NAME, "dtype": "float32", "shape": ["batch", "time", F],
-                                "kind": "features"},
-        "output": {"name": proto.graph.output[0].name, "dtype": "float32", "shape": ["batch", 1],
-                   "meaning": f"probability of class {names[1]!r}"},
+        "input": inp,
+        "output": {"name": proto.graph.output[0].name, "dtype": "float32", "shape": ["batch", width],
+                   "meaning": meaning},
         "preprocessing": {**prep, "in_graph": True} if prep.get("type", "none") != "none" else prep,
-        "masking": {"enabled": bool(spec.masking), "mask_value": 0.0 if spec.masking else None,
-                    "padding": "right" if spec.masking else None},
-        "threshold": float(spec.threshold),
-        "threshold_source": spec.threshold_source,
+        "masking": {"enabled": bool(spec.masking), "mask_value": spec.mask_value if spec.masking else None,
+                    "padding": "lengths" if spec.masking else None},
+        "task": spec.task,
         "class_names": names,
+        "decision": spec.decision,
+        "decision_source": spec.decision_source,
         "timesteps_trained": int(sample.X.shape[1]),
         "feature_names": sample.feature_names,
         "seed": job.plan.seed,
@@ -226,17 +242,17 @@ def _verify(job: _Job) -> tuple[str, dict[str, np.ndarray]]:
     sample_errors: dict[str, np.ndarray] = {}
     try:
         results = verify_equivalence(job.keras_fn, predictor.predict_proba, families, spec.preprocessing, verify.atol,
-                                     spec.threshold, errors_out=sample_errors,
+                                     spec.decision, errors_out=sample_errors,
                                      exact_fn=float64_proba(job.reference.model))
     finally:
         del predictor
     table = format_table(results, verify.atol)
     progress.log(table)
     job.manifest["equivalence"] = results_to_manifest(results, verify.atol)
-    verify_unrolled(job.staging, job.manifest, families, job.keras_fn, spec.preprocessing, verify.atol, spec.threshold)
+    verify_unrolled(job.staging, job.manifest, families, job.keras_fn, spec.preprocessing, verify.atol, spec.decision)
     stamp_artifact(job.staging, job.manifest)  # metadata into every graph; computation unchanged, hashes updated
-    job.manifest["consumers"] = check_consumers(job.staging, job.ref_X, job.ref_p, job.manifest["input"]["name"],
-                                                dtype=job.manifest["input"]["dtype"])
+    job.manifest["consumers"] = check_consumers(job.staging, job.ref_X, job.ref_p, job.manifest["input"],
+                                                job.ref_len if spec.masking else None)
     raise_on_failure(job.manifest["consumers"])
     job.write_manifest()
     return table, sample_errors
@@ -245,7 +261,7 @@ def _verify(job: _Job) -> tuple[str, dict[str, np.ndarray]]:
 def _report(job: _Job, table: str, sample_errors: dict[str, np.ndarray]) -> None:
     """Plots and report.md into the staging folder."""
     spec = job.spec
-    plots = write_plots(job.staging, job.record.history, job.record.curves, spec.threshold, list(spec.class_names),
+    plots = write_plots(job.staging, job.record.history, job.record.curves, spec.decision, list(spec.class_names),
                         sample_errors, job.plan.settings.atol)
     job.manifest["report"] = {"file": artifact.REPORT_FILE, "plots": plots}
     job.write_manifest()

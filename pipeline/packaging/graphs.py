@@ -24,7 +24,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 
 from pipeline import artifact, progress
 from pipeline.export.native import UnsupportedModelError
@@ -39,7 +38,7 @@ STREAM_VERIFY_MAX_T = 50  # the stream check's sequence length: the trained T, c
 
 
 def stage_stream(model, staging: Path, manifest: dict[str, Any], opset: int,
-                 keras_fn: Callable[[np.ndarray], np.ndarray], plan: StreamPlan) -> dict[str, Any]:
+                 keras_fn: Callable, plan: StreamPlan) -> dict[str, Any]:
     """Write and verify ``stream.onnx`` when ``model`` can stream; record and return ``manifest["stream"]``.
 
     Args:
@@ -47,7 +46,7 @@ def stage_stream(model, staging: Path, manifest: dict[str, Any], opset: int,
         staging: folder that already holds model.onnx; stream.onnx is written beside it.
         manifest: the manifest being built (its ``input`` entry names and shapes the stream input).
         opset: ONNX opset of stream.onnx.
-        keras_fn: scaled (N, T, F) -> (N,) probabilities of the original model on whole sequences.
+        keras_fn: (scaled (N, T, F), lengths) -> probabilities of the original model on whole sequences.
         plan: the check's sizes, seed, tolerance and the preprocessing stream.onnx embeds (T and F are
             taken from it).
     Raises:

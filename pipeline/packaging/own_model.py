@@ -21,11 +21,12 @@ import numpy as np
 
 from pipeline import artifact
 from pipeline.datafiles import SequenceData, read_sequences, read_token_ids
-from pipeline.errors import DataFormatError
+from pipeline.decision import decision_entry
+from pipeline.errors import ConfigError, DataFormatError
 from pipeline.keras_source.describe import check_sample, describe, source_proba
 from pipeline.packaging.exporter import ExportResult, export_model
 from pipeline.packaging.spec import ArtifactSpec, Reference, TrainingRecord, VerificationPlan
-from pipeline.report.metrics import binary_metrics
+from pipeline.report.metrics import binary_metrics, class_metrics
 from pipeline.settings import ExportConfig, VerifyConfig
 from pipeline.verification.equivalence import sample_families
 
@@ -46,16 +47,36 @@ def read_sample(path: str | Path, tokens: bool) -> tuple[np.ndarray, Optional[np
     return data.X, None if full else data.lengths, data.y, data.feature_names
 
 
-def _labels01(y: np.ndarray, class_names: list) -> np.ndarray:
-    """Labels as {0, 1}: 0/1 as they are, names against ``class_names``; DataFormatError for others."""
+def _label_indices(y: np.ndarray, class_names: list, task: str) -> np.ndarray:
+    """Sample labels as class indices (N,) (or (N, k) 0/1 for multi-label); DataFormatError for others.
+
+    Integer labels 0..k-1 index the class names; other labels must be class names.
+    """
     y = np.asarray(y)
-    if y.dtype.kind in "iub" and set(np.unique(y).tolist()) <= {0, 1}:
-        return y.astype(np.int64)  # 0/1 labels index the class names
+    k = len(class_names)
+    if task == "multilabel":
+        if y.ndim != 2 or y.shape[1] != k or not np.isin(y, [0, 1]).all():
+            raise DataFormatError(f"sample labels: a multi-label model expected (N, {k}) labels of 0 and 1, got shape "
+                                  f"{y.shape}")
+        return y.astype(np.int64)
+    if y.dtype.kind in "iub" and y.size and 0 <= int(y.min()) and int(y.max()) < k:
+        return y.astype(np.int64)
     names = np.asarray(class_names, dtype=y.dtype) if y.dtype.kind in "US" else np.asarray(class_names)
     known = np.isin(y, names)
     if not known.all():
-        raise DataFormatError(f"sample labels: expected the class names {class_names}, got {y[~known][0]!r}")
-    return (y == names[1]).astype(np.int64)
+        raise DataFormatError(f"sample labels: expected class indices 0..{k - 1} or the class names {class_names}, got "
+                              f"{y[~known][0]!r}")
+    index = {v: j for j, v in enumerate(names.tolist())}
+    return np.array([index[v] for v in y.tolist()], np.int64)
+
+
+def _decision(task: str, k: int, threshold) -> tuple[dict[str, Any], str]:
+    """The artifact's decision rule from ``--threshold`` (None: the task's default), and its source."""
+    try:
+        entry = decision_entry(task, k, threshold)
+    except ValueError as exc:
+        raise ConfigError(f"--threshold: {exc}") from None
+    return entry, ("default" if threshold is None else "given")
 
 
 def export_keras_model(
@@ -66,7 +87,7 @@ def export_keras_model(
     lengths: Optional[np.ndarray] = None,
     y: Optional[np.ndarray] = None,
     class_names: Optional[Sequence] = None,
-    threshold: float = 0.5,
+    threshold: Optional[float | Sequence[float]] = None,
     logits: bool = False,
     export: Optional[ExportConfig] = None,
     verify: Optional[VerifyConfig] = None,
@@ -74,19 +95,22 @@ def export_keras_model(
     source_file: Optional[str | Path] = None,
     feature_names: Optional[list] = None,
 ) -> ExportResult:
-    """Export a trained Keras binary classifier to a verified artifact folder.
+    """Export a trained Keras classifier (binary, multi-class or multi-label) to a verified artifact folder.
 
     Args:
         model: a Keras 3 Sequential or Functional model with one input and one output, ending in
-            Dense(1, sigmoid), Dense(2, softmax) or (with ``logits=True``) Dense(1).
+            Dense(1, sigmoid), Dense(k, softmax), Dense(k, sigmoid) (multi-label) or (with
+            ``logits=True``) Dense(k) logits (docs/artifact.md).
         X: sample inputs exactly as the model takes them: (N, T, F) float features or (N, T) token
             ids; right-padded rows when ``lengths`` is given (masked models).
         out: artifact folder (default ``exported``); replaced only after every check passed.
         lengths: (N,) real lengths of right-padded rows, or None.
-        y: optional labels of the sample (class names or 0/1); the report then adds metrics.
-        class_names: names of class 0 and class 1 (default: 0 and 1).
-        threshold: decision threshold on p(class 1) (default 0.5).
-        logits: the model's Dense(1) output is a logit of class 1.
+        y: optional labels of the sample (class names or indices; (N, k) 0/1 for multi-label); the
+            report then adds metrics.
+        class_names: the k class names (default: 0..k-1).
+        threshold: binary: the threshold on p(class 1) (default 0.5); multi-label: one for every class
+            or one per class (default 0.5 each); multi-class decides by argmax and takes none.
+        logits: the model's Dense(k) output holds logits (k = 1: the logit of class 1).
         export, verify: settings (defaults: native GRU op with tf2onnx fallback, opset 17, atol 1e-5).
         seed: seeds the verification families.
         source_file: the file the model was loaded from (its name and sha256 go to the manifest).
@@ -94,8 +118,9 @@ def export_keras_model(
     Returns:
         ExportResult(out_dir, manifest, seconds).
     Raises:
-        ModelKindError (exit 2): not a binary classifier with one input and one output.
+        ModelKindError (exit 2): not a classifier with one input and one output we can export.
         DataFormatError (exit 2): the sample does not fit the model (shape, dtype, NaN/Inf, ids, empty).
+        ConfigError (exit 2): class names or thresholds that do not fit the model's head.
         VerificationError (exit 5): Keras and onnxruntime disagree; nothing is written.
     """
     import keras
@@ -112,9 +137,11 @@ def export_keras_model(
         raise DataFormatError("sample lengths given, but the model has no Masking layer or Embedding(mask_zero=True): "
                               "it would read the padding as data")
     n, T = Xs.shape[0], Xs.shape[1]
-    names = list(class_names) if class_names is not None else [0, 1]
-    if len(names) != 2:
-        raise DataFormatError(f"class names: expected two, got {len(names)} ({names})")
+    names = list(class_names) if class_names is not None else list(range(source.n_classes))
+    if len(names) != source.n_classes:
+        raise ConfigError(f"class names: the model's head has {source.n_classes} classes, got {len(names)} names "
+                          f"({names})")
+    decision, decision_source = _decision(source.task, source.n_classes, threshold)
     sample = SequenceData(X=Xs, lengths=lengths if lengths is not None else np.full(n, T, np.int64),
                           y=None, ids=np.array([str(i) for i in range(n)]), feature_names=feature_names)
     families = sample_families(Xs, lengths, source, verify, seed)
@@ -137,14 +164,16 @@ def export_keras_model(
     }
     curves = None
     if y is not None:
-        y01 = _labels01(y, names)
-        p = source_proba(source, Xs)
-        extra["metrics"] = {"sample": binary_metrics(y01, p, threshold)}
-        curves = {"sample": (y01, p)}
-    spec = ArtifactSpec(class_names=names, threshold=threshold,
-                        threshold_source="given" if threshold != 0.5 else "default 0.5", masking=source.masking,
-                        input=input_spec)
+        labels = _label_indices(y, names, source.task)
+        p = source_proba(source, Xs, lengths)
+        if source.task == "binary":
+            extra["metrics"] = {"sample": binary_metrics(labels, p, decision["threshold"])}
+            curves = {"sample": (labels, p)}
+        else:
+            extra["metrics"] = {"sample": class_metrics(labels, p, decision, names)}
+    spec = ArtifactSpec(class_names=names, task=source.task, decision=decision, decision_source=decision_source,
+                        masking=source.masking, mask_value=source.mask_value, input=input_spec)
     plan = VerificationPlan(sample, families=families, settings=verify, seed=seed)
     record = TrainingRecord(manifest=extra, curves=curves or {})
-    return export_model(Reference(source.proba_model, lambda Z: source_proba(source, Z)), spec, plan, out, export,
-                        record)
+    reference = Reference(source.proba_model, lambda Z, lengths: source_proba(source, Z, lengths))
+    return export_model(reference, spec, plan, out, export, record)

@@ -42,7 +42,7 @@ def recheck(model_dir: str | Path, keras_model, data: Optional[str | Path] = Non
     predictor = Predictor.load(model_dir)
     manifest = predictor.manifest
     model = load_keras_file(keras_model) if isinstance(keras_model, (str, Path)) else keras_model
-    source = describe(model, logits=(manifest.get("source") or {}).get("head") == "logit")
+    source = describe(model, logits=(manifest.get("source") or {}).get("head") in ("logit", "logit2", "logits"))
     inp = manifest["input"]
     want_kind, want_shape = inp.get("kind", "features"), inp["shape"]
     got_f = source.features if source.input_kind == "features" else None
@@ -59,8 +59,8 @@ def recheck(model_dir: str | Path, keras_model, data: Optional[str | Path] = Non
         families.append(Family(f"data {Path(data).name}", X, lengths if predictor.masked else None))
     prep = manifest.get("preprocessing", {"type": "none"})
     try:
-        results = verify_equivalence(lambda Z: source_proba(source, Z), predictor.predict_proba, families, prep,
-                                     atol, predictor.threshold)
+        results = verify_equivalence(lambda Z, lengths: source_proba(source, Z, lengths), predictor.predict_proba,
+                                     families, prep, atol, manifest["decision"])
     except VerificationError as exc:
         raise VerificationError(f"{model_dir} no longer equals the Keras model: {exc}") from None
     return format_table(results, atol)

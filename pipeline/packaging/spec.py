@@ -5,7 +5,7 @@ Layer: packaging. Imports: numpy, pipeline.settings, pipeline.datafiles (Sequenc
 Reads/writes: nothing.
 
 Example:
-    >>> spec = ArtifactSpec(class_names=["normal", "fault"], threshold=0.4)
+    >>> spec = ArtifactSpec(class_names=["normal", "fault"], decision=decision_entry("binary", 2, 0.4))
     >>> export_model(Reference(model), spec, VerificationPlan(sample), "exported")
 """
 
@@ -18,6 +18,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from pipeline.datafiles import SequenceData
+from pipeline.decision import check_decision, decision_entry
 from pipeline.settings import VerifyConfig
 
 __all__ = ["ArtifactSpec", "Reference", "VerificationPlan", "TrainingRecord", "NO_PREPROCESSING"]
@@ -27,30 +28,38 @@ NO_PREPROCESSING = {"type": "none"}
 
 @dataclass
 class ArtifactSpec:
-    """What the artifact promises its users: classes, decision rule, input, scaling and padding.
+    """What the artifact promises its users: task, classes, decision rule, input, scaling and padding.
 
-    Every field goes into manifest.json and the graphs' metadata_props.
+    Every field goes into manifest.json and the graphs' metadata_props (docs/artifact.md).
     """
 
-    class_names: list = field(default_factory=lambda: [0, 1])   # names of class 0 and class 1
-    threshold: float = 0.5                                      # decision threshold on p(class 1)
-    threshold_source: str = "fixed (default 0.5)"               # where the threshold came from
+    class_names: list = field(default_factory=lambda: [0, 1])   # k names (binary: class 0, class 1)
+    task: str = "binary"                                        # binary | multiclass | multilabel
+    decision: Optional[dict[str, Any]] = None                   # None: the task's default rule (pipeline.decision)
+    decision_source: str = "default"                            # where the rule's thresholds came from
     preprocessing: dict[str, Any] = field(default_factory=lambda: dict(NO_PREPROCESSING))  # raw -> model input
-    masking: bool = False            # the model masks right-padded steps (their raw features all 0.0)
+    masking: bool = False    # variable length: the graph takes ``lengths`` and pads past them itself
+    mask_value: Optional[float] = None  # a user model's Masking value: trailing steps equal to it are padding
+                                        # when X comes without lengths (None: X without lengths is full length)
     input: Optional[dict[str, Any]] = None  # the manifest input entry; None: float features (batch, time, F)
+
+    def __post_init__(self) -> None:
+        self.decision = check_decision(self.decision or decision_entry(self.task, len(self.class_names)), self.task,
+                                       len(self.class_names))
 
 
 @dataclass
 class Reference:
     """The Keras model the artifact is exported from, and the numbers it must reproduce.
 
-    ``model`` outputs p(class 1) as (batch, 1). ``proba`` maps scaled inputs to (N,) p(class 1) of the
-    model whose numbers matter (default: ``model`` itself; a user's softmax or logit head passes its own
-    head while ``model`` is its Dense(1, sigmoid) form).
+    ``model`` outputs the artifact's probabilities: p(class 1) as (batch, 1), or (batch, k). ``proba``
+    maps (scaled inputs, lengths or None) to the probabilities of the model whose numbers matter
+    (default: ``model`` itself; a user's softmax or logit head passes its own head while ``model`` is
+    its probability form).
     """
 
     model: Any
-    proba: Optional[Callable[[np.ndarray], np.ndarray]] = None
+    proba: Optional[Callable[[np.ndarray, Optional[np.ndarray]], np.ndarray]] = None  # (scaled Z, lengths) -> p
 
 
 @dataclass

@@ -11,7 +11,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["roc_curve", "pr_curve", "auc", "average_precision", "confusion", "binary_metrics", "choose_threshold"]
+__all__ = ["roc_curve", "pr_curve", "auc", "average_precision", "confusion", "binary_metrics", "choose_threshold",
+           "class_metrics"]
 
 
 def _sorted_counts(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -108,3 +109,41 @@ def choose_threshold(y: np.ndarray, p: np.ndarray, default: float = 0.5) -> tupl
     # Within the interval of equally good thresholds that contains the default, keep the default.
     chosen = float(tied[np.argmin(np.abs(tied - default))])
     return chosen, f"max balanced accuracy on validation ({best:.4f})"
+
+
+def class_metrics(y: np.ndarray, p: np.ndarray, decision: dict[str, Any], class_names: list) -> dict[str, Any]:
+    """Metrics of a multi-class or multi-label model, decided by ``decision`` (pipeline.decision).
+
+    Args:
+        y: (N,) class indices (multi-class) or (N, k) 0/1 (multi-label).
+        p: (N, k) probabilities.
+    Returns:
+        accuracy (exact match for multi-label), macro F1, per-class precision / recall / F1 / support,
+        and the k x k confusion matrix (rows: true class, columns: predicted; multi-class only).
+    """
+    from pipeline.decision import decide
+
+    p = np.asarray(p, np.float64)
+    k = p.shape[1]
+    pred = decide(p, decision)
+    y = np.asarray(y)
+    if pred.ndim == 1:  # multi-class: one class per row
+        truth, guess = np.eye(k, dtype=bool)[y], np.eye(k, dtype=bool)[pred]
+        accuracy = float((pred == y).mean()) if len(y) else float("nan")
+    else:
+        truth, guess = y.astype(bool), pred
+        accuracy = float((truth == guess).all(axis=1).mean()) if len(y) else float("nan")
+    tp = (truth & guess).sum(axis=0).astype(np.float64)  # (k,)
+    precision = tp / np.maximum(guess.sum(axis=0), 1)
+    recall = tp / np.maximum(truth.sum(axis=0), 1)
+    f1 = np.where(precision + recall > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-300), 0.0)
+    out: dict[str, Any] = {
+        "n": int(len(y)), "accuracy": accuracy, "macro_f1": float(f1.mean()),
+        "per_class": {str(name): {"precision": float(precision[j]), "recall": float(recall[j]), "f1": float(f1[j]),
+                                  "support": int(truth[:, j].sum())} for j, name in enumerate(class_names)},
+    }
+    if pred.ndim == 1:
+        cm = np.zeros((k, k), np.int64)
+        np.add.at(cm, (y, pred), 1)
+        out["confusion_matrix"] = cm.tolist()
+    return out

@@ -47,36 +47,43 @@ NODE_DIR = ROOT / "tools" / "node"            # package.json + node_modules (onn
 NODE_SCRIPT = ROOT / "tools" / "onnx_node_check.mjs"
 NODE_TIMEOUT_S = 300
 
-Runner = Callable[[Path, str, np.ndarray], tuple[np.ndarray, str]]
+Runner = Callable[[Path, dict[str, np.ndarray]], tuple[np.ndarray, str]]
 
 
 class NotRun(Exception):
     """The consumer cannot run here; the message says why (recorded as "not run")."""
 
 
-def run_onnxruntime(model: Path, input_name: str, X: np.ndarray) -> tuple[np.ndarray, str]:
-    """A plain onnxruntime session on the file: (probabilities (N,), version)."""
+def _probabilities(out: np.ndarray) -> np.ndarray:
+    """The first graph output as the artifact's probabilities: (N, 1) -> (N,) p(class 1); (N, k) stays."""
+    out = np.asarray(out, np.float32)
+    return out.reshape(-1) if out.ndim == 1 or out.shape[-1] == 1 else out.reshape(out.shape[0], -1)
+
+
+def run_onnxruntime(model: Path, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, str]:
+    """A plain onnxruntime session on the file: (probabilities, version)."""
     import onnxruntime
 
     from pipeline.runtime.sessions import open_session
 
-    out = open_session(model, threads=None).run(None, {input_name: X})[0]
-    return np.asarray(out, np.float32).reshape(-1), onnxruntime.__version__
+    out = open_session(model, threads=None).run(None, feeds)[0]
+    return _probabilities(out), onnxruntime.__version__
 
 
-def run_openvino(model: Path, input_name: str, X: np.ndarray) -> tuple[np.ndarray, str]:
-    """OpenVINO CPU at f32 (bf16-capable CPUs default to bf16): (probabilities (N,), version)."""
+def run_openvino(model: Path, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, str]:
+    """OpenVINO CPU at f32 (bf16-capable CPUs default to bf16): (probabilities, version)."""
     try:
         import openvino as ov
     except ImportError as exc:
         raise NotRun(f"the openvino package is not installed ({exc}); pip install openvino") from None
     compiled = ov.Core().compile_model(str(model), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-    out = compiled.create_infer_request().infer({input_name: X})[compiled.output(0)]
-    return np.asarray(out, np.float32).reshape(-1), ov.__version__.split("-")[0]
+    out = compiled.create_infer_request().infer(feeds)[compiled.output(0)]
+    return _probabilities(out), ov.__version__.split("-")[0]
 
 
-def run_node(model: Path, input_name: str, X: np.ndarray) -> tuple[np.ndarray, str]:
-    """tools/onnx_node_check.mjs with onnxruntime-node: (probabilities (N,), "node <v>, onnxruntime-node <v>")."""
+def run_node(model: Path, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, str]:
+    """tools/onnx_node_check.mjs with onnxruntime-node: (probabilities, "node <v>, onnxruntime-node <v>")."""
+    (input_name, X), *rest = feeds.items()
     if X.dtype.kind != "f":
         raise NotRun("the Node check feeds float32 features; token-id models are checked in Python only")
     node = shutil.which("node")
@@ -90,9 +97,12 @@ def run_node(model: Path, input_name: str, X: np.ndarray) -> tuple[np.ndarray, s
         inputs, outputs = Path(tmp) / "x.f32", Path(tmp) / "probability.f32"
         np.ascontiguousarray(X, "<f4").tofile(inputs)
         shape = ",".join(str(d) for d in X.shape)
+        args = [node, str(NODE_SCRIPT), str(model), input_name, str(inputs), shape, str(outputs)]
+        for name, values in rest:  # the lengths of a variable-length model
+            np.ascontiguousarray(values, "<i8").tofile(Path(tmp) / "lengths.i64")
+            args += [name, str(Path(tmp) / "lengths.i64")]
         try:
-            res = subprocess.run([node, str(NODE_SCRIPT), str(model), input_name, str(inputs), shape, str(outputs)],
-                                 capture_output=True, text=True, timeout=NODE_TIMEOUT_S,
+            res = subprocess.run(args, capture_output=True, text=True, timeout=NODE_TIMEOUT_S,
                                  env={**os.environ, "NODE_PATH": str(NODE_DIR / "node_modules")})
         except subprocess.TimeoutExpired:
             raise RuntimeError(f"node did not finish within {NODE_TIMEOUT_S} s") from None
@@ -100,8 +110,8 @@ def run_node(model: Path, input_name: str, X: np.ndarray) -> tuple[np.ndarray, s
             last = (res.stderr.strip().splitlines() or ["no output"])[-1]
             raise RuntimeError(f"node exited with {res.returncode}: {last[:300]}")
         info = json.loads(res.stdout.strip().splitlines()[-1])
-        proba = np.fromfile(outputs, "<f4")
-    return proba.reshape(-1), f"node {info['node']}, onnxruntime-node {info['onnxruntime']}"
+        proba = np.fromfile(outputs, "<f4").reshape([int(d) for d in info.get("dims") or [-1]])
+    return _probabilities(proba), f"node {info['node']}, onnxruntime-node {info['onnxruntime']}"
 
 
 CONSUMERS: list[tuple[str, Runner]] = [
@@ -111,20 +121,28 @@ CONSUMERS: list[tuple[str, Runner]] = [
 ]
 
 
-def check_consumers(folder: Path, X: np.ndarray, keras_p: np.ndarray, input_name: str = "x",
-                    model_file: str = "model.onnx", atol: float = CONSUMER_ATOL, dtype: str = "float32",
+def check_consumers(folder: Path, X: np.ndarray, keras_p: np.ndarray, input_spec: dict[str, Any],
+                    lengths: Optional[np.ndarray] = None, model_file: str = "model.onnx", atol: float = CONSUMER_ATOL,
                     consumers: Optional[list[tuple[str, Runner]]] = None) -> dict[str, Any]:
-    """Run every consumer on raw ``X`` (N, T, F) (or token ids (N, T) with ``dtype="int64"``); compare with
-    ``keras_p`` (N,). Returns the manifest entry; ``raise_on_failure`` turns a "failed" one into an error."""
+    """Run every consumer on raw ``X`` (N, T, F) (or token ids (N, T)) and, for a variable-length model,
+    its ``lengths`` (N,); compare with ``keras_p`` ((N,) or (N, k)).
+
+    ``input_spec`` is the manifest ``input`` entry: its ``name``, ``dtype`` and ``lengths`` (the
+    second input's name, or None). Returns the manifest entry; ``raise_on_failure`` turns a "failed"
+    one into an error.
+    """
     path = Path(folder) / model_file
-    X = np.ascontiguousarray(X, np.int64 if dtype == "int64" else np.float32)
-    keras_p = np.asarray(keras_p, np.float64).reshape(-1)
+    X = np.ascontiguousarray(X, np.int64 if input_spec.get("dtype") == "int64" else np.float32)
+    feeds = {input_spec["name"]: X}
+    if input_spec.get("lengths"):
+        feeds[input_spec["lengths"]] = np.ascontiguousarray(lengths, np.int64)
+    keras_p = np.asarray(keras_p, np.float64)
     results = []
     for name, run in consumers or CONSUMERS:
         entry: dict[str, Any] = {"runtime": name, "version": None, "status": "not run",
                                  "max_abs_error_vs_keras": None, "reason": None}
         try:
-            proba, entry["version"] = run(path, input_name, X)
+            proba, entry["version"] = run(path, feeds)
         except NotRun as exc:
             entry["reason"] = str(exc)
         except Exception as exc:  # a consumer that cannot load or run the file: unsupported, with its reason
@@ -145,7 +163,8 @@ def check_consumers(folder: Path, X: np.ndarray, keras_p: np.ndarray, input_name
         progress.log(f"  {name} {entry['version'] or ''}: {entry['status']}{err_text}"
                      + (f" ({entry['reason']})" if entry["reason"] else ""))
     return {"atol": atol, "file": model_file, "rows": int(X.shape[0]),
-            "inputs": "reference.npz X: raw features, right-padded rows padded with all-zero steps",
+            "inputs": "reference.npz X (raw, right-padded rows padded with zeros)"
+                      + (" and lengths" if input_spec.get("lengths") else ""),
             "results": results}
 
 

@@ -20,6 +20,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from pipeline.datafiles import SequenceData
+from pipeline.decision import decide
 from pipeline.errors import VerificationError
 from pipeline.preprocessing import apply_preprocessing
 from pipeline.settings import VerifyConfig
@@ -39,12 +40,15 @@ class Family:
 
 @dataclass
 class FamilyResult:
+    """One family's comparison: errors over every probability column, decision flips, the worst class column."""
+
     name: str
     count: int
     max_abs: float
     mean_abs: float
     label_mismatches: int
     passed: bool
+    worst_class: Optional[int] = None  # the column of max_abs, for (N, k) probabilities
 
 
 def raw_from_scaled(Z: np.ndarray, prep: dict[str, Any]) -> np.ndarray:
@@ -139,81 +143,95 @@ def sample_families(X: np.ndarray, lengths: Optional[np.ndarray], source, sizes:
 
 
 def verify_equivalence(
-    keras_fn: Callable[[np.ndarray], np.ndarray],
+    keras_fn: Callable[[np.ndarray, Optional[np.ndarray]], np.ndarray],
     onnx_fn: Callable[[np.ndarray, Optional[np.ndarray]], np.ndarray],
     families: list[Family],
     prep: dict[str, Any],
     atol: float,
-    threshold: float,
+    decision: dict[str, Any],
     errors_out: Optional[dict[str, np.ndarray]] = None,
-    exact_fn: Optional[Callable[[np.ndarray], np.ndarray]] = None,
+    exact_fn: Optional[Callable[[np.ndarray, Optional[np.ndarray]], np.ndarray]] = None,
 ) -> list[FamilyResult]:
-    """Compare Keras and the runtime on every family.
+    """Compare Keras and the runtime on every family, every probability column.
 
     Args:
-        keras_fn: scaled (N, T, F) -> (N,) probabilities from Keras (inference mode).
-        onnx_fn: raw (N, T, F), lengths -> (N,) probabilities from the runtime.
+        keras_fn: (scaled (N, T, F), lengths or None) -> Keras' probabilities, (N,) or (N, k).
+        onnx_fn: (raw (N, T, F), lengths or None) -> the runtime's probabilities, same shape.
         families: inputs to compare on.
         prep: manifest preprocessing entry.
-        atol: maximum allowed |p_keras - p_onnx|.
-        threshold: decision threshold for the label comparison.
-        errors_out: if given, filled with family name -> per-sample |p_keras - p_onnx| (N,).
-        exact_fn: optional float64 evaluation of the same model (scaled -> probabilities); used
+        atol: maximum allowed |p_keras - p_onnx| in any column.
+        decision: the artifact's decision rule (pipeline.decision): flips are counted by it.
+        errors_out: if given, filled with family name -> per-sample max |p_keras - p_onnx| (N,).
+        exact_fn: optional float64 evaluation of the same model (same arguments as keras_fn); used
             only to explain a failure: how far each side is from the float64 result. The pass/fail
             rule stays |p_keras - p_onnx| <= atol.
     Returns:
         one FamilyResult per family.
     Raises:
-        VerificationError: any family exceeds atol or has a label mismatch.
+        VerificationError: any family exceeds atol or has a decision flip.
     """
     results = []
-    scaled_inputs: dict[str, np.ndarray] = {}
-    probs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    failed_inputs: dict[str, tuple[np.ndarray, Optional[np.ndarray], np.ndarray, np.ndarray]] = {}
     for fam in families:
         p_onnx = np.asarray(onnx_fn(fam.X, fam.lengths), dtype=np.float64)
         scaled = apply_preprocessing(fam.X, prep, fam.lengths)  # (N, T, F)
-        p_keras = np.asarray(keras_fn(scaled), dtype=np.float64)
+        p_keras = np.asarray(keras_fn(scaled, fam.lengths), dtype=np.float64)
         if p_onnx.shape != p_keras.shape:
             raise VerificationError(f"family {fam.name!r}: ONNX returned shape {p_onnx.shape}, Keras {p_keras.shape}")
-        err = np.abs(p_keras - p_onnx)
+        cell_err = np.abs(p_keras - p_onnx)  # (N,) or (N, k)
+        err = cell_err.reshape(len(cell_err), -1).max(axis=1) if cell_err.size else cell_err.reshape(-1)  # (N,)
         if errors_out is not None:
             errors_out[fam.name] = err
-        mism = int(((p_keras >= threshold) != (p_onnx >= threshold)).sum())
+        flips = decide(p_keras, decision) != decide(p_onnx, decision)
+        mism = int(flips.reshape(len(flips), -1).any(axis=1).sum())
         max_abs = float(err.max()) if err.size else 0.0
+        worst_class = None
+        if cell_err.ndim == 2 and cell_err.size:
+            worst_class = int(np.unravel_index(np.argmax(cell_err), cell_err.shape)[1])
         passed = bool(max_abs <= atol and mism == 0 and np.isfinite(err).all())
         results.append(FamilyResult(fam.name, int(err.size), max_abs, float(err.mean()) if err.size else 0.0,
-                                    mism, passed))
+                                    mism, passed, worst_class))
         if not passed:
-            scaled_inputs[fam.name], probs[fam.name] = scaled, (p_keras, p_onnx)
+            failed_inputs[fam.name] = (scaled, fam.lengths, p_keras, p_onnx)
     failed = [r for r in results if not r.passed]
     if failed:
-        worst = max(results, key=lambda r: r.max_abs)
-        detail = "; ".join(f"{r.name}: max {r.max_abs:.3g}, {r.label_mismatches} label mismatches" for r in failed)
-        diagnosis = ""
-        if exact_fn is not None:
-            notes = []
-            for r in failed:
-                exact = np.asarray(exact_fn(scaled_inputs[r.name]), dtype=np.float64)
-                pk, po = probs[r.name]
-                notes.append(f"{r.name}: Keras is {np.abs(pk - exact).max():.2g} and ONNX {np.abs(po - exact).max():.2g} "
-                             "from a float64 evaluation of the same weights")
-            diagnosis = ("; " + "; ".join(notes) + " (when both sides are that far from float64, the model is "
-                         "ill-conditioned in float32 on these inputs, not wrongly exported; --atol sets the tolerance)")
-        raise VerificationError(
-            f"Keras and ONNX disagree (tolerance {atol:g}): {detail}; largest difference {worst.max_abs:.3g} "
-            f"in {worst.name!r}{diagnosis}"
-        )
+        raise VerificationError(_failure_message(results, failed, failed_inputs, atol, exact_fn))
     return results
 
 
+def _failure_message(results: list[FamilyResult], failed: list[FamilyResult], inputs: dict, atol: float,
+                     exact_fn) -> str:
+    """Every failed family, the largest difference, and (with ``exact_fn``) the float64 diagnosis."""
+    worst = max(results, key=lambda r: r.max_abs)
+    detail = "; ".join(f"{r.name}: max {r.max_abs:.3g}" + (f" (class {r.worst_class})" if r.worst_class is not None
+                                                            else "") + f", {r.label_mismatches} label mismatches"
+                       for r in failed)
+    diagnosis = ""
+    if exact_fn is not None:
+        notes = []
+        for r in failed:
+            scaled, lengths, pk, po = inputs[r.name]
+            exact = np.asarray(exact_fn(scaled, lengths), dtype=np.float64)
+            notes.append(f"{r.name}: Keras is {np.abs(pk - exact).max():.2g} and ONNX {np.abs(po - exact).max():.2g} "
+                         "from a float64 evaluation of the same weights")
+        diagnosis = ("; " + "; ".join(notes) + " (when both sides are that far from float64, the model is "
+                     "ill-conditioned in float32 on these inputs, not wrongly exported; --atol sets the tolerance)")
+    return (f"Keras and ONNX disagree (tolerance {atol:g}): {detail}; largest difference {worst.max_abs:.3g} "
+            f"in {worst.name!r}{diagnosis}")
+
+
 def format_table(results: list[FamilyResult], atol: float) -> str:
-    """Markdown table of the per-family errors."""
+    """Markdown table of the per-family errors (with the worst class column for (N, k) probabilities)."""
+    classes = any(r.worst_class is not None for r in results)
     lines = [
-        f"| family | count | max abs err | mean abs err | label mismatches | ok (atol {atol:g}) |",
-        "|---|---:|---:|---:|---:|:---:|",
+        f"| family | count | max abs err |{' worst class |' if classes else ''} mean abs err | label mismatches | "
+        f"ok (atol {atol:g}) |",
+        f"|---|---:|---:|{'---:|' if classes else ''}---:|---:|:---:|",
     ]
     for r in results:
-        lines.append(f"| {r.name} | {r.count} | {r.max_abs:.3g} | {r.mean_abs:.3g} | {r.label_mismatches} | {'yes' if r.passed else 'NO'} |")
+        worst = f" {r.worst_class} |" if classes else ""
+        lines.append(f"| {r.name} | {r.count} | {r.max_abs:.3g} |{worst} {r.mean_abs:.3g} | {r.label_mismatches} | "
+                     f"{'yes' if r.passed else 'NO'} |")
     return "\n".join(lines)
 
 

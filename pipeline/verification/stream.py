@@ -48,7 +48,8 @@ def onnx_chunk_runner(path: Path, input_name: str, output_name: str, state_names
         for (hi, _), s in zip(state_names, states):
             feeds[hi] = s[None]  # (1, B, H): D = 1 for streamable (unidirectional) GRUs and the average's mean/count
         res = sess.run(outs, feeds)
-        return res[0].reshape(-1), [r[0] for r in res[1:]]
+        p = res[0]  # (B, 1) p(class 1) or (B, k)
+        return (p.reshape(-1) if p.shape[-1] == 1 else p), [r[0] for r in res[1:]]
 
     return run
 
@@ -70,7 +71,8 @@ class StreamPlan:
     preprocessing: Optional[dict[str, Any]] = None
 
 
-def verify_stream(keras_chunks, run_onnx, keras_full: Callable[[np.ndarray], np.ndarray], plan: StreamPlan) -> dict:
+def verify_stream(keras_chunks, run_onnx, keras_full: Callable[[np.ndarray, Optional[np.ndarray]], np.ndarray],
+                  plan: StreamPlan) -> dict:
     """Stream random sequences through Keras (twin) and ONNX with the same random chunkings.
 
     Args:
@@ -78,7 +80,8 @@ def verify_stream(keras_chunks, run_onnx, keras_full: Callable[[np.ndarray], np.
             ``zero_states(batch)`` (``pipeline.keras_source.run.KerasChunkRunner``).
         run_onnx: the same contract on what stream.onnx takes (raw features when the plan has a
             preprocessing entry); ``onnx_chunk_runner``.
-        keras_full: scaled (N, T, F) -> (N,) probabilities of the original model on whole sequences.
+        keras_full: (scaled (N, T, F), None) -> probabilities ((N,) or (N, k)) of the original model on
+            whole sequences.
         plan: sizes, seed, tolerance and preprocessing.
 
     Chunkings: all length-1 chunks, one whole chunk, and random ones. After every chunk the
@@ -98,7 +101,7 @@ def verify_stream(keras_chunks, run_onnx, keras_full: Callable[[np.ndarray], np.
         X_onnx = raw_from_scaled(X, preprocessing)            # (N, T, F) raw, what stream.onnx is fed
         X = apply_preprocessing(X_onnx, preprocessing)          # what Keras is fed: the graph's own scaling
     chunkings = [[1] * T, [T]] + [random_chunking(T, rng, max(2, T // 2)) for _ in range(plan.chunkings - 2)]
-    full = keras_full(X)
+    full = keras_full(X, None)
     err_p = err_s = err_whole = 0.0
     for sizes in chunkings:
         ks = keras_chunks.zero_states(n_sequences)

@@ -42,7 +42,7 @@ def _drop(staging: Path, manifest: dict[str, Any], reason: str) -> None:
 
 
 def verify_unrolled(staging: Path, manifest: dict[str, Any], families, keras_fn, prep: dict[str, Any],
-                    atol: float, threshold: float) -> None:
+                    atol: float, decision: dict[str, Any]) -> None:
     """Check a staged unrolled graph against Keras and the native graph; drop it on any failure."""
     from pipeline.verification.equivalence import verify_equivalence
     from pipeline.runtime import Predictor
@@ -55,12 +55,13 @@ def verify_unrolled(staging: Path, manifest: dict[str, Any], families, keras_fn,
     unrolled = Predictor.load(staging, graph="unrolled")
     native = Predictor.load(staging, graph="native")
     try:
-        results = verify_equivalence(keras_fn, unrolled.predict_proba, fams, prep, atol, threshold)
+        results = verify_equivalence(keras_fn, unrolled.predict_proba, fams, prep, atol, decision)
     except VerificationError as exc:
         _drop(staging, manifest, f"unrolled graph vs Keras: {exc}")
         return
-    diffs = np.concatenate([np.abs(unrolled.predict_proba(f.X).astype(np.float64)
-                                   - native.predict_proba(f.X).astype(np.float64)) for f in fams])
+    diffs = np.concatenate([np.abs(unrolled.predict_proba(f.X).astype(np.float64)  # (N,) largest column per row
+                                   - native.predict_proba(f.X).astype(np.float64)).reshape(len(f.X), -1).max(axis=1)
+                            for f in fams])
     vs_native, over = float(diffs.max()), int((~(diffs <= STRATEGY_ATOL)).sum())
     worst = max(r.max_abs for r in results)
     entry["verification"] = {"atol": atol, "max_abs_error_vs_keras": worst, "strategy_atol": STRATEGY_ATOL,
