@@ -180,10 +180,16 @@ def test_refused_models_and_samples(tmp_path, capsys):
 
     three = keras.Sequential([keras.Input((T, F)), keras.layers.GRU(4), keras.layers.Dense(3, activation="softmax")])
     three.save(tmp_path / "three.keras")
-    assert "3 or more classes" in _refused(tmp_path, capsys, tmp_path / "three.keras", sample)
+    assert "the model's head has 3 classes, got 2 names" in _refused(tmp_path, capsys, tmp_path / "three.keras", sample,
+                                                                      "--class-names", "a,b")
+    assert "argmax" in _refused(tmp_path, capsys, tmp_path / "three.keras", sample, "--threshold", "0.3")
     regression = keras.Sequential([keras.Input((T, F)), keras.layers.GRU(4), keras.layers.Dense(1, activation="relu")])
     regression.save(tmp_path / "reg.keras")
-    assert "not a binary classifier" in _refused(tmp_path, capsys, tmp_path / "reg.keras", sample)
+    assert "expected a classifier head" in _refused(tmp_path, capsys, tmp_path / "reg.keras", sample)
+    sequence = keras.Sequential([keras.Input((T, F)), keras.layers.GRU(4, return_sequences=True),
+                                 keras.layers.Dense(2, activation="softmax")])
+    sequence.save(tmp_path / "sequence.keras")
+    assert "sequence or regression output" in _refused(tmp_path, capsys, tmp_path / "sequence.keras", sample)
     a, b = keras.Input((T, F)), keras.Input((T, F))
     two = keras.Model([a, b], keras.layers.Dense(1, activation="sigmoid")(keras.layers.GRU(4)(keras.layers.Add()([a, b]))))
     two.save(tmp_path / "two.keras")
