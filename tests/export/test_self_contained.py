@@ -80,23 +80,34 @@ def _identity_graph(F=2, elem=TensorProto.FLOAT, opset=17):
 
 
 @pytest.mark.parametrize("opset", [17, 18])
-def test_embedded_scaling_is_bit_identical_and_padding_becomes_the_mask_value(opset):
+def test_embedded_scaling_is_bit_identical_and_steps_past_the_lengths_become_the_pad_value(opset):
     prep = {"type": "standardize", "mean": [5.0, -3.25], "std": [0.3, 7.0]}
     X = np.random.default_rng(0).normal(4.0, 3.0, (3, 5, 2)).astype(np.float32)
-    X[1, 3:] = 0.0  # right padding of row 1
-    X[2, 1, 0] = 0.0  # one zero feature is not padding
-    lengths = np.array([5, 3, 5])
+    X[1, 3:] = 12345.0  # whatever lies past row 1's length
+    X[2, 1] = 0.0  # a real all-zero step is data
+    lengths = np.array([5, 3, 5], np.int64)
     plain = embed_preprocessing(_identity_graph(opset=opset), prep)
     assert np.array_equal(_plain(plain.SerializeToString(), {"x": X})[0], apply_preprocessing(X, prep))
-    masked = embed_preprocessing(_identity_graph(opset=opset), prep, masking=True, mask_value=0.0)
-    got = _plain(masked.SerializeToString(), {"x": X})[0]
-    assert np.array_equal(got, apply_preprocessing(X, prep, lengths))  # padding exactly 0, not -mean/std
+    masked = embed_preprocessing(_identity_graph(opset=opset), prep, masking=True, pad_value=-7.5)
+    assert [i.name for i in masked.graph.input] == ["x", "lengths"]
+    got = _plain(masked.SerializeToString(), {"x": X, "lengths": lengths})[0]
+    want = apply_preprocessing(X, prep)
+    want[1, 3:] = -7.5  # exactly the pad value, whatever the data held
+    assert np.array_equal(got, want)
     assert masked.graph.input[0].name == "x" and [n.op_type for n in masked.graph.node][:2] == ["Sub", "Div"]
 
 
-def test_transform_leaves_token_and_unscaled_graphs_alone_and_refuses_a_wrong_length():
+def test_token_graphs_pad_with_id_zero_past_the_lengths():
     tokens = _identity_graph(elem=TensorProto.INT64)
-    assert embed_preprocessing(tokens, {"type": "none"}, masking=True) == tokens
+    masked = embed_preprocessing(tokens, {"type": "none"}, masking=True)
+    ids = np.arange(1, 13, dtype=np.int64).reshape(2, 6)
+    got = _plain(masked.SerializeToString(), {"x": ids, "lengths": np.array([6, 2], np.int64)})[0]
+    assert got.tolist() == [[1, 2, 3, 4, 5, 6], [7, 8, 0, 0, 0, 0]]
+
+
+def test_transform_leaves_fixed_length_unscaled_graphs_alone_and_refuses_a_wrong_length():
+    tokens = _identity_graph(elem=TensorProto.INT64)
+    assert embed_preprocessing(tokens, {"type": "none"}) == tokens
     unscaled = _identity_graph()
     assert embed_preprocessing(unscaled, {"type": "none"}) == unscaled
     with pytest.raises(ExportError, match="expected 2 means and stds"):
