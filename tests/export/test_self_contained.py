@@ -38,10 +38,11 @@ def _variable_length_npz(path, n=200, T=12, F=3, seed=1):
     rng = np.random.default_rng(seed)
     lengths = rng.integers(4, T + 1, size=n)
     y = np.arange(n) % 2
-    X = np.zeros((n, T, F), np.float32)  # right padding: all-zero steps
+    X = np.zeros((n, T, F), np.float32)  # right padding (the lengths say where real steps end)
     for i in range(n):
         X[i, :lengths[i]] = rng.standard_normal((lengths[i], F)) * 2.0 + 5.0
         X[i, :2, 0] += 3.0 if y[i] else -3.0
+    X[::7, 2] = 0.0  # real all-zero steps: data, not padding
     np.savez(path, X=X, y=y, lengths=lengths)
     return path
 
@@ -123,34 +124,30 @@ def test_plain_onnxruntime_on_raw_features_equals_the_predictor(builds, kind):
     """The issue's "done when": InferenceSession(model.onnx).run(None, {"x": raw}) == Predictor.predict_proba(raw)."""
     folder = builds[kind]
     ref = np.load(folder / artifact.REFERENCE_FILE)
-    raw = ref["X"]  # (N, T, F) raw; masked: right-padded with all-zero steps
-    plain = _plain(folder / artifact.MODEL_FILE, {"x": raw})[0][:, 0]
+    raw = ref["X"]  # (N, T, F) raw; masked: right-padded, with its lengths
+    feeds = {"x": raw, **({"lengths": ref["lengths"]} if kind == "masked" else {})}
+    plain = _plain(folder / artifact.MODEL_FILE, feeds)[0][:, 0]
     predictor = Predictor.load(folder)
-    assert np.abs(plain - predictor.predict_proba(raw)).max() <= ATOL_PLAIN
+    lengths = ref["lengths"] if kind == "masked" else None
+    assert np.abs(plain - predictor.predict_proba(raw, lengths)).max() <= ATOL_PLAIN
     assert np.abs(plain - ref["keras_proba"]).max() <= ATOL_CONSUMER
     if kind == "masked":
         assert (ref["lengths"] < raw.shape[1]).any(), "the reference rows should include padded ones"
-        assert np.abs(plain - predictor.predict_proba(raw, lengths=ref["lengths"])).max() <= ATOL_PLAIN
         assert _manifest(folder)["preprocessing"]["in_graph"] is True
 
 
-def test_padded_batch_with_lengths_gives_todays_answer(builds):
-    """Today's graph fed apply_preprocessing(raw, lengths) (the schema-1 runtime) == the raw-in graph fed raw."""
+def test_what_lies_past_the_lengths_changes_nothing(builds):
+    """Garbage past each row's length (plain onnxruntime and the Predictor alike) gives the same numbers."""
     folder = builds["masked"]
-    m = _manifest(folder)
     ref = np.load(folder / artifact.REFERENCE_FILE)
     X, lengths = ref["X"].copy(), ref["lengths"]
-    X[np.arange(X.shape[1])[None, :] >= lengths[:, None]] = 7.0  # garbage in the padding: lengths decide
-    proto = onnx.load(str(folder / artifact.MODEL_FILE))  # today's graph: the shipped one without its scaling
-    scaled_name = next(n.output[0] for n in proto.graph.node if n.op_type == "Where")
-    keep = [n for n in proto.graph.node if not n.name.startswith("preprocessing_")]
-    for n in keep:
-        n.input[:] = ["x" if i == scaled_name else i for i in n.input]
-    del proto.graph.node[:]
-    proto.graph.node.extend(keep)
-    today = _plain(proto.SerializeToString(), {"x": apply_preprocessing(X, m["preprocessing"], lengths)})[0][:, 0]
-    new = Predictor.load(folder).predict_proba(X, lengths=lengths)
-    assert np.array_equal(today, new)
+    past = np.arange(X.shape[1])[None, :] >= lengths[:, None]  # (N, T)
+    X[past] = np.random.default_rng(5).uniform(-1e4, 1e4, (int(past.sum()), X.shape[2]))
+    assert past.any()
+    plain = _plain(folder / artifact.MODEL_FILE, {"x": X, "lengths": lengths})[0][:, 0]
+    assert np.array_equal(plain, _plain(folder / artifact.MODEL_FILE, {"x": ref["X"], "lengths": lengths})[0][:, 0])
+    assert np.array_equal(Predictor.load(folder).predict_proba(X, lengths), Predictor.load(folder).predict_proba(
+        [ref["X"][i, :n] for i, n in enumerate(lengths)]))
 
 
 def test_stream_and_unrolled_graphs_take_raw_features_too(builds):
@@ -182,17 +179,19 @@ def test_metadata_inside_every_graph(builds, kind):
         meta = {p.key: p.value for p in proto.metadata_props}
         assert meta["graph"] == graph and meta["schema_version"] == str(artifact.SCHEMA_VERSION)
         assert json.loads(meta["class_names"]) == m["class_names"]
-        assert float(meta["threshold"]) == m["threshold"]
+        assert meta["task"] == m["task"] == "binary" and json.loads(meta["decision"]) == m["decision"]
         assert meta["features"] == str(m["input"]["shape"][2]) and meta["timesteps"].isdigit()
         assert json.loads(meta["preprocessing"]) == m["preprocessing"]
         assert json.loads(meta["masking"]) == m["masking"]
-        assert meta["mask_value"] == ("0.0" if kind == "masked" else "none (no masking)")
+        assert meta["mask_value"] == "none (no value means padding)"
         assert meta["producer_name"] == proto.producer_name == "gru-pipeline" and proto.producer_version
         assert meta["source_model_sha256"] == m["source_model"]["sha256"] and len(meta["source_model_sha256"]) == 64
         assert 0 <= float(meta["verified_max_abs_error"]) <= float(meta["verified_atol"]) == 1e-5
         assert "RAW features" in meta["input"] and "RAW features" in proto.graph.input[0].doc_string
         assert "metadata_props" in proto.doc_string
-        assert ("all-zero" in meta["padding"]) == (kind == "masked" and graph == "model")
+        assert ("lengths" in meta["padding"]) == (kind == "masked" and graph == "model")
+        assert [i.name for i in proto.graph.input][:2] == (["x", "lengths"] if kind == "masked" and graph == "model"
+                                                           else ["x", *[i.name for i in proto.graph.input][1:2]])
     assert float(dict((p.key, p.value) for p in onnx.load(str(folder / "model.onnx")).metadata_props)
                  ["verified_max_abs_error"]) == m["equivalence"]["max_abs_error"]
 
@@ -214,7 +213,8 @@ def test_other_runtimes_agree_within_1e5(builds, kind):
         if entry["status"] == "not run":  # only when the consumer truly is not installed here
             pytest.skip(f"{name}: {entry['reason']}")
         assert entry["status"] == "ok" and entry["max_abs_error_vs_keras"] <= ATOL_CONSUMER, entry
-        proba, version = run(folder / artifact.MODEL_FILE, "x", ref["X"])
+        feeds = {"x": ref["X"], **({"lengths": ref["lengths"]} if kind == "masked" else {})}
+        proba, version = run(folder / artifact.MODEL_FILE, feeds)
         assert version == entry["version"]
         assert np.abs(proba - ref["keras_proba"]).max() <= ATOL_CONSUMER
 
@@ -227,10 +227,11 @@ def test_a_consumer_that_cannot_run_is_not_run_never_ok(builds, monkeypatch):
     def missing(*args):
         raise consumers.NotRun("the openvino package is not installed")
 
-    def wrong(path, name, X):
-        return np.zeros(len(X), np.float32), "9.9"
+    def wrong(path, feeds):
+        return np.zeros(len(feeds["x"]), np.float32), "9.9"
 
-    entry = consumers.check_consumers(folder, ref["X"], ref["keras_proba"], consumers=[
+    spec = _manifest(folder)["input"]
+    entry = consumers.check_consumers(folder, ref["X"], ref["keras_proba"], spec, consumers=[
         ("node", consumers.run_node), ("openvino", missing), ("wrong", wrong)])
     by = {r["runtime"]: r for r in entry["results"]}
     assert by["node"]["status"] == "not run" and "node is not on PATH" in by["node"]["reason"]
@@ -239,45 +240,21 @@ def test_a_consumer_that_cannot_run_is_not_run_never_ok(builds, monkeypatch):
     with pytest.raises(VerificationError, match="wrong 9.9"):
         consumers.raise_on_failure(entry)
 
-    def crashes(path, name, X):
+    def crashes(path, feeds):
         raise RuntimeError("Unsupported op: Loop")
 
-    entry = consumers.check_consumers(folder, ref["X"], ref["keras_proba"],
-                                      consumers=[("crashes", crashes)])
+    entry = consumers.check_consumers(folder, ref["X"], ref["keras_proba"], spec, consumers=[("crashes", crashes)])
     assert entry["results"][0]["status"] == "unsupported" and "Loop" in entry["results"][0]["reason"]
     consumers.raise_on_failure(entry)  # cannot load the file: recorded with the reason, not a disagreement
 
 
-def test_masked_model_refuses_all_zero_real_steps(builds):
-    """An all-zero raw step is padding for the graph: refused where it would be a real step."""
+def test_all_zero_real_steps_are_data(builds):
+    """A real all-zero step is an ordinary input: it is scored (and changes the answer), in batches and streams."""
     predictor = Predictor.load(builds["masked"])
     X = np.load(builds["masked"] / artifact.REFERENCE_FILE)["X"][:2].copy()
+    before = predictor.predict_proba(X)
     X[:, 1] = 0.0  # inside the rows
-    with pytest.raises(InputError, match="mask value"):
-        predictor.predict_proba(X)
-    with predictor.stream() as s, pytest.raises(InputError, match="padding"):
-        s.push(np.zeros((1, X.shape[2]), np.float32))
-
-
-def test_docs_node_snippet_runs_and_agrees(builds, tmp_path):
-    """The JavaScript snippet of docs/other-runtimes.md, run as written on one raw reference sequence."""
-    import re
-    import shutil
-    import subprocess
-
-    from tests.conftest import ROOT
-
-    if shutil.which("node") is None or not (consumers.NODE_DIR / "node_modules" / "onnxruntime-node").is_dir():
-        pytest.skip("node or onnxruntime-node (make node-deps) is not installed")
-    page = (ROOT / "docs" / "other-runtimes.md").read_text()
-    block = re.search(r"<!-- BEGIN node-snippet -->\n```js\n(.*?)```\n<!-- END node-snippet -->", page, re.S)
-    assert block, "docs/other-runtimes.md has no node snippet between its markers"
-    (tmp_path / "predict.mjs").write_text(block.group(1))
-    (tmp_path / "node_modules").symlink_to(consumers.NODE_DIR / "node_modules")
-    folder = builds["default"]
-    raw = np.load(folder / artifact.REFERENCE_FILE)["X"][0]  # (T, F)
-    (tmp_path / "sequence.json").write_text(json.dumps(raw.tolist()))
-    res = subprocess.run(["node", "predict.mjs", str(folder), "sequence.json"], cwd=tmp_path,
-                         capture_output=True, text=True, timeout=120)
-    assert res.returncode == 0, res.stderr
-    assert abs(float(res.stdout.strip()) - float(Predictor.load(folder).predict_proba(raw[None])[0])) <= ATOL_PLAIN
+    after = predictor.predict_proba(X)
+    assert np.isfinite(after).all() and not np.array_equal(before, after)
+    with predictor.stream() as s:
+        assert np.isfinite(s.push(np.zeros((1, X.shape[2]), np.float32)))
