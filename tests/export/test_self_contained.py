@@ -20,7 +20,7 @@ import onnxruntime as ort  # noqa: E402
 from onnx import TensorProto, helper  # noqa: E402
 
 from pipeline import artifact  # noqa: E402
-from pipeline.errors import VerificationError, ExportError, InputError  # noqa: E402
+from pipeline.errors import VerificationError, ExportError  # noqa: E402
 from pipeline.export.scaling import embed_preprocessing  # noqa: E402
 from pipeline.preprocessing import apply_preprocessing  # noqa: E402
 from pipeline.runtime import Predictor  # noqa: E402
