@@ -1,14 +1,18 @@
 """The exported-artifact contract: file names, manifest schema, integrity.
 
 Owns: what an exported folder contains and how manifest.json is read, checked and
-written. Imports: standard library only (the runtime depends on it; keep it light).
+written; the graph input/output names every producer and consumer shares (the exporter's
+pipeline.export.native imports them from here). Imports: standard library and pipeline.decision
+(numpy) only (the runtime depends on it; keep it light).
 Reads/writes: ``<dir>/manifest.json``; hashes ``<dir>/model.onnx``.
 
 An exported folder holds:
-    model.onnx       the classifier graph, RAW input (batch, time, features) -> probability (batch, 1);
-                     since schema 2 every graph does its feature scaling itself and carries its
-                     metadata (class names, threshold, ...) in ``metadata_props``: it runs without
-                     this manifest in any ONNX runtime
+    model.onnx       the classifier graph, RAW input (batch, time, features) [+ lengths (batch,) int64
+                     for a variable-length model] -> probability (batch, 1) for a binary task or
+                     probabilities (batch, k) for multiclass / multilabel (docs/artifact.md, schema 3);
+                     every graph does its feature scaling itself and carries its metadata (task,
+                     class names, decision rule, ...) in ``metadata_props``: it runs without this
+                     manifest in any ONNX runtime
     model_unrolled.onnx  optional: the same classifier unrolled over the trained length (faster for
                      large batches of exactly that length; see manifest "unrolled")
     stream.onnx      optional: one step-chunk of the recurrence with explicit hidden states
@@ -26,6 +30,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from pipeline.decision import TASKS, check_decision
 from pipeline.errors import ArtifactError, IntegrityError
 
 __all__ = [
@@ -38,6 +43,10 @@ __all__ = [
     "REFERENCE_FILE",
     "REPORT_FILE",
     "REQUIRED_KEYS",
+    "INPUT_NAME",
+    "OUTPUT_NAME",
+    "OUTPUTS_NAME",
+    "output_name",
     "sha256_file",
     "read_manifest",
     "write_manifest",
@@ -47,17 +56,26 @@ __all__ = [
 
 # 1: graphs took standardized features; the runtime scaled raw ones with manifest "preprocessing".
 # 2: every graph takes raw features and scales them itself ("preprocessing": {..., "in_graph": true}).
-SCHEMA_VERSION = 2
-SUPPORTED_SCHEMA_VERSIONS = (2,)
-# Schema 1 folders are refused (their model.onnx gives wrong answers on raw features), with how to
-# re-export; the message is checked by tests/runtime/test_integrity.py.
-SCALING_OUTSIDE_GRAPH_SCHEMAS = (1,)
+# 3: tasks (binary, multiclass, multilabel) with a "decision" rule, a (batch, k) "probabilities" output
+#    for k classes, and variable-length graphs taking a "lengths" int64 (batch,) input (docs/artifact.md).
+SCHEMA_VERSION = 3
+SUPPORTED_SCHEMA_VERSIONS = (3,)
+# Older folders are refused, with how to re-export; the messages are checked by tests/runtime/test_integrity.py.
+SCALING_OUTSIDE_GRAPH_SCHEMAS = (1,)  # their model.onnx gives wrong answers on raw features
+PADDING_BY_VALUE_SCHEMAS = (2,)       # all-zero steps meant padding; no task, decision or lengths input
 REEXPORT_HINT = ("re-export it with this version: gru-build (the default task or your data), or gru-export "
-                 "MODEL_FILE --sample-data FILE (pipeline.export.export_model(model, sample, out)) for a Keras "
-                 "model you trained")
+                 "MODEL_FILE --sample-data FILE (pipeline.packaging.export_keras_model(model, sample, out)) for a "
+                 "Keras model you trained (pipeline.packaging.export_model for a training run's model)")
 
-INPUT_NAME = "x"               # graph input of every model file: (batch, time, F) raw features
-OUTPUT_NAME = "probability"    # graph output of model.onnx: (batch, 1) p(class 1)
+INPUT_NAME = "x"                # graph input of every model file: (batch, time, F) raw features
+OUTPUT_NAME = "probability"     # a binary classifier's output: (batch, 1) p(class 1)
+OUTPUTS_NAME = "probabilities"  # k classes (multiclass or multilabel): (batch, k), in class_names order
+
+
+def output_name(width: int) -> str:
+    """The graph output's name for a head of ``width`` probabilities (docs/artifact.md)."""
+    return OUTPUT_NAME if width == 1 else OUTPUTS_NAME
+
 
 MODEL_FILE = "model.onnx"
 STREAM_MODEL_FILE = "stream.onnx"
@@ -73,9 +91,10 @@ REQUIRED_KEYS = (
     "input",          # {"name", "dtype", "shape", "kind"}  shape uses names for dynamic axes
     "output",         # {"name", "dtype", "shape"}
     "preprocessing",  # {"type": "standardize", "mean": [...], "std": [...], "in_graph": true} or {"type": "none"}
-    "masking",        # {"enabled", "mask_value"}
-    "threshold",      # decision threshold on probability of class 1
-    "class_names",    # [name of class 0, name of class 1]
+    "masking",        # {"enabled", "mask_value" (a user's Masking value, else null), "padding": "lengths"}
+    "task",           # "binary" | "multiclass" | "multilabel" (pipeline.decision.TASKS)
+    "class_names",    # [name of class 0, ..., name of class k-1]; two for a binary task
+    "decision",       # {"rule": "threshold", "threshold"} | {"rule": "argmax"} | {"rule": "thresholds", ...}
 )
 
 
@@ -112,6 +131,12 @@ def read_manifest(model_dir: str | os.PathLike) -> dict[str, Any]:
         raise ArtifactError(
             f"{path}: unsupported manifest schema_version {version}: its model.onnx takes standardized features "
             f"(the scaling lived in the manifest) and this runtime feeds raw ones to graphs that scale inside; "
+            f"{REEXPORT_HINT}"
+        )
+    if version in PADDING_BY_VALUE_SCHEMAS and type(version) is int:
+        raise ArtifactError(
+            f"{path}: unsupported manifest schema_version {version}: it predates tasks, decision rules and the "
+            f"lengths input (schema {SCHEMA_VERSION}; its masked graphs read all-zero steps as padding); "
             f"{REEXPORT_HINT}"
         )
     if version not in SUPPORTED_SCHEMA_VERSIONS:
@@ -160,11 +185,25 @@ def _check_structure(m: dict[str, Any], path: Path) -> None:
         need(prep.get("type", "none") == "none" or prep.get("in_graph") is True,
              f"preprocessing.in_graph true (schema {SCHEMA_VERSION} graphs scale their raw input themselves), "
              f"got {prep.get('in_graph')!r}")
-    thr = m["threshold"]
-    need(isinstance(thr, (int, float)) and not isinstance(thr, bool) and 0 <= thr <= 1,
-         f"threshold to be a number in [0, 1], got {thr!r}")
-    need(isinstance(m["class_names"], list) and len(m["class_names"]) == 2,
-         f"class_names to be a list of two names, got {m['class_names']!r}")
+    need(inp.get("lengths") is None or (isinstance(inp["lengths"], str) and inp["lengths"] != ""),
+         f"input.lengths to be the name of the lengths input or null, got {inp.get('lengths')!r}")
+    masking = m["masking"]
+    mv = masking.get("mask_value")
+    need(mv is None or (isinstance(mv, (int, float)) and not isinstance(mv, bool) and math.isfinite(mv)),
+         f"masking.mask_value to be a finite number or null, got {mv!r}")
+    need(not masking.get("enabled") or inp.get("lengths") is not None,
+         "input.lengths to name the lengths input of a masked (variable-length) model, got null")
+    task, names = m["task"], m["class_names"]
+    need(task in TASKS, f"task to be one of {', '.join(TASKS)}, got {task!r}")
+    need(isinstance(names, list) and len(names) >= 2 and len(set(map(repr, names))) == len(names),
+         f"class_names to be a list of at least two distinct names, got {names!r}")
+    need(len(names) == 2 if task == "binary" else len(names) >= (3 if task == "multiclass" else 2),
+         f"class_names to hold {'2' if task == 'binary' else 'at least 3' if task == 'multiclass' else 'at least 2'} "
+         f"names for a {task} task, got {len(names)}")
+    try:
+        check_decision(m["decision"], task, len(names))
+    except ValueError as exc:
+        raise ArtifactError(f"{path}: invalid manifest: {exc}") from None
 
 
 def _is_bare_file_name(name: Any) -> bool:

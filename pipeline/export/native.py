@@ -45,19 +45,13 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
+# the output names are declared once, in the artifact contract (the runtime reads them there too)
+from pipeline.artifact import OUTPUT_NAME, OUTPUTS_NAME, output_name
 from pipeline.errors import ExportError
 from pipeline.export.graph import GraphBuilder
 
 __all__ = ["UnsupportedModelError", "export_native", "stream_support", "output_name", "OUTPUT_NAME",
            "OUTPUTS_NAME", "LAYER_EMITTERS"]
-
-OUTPUT_NAME = "probability"     # a binary classifier's output: (batch, 1) p(class 1)
-OUTPUTS_NAME = "probabilities"  # k classes (multi-class or multi-label): (batch, k)
-
-
-def output_name(width: int) -> str:
-    """The graph output's name for a head of ``width`` probabilities (docs/artifact.md)."""
-    return OUTPUT_NAME if width == 1 else OUTPUTS_NAME
 
 # Keras activation name -> (ONNX RNN activation, alpha, beta); alpha/beta None when unused.
 _RNN_ACTIVATIONS = {

@@ -16,8 +16,9 @@ from pipeline.datafiles import pad_sequences
 from pipeline.errors import InputError
 from pipeline.preprocessing import apply_preprocessing
 
-__all__ = ["ArrayLike", "prepare_features", "check_lengths", "check_finite", "check_scaled_finite",
-           "dot_check_suffices", "quick_values_ok", "padding_steps", "check_masked_steps"]
+__all__ = ["ArrayLike", "prepare_features", "prepare_tokens", "check_lengths", "check_finite", "check_scaled_finite",
+           "dot_check_suffices", "quick_values_ok", "padding_steps", "mask_steps", "lengths_from_mask",
+           "refuse_masked_real_steps"]
 
 ArrayLike = Union[np.ndarray, Sequence[np.ndarray]]
 
@@ -30,7 +31,9 @@ def _numeric(arr: np.ndarray, what: str) -> np.ndarray:
 
 
 def _check_float32_range(arr: np.ndarray, what: str) -> None:
-    """Refuse finite values that would become Inf when cast to float32 (float64 or wider input)."""
+    """Refuse finite values that would become Inf when cast to float32 (float64 or wider input).
+
+    ``arr``: the real values only (whatever a row holds past its length never reaches the model)."""
     if arr.dtype.kind == "f" and arr.dtype.itemsize > 4 and arr.size:
         finite = arr[np.isfinite(arr)]
         big = float(np.abs(finite).max(initial=0.0))
@@ -111,57 +114,80 @@ def check_scaled_finite(X: np.ndarray, lengths: Optional[np.ndarray], spec: dict
 
 
 def padding_steps(X: np.ndarray) -> np.ndarray:
-    """(N, T) True on the steps whose raw features are all 0: the padding marker of a masked graph."""
+    """(N, T) True on the steps whose raw features are all 0.
+
+    Schema 3 runtimes no longer read such steps as padding (lengths are data); kept for callers
+    outside the runtime that still check their training data with it (pipeline.training.run).
+    """
     return ~(X != 0).any(axis=2)
 
 
-def check_masked_steps(X: np.ndarray, lengths: Optional[np.ndarray], spec: dict, mask_value: float,
-                       where: str = "sample {i} timestep {t}") -> np.ndarray:
-    """Check the real steps of a masked model's raw input X (N, T, F); return the (N,) lengths.
+def mask_steps(X: np.ndarray, mask_value: float) -> np.ndarray:
+    """(N, T) True on the steps whose raw values all equal ``mask_value`` (X (N, T, F) or token ids (N, T))."""
+    with np.errstate(invalid="ignore"):
+        eq = X == np.asarray(mask_value, X.dtype if X.dtype.kind == "f" else np.float64)
+    return eq.all(axis=2) if X.ndim == 3 else eq
 
-    The graph reads an all-zero raw step as padding and the Keras model skips a step whose scaled
-    features all equal the mask value; both are right only as trailing padding. So:
-    - with ``lengths``, the steps before them must be real: neither all 0 nor scaling to the mask value;
-    - without, the real length of a row ends after its last step that is not all 0, and the
-      steps before that must be real too (left or inner padding is refused, as Keras would skip it).
-    Raises InputError naming the first offending step.
+
+def lengths_from_mask(on_mask: np.ndarray) -> np.ndarray:
+    """(N,) lengths of rows whose trailing mask-valued steps are padding, as Keras reads them.
+
+    Raises InputError for a row that is padding only (no real step).
     """
-    pad = padding_steps(X)  # (N, T)
-    T = X.shape[1]
-    if lengths is None:
-        last_real = np.where(pad.all(axis=1), -1, T - 1 - np.argmax(~pad[:, ::-1], axis=1))
-        lengths = (last_real + 1).astype(np.int64)
-        empty = np.flatnonzero(lengths == 0)
-        if empty.size:
-            raise InputError(f"sample {int(empty[0])}: every timestep's raw features are all 0 (padding, the mask "
-                             "value of this masked model); expected at least one step with a nonzero feature")
-    real = _real_steps(X.shape, lengths)
-    bad = pad & real
+    N, T = on_mask.shape
+    empty = on_mask.all(axis=1)
+    if empty.any():
+        i = int(np.flatnonzero(empty)[0])
+        raise InputError(f"sample {i}: every one of its {T} timesteps equals the mask value, so it is all padding; "
+                         "expected at least one real step (or pass lengths)")
+    trailing = np.argmax(~on_mask[:, ::-1], axis=1)  # (N,) mask-valued steps after the last real one
+    return (T - trailing).astype(np.int64)
+
+
+def refuse_masked_real_steps(on_mask: np.ndarray, lengths: np.ndarray, mask_value: float,
+                             where: str = "sample {i}, timestep {t}") -> None:
+    """InputError naming the first real step (before its row's length) whose values all equal ``mask_value``.
+
+    The model's own Masking layer would skip such a step (Keras does); a length cannot express a
+    skipped step inside a row, so the runtime refuses it instead of answering differently from Keras.
+    """
+    bad = on_mask & (np.arange(on_mask.shape[1])[None, :] < lengths[:, None])
     if bad.any():
         i, t = (int(v) for v in np.argwhere(bad)[0])
         raise InputError(
-            f"{where.format(i=i, t=t)}: every raw feature is 0, which marks padding (the mask value) in this "
-            "masked model, so the step would be skipped; expected padding only after the last real step "
-            "(right padding) and real steps with at least one nonzero feature")
-    with np.errstate(over="ignore", invalid="ignore"):
-        on_mask = (apply_preprocessing(X, spec) == np.float32(mask_value)).all(axis=2) & real  # (N, T)
-    if on_mask.any():
-        i, t = (int(v) for v in np.argwhere(on_mask)[0])
-        raise InputError(
-            f"{where.format(i=i, t=t)}: every scaled feature equals the mask value {mask_value}, so the Keras "
-            "model would skip this step; expected real steps to differ from the mask value in at least one feature")
-    return lengths
+            f"{where.format(i=i, t=t)}: every value equals the mask value {mask_value:g} of the model's Masking layer "
+            "on a real step (before the row's length); Keras would skip it and lengths cannot express a skipped "
+            "step: expected mask-valued steps only as trailing padding")
 
 
 def check_lengths(lengths, n: int, t: int) -> np.ndarray:
-    """Check lengths (N,) are integers in [1, T]; return int64."""
-    arr = np.asarray(lengths)
-    if arr.dtype.kind not in "iu" or arr.shape != (n,):
-        raise InputError(f"lengths: expected ({n},) integers, got shape {arr.shape} dtype {arr.dtype}")
-    arr = arr.astype(np.int64)
+    """Check ``lengths`` are (n,) whole numbers in [1, t] (ints, or floats that are whole); return int64.
+
+    Raises InputError with one line: wrong rank or count, booleans, strings or objects, NaN or a
+    fraction, a value outside [1, t].
+    """
+    try:
+        arr = np.asarray(lengths)
+    except (ValueError, TypeError) as exc:
+        raise InputError(f"lengths: expected ({n},) integers, got {type(lengths).__name__} ({exc})") from None
+    if arr.ndim != 1:
+        raise InputError(f"lengths: expected shape ({n},), one integer per row of X, got rank {arr.ndim} "
+                         f"shape {arr.shape}")
+    if arr.shape[0] != n:
+        raise InputError(f"lengths: expected {n} lengths, one per row of X, got {arr.shape[0]}")
+    if arr.dtype.kind == "f":
+        bad = ~np.isfinite(arr) | (arr != np.round(arr))
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise InputError(f"lengths: expected whole numbers, got {arr[i]!r} at sample {i}")
+    elif arr.dtype.kind not in "iu":
+        kind = {"b": "booleans", "O": "Python objects", "U": "strings", "S": "bytes", "c": "complex numbers"}.get(
+            arr.dtype.kind, str(arr.dtype))
+        raise InputError(f"lengths: expected ({n},) integers, got {kind} (dtype {arr.dtype})")
     if n and ((arr < 1).any() or (arr > t).any()):
-        raise InputError(f"lengths: expected values in [1, {t}], got values in [{arr.min()}, {arr.max()}]")
-    return arr
+        i = int(np.flatnonzero((arr < 1) | (arr > t))[0])
+        raise InputError(f"lengths: expected values in [1, {t}] (the timesteps of X), got {arr[i]!r} at sample {i}")
+    return arr.astype(np.int64)
 
 
 def prepare_features(X: ArrayLike, n_features: int, lengths=None, fixed_timesteps: Optional[int] = None,
@@ -222,9 +248,10 @@ def prepare_features(X: ArrayLike, n_features: int, lengths=None, fixed_timestep
         raise InputError(f"X: expected at least one sample and one timestep, got shape {arr.shape}")
     if fixed_timesteps is not None and t != fixed_timesteps:
         raise InputError(f"X: expected {fixed_timesteps} timesteps, got {t}")
-    _check_float32_range(arr, "X")
-    X32 = np.ascontiguousarray(arr, dtype=np.float32)
     lens = None if lengths is None else check_lengths(lengths, n, t)
+    _check_float32_range(arr if lens is None or (lens == t).all() else arr[_real_steps(arr.shape, lens)], "X")
+    with np.errstate(over="ignore", invalid="ignore"):  # only steps past the lengths can overflow here
+        X32 = np.ascontiguousarray(arr, dtype=np.float32)
     if check_values:
         check_finite(X32, lens)
     if lens is not None and (lens == t).all():

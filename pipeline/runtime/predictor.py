@@ -1,10 +1,11 @@
 """Load an exported folder and predict with onnxruntime, without TensorFlow.
 
-Owns: ``Predictor`` (loading with integrity checks, batch inference, labels) and its execution
+Owns: ``Predictor`` (loading with integrity checks, batch inference, the lengths of
+variable-length rows, class decisions through ``pipeline.decision.decide``) and its execution
 strategy (the fused GRU kernel when it covers the model and passed its self-check; else batch
 chunks over worker threads, one intra-op thread per session, set through
-``pipeline.runtime.sessions``). Imports: numpy, onnxruntime (types only), pipeline light modules,
-pipeline.runtime.sessions and pipeline.runtime.fused (TF-free).
+``pipeline.runtime.sessions``). Imports: numpy, onnxruntime (types only), pipeline light modules
+(artifact, decision, errors), pipeline.runtime.inputs, .sessions and .fused (TF-free).
 Reads: ``<model_dir>/manifest.json``, ``model.onnx``, ``model_unrolled.onnx`` when the manifest
 lists it (the batch graph form, loaded on first use), ``reference.npz`` (the fused kernel's
 self-check, on first use), ``stream.onnx`` for streams.
@@ -12,11 +13,21 @@ self-check, on first use), ``stream.onnx`` for streams.
 Example:
     >>> from pipeline.runtime import Predictor
     >>> p = Predictor.load("exported")
-    >>> p.predict_proba(X)          # X (N, T, F) raw features -> (N,) float32 P(class 1)
-    >>> # any ONNX runtime gives the same numbers from model.onnx alone, fed X as it is:
+    >>> p.predict_proba(X)          # X (N, T, F) raw features -> (N,) float32 P(class 1) (binary task)
+    >>> #                             or (N, k) float32, one column per class (multiclass, multilabel)
+    >>> # any ONNX runtime gives the same numbers from model.onnx alone, fed X (and lengths) as they are:
     >>> # every graph scales its raw input itself (README "Use the model from another language")
-    >>> p.predict(X)                # -> (N,) class labels
+    >>> p.predict(X)                # -> (N,) class names; a multilabel model: N lists of names
     >>> p.predict_proba([a, b])     # variable lengths: list of (T_i, F) arrays
+    >>> p.predict_proba(X, lengths) # the same, right-padded (N, T, F) and (N,) real lengths
+
+Lengths (docs/artifact.md "Inputs"): a variable-length artifact (``manifest["input"]["lengths"]``
+set) gets its ``lengths`` graph input in every call; they come from a list of rows, from
+``lengths``, or, for an (N, T, F) array without them, from the model's own Masking value
+(``manifest["masking"]["mask_value"]``: trailing steps all equal to it are padding) or, when the
+model has none (gru-build models), every row is T steps long. Whatever a row holds past its length
+never reaches the model, and no data value means padding. A fixed-length artifact refuses
+``lengths`` (run a list of rows of different lengths instead: each length group runs unpadded).
 """
 
 from __future__ import annotations
@@ -32,16 +43,19 @@ import numpy as np
 import onnxruntime as ort
 
 from pipeline import artifact
+from pipeline.decision import decide, n_outputs
 from pipeline.errors import ArtifactError, InputError, NonFiniteInput, PipelineError
-from pipeline.runtime.inputs import (ArrayLike, check_masked_steps, check_scaled_finite, dot_check_suffices,
-                                     prepare_features, prepare_tokens, quick_values_ok)
+from pipeline.runtime.inputs import (ArrayLike, check_scaled_finite, dot_check_suffices, lengths_from_mask,
+                                     mask_steps, prepare_features, prepare_tokens, quick_values_ok,
+                                     refuse_masked_real_steps)
 from pipeline.runtime.sessions import open_session, usable_cpus
 
 __all__ = ["Predictor"]
 
 # Execution strategy. With graph="auto" (the default), float feature models the fused GRU kernel
 # covers (pipeline.runtime.fused; the shapes match_fused in fused/onnx_reader.py recognises: GRU
-# layers ending in a last-state or average head and Dense(1, sigmoid); no mask) run every batch in
+# layers ending in a last-state or average head and Dense(1, sigmoid); fixed length; binary until the
+# kernel declares k-way heads with K_CLASS_HEADS = True) run every batch in
 # one native call with its own threads inside, once the kernel has reproduced model.onnx within 1e-6
 # on the artifact's reference rows and stress rows (checked on first use; the outcome is in
 # debug_info(); it does onnxruntime's arithmetic, so on AVX2+FMA CPUs the numbers are the same bits). Otherwise, and with graph="native" or
@@ -49,7 +63,7 @@ __all__ = ["Predictor"]
 # native graph (model.onnx, one GRU op: the lowest latency). Larger batches are cut into chunks run
 # by `workers` threads (session.run releases the GIL): on the unrolled graph (model_unrolled.onnx,
 # per-step Gemm nodes, about 1.4x the GRU op's throughput per core from 64-row calls up) when the
-# artifact has one and the rows are exactly its length and unmasked, else on the native graph.
+# artifact has one (fixed-length models only) and the rows are exactly its length, else on the native graph.
 # Each session has one intra-op thread (sessions.open_session(path, threads=1)): the GRU op
 # parallelises poorly inside a call, so the workers parallelise across chunks instead.
 # The split never changes a row's numbers. The graph form is switched automatically only when
@@ -82,13 +96,21 @@ class Predictor:
         self.n_features: int = int(shape[2]) if self.input_kind == "features" else 0
         self.vocabulary_size: Optional[int] = inp.get("vocabulary_size")  # token models: ids in [0, V)
         self.timesteps: Optional[int] = shape[1] if isinstance(shape[1], int) else None
-        self.threshold: float = float(manifest["threshold"])
+        self.task: str = manifest["task"]                       # binary | multiclass | multilabel
         self.class_names: list = list(manifest["class_names"])
+        self.n_classes: int = len(self.class_names)
+        self.decision: dict[str, Any] = dict(manifest["decision"])  # checked against task and classes at load
+        self.n_outputs: int = n_outputs(self.task, self.n_classes)  # graph output width: 1 (p(class 1)) or k
+        self._out_shape = (-1,) if self.task == "binary" else (-1, self.n_outputs)  # (n,) or (n, k)
+        # variable length: the name of the lengths graph input (int64 (batch,)), fed in every call; else None
+        self.lengths_name: Optional[str] = inp.get("lengths")
         self.masked: bool = bool(manifest["masking"].get("enabled", False))
-        # The graph scales (schema 2); mean/std are read only to check inputs (float32 arrays once).
+        # a user's own Masking value (trailing steps all equal to it are padding), or None (gru-build models)
+        mv = manifest["masking"].get("mask_value")
+        self.mask_value: Optional[float] = float(mv) if mv is not None and self.lengths_name else None
+        # The graph scales (schema 2+); mean/std are read only to check inputs (float32 arrays once).
         prep = manifest["preprocessing"]
         self._preprocessing = {k: (np.asarray(v, np.float32) if k in ("mean", "std") else v) for k, v in prep.items()}
-        self._mask_value = float(manifest["masking"].get("mask_value") or 0.0)
         self._dot_check = self.input_kind == "features" and dot_check_suffices(self._preprocessing, self.n_features)
         self.workers: int = max(1, int(workers)) if workers else usable_cpus()
         self._pool: Optional[ThreadPoolExecutor] = None
@@ -99,12 +121,12 @@ class Predictor:
         unrolled = manifest.get("unrolled") or {}
         # rows of exactly this many steps may use the unrolled graph (None: never). "auto" uses it
         # only when the build measured it within 1e-6 of model.onnx on every verification input.
-        usable = unrolled.get("supported") and not self.masked and (
+        usable = unrolled.get("supported") and self.lengths_name is None and (
             graph == "unrolled" or (graph == "auto" and unrolled.get("auto") is True))
         self.unrolled_timesteps: Optional[int] = int(unrolled["timesteps"]) if usable else None
         self._unrolled: Optional[ort.InferenceSession] = None
         # the fused kernel: prepared on first use (None until then); only graph="auto" uses it
-        self._fused_wanted = bool(fused) and graph == "auto" and self.input_kind == "features" and not self.masked
+        self._fused_wanted = bool(fused) and graph == "auto" and self._fused_covers()
         self._fused_lock = threading.Lock()
         self._fused_state: Optional[tuple[Any, dict]] = None
         self._check_graph_matches_manifest()
@@ -136,13 +158,34 @@ class Predictor:
         artifact.verify_model_hash(model_path, model_info.get("sha256", ""))
         return cls(folder, manifest, open_session(model_path, threads=1), threads, graph, fused)
 
+    @property
+    def threshold(self) -> Optional[float]:
+        """The decision threshold on p(class 1) of a binary model; None for multiclass and multilabel."""
+        return float(self.decision["threshold"]) if self.decision.get("rule") == "threshold" else None
+
+    def _fused_covers(self) -> bool:
+        """Whether the fused kernel may cover this kind of model: float features, fixed length, and a
+        binary head (k-way heads once the kernel declares them)."""
+        if self.input_kind != "features" or self.lengths_name is not None:
+            return False
+        if self.task == "binary":
+            return True
+        from pipeline.runtime import fused
+
+        return bool(getattr(fused, "K_CLASS_HEADS", False))
+
     def _check_graph_matches_manifest(self) -> None:
         ins, outs = self._session.get_inputs(), self._session.get_outputs()
-        if [i.name for i in ins] != [self.input_name] or [o.name for o in outs] != [self.output_name]:
+        want_in = [self.input_name] + ([self.lengths_name] if self.lengths_name else [])
+        if [i.name for i in ins] != want_in or [o.name for o in outs] != [self.output_name]:
             raise ArtifactError(
-                f"manifest names input {self.input_name!r} / output {self.output_name!r} but the graph has "
+                f"manifest names inputs {want_in} / output {self.output_name!r} but the graph has "
                 f"inputs {[i.name for i in ins]} / outputs {[o.name for o in outs]}"
             )
+        width = _shape_of(outs[0])[-1:]
+        if width and isinstance(width[0], int) and width[0] != self.n_outputs:
+            raise ArtifactError(f"a {self.task} model with {self.n_classes} classes expected a graph output of "
+                                f"width {self.n_outputs}, got {_shape_of(outs[0])}")
         graph_shape = _shape_of(ins[0])
         want = self.manifest["input"]["shape"]
         if len(graph_shape) != len(want) or any(
@@ -196,7 +239,7 @@ class Predictor:
                 if X.ndim == 3 and full.any():
                     ref_X = X[full]
                     if "keras_proba" in ref.files:
-                        keras = np.asarray(ref["keras_proba"], np.float64).reshape(-1)[full]
+                        keras = np.asarray(ref["keras_proba"], np.float64).reshape(len(X), *self._out_shape[1:])[full]
         except (OSError, KeyError, ValueError):
             ref_X = None  # the stress rows alone
         T = ref_X.shape[1] if ref_X is not None else (self.timesteps or 20)
@@ -204,7 +247,7 @@ class Predictor:
 
         def onnx_proba(Z: np.ndarray) -> np.ndarray:  # SMALL_BATCH-row calls: a small working set (peak RSS)
             return np.concatenate([self._session.run([self.output_name], {self.input_name: Z[i:i + SMALL_BATCH]})[0]
-                                   .reshape(-1) for i in range(0, len(Z), SMALL_BATCH)])
+                                   .reshape(self._out_shape) for i in range(0, len(Z), SMALL_BATCH)])
 
         return fused.prepare_fused(data, self.input_name, self.output_name, onnx_proba, check_X,
                                    keras=keras, threads=self.workers)
@@ -216,9 +259,10 @@ class Predictor:
             self._fused()
             fused_info = dict(self._fused_state[1])
         else:
-            why = ("disabled (fused=False)" if self.graph == "auto" and self.input_kind == "features" and not self.masked
+            why = ("disabled (fused=False)" if self.graph == "auto" and self._fused_covers()
                    else f"not used with graph={self.graph!r}" if self.graph != "auto"
-                   else "not used for masked or token-input models")
+                   else "not used for variable-length or token-input models" if self.task == "binary"
+                   else f"not used for {self.task} models (the kernel has no k-way head yet)")
             fused_info = {"used": False, "isa": None, "reason": why, "checks": {}}
         return {"graph": self.graph, "workers": self.workers, "fused": fused_info}
 
@@ -231,52 +275,66 @@ class Predictor:
             return self._session.run, 4096  # bound the per-call working set
         return self._session.run, min(CHUNK_MAX, max(CHUNK_MIN, -(-n // self.workers)))
 
-    def _run(self, X: np.ndarray) -> np.ndarray:
-        """(n, T, F) float32 raw -> (n,) float32 probabilities."""
-        kernel = self._fused() if X.dtype == np.float32 else None
+    def _run(self, X: np.ndarray, lens: Optional[np.ndarray] = None) -> np.ndarray:
+        """(n, T, F) float32 raw (or (n, T) int64 ids) [+ (n,) int64 lengths] -> (n,) or (n, k) float32."""
+        kernel = self._fused() if X.dtype == np.float32 and lens is None else None
         if kernel is not None:  # the whole batch in one native call, threads inside it (it scales like the graph)
             return kernel.run(X, self.workers)
         n = X.shape[0]
-        feed_name, out_name = self.input_name, [self.output_name]
+        x_name, len_name, out_name, shape = self.input_name, self.lengths_name, [self.output_name], self._out_shape
+        if (lens is None) != (len_name is None):  # a bug, never an input error: every caller resolves lengths
+            raise PipelineError(f"internal: the graph's lengths input is {len_name!r} but lengths were "
+                                f"{'not ' if lens is None else ''}given")
+
+        def feed(a: int, b: int) -> dict:
+            return {x_name: X[a:b]} if lens is None else {x_name: X[a:b], len_name: lens[a:b]}
+
         run, chunk = self._plan(n, X.shape[1])
         if n <= chunk:  # one call (every small batch): no copy into an output buffer
-            return run(out_name, {feed_name: X})[0].reshape(-1)
-        out = np.empty(n, dtype=np.float32)
+            return run(out_name, feed(0, n))[0].reshape(shape)
+        out = np.empty((n,) + shape[1:], dtype=np.float32)  # (n,) or (n, k)
         if self.workers == 1:
             for start in range(0, n, chunk):
-                out[start:start + chunk] = run(out_name, {feed_name: X[start:start + chunk]})[0].reshape(-1)
+                out[start:start + chunk] = run(out_name, feed(start, start + chunk))[0].reshape(shape)
             return out
 
         def job(start: int) -> None:
-            out[start:start + chunk] = run(out_name, {feed_name: X[start:start + chunk]})[0].reshape(-1)
+            out[start:start + chunk] = run(out_name, feed(start, start + chunk))[0].reshape(shape)
 
         for _ in self._executor().map(job, range(0, n, chunk)):
             pass
         return out
 
     def predict_proba(self, X: ArrayLike, lengths=None) -> np.ndarray:
-        """Probability of class 1 for each sample.
+        """Probabilities of each sample: p(class 1) for a binary model, one per class otherwise.
 
-        The graphs take raw features and scale them themselves (schema 2), so X goes to
-        onnxruntime as it is; the runtime only checks it and, for right-padded rows, handles
-        the padding: a masked model gets its padding as all-zero steps (the graph's padding
-        marker), a model without a mask gets each length group unpadded.
+        The graphs take raw features and scale them themselves, so X goes to onnxruntime as it is;
+        the runtime checks it and, for a variable-length model, feeds each row's length (see the
+        module docstring "Lengths"); whatever a row holds past its length is ignored.
 
         Args:
-            X: raw features (N, T, F), or a list of (T_i, F) arrays of varying length.
-            lengths: optional (N,) real lengths when X is a right-padded array; steps after them
-                are ignored whatever they hold.
+            X: raw features (N, T, F) (token ids (N, T) for an Embedding model), or a list of
+                (T_i, F) arrays of varying length.
+            lengths: (N,) real lengths of the rows of a right-padded array X (1 <= length <= T);
+                variable-length models only.
         Returns:
-            (N,) float32 in [0, 1].
+            (N,) float32 p(class 1) for a binary task; (N, k) float32 for multiclass (rows sum to
+            1) and multilabel (independent), columns in ``class_names`` order.
         Raises:
-            InputError: X is not what the model expects (message says what was received), or, for a
-                masked model, a real step is all 0 or scales to the mask value (see
-                ``inputs.check_masked_steps``).
+            InputError: X or lengths is not what the model expects (the message says what was
+                received): lengths given to a fixed-length model, a bad length, NaN/Inf on a real
+                step, or (a model with its own Masking value) a real step equal to the mask value,
+                or a row with no real step.
         """
+        if lengths is not None and self.lengths_name is None:
+            raise InputError("lengths: this model has a fixed-length input (no lengths input; manifest input.lengths "
+                             "is null): expected lengths=None, got lengths; pass a list of (T_i, F) arrays to run "
+                             "rows of different lengths")
         if self.input_kind == "tokens":
             return self._predict_tokens(X, lengths)
+        from_list = isinstance(X, (list, tuple))
         Xr, lens = prepare_features(X, self.n_features, lengths, self.timesteps, check_values=False)
-        if not self.masked and Xr.dtype == np.float32 and self._fused() is not None:
+        if self.lengths_name is None and Xr.dtype == np.float32 and self._fused() is not None:
             # the fused kernel scans the scaled values itself as it reads them (one pass fewer)
             try:
                 return self._checked(self._run_lengths(Xr, lens))
@@ -284,60 +342,81 @@ class Predictor:
                 check_scaled_finite(Xr, lens, self._preprocessing)  # names the first NaN/Inf
                 raise PipelineError("the fused GRU kernel found a NaN or an infinity in the scaled input "
                                     "that the input check did not; refusing to return probabilities") from None
+        if self.lengths_name is not None:
+            lens = self._resolve_lengths(Xr, lens, given=lengths is not None or from_list)
         if not (self._dot_check and quick_values_ok(Xr)):  # the quick pass proves it, else the exact check
-            check_scaled_finite(Xr, lens, self._preprocessing)  # NaN/Inf, raw or once scaled by the graph
-        if self.masked:
-            if lens is None and (lengths is not None or isinstance(X, (list, tuple))):
-                lens = np.full(Xr.shape[0], Xr.shape[1], np.int64)  # every given step is real, even all-zero ones
-            if lens is not None:
-                pad = np.arange(Xr.shape[1])[None, :] >= lens[:, None]  # (N, T) after each row's length
-                if (Xr[pad] != 0).any():  # the graph must see the padding as all-zero steps
-                    Xr = Xr.copy()  # never write into the caller's array
-                    Xr[pad] = 0.0
-            check_masked_steps(Xr, lens, self._preprocessing, self._mask_value)
-            proba = self._run(Xr)
-        else:
-            proba = self._run_lengths(Xr, lens)
-        return self._checked(proba)
+            check_scaled_finite(Xr, lens, self._preprocessing)  # NaN/Inf on real steps, raw or once scaled
+        if self.lengths_name is not None:
+            return self._checked(self._run(Xr, lens))
+        return self._checked(self._run_lengths(Xr, lens))
+
+    def _resolve_lengths(self, X: np.ndarray, lens: Optional[np.ndarray], given: bool) -> np.ndarray:
+        """(N,) int64 lengths of a variable-length model's rows X (N, T, F) or ids (N, T).
+
+        ``lens``: the checked lengths (None when every row is full); ``given``: they came from the
+        caller (an argument or a list), else they are read off the model's own Masking value.
+        """
+        N, T = X.shape[:2]
+        if self.mask_value is None:  # no value means padding: lengths given, or every row is full
+            return lens if lens is not None else np.full(N, T, np.int64)
+        on_mask = mask_steps(X, self.mask_value)  # (N, T)
+        if lens is None:
+            lens = np.full(N, T, np.int64) if given else lengths_from_mask(on_mask)
+        refuse_masked_real_steps(on_mask, lens, self.mask_value)
+        return lens
 
     def _run_lengths(self, Xr: np.ndarray, lens: Optional[np.ndarray]) -> np.ndarray:
-        """(N, T, F) rows of a model without a mask, right-padded after ``lens`` when given -> (N,)."""
+        """(N, T, F) rows of a fixed-length model, right-padded after ``lens`` (from a list) when given -> (N,) / (N, k)."""
         if lens is None:
             return self._run(Xr)
-        # No mask in the model: run each length group unpadded, which is exact.
-        proba = np.empty(Xr.shape[0], dtype=np.float32)
+        # No lengths input: run each length group unpadded, which is exact.
+        proba = np.empty((Xr.shape[0],) + self._out_shape[1:], dtype=np.float32)
         for length in np.unique(lens):
             idx = np.flatnonzero(lens == length)
             proba[idx] = self._run(np.ascontiguousarray(Xr[idx, :length]))
         return proba
 
     def _predict_tokens(self, X: ArrayLike, lengths=None) -> np.ndarray:
-        """p(class 1) of token-id rows (N, T) int, or a list of (T_i,) id arrays."""
+        """Probabilities of token-id rows (N, T) int, or a list of (T_i,) id arrays."""
+        from_list = isinstance(X, (list, tuple))
         ids, lens = prepare_tokens(X, int(self.vocabulary_size), lengths, self.timesteps)  # (N, T) int64
-        if self.masked or lens is None:  # Embedding(mask_zero): id 0 past each length is padding
-            proba = self._run(ids)
-        else:  # no mask in the model: each length group unpadded, which is exact
-            proba = np.empty(ids.shape[0], dtype=np.float32)
-            for length in np.unique(lens):
-                idx = np.flatnonzero(lens == length)
-                proba[idx] = self._run(np.ascontiguousarray(ids[idx, :length]))
+        if self.lengths_name is not None:  # Embedding(mask_zero): trailing id 0 is padding when no lengths
+            return self._checked(self._run(ids, self._resolve_lengths(ids, lens, lengths is not None or from_list)))
+        if lens is None:
+            return self._checked(self._run(ids))
+        proba = np.empty((ids.shape[0],) + self._out_shape[1:], dtype=np.float32)  # each length group unpadded
+        for length in np.unique(lens):
+            idx = np.flatnonzero(lens == length)
+            proba[idx] = self._run(np.ascontiguousarray(ids[idx, :length]))
         return self._checked(proba)
 
     def _checked(self, proba: np.ndarray) -> np.ndarray:
         """``proba`` when every value is a probability; PipelineError naming the first that is not."""
-        if len(proba) <= 8:  # a few values: Python floats are quicker than three array passes
-            if all(0.0 <= v <= 1.0 for v in proba.tolist()):  # False for NaN too
+        if proba.size <= 8:  # a few values: Python floats are quicker than three array passes
+            if all(0.0 <= v <= 1.0 for v in proba.reshape(-1).tolist()):  # False for NaN too
                 return proba
         valid = (proba >= 0) & (proba <= 1)  # False for NaN too
         if not valid.all():
-            bad = int(np.flatnonzero(~valid)[0])
-            raise PipelineError(f"the model produced an invalid probability {proba[bad]} for sample {bad}; refusing to return it")
+            bad = tuple(int(v) for v in np.argwhere(~valid)[0])
+            where = f"sample {bad[0]}" + (f", class {self.class_names[bad[1]]!r}" if len(bad) > 1 else "")
+            raise PipelineError(f"the model produced an invalid probability {proba[bad]} for {where}; refusing to return it")
         return proba
 
-    def predict(self, X: ArrayLike, lengths=None) -> np.ndarray:
-        """Class label of each sample (class names from the manifest), thresholded at ``threshold``."""
-        idx = (self.predict_proba(X, lengths) >= self.threshold).astype(np.int64)
-        return np.asarray(self.class_names)[idx]
+    def labels(self, proba: np.ndarray):
+        """Class names decided from ``predict_proba`` output by the manifest's rule (``pipeline.decision.decide``).
+
+        Returns (N,) class names (binary: threshold on p(class 1); multiclass: argmax), or for a
+        multilabel model a list of N lists of the names whose probability reaches their threshold.
+        """
+        decided = decide(proba, self.decision)
+        if self.task == "multilabel":
+            return [[self.class_names[j] for j in np.flatnonzero(row)] for row in decided]
+        return np.asarray(self.class_names)[decided]
+
+    def predict(self, X: ArrayLike, lengths=None):
+        """Class names of each sample by the manifest's decision rule: (N,) names for binary and multiclass,
+        a list of N lists of names for multilabel (see ``labels``)."""
+        return self.labels(self.predict_proba(X, lengths))
 
     def stream(self, n_streams: Optional[int] = None):
         """Open a stream that carries the GRU state between pushes (see ``pipeline.runtime.stream``)."""
@@ -346,5 +425,5 @@ class Predictor:
         return Stream.open(self, n_streams)
 
     def __repr__(self) -> str:
-        return (f"Predictor({str(self.model_dir)!r}, features={self.n_features}, "
-                f"classes={self.class_names}, threshold={self.threshold})")
+        return (f"Predictor({str(self.model_dir)!r}, task={self.task}, features={self.n_features}, "
+                f"classes={self.class_names}, decision={self.decision}, lengths={self.lengths_name is not None})")

@@ -9,16 +9,24 @@ The stream graph is the classifier with each GRU's hidden state exposed as an in
 an output ``h_out_i`` (shape (D, batch, H)); a model that averages the GRU outputs over time also
 carries the running mean and step count (``avg_mean_*`` (1, batch, H), ``avg_count_*`` (1, batch, 1)).
 All states start at zero. A push runs the graph on the new steps only, starting
-from the carried state, so the probability after step t equals ``Predictor.predict_proba`` on the
-first t steps, at a cost per step that does not grow with t.
+from the carried state, so the probabilities after step t equal ``Predictor.predict_proba`` on the
+first t steps, at a cost per step that does not grow with t. stream.onnx has no ``lengths`` input:
+every step pushed is real (a stream is never padded); for a model with its own Masking value a step
+whose values all equal it is refused (Keras would skip it; docs/artifact.md).
+
+What a push returns follows ``predict_proba``, without its batch axis for a single stream:
+
+    task                    one stream          n_streams
+    binary                  float p(class 1)    (n_streams,) float32
+    multiclass/multilabel   (k,) float32        (n_streams, k) float32
 
 Example:
     >>> p = Predictor.load("exported")
     >>> with p.stream() as s:                 # one stream
     ...     for row in rows:                  # row: (F,) raw features of one timestep
-    ...         prob = s.push(row[None])      # (1, F) -> float, P(class 1) so far
+    ...         prob = s.push(row[None])      # (1, F) -> float, P(class 1) so far ((k,) for k classes)
     >>> s = p.stream(n_streams=64)            # 64 independent streams in lockstep
-    >>> s.push(block)                         # (64, T_chunk, F) -> (64,) float32
+    >>> s.push(block)                         # (64, T_chunk, F) -> (64,) float32 ((64, k) for k classes)
 
 Speed: inputs and states live in preallocated buffers bound once to onnxruntime (IOBinding);
 two bindings alternate so h_out of one push is h_in of the next without copies. A push with
@@ -39,7 +47,7 @@ import onnxruntime as ort
 
 from pipeline import artifact
 from pipeline.errors import ArtifactError, InputError, StreamError
-from pipeline.runtime.inputs import check_masked_steps, check_scaled_finite
+from pipeline.runtime.inputs import check_scaled_finite, mask_steps, refuse_masked_real_steps
 from pipeline.runtime.sessions import open_session
 
 __all__ = ["Stream", "open_stream_session", "stream_csv"]
@@ -88,7 +96,7 @@ class Stream:
     Attributes:
         n_streams: None for a single stream, else the number of streams in the batch.
         steps: timesteps pushed since open/reset.
-        probability: result of the last push (None before the first).
+        probability: result of the last push (None before the first): see the module docstring.
     """
 
     def __init__(self, predictor, n_streams: Optional[int]) -> None:
@@ -102,17 +110,16 @@ class Stream:
         self._F = predictor.n_features
         # stream.onnx scales its raw input itself (schema 2); mean/std only check inputs here.
         self._prep = predictor._preprocessing
-        self._scales = self._prep.get("type", "none") == "standardize"
-        self._mean, self._std = (self._prep["mean"], self._prep["std"]) if self._scales else (None, None)
         self._dot_check = predictor._dot_check
-        self._mask_value = predictor._mask_value if predictor.masked else None
+        self._mask_value = predictor.mask_value  # a user's Masking value (steps equal to it refused), or None
+        self._k = None if predictor.task == "binary" else predictor.n_outputs  # probabilities per stream
         self._input, self._output = entry["input"], entry["output"]
         self._state_names = [s["input"] for s in entry["states"]]
         self._state_out = [s["output"] for s in entry["states"]]
         self._state_dh = [tuple(int(v) for v in s["shape"]) for s in entry["states"]]  # (D, H)
         # Two buffer sets: binding k reads states[k] and writes states[1 - k].
         self._states = [[np.zeros((D, self._B, H), np.float32) for D, H in self._state_dh] for _ in range(2)]
-        self._proba = np.zeros((self._B, 1), np.float32)
+        self._proba = np.zeros((self._B, self._k or 1), np.float32)  # (B, 1) p(class 1) or (B, k)
         self._bindings = [sess.io_binding() for _ in range(2)]
         for k, io in enumerate(self._bindings):
             for name, out_name, h_in, h_out in zip(self._state_names, self._state_out,
@@ -165,16 +172,17 @@ class Stream:
         return arr
 
     def push(self, steps) -> Any:
-        """Append timesteps and return the probability of class 1 after the last of them.
+        """Append timesteps and return the probabilities after the last of them.
 
         Args:
             steps: raw features, (T_chunk, F) for a single stream or (n_streams, T_chunk, F).
         Returns:
-            float (single stream) or (n_streams,) float32 array (a new array each call).
+            binary: float p(class 1) (single stream) or (n_streams,) float32; k classes: (k,) or
+            (n_streams, k) float32 (a new array each call).
         Raises:
             InputError: wrong rank/feature count, empty chunk, NaN/Inf (raw or once scaled), or
-                (masked models) a step whose raw features are all 0 (padding for model.onnx) or whose
-                scaled features all equal the mask value. The state is then unchanged.
+                (a model with its own Masking value) a step whose values all equal it. The state
+                is then unchanged.
             StreamError: the stream is closed.
         """
         arr = self._check_rank(steps)
@@ -188,12 +196,9 @@ class Stream:
         # overflow (checked at open): the cheapest full check numpy offers for tiny arrays.
         if not (self._dot_check and math.isfinite(flat.dot(flat))):
             self._check_values(arr, x)
-        if self._mask_value is not None:
-            real = (x != 0).any(axis=-1).all()  # no all-zero step: model.onnx would read it as padding
-            scaled = (x - self._mean) / self._std if self._scales else x
-            if not real or (scaled == self._mask_value).all(axis=-1).any():
-                check_masked_steps(x, np.full(self._B, T, np.int64), self._prep, self._mask_value,
-                                   where="steps: stream {i} timestep {t}" if self.n_streams else "steps: timestep {t}")
+        if self._mask_value is not None:  # every pushed step is real: Keras would skip a mask-valued one
+            refuse_masked_real_steps(mask_steps(x, self._mask_value), np.full(self._B, T, np.int64), self._mask_value,
+                                     where="steps: stream {i} timestep {t}" if self.n_streams else "steps: timestep {t}")
         k = self._cur
         io = self._bindings[k]
         if self._bound_t[k] != T:
@@ -203,7 +208,10 @@ class Stream:
         self._cur = 1 - k  # commit: the outputs just written are now the state
         self.steps += T
         p = self._proba
-        self.probability = float(p[0, 0]) if self.n_streams is None else p[:, 0].copy()
+        if self._k is None:
+            self.probability = float(p[0, 0]) if self.n_streams is None else p[:, 0].copy()
+        else:
+            self.probability = p[0].copy() if self.n_streams is None else p.copy()
         return self.probability
 
     def _check_values(self, arr: np.ndarray, x: np.ndarray) -> None:
@@ -299,7 +307,8 @@ def parse_row(line: str, n_features: int, lineno: int) -> np.ndarray:
 
 
 def stream_csv(predictor, lines: Iterable[str], out: TextIO) -> int:
-    """Push one CSV row of raw features per input line; write the running probability per line.
+    """Push one CSV row of raw features per input line; write the running probability per line
+    (k classes: the k probabilities, comma-separated, in class_names order).
 
     Blank lines and lines starting with ``#`` are skipped; a line reading ``reset`` starts a new
     sequence. The first bad line raises InputError (nothing is printed for it). Returns the step count.
@@ -318,7 +327,7 @@ def stream_csv(predictor, lines: Iterable[str], out: TextIO) -> int:
             except InputError as exc:
                 msg = str(exc)
                 raise InputError(msg if msg.startswith("stdin line") else f"stdin line {lineno}: {msg}") from None
-            out.write(f"{p:.9g}\n")
+            out.write((f"{p:.9g}" if isinstance(p, float) else ",".join(f"{float(v):.9g}" for v in p)) + "\n")
             out.flush()
             n += 1
     return n

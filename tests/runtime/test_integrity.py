@@ -56,7 +56,7 @@ def test_manifest_hash_edited(model_dir):
     _refused(model_dir, IntegrityError)
 
 
-@pytest.mark.parametrize("version", [0, 3, "2", None, 1.5])
+@pytest.mark.parametrize("version", [0, 4, "3", None, 1.5])
 def test_unknown_schema_version(model_dir, version):
     m = _manifest(model_dir)
     m["schema_version"] = version
@@ -91,15 +91,24 @@ def test_unparseable_model_with_matching_hash(model_dir, damage):
     (lambda m: m["preprocessing"].update(mean=[0.0]), "preprocessing.mean"),
     (lambda m: m["preprocessing"].update(std=[1.0, 0.0, 1.0]), "preprocessing.std"),
     (lambda m: m["preprocessing"].update(type="minmax"), "preprocessing.type"),
-    (lambda m: m.update(threshold="high"), "threshold"),
+    (lambda m: m.update(decision={"rule": "threshold", "threshold": "high"}), "decision: expected thresholds"),
+    (lambda m: m.update(decision={"rule": "threshold", "threshold": 1.0}), "decision: expected thresholds in"),
+    (lambda m: m.update(decision={"rule": "argmax"}), "decision: a binary model expected the rule 'threshold'"),
+    (lambda m: m.update(task="regression"), "task to be one of binary, multiclass, multilabel"),
+    (lambda m: m.update(task="multiclass"), "class_names to hold at least 3 names for a multiclass task"),
     (lambda m: m.update(class_names=["only"]), "class_names"),
+    (lambda m: m.update(class_names=["a", "a"]), "distinct names"),
+    (lambda m: m["input"].update(lengths="lengths"), "manifest names inputs"),
+    (lambda m: m["input"].update(lengths=3), "input.lengths"),
+    (lambda m: m["masking"].update(mask_value="zero"), "masking.mask_value"),
     (lambda m: m.update(input=[]), "'input' to be an object"),
     (lambda m: m["input"].pop("name"), "input.name"),
     (lambda m: m["model"].pop("sha256"), "model.sha256"),
     (lambda m: m["model"].update(file="../../etc/passwd"), "model.file"),
     (lambda m: m["model"].update(file="/etc/passwd"), "model.file"),
     (lambda m: m["model"].update(file="missing.onnx"), "model file not found"),
-    (lambda m: m.pop("threshold"), "missing required keys"),
+    (lambda m: m.pop("decision"), "missing required keys"),
+    (lambda m: m.pop("task"), "missing required keys"),
 ])
 def test_manifest_disagrees_with_graph_or_is_malformed(model_dir, edit, match):
     m = _manifest(model_dir)
@@ -137,3 +146,30 @@ def test_schema_1_artifact_is_refused_with_how_to_reexport(tmp_path, tiny_model_
     assert _manifest(folder)["schema_version"] == 1
     msg = _refused(folder, ArtifactError, "unsupported manifest schema_version 1")
     assert "standardized features" in msg and "re-export" in msg and "gru-build" in msg and "export_model" in msg
+
+
+def test_schema_2_artifact_is_refused_with_how_to_reexport(tmp_path, tiny_model_factory):
+    """A schema-2 folder (threshold instead of task and decision; all-zero steps meant padding) is refused
+    with the one-line re-export hint naming today's API and commands."""
+    folder = tiny_model_factory(tmp_path / "old", schema_version=2)
+    assert _manifest(folder)["schema_version"] == 2 and "threshold" in _manifest(folder)
+    msg = _refused(folder, ArtifactError, "unsupported manifest schema_version 2")
+    for part in ("lengths input", "re-export", "gru-build", "gru-export", "pipeline.packaging.export_keras_model",
+                 "pipeline.packaging.export_model"):
+        assert part in msg, (part, msg)
+
+
+@pytest.mark.parametrize("task", ["multiclass", "multilabel"])
+def test_k_class_manifest_checked_against_the_graph(tmp_path, tiny_model_factory, task):
+    folder = tiny_model_factory(tmp_path / task, task=task)
+    assert Predictor.load(folder).n_classes == 3
+    m = _manifest(folder)
+    m["class_names"] = ["a", "b", "c", "d"]  # the graph's output has 3 columns
+    if task == "multilabel":
+        m["decision"]["thresholds"].append(0.5)
+    _save(folder, m)
+    _refused(folder, ArtifactError, r"expected a graph output of width 4, got \['batch', 3\]")
+    m["class_names"], m["decision"] = ["a", "b", "c"], {"rule": "thresholds", "thresholds": [0.5, 0.5]}
+    _save(folder, m)
+    _refused(folder, ArtifactError, "decision: " + ("expected 3 thresholds" if task == "multilabel" else
+                                                    "a multiclass model expected the rule 'argmax'"))
