@@ -119,7 +119,8 @@ def class_metrics(y: np.ndarray, p: np.ndarray, decision: dict[str, Any], class_
         p: (N, k) probabilities.
     Returns:
         accuracy (exact match for multi-label), macro F1, per-class precision / recall / F1 / support,
-        and the k x k confusion matrix (rows: true class, columns: predicted; multi-class only).
+        and, multi-class only, the log loss (mean -log p[true class], p clipped at 1e-7) and the k x k
+        confusion matrix (rows: true class, columns: predicted).
     """
     from pipeline.decision import decide
 
@@ -143,6 +144,7 @@ def class_metrics(y: np.ndarray, p: np.ndarray, decision: dict[str, Any], class_
                                   "support": int(truth[:, j].sum())} for j, name in enumerate(class_names)},
     }
     if pred.ndim == 1:
+        out["loss"] = float(-np.mean(np.log(np.clip(p[np.arange(len(y)), y], 1e-7, 1)))) if len(y) else float("nan")
         cm = np.zeros((k, k), np.int64)
         np.add.at(cm, (y, pred), 1)
         out["confusion_matrix"] = cm.tolist()

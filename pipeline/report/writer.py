@@ -1,8 +1,12 @@
 """The artifact's report: report.md and PNG plots in the artifact folder.
 
 Owns: rendering the manifest's data, model, training, metrics, equivalence and cross-runtime results and plots as
-Markdown, and drawing the plots. Imports: numpy, pipeline.report.metrics; matplotlib (Agg
-backend) only inside ``write_plots``. Writes: ``<dir>/report.md`` and ``<dir>/*.png``.
+Markdown, and drawing the plots. Binary artifacts: threshold, 2 x 2 confusion matrix, ROC and precision-recall
+curves. Multi-class: argmax, k x k confusion matrix (table and heatmap), per-class precision / recall / F1 and
+macro-F1; no ROC / PR plots (one curve per class pair would say less than the confusion matrix). Multi-label:
+per-class thresholds, precision / recall / F1.
+Imports: numpy, pipeline.decision, pipeline.report.metrics; matplotlib (Agg backend) only inside ``write_plots``.
+Writes: ``<dir>/report.md`` and ``<dir>/*.png``.
 """
 
 from __future__ import annotations
@@ -14,7 +18,8 @@ from typing import Any, Optional
 import numpy as np
 
 from pipeline import artifact
-from pipeline.report.metrics import auc, average_precision, confusion, pr_curve, roc_curve
+from pipeline.decision import decide
+from pipeline.report.metrics import auc, average_precision, pr_curve, roc_curve
 
 __all__ = ["write_plots", "write_report", "format_consumers", "PLOT_FILES"]
 
@@ -30,13 +35,16 @@ PLOT_FILES = {
 # ---------------------------------------------------------------------------- plots
 
 def write_plots(folder: Path, history: dict[str, list[float]], curves: dict[str, tuple[np.ndarray, np.ndarray]],
-                threshold: float, class_names: list, errors: Optional[dict[str, np.ndarray]], atol: float) -> dict[str, str]:
+                decision: dict[str, Any], class_names: list, errors: Optional[dict[str, np.ndarray]],
+                atol: float) -> dict[str, str]:
     """Write the PNG plots; returns {kind: file name} of those written.
 
     Args:
         history: Keras history (loss, val_loss, accuracy, val_accuracy, learning_rate...).
-        curves: split name -> (y (N,) in {0, 1}, p (N,) probabilities); "test" is plotted for the
-            confusion matrix, every split for ROC / PR.
+        curves: split name -> (y, p): binary y (N,) in {0, 1} and p (N,) p(class 1); multi-class y (N,)
+            class indices and p (N, k). "test" is plotted for the confusion matrix, every split for ROC / PR
+            (binary only).
+        decision: the artifact's decision rule (pipeline.decision): threshold, argmax or thresholds.
         errors: family name -> per-sample |p_keras - p_onnx| from verification, or None.
     """
     import matplotlib
@@ -67,7 +75,8 @@ def write_plots(folder: Path, history: dict[str, list[float]], curves: dict[str,
         axes[1].set_title("accuracy")
         save(fig, "training")
 
-    valid = {k: v for k, v in curves.items() if len(v[0]) and 0 < np.sum(v[0]) < len(v[0])}
+    binary = decision["rule"] == "threshold"
+    valid = {k: v for k, v in curves.items() if binary and len(v[0]) and 0 < np.sum(v[0]) < len(v[0])}
     if valid:
         fig, ax = plt.subplots(figsize=(5, 5))
         for name, (y, p) in valid.items():
@@ -91,21 +100,24 @@ def write_plots(folder: Path, history: dict[str, list[float]], curves: dict[str,
         ax.legend(loc="lower left")
         save(fig, "pr")
 
-    if "test" in curves and len(curves["test"][0]):
+    if "test" in curves and len(curves["test"][0]) and decision["rule"] in ("threshold", "argmax"):
         y, p = curves["test"]
-        cm = np.asarray(confusion(y, p, threshold))
-        fig, ax = plt.subplots(figsize=(4.5, 4))
+        k = len(class_names)
+        cm = np.zeros((k, k), np.int64)  # rows: true class, columns: predicted
+        np.add.at(cm, (np.asarray(y, np.int64), decide(p, decision)), 1)
+        fig, ax = plt.subplots(figsize=(max(4.5, 0.6 * k + 2), max(4.0, 0.6 * k + 1.5)))
         ax.imshow(cm, cmap="Blues")
-        for i in range(2):
-            for j in range(2):
+        for i in range(k):
+            for j in range(k):
                 ax.text(j, i, str(cm[i, j]), ha="center", va="center",
-                        color="white" if cm[i, j] > cm.max() / 2 else "black", fontsize=14)
+                        color="white" if cm[i, j] > cm.max() / 2 else "black", fontsize=14 if k <= 4 else 9)
         labels = [str(c) for c in class_names]
-        ax.set_xticks([0, 1], labels)
-        ax.set_yticks([0, 1], labels)
+        ax.set_xticks(range(k), labels, rotation=45 if k > 4 else 0)
+        ax.set_yticks(range(k), labels)
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
-        ax.set_title(f"test confusion matrix (threshold {threshold:.3g})")
+        ax.set_title(f"test confusion matrix (threshold {decision['threshold']:.3g})" if binary else
+                     "test confusion matrix (argmax)")
         save(fig, "confusion")
 
     if errors:
@@ -140,6 +152,73 @@ def _fmt(v: Any) -> str:
     return "n/a" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.4f}"
 
 
+def _classes_line(names: list) -> str:
+    """``classes ['a', 'b'] (0 = 'a', 1 = 'b')``, or for k classes ``classes [...] (indices 0..k-1 in this order)``."""
+    if len(names) == 2:
+        return f"classes {names} (0 = {names[0]!r}, 1 = {names[1]!r})"
+    return f"{len(names)} classes {names} (indices 0..{len(names) - 1} in this order)"
+
+
+def _confusion_table(cm: list[list[int]], names: list) -> list[str]:
+    """k x k Markdown table, rows true class, columns predicted."""
+    return ([f"| | {' | '.join(f'pred {n!r}' for n in names)} |", "|---|" + "---:|" * len(names)]
+            + [f"| true {n!r} | {' | '.join(str(v) for v in row)} |" for n, row in zip(names, cm)])
+
+
+def _metrics_lines(manifest: dict[str, Any], m: dict[str, Any], names: list) -> list[str]:
+    """The Metrics section: the decision rule, one row per split, the test confusion matrix, per-class scores."""
+    decision = manifest["decision"]
+    source = manifest.get("decision_source", "default")
+    splits = [s for s in ("train", "validation", "test", "sample") if s in m]
+    lines = ["## Metrics", ""]
+    if decision["rule"] == "threshold":
+        th = decision["threshold"]
+        lines += [
+            f"Decision threshold on p({names[1]!r}): **{th:.4g}** — {source}.",
+            "",
+            "| split | accuracy | balanced acc. | loss | ROC AUC | avg. precision | n |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for split in splits:
+            s = m[split]
+            lines.append(f"| {split} | {_fmt(s['accuracy'])} | {_fmt(s.get('balanced_accuracy'))} | {_fmt(s['loss'])} | "
+                         f"{_fmt(s.get('roc_auc'))} | {_fmt(s.get('average_precision'))} | {s['n']} |")
+        cm = (m.get("test") or {}).get("confusion_matrix")
+        if cm:
+            lines += ["", f"Test confusion matrix at threshold {th:.4g} (rows true, columns predicted):", "",
+                      *_confusion_table(cm, names)]
+    else:
+        rule = ("**argmax**: the class with the largest probability" if decision["rule"] == "argmax" else
+                "**per-class thresholds** " + ", ".join(f"{n!r} {t:.4g}" for n, t in zip(names, decision["thresholds"])))
+        lines += [
+            f"Decision over the {len(names)} classes: {rule} — {source}.",
+            "",
+            f"| split | {'accuracy' if decision['rule'] == 'argmax' else 'exact-match accuracy'} | macro-F1 | loss | n |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for split in splits:
+            s = m[split]
+            lines.append(f"| {split} | {_fmt(s['accuracy'])} | {_fmt(s.get('macro_f1'))} | {_fmt(s.get('loss'))} | "
+                         f"{s['n']} |")
+        shown = "test" if "test" in m else ("sample" if "sample" in m else None)
+        if shown and m[shown].get("per_class"):
+            lines += ["", f"Per class on the {shown} split (precision and recall of the decided classes):", "",
+                      "| class | precision | recall | F1 | support |", "|---|---:|---:|---:|---:|"]
+            for name, c in m[shown]["per_class"].items():
+                lines.append(f"| {name} | {_fmt(c['precision'])} | {_fmt(c['recall'])} | {_fmt(c['f1'])} | "
+                             f"{c['support']} |")
+            lines.append(f"| **macro** | | | **{_fmt(m[shown].get('macro_f1'))}** | {m[shown]['n']} |")
+        if shown and m[shown].get("confusion_matrix"):
+            lines += ["", f"{shown.capitalize()} confusion matrix, argmax (rows true, columns predicted):", "",
+                      *_confusion_table(m[shown]["confusion_matrix"], names)]
+    baseline = m.get("order_blind_baseline_test_accuracy", "absent")
+    if baseline != "absent":
+        lines += ["", "Order-blind baseline (logistic regression on per-feature mean and std"
+                  + (", multinomial over the classes" if len(names) > 2 else "") + ") test accuracy: "
+                  + ("not computed." if baseline is None else f"{baseline:.4f}.")]
+    return lines
+
+
 def write_report(folder: Path, manifest: dict[str, Any], equivalence_table: str,
                  plots: Optional[dict[str, str]] = None) -> Path:
     """Write report.md summarising data, model, training, metrics, plots and the Keras-vs-ONNX check."""
@@ -163,7 +242,7 @@ def write_report(folder: Path, manifest: dict[str, Any], equivalence_table: str,
             f"- source: `{source.get('file')}` sha256 `{source.get('sha256')}`, model {source['model_name']!r}, "
             f"head {source['head']}",
             f"- input: {manifest['input']['shape']} {manifest['input']['dtype']} ({manifest['input'].get('kind')}), "
-            f"classes {names} (0 = {names[0]!r}, 1 = {names[1]!r}), "
+            f"{_classes_line(names)}, task {manifest.get('task', 'binary')}, "
             f"masking {'on' if manifest['masking']['enabled'] else 'off'}; no preprocessing outside the model",
             export_line,
             f"- sha256 of {artifact.MODEL_FILE}: `{model['sha256']}`",
@@ -182,8 +261,8 @@ def write_report(folder: Path, manifest: dict[str, Any], equivalence_table: str,
             + (f"; test data: {data['test_path']}" if data.get("test_path") else
                (f" (stratified held-out test split {data['test_fraction']:g})" if data["path"] else "")),
             f"- input: {manifest['input']['shape']} float32, {manifest.get('timesteps_trained', '?')} timesteps trained, "
-            f"classes {names} (0 = {names[0]!r}, 1 = {names[1]!r}), "
-            f"masking {'on' if manifest['masking']['enabled'] else 'off'}",
+            f"{_classes_line(names)}, task {manifest.get('task', 'binary')}, "
+            f"masking {'on (lengths are an input; steps past them never reach the model)' if manifest['masking']['enabled'] else 'off'}",
             f"- preprocessing: {manifest['preprocessing'].get('type', '?')} (fitted on the training split)"
             + (", inside every graph: they take raw features" if manifest["preprocessing"].get("in_graph") else ""),
             f"- model: {json.dumps(cfg['model'])}",
@@ -207,36 +286,7 @@ def write_report(folder: Path, manifest: dict[str, Any], equivalence_table: str,
             lines.append(f"- an earlier attempt with the cap at {attempt['recurrent_norm_max']:g} was refused by "
                          f"verification and retrained: {attempt['error'][:300]}")
         lines.append("")
-    th = manifest.get("threshold", 0.5)
-    lines += [
-        "## Metrics",
-        "",
-        f"Decision threshold on p({names[1]!r}): **{th:.4g}** — {manifest.get('threshold_source', 'fixed')}.",
-        "",
-        "| split | accuracy | balanced acc. | loss | ROC AUC | avg. precision | n |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    for split in [s for s in ("train", "validation", "test", "sample") if s in m]:
-        s = m[split]
-        lines.append(f"| {split} | {_fmt(s['accuracy'])} | {_fmt(s.get('balanced_accuracy'))} | {_fmt(s['loss'])} | "
-                     f"{_fmt(s.get('roc_auc'))} | {_fmt(s.get('average_precision'))} | {s['n']} |")
-    cm = (m.get("test") or {}).get("confusion_matrix")
-    if cm:
-        lines += [
-            "",
-            f"Test confusion matrix at threshold {th:.4g} (rows true, columns predicted):",
-            "",
-            f"| | pred {names[0]!r} | pred {names[1]!r} |",
-            "|---|---:|---:|",
-            f"| true {names[0]!r} | {cm[0][0]} | {cm[0][1]} |",
-            f"| true {names[1]!r} | {cm[1][0]} | {cm[1][1]} |",
-        ]
-    if "order_blind_baseline_test_accuracy" in m:
-        lines += [
-            "",
-            f"Order-blind baseline (logistic regression on per-feature mean and std) test accuracy: "
-            f"{m['order_blind_baseline_test_accuracy']:.4f}.",
-        ]
+    lines += _metrics_lines(manifest, m, names)
     if not m:
         lines.append("No labels came with the sample, so there are no metrics.")
     lines.append("")
@@ -244,7 +294,8 @@ def write_report(folder: Path, manifest: dict[str, Any], equivalence_table: str,
         "training": "Training (and validation, when split off) loss / accuracy per round of updates",
         "roc": "ROC curves (AUC in the legend)",
         "pr": "Precision-recall curves (average precision in the legend)",
-        "confusion": "Test confusion matrix at the chosen threshold",
+        "confusion": ("Test confusion matrix at the chosen threshold" if manifest["decision"]["rule"] == "threshold"
+                      else "Test confusion matrix, each row's class decided by argmax"),
         "errors": "Histogram of per-sample |Keras - ONNX| from verification",
     }
     if plots:
@@ -264,7 +315,7 @@ def write_report(folder: Path, manifest: dict[str, Any], equivalence_table: str,
             "",
             f"`{consumers['file']}` run by each runtime on the {consumers['rows']} rows of `{artifact.REFERENCE_FILE}` "
             "(raw features fed as they are: the graph scales them"
-            + ("; a masked model reads the all-zero steps of right-padded rows as padding" if manifest["masking"].get("enabled")
+            + ("; variable-length rows fed with their lengths" if manifest["masking"].get("enabled")
                else "") + "), "
             "compared with Keras. \"not run\": the runtime is not installed here; \"unsupported\": it cannot load this graph.",
             "",

@@ -1,7 +1,12 @@
 """Training data: the embedded default task, labelled data files, and train/validation/test splits.
 
-Owns: the seeded "which pulse came first" task, label encoding, the checks a training file must
-pass, and stratified splits. Imports: numpy, pipeline.datafiles, pipeline.settings (stdlib only).
+Owns: the seeded "which pulse came first" task, label encoding (k >= 2 classes), the checks a training
+file must pass, and stratified splits.
+
+Labels: integer labels whose smallest training value is 0 are class ids 0..k-1 (k = the largest id + 1:
+every id must occur in the training data, and test ids must be below k); any other labels (strings,
+integers starting above 0) are class names, k = the distinct training labels. Class names are sorted
+(numbers numerically) and encoded to indices 0..k-1 in that order. Imports: numpy, pipeline.datafiles, pipeline.settings (stdlib only).
 Reads: the data files named in the settings. Writes: nothing.
 
 Default task: every sequence is Gaussian noise (T, F); a pulse (width 3, height 3) is added to
@@ -21,7 +26,8 @@ from pipeline.datafiles import SequenceData, read_sequences
 from pipeline.errors import DataFormatError
 from pipeline.settings import BuildConfig
 
-__all__ = ["Splits", "make_order_task", "stratified_split", "encode_labels", "load_splits", "pad_to"]
+__all__ = ["Splits", "make_order_task", "stratified_split", "encode_labels", "encode_test_labels", "load_splits",
+           "pad_to"]
 
 PULSE_WIDTH = 3
 PULSE_HEIGHT = 3.0
@@ -90,14 +96,53 @@ def stratified_split(data: SequenceData, fraction: float, seed: int) -> tuple[Se
     return _take(data, rest_idx), _take(data, held_idx)
 
 
+def _shown(values) -> str:
+    """At most five labels as Python reprs, for an error message."""
+    values = list(values)
+    return ", ".join(repr(v) for v in values[:5]) + (", ..." if len(values) > 5 else "")
+
+
+def _are_ids(classes: np.ndarray) -> bool:
+    """Integer labels whose smallest value is 0: class ids 0..k-1."""
+    return classes.dtype.kind in "iu" and len(classes) > 0 and int(classes[0]) == 0
+
+
 def encode_labels(y: np.ndarray, where: str) -> tuple[np.ndarray, list]:
-    """Map raw labels to {0, 1}; class names sorted (numbers numerically). Exactly two classes."""
-    classes = np.unique(y)
-    if len(classes) != 2:
-        shown = ", ".join(repr(c.item() if hasattr(c, "item") else c) for c in classes[:5])
-        raise DataFormatError(f"{where}: expected exactly two classes, got {len(classes)} ({shown}{', ...' if len(classes) > 5 else ''})")
+    """Map raw training labels (N,) to class indices 0..k-1 (N,) int64; returns them and the k class names.
+
+    Raises DataFormatError (one line) for fewer than 2 classes, or class ids 0..k-1 of which some have
+    no training sample.
+    """
+    classes = np.unique(y)  # sorted; numbers numerically
     names = [c.item() if hasattr(c, "item") else c for c in classes]
-    return (y == classes[1]).astype(np.int64), names
+    if _are_ids(classes):
+        missing = sorted(set(range(int(classes[-1]) + 1)) - set(names))
+        if missing:
+            raise DataFormatError(
+                f"{where}: expected a training sample of every class id 0..{int(classes[-1])} (integer labels "
+                f"starting at 0 are class ids), got none of class {_shown(missing)}")
+    if len(classes) < 2:
+        raise DataFormatError(f"{where}: expected at least 2 classes, got {len(classes)} ({_shown(names)})")
+    return np.searchsorted(classes, y).astype(np.int64), names
+
+
+def encode_test_labels(y: np.ndarray, names: list, where: str, train_where: str) -> np.ndarray:
+    """Map a test file's raw labels (N,) to the training classes' indices (N,) int64.
+
+    Raises DataFormatError (one line) for a class id at or above k, or any label the training data lacks.
+    """
+    k = len(names)
+    index = {name: i for i, name in enumerate(names)}
+    values = [v.item() if hasattr(v, "item") else v for v in np.asarray(y).tolist()]
+    if _are_ids(np.asarray(names)) and np.asarray(y).dtype.kind in "iu":
+        high = sorted({v for v in values if v >= k})
+        if high:
+            raise DataFormatError(f"{where}: expected class ids 0..{k - 1} (the {k} classes of {train_where}), "
+                                  f"got {_shown(high)}")
+    unknown = sorted({v for v in values if v not in index}, key=str)
+    if unknown:
+        raise DataFormatError(f"{where}: labels {sorted(map(str, unknown))} do not occur in the training data {names}")
+    return np.array([index[v] for v in values], np.int64)
 
 
 def _labelled(data: SequenceData, where: str) -> SequenceData:
@@ -114,7 +159,7 @@ def _labelled(data: SequenceData, where: str) -> SequenceData:
 
 
 def load_splits(cfg: BuildConfig) -> tuple[Splits, list]:
-    """Train/val/test splits with labels encoded to {0, 1}, and the class names."""
+    """Train/val/test splits with labels encoded to class indices 0..k-1, and the k class names."""
     d = cfg.data
     if d.path is None:
         data = make_order_task(d.n_samples, d.timesteps, d.features, seed=cfg.seed)
@@ -127,14 +172,12 @@ def load_splits(cfg: BuildConfig) -> tuple[Splits, list]:
     if test_data is not None:
         if test_data.n_features != data.n_features:
             raise DataFormatError(f"{d.test_path}: expected {data.n_features} features like the training data, got {test_data.n_features}")
-        unknown = set(np.unique(test_data.y).tolist()) - set(names)
-        if unknown:
-            raise DataFormatError(f"{d.test_path}: labels {sorted(map(str, unknown))} do not occur in the training data {names}")
-        test_data.y = (test_data.y == np.asarray(names, dtype=test_data.y.dtype)[1]).astype(np.int64)
+        test_data.y = encode_test_labels(test_data.y, names, d.test_path, d.path)
         rest = data
     else:
-        if min(np.bincount(y)) < 3:
-            raise DataFormatError(f"{d.path}: each class needs at least 3 samples to split train/test, got {np.bincount(y).tolist()}")
+        counts = np.bincount(y, minlength=len(names))
+        if counts.min() < 3:
+            raise DataFormatError(f"{d.path}: each class needs at least 3 samples to split train/test, got {counts.tolist()}")
         rest, test_data = stratified_split(data, d.test_fraction, cfg.seed)
     if d.val_fraction == 0:
         return Splits(rest, None, test_data), names

@@ -76,14 +76,14 @@ def plan_schedule(n_train: int, cfg: TrainConfig, timesteps: int) -> dict[str, A
             "passes_over_data": round(rounds * per_round * batch / n, 1)}
 
 
-def class_weights(y: np.ndarray, mode: str) -> Optional[dict[int, float]]:
-    """``balanced``: weight n / (2 * n_c) per class (mean weight 1); ``none``: None."""
+def class_weights(y: np.ndarray, mode: str, n_classes: int = 2) -> Optional[dict[int, float]]:
+    """``balanced``: weight n / (k * n_c) per class c of k (mean weight over rows 1); ``none``: None."""
     if mode == "none":
         return None
-    counts = np.bincount(np.asarray(y, dtype=np.int64), minlength=2).astype(np.float64)
+    counts = np.bincount(np.asarray(y, dtype=np.int64), minlength=n_classes).astype(np.float64)  # (k,)
     if (counts == 0).any():
         return None
-    return {c: float(counts.sum() / (2.0 * counts[c])) for c in (0, 1)}
+    return {c: float(counts.sum() / (len(counts) * counts[c])) for c in range(len(counts))}
 
 
 def sample_order(n: int, count: int, seed: int) -> np.ndarray:
@@ -94,17 +94,20 @@ def sample_order(n: int, count: int, seed: int) -> np.ndarray:
 
 
 def fit(model, X_train: np.ndarray, y_train: np.ndarray, X_val: Optional[np.ndarray], y_val: Optional[np.ndarray],
-        cfg: TrainConfig, seed: int = 0) -> TrainResult:
+        cfg: TrainConfig, seed: int = 0, n_classes: int = 2) -> TrainResult:
     """Fit for the planned number of updates, the learning rate decaying from ``learning_rate`` to 0.
 
-    X_* are scaled and padded (N, T, F) float32; y_* are (N,) in {0, 1}. X_val (optional) is only
-    evaluated after each round, for the history; it chooses nothing here. The final weights are kept.
-    A model with k outputs (a ``MemberEnsemble``: one logit per member) gets each label k times.
+    X_* are scaled and padded (N, T, F) float32 (padded steps hold the model's padding value); y_* are
+    (N,) class indices in 0 .. n_classes - 1. X_val (optional) is only evaluated after each round, for the
+    history; it chooses nothing here. The final weights are kept.
+    Two classes: a model with m outputs (a ``MemberEnsemble``: one logit per member) gets each label m
+    times, as floats. k >= 3 classes: the model gets the (N,) class indices (sparse cross-entropy; the
+    ensemble's loss gives the label to each member itself).
     """
     import keras
 
     plan = plan_schedule(len(y_train), cfg, X_train.shape[1])
-    weights = class_weights(y_train, cfg.class_weight)
+    weights = class_weights(y_train, cfg.class_weight, n_classes)
     model.optimizer.learning_rate = keras.optimizers.schedules.CosineDecay(
         cfg.learning_rate, decay_steps=plan["updates"], alpha=0.0)
     if cfg.clipnorm:
@@ -112,12 +115,14 @@ def fit(model, X_train: np.ndarray, y_train: np.ndarray, X_val: Optional[np.ndar
     quiet = str(cfg.verbose) == "0"  # else one line per round (Keras' own "Epoch r/r" header would mislead)
     outputs = int(model.output_shape[-1])
 
-    def targets(y):  # (N,) -> (N,) or (N, k)
+    def targets(y):  # (N,) -> (N,) or (N, m)
+        if n_classes > 2:
+            return y.astype(np.int64)
         y = y.astype(np.float32)
         return y if outputs == 1 else np.repeat(y[:, None], outputs, axis=1)
 
     order = sample_order(len(y_train), plan["updates"] * plan["batch_size"], seed)
-    sample_weight = None if weights is None else np.array([weights[0], weights[1]], np.float32)[y_train]
+    sample_weight = None if weights is None else np.array([weights[c] for c in sorted(weights)], np.float32)[y_train]
     Y_train = targets(y_train)
     validation = None if X_val is None else (X_val, targets(y_val))
     history: dict[str, list[float]] = {}

@@ -54,3 +54,34 @@ def test_members_default_and_refusals():
         load_config(None, {"model": {"members": 4, "bidirectional": True}})
     with pytest.raises(ConfigError, match="units 30"):
         load_config(None, {"model": {"members": 4, "units": 30}})
+
+
+@pytest.mark.parametrize("members", [2, 3])
+def test_multiclass_members_merge_to_the_softmax_of_their_mean_logits(members):
+    keras.utils.set_random_seed(1)
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((60, 7, 2)).astype(np.float32)  # (batch, time, F)
+    y = np.digitize(X[:, :, 0].mean(1), [-0.2, 0.2])          # (batch,) 3 classes
+    ens = MemberEnsemble(ModelConfig(units=12, members=members), 2, False, learning_rate=0.05, n_classes=3)
+    history = ens.model.fit(X, y, epochs=3, batch_size=10, verbose=0).history
+    assert np.isfinite(history["loss"]).all() and 0 <= history["accuracy"][-1] <= 1
+    kernel = ens.heads.get_weights()[0]  # (units, members * 3): member i's 3 columns read only its units
+    assert kernel.shape == (12, members * 3)
+    assert np.abs(kernel * (1 - ens.heads.kernel_constraint.mask)).max() == 0.0
+    owner = np.repeat(np.arange(members), 12 // members)
+    assert all(np.abs(kernel[owner != i][:, 3 * i:3 * i + 3]).max() == 0.0 for i in range(members))
+
+    merged = ens.merged()
+    head = merged.get_layer("classifier")
+    assert head.units == 3 and head.activation.__name__ == "softmax"
+    z = ens.member_logits(X).astype(np.float64).mean(axis=1)  # (batch, 3): the mean of the members' logits
+    expected = np.exp(z - z.max(1, keepdims=True))
+    expected /= expected.sum(1, keepdims=True)
+    p = merged.predict(X, verbose=0)  # (batch, 3)
+    assert p.shape == (60, 3) and np.abs(expected - p).max() < 1e-6
+    # the members' loss is each member's own cross-entropy: the ensemble's loss equals their mean
+    logits = ens.member_logits(X).astype(np.float64)  # (batch, members, 3)
+    log_p = logits - logits.max(2, keepdims=True)
+    log_p -= np.log(np.exp(log_p).sum(2, keepdims=True))
+    expected_loss = -log_p[np.arange(60), :, y].mean()
+    assert abs(float(ens.model.evaluate(X, y, verbose=0, return_dict=True)["loss"]) - expected_loss) < 1e-5

@@ -130,21 +130,25 @@ def test_build_verify_predict(own_builds, kind, names):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["class_names"] == names
     assert manifest["equivalence"]["passed"]
-    assert 0 < manifest["threshold"] < 1 and manifest["threshold_source"]
+    assert manifest["task"] == "binary" and manifest["decision"]["rule"] == "threshold"
+    threshold = manifest["decision"]["threshold"]
+    assert 0 < threshold < 1 and manifest["decision_source"]
     assert manifest["metrics"]["test"]["n"] >= 1
-    # Variable-length data is padded and masked automatically.
+    # Variable-length data is padded and masked automatically: the lengths are an input, no value means padding.
     assert manifest["masking"]["enabled"] is (kind in ("csv", "npz"))
+    assert manifest["masking"]["mask_value"] is None
+    assert manifest["input"]["lengths"] == ("lengths" if kind in ("csv", "npz") else None)
     # Report and plots are in the artifact folder.
     report = (out / "report.md").read_text()
     for png in PLOTS:
         assert (out / png).stat().st_size > 1000, png
         assert f"]({png})" in report
     assert "ROC AUC" in report and "threshold" in report
-    # gru-predict prints the original class names, thresholded at the manifest threshold.
+    # gru-predict prints the original class names, thresholded at the manifest's threshold.
     rows = gru_predict(out, test or train)
     assert {r[2] for r in rows} <= {str(n) for n in names}
     for _, p, label in rows:
-        assert label == str(names[int(float(p) >= manifest["threshold"])])
+        assert label == str(names[int(float(p) >= threshold)])
 
 
 def test_config_file_and_flags_saved_resolved(own_builds):
@@ -161,7 +165,7 @@ def test_small_file_trains_on_all_of_it_for_the_update_budget(own_builds):
     assert sched["updates"] >= 120 and sched["batch_size"] == 16 and sched["updates_per_round"] <= 100
     assert "validation" not in m["metrics"]  # no validation split by default: every training row is used
     assert m["metrics"]["train"]["n"] + m["metrics"]["test"]["n"] == 30
-    assert m["threshold"] == 0.5 and "no validation split" in m["threshold_source"]
+    assert m["decision"]["threshold"] == 0.5 and "no validation split" in m["decision_source"]
 
 
 def test_validation_split_on_request_chooses_the_threshold(own_builds):
@@ -169,7 +173,7 @@ def test_validation_split_on_request_chooses_the_threshold(own_builds):
     n = {split: m["metrics"][split]["n"] for split in ("train", "validation", "test")}
     assert n["validation"] >= 2 and sum(n.values()) == m["config"]["data"]["n_samples"]
     assert min(sum(row) for row in m["metrics"]["validation"]["confusion_matrix"]) >= 1  # both classes held out
-    assert "validation" in m["threshold_source"] and len(m["training_history"]["val_loss"]) == m["metrics"]["schedule"]["rounds"]
+    assert "validation" in m["decision_source"] and len(m["training_history"]["val_loss"]) == m["metrics"]["schedule"]["rounds"]
 
 
 # ---------------------------------------------------------------------------- bad data
@@ -192,22 +196,31 @@ def _bad_files(d: Path):
     write_ts(d / "ok.ts", 30, 2)
     np.savez(d / "nolabels.npz", X=np.zeros((4, 5, 2), np.float32))
     rng = np.random.default_rng(0)
-    X, lengths = rng.standard_normal((12, 6, 1)).astype(np.float32) + 3, np.array([6, 4] * 6)
-    X[np.arange(6)[None, :] >= lengths[:, None]] = 0.0  # right padding
-    X[3, 1] = 0.0                                        # a real step whose one feature is exactly 0 (sample 3)
-    np.savez(d / "zero_step.npz", X=X, y=np.arange(12) % 2, lengths=lengths)
+    X = rng.standard_normal((12, 6, 1)).astype(np.float32)
+    np.savez(d / "ids012.npz", X=X, y=np.arange(12) % 3)                    # class ids 0, 1, 2
+    np.savez(d / "ids013.npz", X=X, y=np.array([0, 1, 3] * 4))              # id 2 has no training sample
+    np.savez(d / "ids0123.npz", X=X[:8], y=np.array([0, 1, 2, 3] * 2))      # test id 3 >= k = 3
+    far = X.copy()
+    far[5, 2, 0] = -1e35  # finite, but scales to about -1e35: where the padding value lives
+    np.savez(d / "far.npz", X=far, y=np.arange(12) % 3, lengths=np.array([6, 5] * 6))
     return {
-        "real all-zero step, variable length": (["--data", str(d / "zero_step.npz")],
-                                                "zero_step.npz: sample 3 timestep 1 (and 0 more steps in 1 series) has "
-                                                "every feature exactly 0, which marks padding"),
+        "test id at or above k": (["--data", str(d / "ids012.npz"), "--test-data", str(d / "ids0123.npz")],
+                                  "ids0123.npz: expected class ids 0..2 (the 3 classes of "),
+        "class absent from training": (["--data", str(d / "ids013.npz")],
+                                       "ids013.npz: expected a training sample of every class id 0..3 (integer "
+                                       "labels starting at 0 are class ids), got none of class 2"),
+        "scaled value at the padding value": (["--data", str(d / "ids012.npz"), "--test-data", str(d / "far.npz")],
+                                              "far.npz: sample 5 timestep 2 feature 0 scales to -"),
         "wrong columns": (["--data", str(d / "cols.csv")], "expected header"),
         "ragged csv": (["--data", str(d / "ragged.csv")], "expected 5 columns"),
         "ragged ts": (["--data", str(d / "ragged.ts")], "expected 2 dimensions"),
         "empty": (["--data", str(d / "empty.csv")], "empty"),
         "unknown format": (["--data", str(d / "data.txt")], "unknown data format"),
         "nan": (["--data", str(d / "nan.csv")], "NaN"),
-        "one class": (["--data", str(d / "one.csv")], "exactly two classes, got 1"),
-        "three classes": (["--data", str(d / "three.ts")], "exactly two classes, got 3"),
+        "one class": (["--data", str(d / "one.csv")], "one.csv: expected at least 2 classes, got 1 ('cat')"),
+        "a class with too few samples to split": (["--data", str(d / "three.ts")],
+                                                  "each class needs at least 3 samples to split train/test, got "
+                                                  "[15, 14, 1]"),
         "missing file": (["--data", str(d / "nope.csv")], "not found"),
         "no labels": (["--data", str(d / "nolabels.npz")], "expected labels"),
         "test features differ": (["--data", str(d / "ok.csv"), "--test-data", str(d / "other_labels.ts")], "features"),
@@ -266,6 +279,8 @@ def test_update_budget_schedule():
     assert np.array_equal(order, sample_order(7, 30, seed=1)) and not np.array_equal(order, sample_order(7, 30, seed=2))
     w = class_weights(np.array([0] * 30 + [1] * 10), "balanced")
     assert w[1] == pytest.approx(3 * w[0]) and class_weights(np.array([0, 1]), "none") is None
+    w3 = class_weights(np.array([0] * 30 + [1] * 10 + [2] * 20), "balanced", 3)  # n / (k * n_c)
+    assert w3 == pytest.approx({0: 60 / 90, 1: 60 / 30, 2: 60 / 60})
 
 
 def test_config_types_checked():
