@@ -61,6 +61,9 @@ class SequenceData:
         y: (N,) raw labels as read (numbers or strings), or None when the file has none.
         ids: (N,) str sample ids (from the file, else "0", "1", ...).
         feature_names: names of the F features when the file gives them.
+        lengths_given: the file states the lengths (NPZ ``lengths``, or rows of their own length: CSV,
+            .ts, Parquet); False for an array without them (.npy, NPZ without ``lengths``), whose
+            lengths a model with its own Masking value reads off trailing mask-valued steps.
     """
 
     X: np.ndarray
@@ -68,6 +71,7 @@ class SequenceData:
     y: Optional[np.ndarray] = None
     ids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=str))
     feature_names: Optional[list[str]] = None
+    lengths_given: bool = True
 
     @property
     def n_samples(self) -> int:
@@ -221,7 +225,7 @@ def _read_npy(p: Path) -> SequenceData:
     arr = np.load(p, allow_pickle=False)
     X = _as_feature_array(arr, str(p))
     lengths = np.full(X.shape[0], X.shape[1], dtype=np.int64)
-    return SequenceData(X=X, lengths=lengths)
+    return SequenceData(X=X, lengths=lengths, lengths_given=False)
 
 
 def iter_npy_chunks(path: str | os.PathLike, rows: int):
@@ -315,7 +319,7 @@ def _read_npz(p: Path) -> SequenceData:
             if raw_ids.shape != (n,):
                 raise DataFormatError(f"{p}:ids: expected shape ({n},), got {raw_ids.shape}")
             ids = raw_ids.astype(str)
-    return SequenceData(X=X, lengths=lengths, y=y, ids=ids)
+    return SequenceData(X=X, lengths=lengths, y=y, ids=ids, lengths_given="lengths" in keys)
 
 
 def _check_labels(y: np.ndarray, n: int, where: str) -> np.ndarray:

@@ -1,7 +1,17 @@
 """``gru-predict MODEL_DIR INPUT [--output FILE]``: batch predictions from a data file.
 
+Output columns (CSV): a binary model ``id,probability,label`` (p(class 1) and the class decided by the
+threshold); a multiclass or multilabel model ``id,label,p_<class 0>,...,p_<class k-1>`` (one column per
+class name; a multilabel label is the names decided joined by ``|``, empty when none is).
+
+Lengths are fed as ``Predictor.predict_proba`` takes them: rows of their own length (long CSV, .ts,
+Parquet) and NPZ ``lengths`` are stated lengths; .npy and an NPZ without ``lengths`` are arrays without
+them (a model with its own Masking value reads them off trailing mask-valued steps, else every row is
+full). A fixed-length model gets rows of different lengths as a list (each length group unpadded).
+
 ``gru-predict MODEL_DIR - --stream`` reads one timestep per stdin line (F comma-separated raw
-features) and prints the running probability of class 1 after each line, flushed, so it can sit
+features) and prints the running probability of class 1 (k classes: the k probabilities,
+comma-separated) after each line, flushed, so it can sit
 in a shell pipeline. A blank line or ``#`` comment is skipped, ``reset`` starts a new sequence; the
 first malformed line stops with a one-line error on stderr and exit code 2 (no guessing).
 
@@ -12,8 +22,8 @@ part per input fragment, ``_errors``, ``_summary.json``, ``_SUCCESS``; see pipel
 Owns: the predict command line. Imports: the TF-free runtime only; pipeline.runtime.batch (pyarrow,
 and ray or pyspark for their engines) only when the input is Parquet.
 Reads: MODEL_DIR (exported folder) and INPUT (.npz, .npy, .csv long layout, .ts, .parquet).
-Writes: CSV ``id,probability,label`` to --output (atomically) or stdout; for Parquet input with
---output, a Parquet directory.
+Writes: the CSV to --output (atomically) or stdout; for Parquet input with --output, a Parquet
+directory (columns in pipeline.runtime.batch.score).
 """
 
 from __future__ import annotations
@@ -37,7 +47,8 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=PROG,
         description="Predict with an exported GRU classifier (onnxruntime, no TensorFlow). "
-                    "Writes one CSV row per sample: id,probability,label.",
+                    "Writes one CSV row per sample: id,probability,label (binary) or "
+                    "id,label,p_<class>... (multiclass, multilabel).",
     )
     p.add_argument("model_dir", metavar="MODEL_DIR", help="exported folder (e.g. exported)")
     p.add_argument("input", metavar="INPUT", help="data file: .npz (X[, lengths, ids]), .npy (X), .csv (long layout), .ts; "
@@ -137,12 +148,48 @@ def atomic_output(out: Path) -> Iterator[TextIO]:
         raise
 
 
-def write_rows(fh: TextIO, ids, proba, labels, header: bool = True) -> None:
+LABEL_SEPARATOR = "|"  # joins the class names a multilabel model decides for one row
+
+
+def header(class_names: Optional[list] = None) -> tuple:
+    """CSV header: binary (``class_names`` None) or one ``p_<class>`` column per class."""
+    if class_names is None:
+        return ("id", "probability", "label")
+    return ("id", "label", *(f"p_{c}" for c in class_names))
+
+
+def label_text(label) -> str:
+    """A decided label as CSV text: the class name, or a multilabel row's names joined by ``|``."""
+    if isinstance(label, list):
+        return LABEL_SEPARATOR.join(str(c) for c in label)
+    return label
+
+
+def write_rows(fh: TextIO, ids, proba, labels, header_row: bool = True, class_names: Optional[list] = None) -> None:
+    """CSV rows: ``id,probability,label`` for (N,) ``proba``; ``id,label,p_...`` for (N, k) and ``class_names``."""
     # csv.writer quotes ids holding commas, quotes or newlines (they come from user files)
     w = csv.writer(fh, lineterminator="\n")
-    if header:
-        w.writerow(("id", "probability", "label"))
-    w.writerows((i, f"{float(p):.9g}", lab) for i, p, lab in zip(ids, proba, labels))
+    k_classes = getattr(proba, "ndim", 1) == 2
+    if header_row:
+        w.writerow(header(class_names if k_classes else None))
+    if k_classes:
+        w.writerows((i, label_text(lab), *(f"{float(v):.9g}" for v in row)) for i, row, lab in zip(ids, proba, labels))
+    else:
+        w.writerows((i, f"{float(p):.9g}", lab) for i, p, lab in zip(ids, proba, labels))
+
+
+def model_input(predictor, X, lengths, given: bool = True):
+    """``(X, lengths)`` as ``predict_proba`` takes them for rows X (N, T, F) of a data file with ``lengths`` (N,).
+
+    A variable-length model gets the lengths when the file states them (``given``), else none (its
+    own rule: mask value or full rows); a fixed-length model takes no lengths, so rows of different
+    lengths go as a list (each length group runs unpadded, exactly).
+    """
+    if predictor.lengths_name is not None:
+        return X, (lengths if given else None)
+    if lengths is None or (lengths == X.shape[1]).all():
+        return X, None
+    return [X[i, :n] for i, n in enumerate(lengths.tolist())], None
 
 
 # ---------------------------------------------------------------- large .npy files, in bounded memory
@@ -170,15 +217,15 @@ def predict_npy_chunked(predictor, path: str, fh: TextIO, chunk_bytes: int = NPY
             i, step, feat = (int(v) for v in np.argwhere(bad)[0])
             raise InputError(f"{path}: expected finite values, got {X[i, step, feat]} at sample {start + i}, "
                              f"timestep {step}, feature {feat}")
-    write_rows(fh, [], [], [])
-    names = predictor.class_names
+    names = None if predictor.task == "binary" else predictor.class_names
+    csv.writer(fh, lineterminator="\n").writerow(header(names))
     for start, X in iter_npy_chunks(path, rows)[1]:
         try:
             proba = predictor.predict_proba(X)
         except InputError as exc:
             raise InputError(f"{path}: rows {start}..{start + len(X) - 1} (sample numbers count from {start}): {exc}") from None
-        labels = [names[int(p >= predictor.threshold)] for p in proba]
-        write_rows(fh, range(start, start + len(X)), proba, labels, header=False)
+        write_rows(fh, range(start, start + len(X)), proba, predictor.labels(proba), header_row=False,
+                   class_names=names)
     return n
 
 
@@ -218,23 +265,29 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             from pipeline.datafiles import read_token_ids
 
             X, lengths, sample_ids, _ = read_token_ids(args.input)
+            if lengths is not None and predictor.lengths_name is None and getattr(X, "ndim", 0) == 2:
+                from pipeline.runtime.inputs import check_lengths
+
+                lengths = check_lengths(lengths, X.shape[0], X.shape[1])  # rows of their own length, unpadded
+                X, lengths = [x[:n] for x, n in zip(X, lengths.tolist())], None
         elif Path(args.input).suffix.lower() == ".npy":
             return _predict_npy_main(predictor, args)
         else:
             data = read_sequences(args.input)
             if data.n_features != predictor.n_features:
                 raise InputError(f"{args.input}: expected {predictor.n_features} features per timestep, got {data.n_features}")
-            X, sample_ids = data.X, data.ids
-            lengths = data.lengths if (data.lengths != data.X.shape[1]).any() else None
+            sample_ids = data.ids
+            X, lengths = model_input(predictor, data.X, data.lengths, data.lengths_given)
         proba = predictor.predict_proba(X, lengths)
-        labels = [predictor.class_names[int(p >= predictor.threshold)] for p in proba]
+        labels = predictor.labels(proba)
+        names = None if predictor.task == "binary" else predictor.class_names
         if args.output:
             out = Path(args.output)
             with atomic_output(out) as fh:
-                write_rows(fh, sample_ids, proba, labels)
+                write_rows(fh, sample_ids, proba, labels, class_names=names)
             print(f"wrote {len(proba)} predictions to {out}", file=sys.stderr)
         else:
-            write_rows(sys.stdout, sample_ids, proba, labels)
+            write_rows(sys.stdout, sample_ids, proba, labels, class_names=names)
         return 0
 
     return run_cli(go, PROG)

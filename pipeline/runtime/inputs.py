@@ -179,14 +179,14 @@ def check_lengths(lengths, n: int, t: int) -> np.ndarray:
         bad = ~np.isfinite(arr) | (arr != np.round(arr))
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
-            raise InputError(f"lengths: expected whole numbers, got {arr[i]!r} at sample {i}")
+            raise InputError(f"lengths: expected whole numbers, got {arr[i].item()!r} at sample {i}")
     elif arr.dtype.kind not in "iu":
         kind = {"b": "booleans", "O": "Python objects", "U": "strings", "S": "bytes", "c": "complex numbers"}.get(
             arr.dtype.kind, str(arr.dtype))
         raise InputError(f"lengths: expected ({n},) integers, got {kind} (dtype {arr.dtype})")
     if n and ((arr < 1).any() or (arr > t).any()):
         i = int(np.flatnonzero((arr < 1) | (arr > t))[0])
-        raise InputError(f"lengths: expected values in [1, {t}] (the timesteps of X), got {arr[i]!r} at sample {i}")
+        raise InputError(f"lengths: expected values in [1, {t}] (the timesteps of X), got {arr[i].item()!r} at sample {i}")
     return arr.astype(np.int64)
 
 

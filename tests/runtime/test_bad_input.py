@@ -44,11 +44,13 @@ def test_api_rejects_bad_arrays(predictor, good_X, make, expected):
     assert "\n" not in str(info.value)
 
 
-def test_api_rejects_bad_lengths(predictor, good_X):
-    with pytest.raises(InputError, match=r"lengths: expected values in \[1, 50\]"):
-        predictor.predict_proba(good_X, lengths=np.array([0, 5, 5]))
-    with pytest.raises(InputError, match=r"lengths: expected \(3,\) integers"):
-        predictor.predict_proba(good_X, lengths=[1.5, 2, 3])
+def test_api_refuses_lengths_for_the_fixed_length_committed_model(predictor, good_X):
+    """exported/ has one graph input (manifest input.lengths null): lengths, good or bad, are refused
+    (the bad-lengths messages of variable-length models are in test_lengths.py)."""
+    for lengths in (np.array([50, 5, 5]), np.array([0, 5, 5]), [1.5, 2, 3]):
+        with pytest.raises(InputError, match=r"^lengths: this model has a fixed-length input") as info:
+            predictor.predict_proba(good_X, lengths=lengths)
+        assert "\n" not in str(info.value)
 
 
 def test_int_features_are_accepted(predictor, good_X):

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.decision import decide
 from pipeline.runtime import Predictor
 
 EXPORTED = Path(__file__).resolve().parents[2] / "exported"
@@ -14,12 +15,13 @@ def test_committed_model_matches_keras_reference():
     manifest = json.loads((EXPORTED / "manifest.json").read_text())
     ref = np.load(EXPORTED / "reference.npz", allow_pickle=False)
     p = Predictor.load(EXPORTED)
-    lengths = ref["lengths"] if (ref["lengths"] != ref["X"].shape[1]).any() else None
+    lengths = ref["lengths"] if manifest["input"]["lengths"] else None  # a variable-length model takes them
     proba = p.predict_proba(ref["X"], lengths)
+    assert proba.shape == ref["keras_proba"].shape
     err = np.abs(proba.astype(np.float64) - ref["keras_proba"].astype(np.float64))
     assert err.max() <= manifest["config"]["verify"]["atol"] <= 1e-5
-    thr = manifest["threshold"]
-    assert ((proba >= thr) == (ref["keras_proba"] >= thr)).all()
+    assert manifest["schema_version"] == 3 and p.task == manifest["task"] and p.decision == manifest["decision"]
+    assert (decide(proba, manifest["decision"]) == decide(ref["keras_proba"], manifest["decision"])).all()
 
 
 def test_committed_manifest_records_a_passed_verification_and_accuracy():
@@ -56,7 +58,7 @@ def test_committed_model_runs_alone_in_plain_onnxruntime():
     assert np.abs(plain - Predictor.load(EXPORTED).predict_proba(raw)).max() <= 1e-6
     meta = sess.get_modelmeta().custom_metadata_map
     assert json.loads(meta["class_names"]) == manifest["class_names"]
-    assert float(meta["threshold"]) == manifest["threshold"]
+    assert json.loads(meta["decision"]) == manifest["decision"] and meta["task"] == manifest["task"]
     assert float(meta["verified_max_abs_error"]) == manifest["equivalence"]["max_abs_error"] <= 1e-5
     assert manifest["preprocessing"]["in_graph"] is True
     ok = {r["runtime"]: r["status"] for r in manifest["consumers"]["results"]}

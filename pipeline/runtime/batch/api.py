@@ -3,8 +3,10 @@
 Owns: ``RayScorer`` (a Ray Data callable class: one Predictor per actor) and ``SparkScorer``
 (functions for ``mapInPandas`` / ``mapInArrow`` on ragged nested rows, ``groupBy(...).applyInPandas``
 on the long layout, and a ``predict_batch_udf`` for fixed-length rows). Every output row is
-``id, probability, label, error``: ``error`` is null for a scored row, else the reason and the
-probability and label are null -- nothing is dropped.
+``id, probability, label, error`` (binary) or ``id, label, probabilities, error`` (multiclass and
+multilabel: ``probabilities`` list<float32> of k, in class_names order; a multilabel ``label`` is the
+list of the names decided), the columns of ``score.output_columns``: ``error`` is null for a scored
+row, else the reason and the other columns are null -- nothing is dropped.
 Imports: pyarrow, ``score``; pandas and pyspark only inside the Spark functions (they run where
 Spark runs them). Reads: the model folder, in each worker. Writes: nothing.
 
@@ -33,15 +35,16 @@ __all__ = ["RayScorer", "SparkScorer", "score_rows"]
 
 
 def score_rows(predictor, table: pa.Table, layout: str, id_column: str, feature_columns=None) -> pa.Table:
-    """Scored and refused rows as one table: id, probability, label, error (null when scored)."""
+    """Scored and refused rows as one table: the scored columns and error (null when scored)."""
     scored, refused, _ = score_table(predictor, table, layout, id_column, feature_columns)
     n_bad = refused.num_rows
     ok = scored.append_column("error", pa.nulls(scored.num_rows, pa.string()))
     if not n_bad:
         return ok
-    bad = pa.table({"id": refused.column("id"), "probability": pa.nulls(n_bad, pa.float32()),
-                    "label": pa.nulls(n_bad, scored.schema.field("label").type), "error": refused.column("reason")})
-    return pa.concat_tables([ok, bad])
+    bad = {"id": refused.column("id")}
+    bad.update((f.name, pa.nulls(n_bad, f.type)) for f in scored.schema if f.name != "id")
+    bad["error"] = refused.column("reason")
+    return pa.concat_tables([ok, pa.table(bad, schema=ok.schema)])
 
 
 class RayScorer:
@@ -105,9 +108,14 @@ class SparkScorer:
         """DDL of the output rows: the id keeps its Spark type; the label's type follows the class names."""
         name = id_column or self.id_column
         id_type = df.schema[name].dataType.simpleString()
-        names = get_predictor(self.model_dir, 1, self.graph).class_names
-        label = "bigint" if all(isinstance(c, int) for c in names) else "string"
-        return f"id {id_type}, probability float, label {label}, error string"
+        predictor = get_predictor(self.model_dir, 1, self.graph)
+        label = "bigint" if all(isinstance(c, int) and not isinstance(c, bool) for c in predictor.class_names) \
+            else "string"
+        if predictor.task == "binary":
+            return f"id {id_type}, probability float, label {label}, error string"
+        if predictor.task == "multilabel":
+            label = f"array<{label}>"
+        return f"id {id_type}, label {label}, probabilities array<float>, error string"
 
     def nested_arrow(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         """For ``mapInArrow``: rows (id, x list<list<float>>), ragged allowed."""
@@ -143,22 +151,26 @@ class SparkScorer:
         """``pyspark.ml.functions.predict_batch_udf`` for rows of exactly ``timesteps`` steps.
 
         The column must hold the T*F values of a row, flattened (``F.flatten("x")``); the UDF
-        returns the probability (float). A row the model refuses (NaN, wrong length) fails the
-        Spark task: use ``nested`` to route such rows to ``error`` instead.
+        returns the probability (float) of a binary model, the k probabilities (array<float>)
+        otherwise. A row the model refuses (NaN, wrong length) fails the Spark task: use
+        ``nested`` to route such rows to ``error`` instead.
         """
         from pyspark.ml.functions import predict_batch_udf
-        from pyspark.sql.types import FloatType
+        from pyspark.sql.types import ArrayType, FloatType
 
         model_dir, threads, graph = self.model_dir, self.threads, self.graph
-        n_features = get_predictor(model_dir, 1, graph).n_features
+        loaded = get_predictor(model_dir, 1, graph)
+        n_features, binary = loaded.n_features, loaded.task == "binary"
 
         def make_predict_fn():
             predictor = get_predictor(model_dir, threads or 1, graph)
 
-            def predict(X):  # (batch, timesteps, features)
-                return predictor.predict_proba(X)
+            def predict(X):  # (batch, timesteps, features), every row full length
+                lengths = np.full(len(X), X.shape[1], np.int64) if predictor.lengths_name else None
+                return predictor.predict_proba(X, lengths)  # (batch,) or (batch, k)
 
             return predict
 
-        return predict_batch_udf(make_predict_fn, return_type=FloatType(), batch_size=batch_size,
+        return_type = FloatType() if binary else ArrayType(FloatType())
+        return predict_batch_udf(make_predict_fn, return_type=return_type, batch_size=batch_size,
                                  input_tensor_shapes=[[int(timesteps), int(n_features)]])

@@ -7,6 +7,17 @@ sequences -> scored rows + refused rows with reasons) used by the engines and th
 ``process_fragment`` (read a fragment, score it, write ``_errors/part-N`` then ``part-N``).
 Imports: numpy, pyarrow, pipeline.parquet_io, pipeline.runtime.predictor (no engine packages).
 Reads: the fragment's Parquet file. Writes: the fragment's part and error part.
+
+Columns of a part (``output_columns``; the refused rows go to ``_errors`` as ``id, reason``):
+
+    binary                  id, probability float32 (p(class 1)), label (the class name)
+    multiclass              id, label (the argmax class name), probabilities list<float32> (k, class_names order)
+    multilabel              id, label list<class name> (the classes decided, possibly empty),
+                            probabilities list<float32> (k)
+
+The label's type follows the class names (int64 when they are all integers, else string). Each
+sequence is scored as the rows it holds (its length is its own: a variable-length model gets it as
+``lengths``); no row is dropped or repeated: every input sequence is in a part or in ``_errors``.
 """
 
 from __future__ import annotations
@@ -86,9 +97,10 @@ def get_predictor(model_dir: str, threads: Optional[int] = None, graph: str = "a
 
 
 def _score_rows(predictor, rows: np.ndarray, X: np.ndarray, proba: np.ndarray, reasons: dict) -> None:
-    """predict_proba on X (k, L, F); a refused batch is halved until the refused rows are found."""
+    """predict_proba on X (n, L, F), every row L steps long; a refused batch is halved until the refused rows are found."""
+    lengths = np.full(len(X), X.shape[1], np.int64) if predictor.lengths_name else None  # (n,) all real
     try:
-        proba[rows] = predictor.predict_proba(X)
+        proba[rows] = predictor.predict_proba(X, lengths)
     except InputError as exc:
         if len(rows) == 1:
             reasons[int(rows[0])] = str(exc).replace("sample 0, ", "")
@@ -98,20 +110,45 @@ def _score_rows(predictor, rows: np.ndarray, X: np.ndarray, proba: np.ndarray, r
         _score_rows(predictor, rows[h:], X[h:], proba, reasons)
 
 
+def label_type(predictor) -> pa.DataType:
+    """Arrow type of one class name: int64 when every name is an integer, else string."""
+    names = predictor.class_names
+    name = pa.int64() if all(isinstance(c, int) and not isinstance(c, bool) for c in names) else pa.string()
+    return pa.list_(name) if predictor.task == "multilabel" else name
+
+
 def label_array(predictor, proba: np.ndarray) -> pa.Array:
-    names = np.asarray(predictor.class_names)
-    return pa.array(names[(proba >= predictor.threshold).astype(np.int64)])
+    """The decided labels of ``proba`` ((n,) or (n, k)) by the manifest's rule (``Predictor.labels``)."""
+    labels, kind = predictor.labels(proba), label_type(predictor)
+    if isinstance(labels, list):  # multilabel: a list of names per row
+        as_name = str if pa.types.is_string(kind.value_type) else int
+        return pa.array([[as_name(c) for c in row] for row in labels], type=kind)
+    return pa.array(labels.tolist(), type=kind)
+
+
+def probabilities_array(proba: np.ndarray) -> pa.Array:
+    """(n, k) float32 -> list<float32> of k values per row (no copy of the values)."""
+    k = proba.shape[1]
+    flat = pa.array(np.ascontiguousarray(proba, np.float32).reshape(-1), type=pa.float32())
+    return pa.ListArray.from_arrays(pa.array(np.arange(0, (len(proba) + 1) * k, k, dtype=np.int32)), flat)
+
+
+def output_columns(predictor, ids: pa.Array, proba: np.ndarray) -> dict:
+    """The scored columns (see the module docstring) of ``ids`` and their probabilities (n,) or (n, k)."""
+    if predictor.task == "binary":
+        return {"id": ids, "probability": pa.array(proba, type=pa.float32()), "label": label_array(predictor, proba)}
+    return {"id": ids, "label": label_array(predictor, proba), "probabilities": probabilities_array(proba)}
 
 
 def score_table(predictor, table, layout: str, id_column: str, feature_columns=None):
     """Score a table of sequences.
 
-    Returns ``(scored, refused, rows_in)``: scored is a table id, probability (float32), label;
-    refused is a table id, reason; rows_in = len(scored) + len(refused) sequences.
+    Returns ``(scored, refused, rows_in)``: scored is a table of ``output_columns``; refused is a
+    table id, reason; rows_in = len(scored) + len(refused) sequences.
     """
     dec = parquet_io.decode(table, layout, id_column, feature_columns, n_features=predictor.n_features)
     n = len(dec.steps)
-    proba = np.full(n, np.nan, dtype=np.float32)
+    proba = np.full((n,) if predictor.task == "binary" else (n, predictor.n_outputs), np.nan, dtype=np.float32)
     reasons: dict = {}
     for rows, X in dec.groups(GROUP_ROWS):
         _score_rows(predictor, rows, X, proba, reasons)
@@ -124,8 +161,7 @@ def score_table(predictor, table, layout: str, id_column: str, feature_columns=N
         bad_ids = pa.concat_arrays([bad_ids, ids.take(pa.array(late))])
         bad_reasons += [reasons[int(i)] for i in late]
         ids, proba = ids.take(pa.array(np.flatnonzero(keep))), proba[keep]
-    scored = pa.table({"id": ids, "probability": pa.array(proba, type=pa.float32()),
-                       "label": label_array(predictor, proba)})
+    scored = pa.table(output_columns(predictor, ids, proba))
     refused = pa.table({"id": bad_ids, "reason": pa.array(bad_reasons, type=pa.string())})
     return scored, refused, dec.rows_in
 
@@ -186,8 +222,8 @@ def process_fragment(spec: JobSpec, frag: Fragment, threads: Optional[int] = Non
     except (OSError, pa.ArrowException) as exc:
         raise DataFormatError(f"cannot read {_source(frag)}: {str(exc).splitlines()[0][:200]}") from None
     id_type = pf.schema_arrow.field(spec.id_column).type
-    out = pa.concat_tables(scored) if scored else pa.table(
-        {"id": pa.array([], id_type), "probability": pa.array([], pa.float32()), "label": label_array(predictor, np.zeros(0))})
+    empty = np.zeros((0,) if predictor.task == "binary" else (0, predictor.n_outputs), np.float32)
+    out = pa.concat_tables(scored) if scored else pa.table(output_columns(predictor, pa.array([], id_type), empty))
     bad = pa.concat_tables(refused) if refused else pa.table({"id": pa.array([], id_type), "reason": pa.array([], pa.string())})
     if spec.layout == "nested":
         out, bad = _refuse_repeated_ids(out, bad)
