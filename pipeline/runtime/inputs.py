@@ -2,7 +2,9 @@
 
 Owns: turning whatever a caller passes (array, list of arrays, lengths) into a checked float32
 (N, T, F) batch plus lengths, or raising ``InputError`` with one line naming what was expected
-and what was received. Imports: numpy and pipeline light modules only (TF-free).
+and what was received, and the sample / timestep / feature it is about in the error's fields
+(with the sample-free wording for ``InputError.without_sample``). Imports: numpy and pipeline
+light modules only (TF-free).
 """
 
 from __future__ import annotations
@@ -12,9 +14,9 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
-from pipeline.datafiles import pad_sequences
 from pipeline.errors import InputError
 from pipeline.preprocessing import apply_preprocessing
+from pipeline.sequences import pad_sequences
 
 __all__ = ["ArrayLike", "prepare_features", "check_lengths", "check_finite", "check_scaled_finite",
            "dot_check_suffices", "quick_values_ok", "padding_steps", "check_masked_steps"]
@@ -22,20 +24,38 @@ __all__ = ["ArrayLike", "prepare_features", "check_lengths", "check_finite", "ch
 ArrayLike = Union[np.ndarray, Sequence[np.ndarray]]
 
 
-def _numeric(arr: np.ndarray, what: str) -> np.ndarray:
+def _numeric_problem(arr: np.ndarray) -> Optional[str]:
+    """Why ``arr`` cannot be features (not float or int), or None."""
     if arr.dtype.kind not in "iuf":
         kind = {"b": "bool", "O": "Python objects", "U": "strings", "S": "bytes", "c": "complex"}.get(arr.dtype.kind, str(arr.dtype))
-        raise InputError(f"{what}: expected numeric features (float or int), got {kind} (dtype {arr.dtype})")
-    return arr
+        return f"expected numeric features (float or int), got {kind} (dtype {arr.dtype})"
+    return None
 
 
-def _check_float32_range(arr: np.ndarray, what: str) -> None:
-    """Refuse finite values that would become Inf when cast to float32 (float64 or wider input)."""
+def _float32_range_problem(arr: np.ndarray) -> Optional[str]:
+    """Finite values that would become Inf when cast to float32 (float64 or wider input), or None."""
     if arr.dtype.kind == "f" and arr.dtype.itemsize > 4 and arr.size:
         finite = arr[np.isfinite(arr)]
         big = float(np.abs(finite).max(initial=0.0))
         if big > float(np.finfo(np.float32).max):
-            raise InputError(f"{what}: values up to {big:.3g} overflow float32 (max {np.finfo(np.float32).max:.3g})")
+            return f"values up to {big:.3g} overflow float32 (max {np.finfo(np.float32).max:.3g})"
+    return None
+
+
+def _sequence_problem(s, n_features: int) -> tuple[Optional[np.ndarray], Optional[str]]:
+    """One sequence of a list: (it as an array, None), or (None, why it cannot be a (T_i, F) sequence)."""
+    try:
+        arr = np.asarray(s)
+    except (ValueError, TypeError) as exc:
+        return None, f"expected a (timesteps, {n_features}) numeric array, got {exc}"
+    why = _numeric_problem(arr)
+    if why is None and arr.ndim != 2:
+        why = f"expected shape (timesteps, {n_features}), got rank {arr.ndim} shape {arr.shape}"
+    elif why is None and arr.shape[1] != n_features:
+        why = f"expected {n_features} features, got {arr.shape[1]}"
+    elif why is None and arr.shape[0] == 0:
+        why = "expected at least one timestep, got 0"
+    return (None, why) if why else (arr, _float32_range_problem(arr))
 
 
 def check_finite(X: np.ndarray, lengths: Optional[np.ndarray], what: str = "X") -> None:
@@ -51,7 +71,9 @@ def check_finite(X: np.ndarray, lengths: Optional[np.ndarray], what: str = "X") 
     i, t, f = (int(v) for v in np.argwhere(bad)[0])
     raise InputError(
         f"{what}: expected finite values, got {X[i, t, f]} at sample {i}, timestep {t}, feature {f} "
-        f"({int(bad.sum())} non-finite values in all)"
+        f"({int(bad.sum())} non-finite values in all)", sample=i, timestep=t, feature=f,
+        sample_message=f"{what}: expected finite values, got {X[i, t, f]} at timestep {t}, feature {f} "
+                       f"({int(bad[i].sum())} non-finite values in this sample)"
     )
 
 
@@ -116,7 +138,7 @@ def padding_steps(X: np.ndarray) -> np.ndarray:
 
 
 def check_masked_steps(X: np.ndarray, lengths: Optional[np.ndarray], spec: dict, mask_value: float,
-                       where: str = "sample {i} timestep {t}") -> np.ndarray:
+                       where: str = "sample {i} timestep {t}", where_in_sample: str = "timestep {t}") -> np.ndarray:
     """Check the real steps of a masked model's raw input X (N, T, F); return the (N,) lengths.
 
     The graph reads an all-zero raw step as padding and the Keras model skips a step whose scaled
@@ -124,7 +146,8 @@ def check_masked_steps(X: np.ndarray, lengths: Optional[np.ndarray], spec: dict,
     - with ``lengths``, the steps before them must be real: neither all 0 nor scaling to the mask value;
     - without, the real length of a row ends after its last step that is not all 0, and the
       steps before that must be real too (left or inner padding is refused, as Keras would skip it).
-    Raises InputError naming the first offending step.
+    Raises InputError naming the first offending step (``where``; ``where_in_sample`` is the same
+    place without the sample, for ``InputError.without_sample``).
     """
     pad = padding_steps(X)  # (N, T)
     T = X.shape[1]
@@ -133,23 +156,26 @@ def check_masked_steps(X: np.ndarray, lengths: Optional[np.ndarray], spec: dict,
         lengths = (last_real + 1).astype(np.int64)
         empty = np.flatnonzero(lengths == 0)
         if empty.size:
-            raise InputError(f"sample {int(empty[0])}: every timestep's raw features are all 0 (padding, the mask "
-                             "value of this masked model); expected at least one step with a nonzero feature")
+            why = ("every timestep's raw features are all 0 (padding, the mask value of this masked model); "
+                   "expected at least one step with a nonzero feature")
+            raise InputError(f"sample {int(empty[0])}: {why}", sample=int(empty[0]), sample_message=why)
     real = _real_steps(X.shape, lengths)
     bad = pad & real
     if bad.any():
         i, t = (int(v) for v in np.argwhere(bad)[0])
-        raise InputError(
-            f"{where.format(i=i, t=t)}: every raw feature is 0, which marks padding (the mask value) in this "
-            "masked model, so the step would be skipped; expected padding only after the last real step "
-            "(right padding) and real steps with at least one nonzero feature")
+        why = ("every raw feature is 0, which marks padding (the mask value) in this masked model, so the step "
+               "would be skipped; expected padding only after the last real step (right padding) and real steps "
+               "with at least one nonzero feature")
+        raise InputError(f"{where.format(i=i, t=t)}: {why}", sample=i, timestep=t,
+                         sample_message=f"{where_in_sample.format(t=t)}: {why}")
     with np.errstate(over="ignore", invalid="ignore"):
         on_mask = (apply_preprocessing(X, spec) == np.float32(mask_value)).all(axis=2) & real  # (N, T)
     if on_mask.any():
         i, t = (int(v) for v in np.argwhere(on_mask)[0])
-        raise InputError(
-            f"{where.format(i=i, t=t)}: every scaled feature equals the mask value {mask_value}, so the Keras "
-            "model would skip this step; expected real steps to differ from the mask value in at least one feature")
+        why = (f"every scaled feature equals the mask value {mask_value}, so the Keras model would skip this step; "
+               "expected real steps to differ from the mask value in at least one feature")
+        raise InputError(f"{where.format(i=i, t=t)}: {why}", sample=i, timestep=t,
+                         sample_message=f"{where_in_sample.format(t=t)}: {why}")
     return lengths
 
 
@@ -188,18 +214,9 @@ def prepare_features(X: ArrayLike, n_features: int, lengths=None, fixed_timestep
             raise InputError("X: expected at least one sequence, got an empty list")
         series = []
         for i, s in enumerate(X):
-            try:
-                arr = np.asarray(s)
-            except (ValueError, TypeError) as exc:
-                raise InputError(f"X[{i}]: expected a (timesteps, {n_features}) numeric array, got {exc}") from None
-            _numeric(arr, f"X[{i}]")
-            if arr.ndim != 2:
-                raise InputError(f"X[{i}]: expected shape (timesteps, {n_features}), got rank {arr.ndim} shape {arr.shape}")
-            if arr.shape[1] != n_features:
-                raise InputError(f"X[{i}]: expected {n_features} features, got {arr.shape[1]}")
-            if arr.shape[0] == 0:
-                raise InputError(f"X[{i}]: expected at least one timestep, got 0")
-            _check_float32_range(arr, f"X[{i}]")
+            arr, why = _sequence_problem(s, n_features)
+            if why is not None:
+                raise InputError(f"X[{i}]: {why}", sample=i, sample_message=why)
             series.append(arr)
         with np.errstate(over="ignore"):
             Xp, lens = pad_sequences(series)
@@ -211,7 +228,9 @@ def prepare_features(X: ArrayLike, n_features: int, lengths=None, fixed_timestep
         arr = np.asarray(X)
     except (ValueError, TypeError) as exc:
         raise InputError(f"X: expected a (samples, timesteps, {n_features}) numeric array, got {exc}") from None
-    _numeric(arr, "X")
+    why = _numeric_problem(arr)
+    if why is not None:
+        raise InputError(f"X: {why}")
     if arr.ndim != 3:
         hint = "; for one sequence pass X[None]" if arr.ndim == 2 else ""
         raise InputError(f"X: expected shape (samples, timesteps, {n_features}), got rank {arr.ndim} shape {arr.shape}{hint}")
@@ -222,7 +241,9 @@ def prepare_features(X: ArrayLike, n_features: int, lengths=None, fixed_timestep
         raise InputError(f"X: expected at least one sample and one timestep, got shape {arr.shape}")
     if fixed_timesteps is not None and t != fixed_timesteps:
         raise InputError(f"X: expected {fixed_timesteps} timesteps, got {t}")
-    _check_float32_range(arr, "X")
+    why = _float32_range_problem(arr)
+    if why is not None:
+        raise InputError(f"X: {why}")
     X32 = np.ascontiguousarray(arr, dtype=np.float32)
     lens = None if lengths is None else check_lengths(lengths, n, t)
     if check_values:
@@ -254,7 +275,8 @@ def prepare_tokens(X: ArrayLike, vocabulary_size: int, lengths=None,
         rows = [np.asarray(s) for s in X]
         for i, r in enumerate(rows):
             if r.ndim != 1 or r.shape[0] == 0:
-                raise InputError(f"X[{i}]: expected a non-empty 1-D array of token ids, got shape {r.shape}")
+                why = f"expected a non-empty 1-D array of token ids, got shape {r.shape}"
+                raise InputError(f"X[{i}]: {why}", sample=i, sample_message=why)
         lens = np.array([r.shape[0] for r in rows], np.int64)
         arr = np.zeros((len(rows), int(lens.max())), dtype=np.result_type(*rows))
         for i, r in enumerate(rows):

@@ -70,7 +70,7 @@ def test_long_layout_any_row_order_and_its_refusals():
     d = parquet_io.decode_long(pa.concat_tables([t, extra.cast(t.schema)]), "sample_id", ["f0", "f1"])
     assert sorted(d.ids.to_pylist()) == list(range(10, 15)) and d.rows_in == 8
     reasons = dict(zip(d.bad_ids.to_pylist(), d.bad_reasons))
-    assert reasons == {None: "1 row(s) with a null 'sample_id'", 20: "duplicate rows at t=0",
+    assert reasons == {None: "1 row(s) with a null 'sample_id'", 20: "duplicate rows at t=0: expected one row per timestep",
                        21: "expected finite values, got inf at timestep 0, feature 'f0'"}
 
 
