@@ -62,6 +62,10 @@ UNROLLED_CHUNK_MIN, UNROLLED_CHUNK_MAX = 32, 256  # rows per call, unrolled grap
 GRAPH_FORMS = ("auto", "native", "unrolled")
 
 
+_ORT_DTYPES = {"tensor(float)": "float32", "tensor(int64)": "int64"}  # graph input types the runtime feeds
+_KIND_DTYPES = {"features": "float32", "tokens": "int64"}                # manifest input.kind -> what it feeds
+
+
 def _shape_of(node_arg) -> list:
     return [d if isinstance(d, int) else (d or "?") for d in node_arg.shape]
 
@@ -137,20 +141,37 @@ class Predictor:
         return cls(folder, manifest, open_session(model_path, threads=1), threads, graph, fused)
 
     def _check_graph_matches_manifest(self) -> None:
+        """Refuse a manifest that does not describe this model.onnx: input/output names, input shape
+        (a fixed graph axis must be fixed to the same size in the manifest and the other way round)
+        and dtype, and the decision fields its metadata_props carry (``artifact.check_manifest_matches_graph``:
+        the hashed graph is trusted over the unhashed manifest)."""
+        hint = "; the manifest does not belong to this model.onnx: re-export the folder as a whole"
         ins, outs = self._session.get_inputs(), self._session.get_outputs()
         if [i.name for i in ins] != [self.input_name] or [o.name for o in outs] != [self.output_name]:
             raise ArtifactError(
                 f"manifest names input {self.input_name!r} / output {self.output_name!r} but the graph has "
-                f"inputs {[i.name for i in ins]} / outputs {[o.name for o in outs]}"
+                f"inputs {[i.name for i in ins]} / outputs {[o.name for o in outs]}{hint}", field="input.name"
             )
         graph_shape = _shape_of(ins[0])
         want = self.manifest["input"]["shape"]
         if len(graph_shape) != len(want) or any(
-            isinstance(w, int) and g != w for g, w in zip(graph_shape, want)
+            (isinstance(w, int) or isinstance(g, int)) and g != w for g, w in zip(graph_shape, want)
         ):
-            raise ArtifactError(f"manifest input shape {want} disagrees with the graph's {graph_shape}")
+            raise ArtifactError(f"manifest input shape {want} disagrees with the graph's {graph_shape}{hint}",
+                                field="input.shape")
         if self.input_kind == "features" and len(want) != 3:
-            raise ArtifactError(f"manifest input shape {want}: expected (batch, time, features)")
+            raise ArtifactError(f"manifest input shape {want}: expected (batch, time, features)", field="input.shape")
+        graph_dtype = _ORT_DTYPES.get(ins[0].type, ins[0].type)
+        want_dtype = self.manifest["input"].get("dtype", _KIND_DTYPES.get(self.input_kind))
+        if want_dtype != graph_dtype:
+            raise ArtifactError(f"manifest input dtype {want_dtype!r} disagrees with the graph's {graph_dtype!r}{hint}",
+                                field="input.dtype")
+        if _KIND_DTYPES.get(self.input_kind) != graph_dtype:
+            raise ArtifactError(f"manifest input kind {self.input_kind!r} (fed as {_KIND_DTYPES.get(self.input_kind)}) "
+                                f"disagrees with the graph's input dtype {graph_dtype!r}{hint}", field="input.kind")
+        model_file = self.manifest["model"].get("file", artifact.MODEL_FILE)
+        artifact.check_manifest_matches_graph(self.manifest, self._session.get_modelmeta().custom_metadata_map,
+                                              str(self.model_dir / artifact.MANIFEST_FILE), model_file)
 
     # ------------------------------------------------------------------ inference
     def _executor(self) -> ThreadPoolExecutor:
@@ -167,7 +188,15 @@ class Predictor:
                 if not path.is_file():
                     raise ArtifactError(f"unrolled model file not found: {str(path)!r}")
                 artifact.verify_model_hash(path, entry.get("sha256", ""))
-                self._unrolled = open_session(path, threads=1)
+                session = open_session(path, threads=1)
+                graph_t = _shape_of(session.get_inputs()[0])[1]
+                if graph_t != self.unrolled_timesteps:
+                    raise ArtifactError(f"manifest unrolled.timesteps {self.unrolled_timesteps} disagrees with the "
+                                        f"time axis {graph_t!r} of {path.name}; re-export the folder as a whole",
+                                        field="unrolled.timesteps")
+                artifact.check_manifest_matches_graph(self.manifest, session.get_modelmeta().custom_metadata_map,
+                                                      str(self.model_dir / artifact.MANIFEST_FILE), path.name)
+                self._unrolled = session
             return self._unrolled
 
     def _fused(self):
