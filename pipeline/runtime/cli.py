@@ -8,6 +8,7 @@ first malformed line stops with a one-line error on stderr and exit code 2 (no g
 ``gru-predict MODEL_DIR INPUT --output DIR [--engine local|ray|spark] [--workers N] [--layout nested|long]
 [--id-column C] [--resume]`` scores a Parquet file, directory or URI into a Parquet directory (one
 part per input fragment, ``_errors``, ``_summary.json``, ``_SUCCESS``; see pipeline.runtime.batch).
+A directory INPUT is always such a job: one holding no Parquet files is refused saying what it holds.
 
 Owns: the predict command line. Imports: the TF-free runtime only; pipeline.runtime.batch (pyarrow,
 and ray or pyspark for their engines) only when the input is Parquet.

@@ -5,9 +5,9 @@ strategy (the fused GRU kernel when it covers the model and passed its self-chec
 chunks over worker threads, one intra-op thread per session, set through
 ``pipeline.runtime.sessions``). Imports: numpy, onnxruntime (types only), pipeline light modules,
 pipeline.runtime.sessions and pipeline.runtime.fused (TF-free).
-Reads: ``<model_dir>/manifest.json``, ``model.onnx``, ``model_unrolled.onnx`` when the manifest
-lists it (the batch graph form, loaded on first use), ``reference.npz`` (the fused kernel's
-self-check, on first use), ``stream.onnx`` for streams.
+Reads: ``<model_dir>/manifest.json`` (checked against model.onnx's metadata_props), ``model.onnx``,
+``model_unrolled.onnx`` when the manifest lists it (the batch graph form, loaded on first use),
+``reference.npz`` (the fused kernel's self-check, on first use), ``stream.onnx`` for streams.
 
 Example:
     >>> from pipeline.runtime import Predictor
@@ -129,7 +129,10 @@ class Predictor:
             fused: with graph="auto", run the fused GRU kernel where it covers the model and passed
                 its self-check (False: always the onnxruntime graphs).
         Raises:
-            ArtifactError / IntegrityError: missing, damaged or untrusted artifact.
+            ArtifactError / IntegrityError: missing, damaged or untrusted artifact, or a manifest.json
+                that does not describe model.onnx: its input spec differs from the graph's input, or a
+                decision field (threshold, class names, scaling, masking, ...) from the graph's
+                metadata_props, which the sha256 covers and which are trusted over the manifest.
         """
         folder = Path(model_dir)
         manifest = artifact.read_manifest(folder)
