@@ -101,7 +101,7 @@ def test_csv_and_ts_errors_name_file_line_and_cell(tmp_path):
 def test_parquet_errors_name_the_sequence_and_its_place(tmp_path):
     pa = pytest.importorskip("pyarrow", reason="the parquet extra is not installed")
     import pyarrow.parquet as pq
-    from parquet_data import nested_table
+    from tests.runtime.parquet_data import nested_table
 
     from pipeline import parquet_io
 
@@ -129,7 +129,7 @@ def test_batch_scoring_reason_comes_from_the_fields_not_edited_text(tiny_predict
     """score_table: rows the Predictor refuses (here: finite raw values the graph's scaling overflows,
     which decoding cannot see) get ``without_sample()`` as their reason; the others are scored as alone."""
     pytest.importorskip("pyarrow", reason="the parquet extra is not installed")
-    from parquet_data import nested_table
+    from tests.runtime.parquet_data import nested_table
 
     from pipeline.runtime.batch.score import score_table
 
