@@ -59,7 +59,7 @@ SUPPORTED_SCHEMA_VERSIONS = (2,)
 # re-export; the message is checked by tests/runtime/test_integrity.py.
 SCALING_OUTSIDE_GRAPH_SCHEMAS = (1,)
 REEXPORT_HINT = ("re-export it with this version: gru-build (the default task or your data), or gru-export "
-                 "MODEL_FILE --sample-data FILE (pipeline.export.export_model(model, sample, out)) for a Keras "
+                 "MODEL_FILE --sample-data FILE (pipeline.packaging.export_keras_model(model, X, out)) for a Keras "
                  "model you trained")
 
 INPUT_NAME = "x"               # graph input of every model file: (batch, time, F) raw features

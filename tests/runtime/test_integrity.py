@@ -140,4 +140,4 @@ def test_schema_1_artifact_is_refused_with_how_to_reexport(tmp_path, tiny_model_
     folder = tiny_model_factory(tmp_path / "old", schema_version=1)
     assert _manifest(folder)["schema_version"] == 1
     msg = _refused(folder, ArtifactError, "unsupported manifest schema_version 1")
-    assert "standardized features" in msg and "re-export" in msg and "gru-build" in msg and "export_model" in msg
+    assert "standardized features" in msg and "re-export" in msg and "gru-build" in msg and "export_keras_model" in msg
