@@ -1,7 +1,9 @@
-"""Shared pytest settings: project paths, quiet TensorFlow logs, and tools/ on ``sys.path``.
+"""Shared pytest settings: project paths, quiet TensorFlow logs, tools/ on ``sys.path``, test tiers.
 
 tools/ holds the developer code outside the package (tools/benchmarks, tools/regions.py and the
 generators); its tests import those modules by name, as the scripts of tools/ do when they run.
+Test tiers (below): ``pytest --quick`` (make check) runs the tests that import neither TensorFlow/Keras
+nor Ray/PySpark and are not marked slow; the markers keras and cluster are set here from the imports.
 """
 
 import ast
