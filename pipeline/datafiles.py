@@ -2,9 +2,10 @@
 
 Owns: turning a file into a ``SequenceData`` (right-padded float array + lengths +
 optional labels and ids) with one-line errors for anything malformed.
-Imports: numpy and the standard library only (used by the runtime and the build); Parquet is
-read by ``pipeline.parquet_io``, imported only when a .parquet file is read (pyarrow, the
-optional ``parquet`` extra).
+Imports: numpy, the standard library, pipeline.errors and pipeline.sequences (``SequenceData``,
+padding, label parsing) only (used by the runtime and the build); Parquet is read by
+``pipeline.parquet_io``, imported only when a .parquet file is read (pyarrow, the optional
+``parquet`` extra); parquet_io never imports this module.
 Reads: the file it is given. Writes: nothing.
 
 Formats (see README "Data files"):
@@ -12,11 +13,13 @@ Formats (see README "Data files"):
           ``lengths`` (N,) real lengths of right-padded rows, ``ids`` (N,). Pickles refused.
     .npy  X alone, (N, T, F).
     .csv  long layout, header ``sample_id,t,<feature columns...>[,label]``, one row per real
-          timestep; series may differ in length; rows may come in any order.
+          timestep: ``t`` is the timestep index, 0, 1, ..., T_i - 1 for each sample, each once (a
+          missing or repeated ``t`` is refused, naming the sample, the ``t`` and the line); series
+          may differ in length; rows may come in any order.
     .ts   UCR/UEA text format: ``@`` header lines, then ``@data`` and one series per line,
           dimensions separated by ``:``, values by ``,``, the class label last.
     .parquet  nested layout (``id``, ``x`` list<list<float>>, ragged allowed) or long layout
-          (``sample_id, t, <features...>[, label]``), told apart by the columns.
+          (``sample_id, t, <features...>[, label]``, ``t`` as in the CSV), told apart by the columns.
 """
 
 from __future__ import annotations
@@ -27,89 +30,26 @@ import os
 import struct
 import zipfile
 import zlib
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
 from pipeline.errors import DataFormatError, InputError
+# SequenceData, pad_sequences and the label parsing live in pipeline.sequences (shared with
+# pipeline.parquet_io without an import cycle); they stay importable from here.
+from pipeline.sequences import (PAD_BLOWUP, PAD_MAX_CELLS, SequenceData, check_labels,  # noqa: F401
+                                labels_from_text, missing_timesteps, pad_sequences)
 
-__all__ = ["SequenceData", "read_sequences", "pad_sequences", "iter_npy_chunks", "SUPPORTED_SUFFIXES"]
+__all__ = ["SequenceData", "read_sequences", "pad_sequences", "iter_npy_chunks", "read_token_ids",
+           "parquet_module", "SUPPORTED_SUFFIXES"]
 
 SUPPORTED_SUFFIXES = (".npz", ".npy", ".csv", ".ts", ".parquet")
 PARQUET_HINT = "pip install 'gru-onnx-pipeline[parquet]'"
 
-# Padding variable-length series to the longest one may cost far more memory than the file holds
-# (one long series among many short ones). Refuse when the padded array would exceed this many
-# cells AND be more than PAD_BLOWUP times the real values: such a file is hostile or needs splitting.
-PAD_MAX_CELLS = 1 << 28  # 1 GiB of float32
-PAD_BLOWUP = 16
-
 # Errors the parsers (numpy, zipfile, csv, zlib) raise on malformed content.
 _PARSE_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, UnicodeDecodeError, csv.Error,
                  zlib.error, struct.error, OverflowError, NotImplementedError)
-
-
-@dataclass
-class SequenceData:
-    """Sequences read from a file, right-padded to a common length.
-
-    Attributes:
-        X: (N, T, F) float32, zeros after each row's length.
-        lengths: (N,) int64, real number of timesteps of each row (1 <= lengths <= T).
-        y: (N,) raw labels as read (numbers or strings), or None when the file has none.
-        ids: (N,) str sample ids (from the file, else "0", "1", ...).
-        feature_names: names of the F features when the file gives them.
-        lengths_given: the file states the lengths (NPZ ``lengths``, or rows of their own length: CSV,
-            .ts, Parquet); False for an array without them (.npy, NPZ without ``lengths``), whose
-            lengths a model with its own Masking value reads off trailing mask-valued steps.
-    """
-
-    X: np.ndarray
-    lengths: np.ndarray
-    y: Optional[np.ndarray] = None
-    ids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=str))
-    feature_names: Optional[list[str]] = None
-    lengths_given: bool = True
-
-    @property
-    def n_samples(self) -> int:
-        return int(self.X.shape[0])
-
-    @property
-    def n_features(self) -> int:
-        return int(self.X.shape[2])
-
-    @property
-    def variable_length(self) -> bool:
-        return bool(self.n_samples and (self.lengths != self.X.shape[1]).any())
-
-
-def pad_sequences(series: list[np.ndarray], dtype=np.float32) -> tuple[np.ndarray, np.ndarray]:
-    """Right-pad a list of (T_i, F) arrays with zeros.
-
-    Returns:
-        X: (N, max T_i, F) array of ``dtype``; lengths: (N,) int64.
-    """
-    if not series:
-        raise InputError("expected at least one sequence, got an empty list")
-    n_features = {int(s.shape[1]) for s in series}
-    if len(n_features) != 1:
-        raise InputError(f"all sequences must have the same number of features, got {sorted(n_features)}")
-    lengths = np.array([s.shape[0] for s in series], dtype=np.int64)
-    n_feat = next(iter(n_features))
-    padded = len(series) * int(lengths.max()) * n_feat
-    if padded > PAD_MAX_CELLS and padded > PAD_BLOWUP * int(lengths.sum()) * n_feat:
-        raise InputError(
-            f"padding {len(series)} sequences to the longest ({int(lengths.max())} timesteps) would need "
-            f"{padded * np.dtype(dtype).itemsize / 2**30:.1f} GiB for {int(lengths.sum())} real timesteps: "
-            "expected sequences of comparable length; split the file or trim the longest series"
-        )
-    X = np.zeros((len(series), int(lengths.max()), n_features.pop()), dtype=dtype)
-    for i, s in enumerate(series):
-        X[i, : s.shape[0]] = s
-    return X, lengths
 
 
 def read_sequences(path: str | os.PathLike) -> SequenceData:
@@ -133,13 +73,15 @@ def read_sequences(path: str | os.PathLike) -> SequenceData:
     reader = {".npz": _read_npz, ".npy": _read_npy, ".csv": _read_csv, ".ts": _read_ts, ".parquet": _read_parquet}[suffix]
     try:
         data = reader(p)
-    except (DataFormatError, InputError):
+    except (DataFormatError, InputError) as exc:
+        if exc.file is None:
+            exc.file = str(p)  # every error of a data file names it in its fields too
         raise
     except PermissionError as exc:
-        raise DataFormatError(f"cannot read {str(p)!r}: {exc.strerror}") from None
+        raise DataFormatError(f"cannot read {str(p)!r}: {exc.strerror}", file=p) from None
     except _PARSE_ERRORS as exc:
         detail = str(exc) or type(exc).__name__
-        raise DataFormatError(f"cannot read {str(p)!r} as {suffix[1:].upper()}: {detail}") from None
+        raise DataFormatError(f"cannot read {str(p)!r} as {suffix[1:].upper()}: {detail}", file=p) from None
     if data.n_samples == 0:
         raise DataFormatError(f"{str(p)!r} holds no samples: expected at least one sequence")
     if data.ids.shape[0] != data.n_samples:
@@ -301,7 +243,7 @@ def _read_npz(p: Path) -> SequenceData:
         n, t = X.shape[:2]
         y = load("y") if "y" in keys else None
         if y is not None:
-            y = _check_labels(y, n, f"{p}:y")
+            y = check_labels(y, n, f"{p}:y")
         if "lengths" in keys:
             lengths = load("lengths")
             if lengths.dtype.kind not in "iu" or lengths.shape != (n,):
@@ -322,25 +264,36 @@ def _read_npz(p: Path) -> SequenceData:
     return SequenceData(X=X, lengths=lengths, y=y, ids=ids, lengths_given="lengths" in keys)
 
 
-def _check_labels(y: np.ndarray, n: int, where: str) -> np.ndarray:
-    if y.shape != (n,):
-        raise DataFormatError(f"{where}: expected labels of shape ({n},), got {y.shape}")
-    if y.dtype.kind not in "biuUS":
-        if y.dtype.kind == "f" and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
-            return y.astype(np.int64)
-        raise DataFormatError(f"{where}: expected integer or string labels, got dtype {y.dtype}")
-    if y.dtype.kind == "S":
-        y = y.astype(str)
-    return y
-
-
 # ---------------------------------------------------------------------------- CSV (long)
 
-def _parse_float(text: str, where: str) -> float:
+def _parse_float(text: str, where: str, **fields) -> float:
     try:
         return float(text)
     except ValueError:
-        raise DataFormatError(f"{where}: expected a number, got {text!r}") from None
+        raise DataFormatError(f"{where}: expected a number, got {text!r}", **fields) from None
+
+
+def _parse_timestep(text: str, p: Path, line_no: int, sid: str) -> int:
+    """The ``t`` cell of a long-layout CSV row: a timestep index 0, 1, 2, ... (``3.0`` reads as 3)."""
+    where = f"{p}:{line_no} column 't'"
+    t = _parse_float(text, where, file=p, line=line_no, sample=sid)
+    if not np.isfinite(t):
+        raise DataFormatError(f"{where}: expected a finite time index, got {text!r}", file=p, line=line_no, sample=sid)
+    if t < 0 or t != int(t):
+        raise DataFormatError(f"{where}: expected a timestep index (an integer 0, 1, 2, ...), got {text!r}",
+                              file=p, line=line_no, sample=sid)
+    return int(t)
+
+
+def _check_no_gaps(p: Path, sid: str, steps: list[int], lines: list[int]) -> None:
+    """Refuse a sequence whose sorted timesteps ``steps`` are not 0, 1, ..., len - 1 (a gap or a late start).
+
+    ``lines`` are the CSV lines of ``steps``; the error names the line of the row after the gap.
+    """
+    for expected, (t, line) in enumerate(zip(steps, lines)):
+        if t != expected:
+            raise DataFormatError(f"{p}:{line}: sample_id {sid!r} has {missing_timesteps(expected, t)}",
+                                  file=p, line=line, sample=sid, timestep=expected)
 
 
 def _read_csv(p: Path) -> SequenceData:
@@ -353,71 +306,64 @@ def _read_csv(p: Path) -> SequenceData:
         header = [h.strip() for h in header]
         if len(header) < 3 or header[0] != "sample_id" or header[1] != "t":
             raise DataFormatError(
-                f"{p}: expected header 'sample_id,t,<feature columns...>[,label]', got {','.join(header)!r}"
+                f"{p}: expected header 'sample_id,t,<feature columns...>[,label]', got {','.join(header)!r}", line=1
             )
         has_label = header[-1] == "label"
         feature_names = header[2:-1] if has_label else header[2:]
         if not feature_names:
-            raise DataFormatError(f"{p}: expected at least one feature column between 't' and 'label'")
+            raise DataFormatError(f"{p}: expected at least one feature column between 't' and 'label'", line=1)
         if len(set(header)) != len(header):
-            raise DataFormatError(f"{p}: duplicate column names in header {header}")
+            raise DataFormatError(f"{p}: duplicate column names in header {header}", line=1)
         width = len(header)
-        series: dict[str, list[tuple[float, list[float]]]] = {}
+        series: dict[str, list[tuple[int, int, list[float]]]] = {}  # sample_id -> [(t, line, features)]
         labels: dict[str, str] = {}
-        seen: set[tuple[str, float]] = set()
+        seen: dict[tuple[str, int], int] = {}  # (sample_id, t) -> line of its row
         for line_no, row in enumerate(rows, start=2):
             if not row or all(not c.strip() for c in row):
                 continue  # blank line
             if len(row) != width:
-                raise DataFormatError(f"{p}:{line_no}: expected {width} columns, got {len(row)}")
+                raise DataFormatError(f"{p}:{line_no}: expected {width} columns, got {len(row)}", line=line_no)
             sid = row[0].strip()
             if not sid:
-                raise DataFormatError(f"{p}:{line_no}: empty sample_id")
+                raise DataFormatError(f"{p}:{line_no}: empty sample_id", line=line_no)
             if "\x00" in sid or (has_label and "\x00" in row[-1]):
-                raise DataFormatError(f"{p}:{line_no}: NUL byte in a text cell: expected a text CSV, not binary data")
-            t = _parse_float(row[1].strip(), f"{p}:{line_no} column 't'")
-            if not np.isfinite(t):
-                raise DataFormatError(f"{p}:{line_no} column 't': expected a finite time index, got {row[1].strip()!r}")
+                raise DataFormatError(f"{p}:{line_no}: NUL byte in a text cell: expected a text CSV, not binary data",
+                                      line=line_no)
+            t = _parse_timestep(row[1].strip(), p, line_no, sid)
             if (sid, t) in seen:
-                raise DataFormatError(f"{p}:{line_no}: duplicate row for sample_id {sid!r} at t={row[1].strip()}")
-            seen.add((sid, t))
+                raise DataFormatError(
+                    f"{p}:{line_no}: duplicate row for sample_id {sid!r} at t={t} (first at line {seen[sid, t]}): "
+                    "expected one row per timestep", line=line_no, sample=sid, timestep=t)
+            seen[sid, t] = line_no
             feats = [
-                _parse_float(row[2 + j].strip(), f"{p}:{line_no} column {feature_names[j]!r}")
+                _parse_float(row[2 + j].strip(), f"{p}:{line_no} column {feature_names[j]!r}",
+                             line=line_no, sample=sid, timestep=t, feature=feature_names[j])
                 for j in range(len(feature_names))
             ]
-            series.setdefault(sid, []).append((t, feats))
+            series.setdefault(sid, []).append((t, line_no, feats))
             if has_label:
                 lab = row[-1].strip()
                 if sid in labels and labels[sid] != lab:
                     raise DataFormatError(
-                        f"{p}:{line_no}: sample_id {sid!r} has label {lab!r} but earlier rows say {labels[sid]!r}"
-                    )
+                        f"{p}:{line_no}: sample_id {sid!r} has label {lab!r} but earlier rows say {labels[sid]!r}",
+                        line=line_no, sample=sid, timestep=t)
                 labels[sid] = lab
     if not series:
         raise DataFormatError(f"{str(p)!r} has a header but no data rows")
     ids = list(series)
-    arrays = [np.array([f for _, f in sorted(series[s], key=lambda r: r[0])], dtype=np.float64) for s in ids]
+    arrays = []
+    for sid in ids:
+        rows_of = sorted(series[sid], key=lambda r: r[0])  # rows may come in any order
+        _check_no_gaps(p, sid, [r[0] for r in rows_of], [r[1] for r in rows_of])
+        arrays.append(np.array([r[2] for r in rows_of], dtype=np.float64))  # (T_i, F)
     big = max(np.abs(a[np.isfinite(a)]).max(initial=0.0) for a in arrays)
     if big > np.finfo(np.float32).max:
         raise DataFormatError(f"{p}: values up to {big:.3g} overflow float32")
     X, lengths = pad_sequences([a.astype(np.float32) for a in arrays])
     y = None
     if has_label:
-        y = _labels_from_text([labels[s] for s in ids], f"{p}:label")
+        y = labels_from_text([labels[s] for s in ids], f"{p}:label")
     return SequenceData(X=X, lengths=lengths, y=y, ids=np.array(ids), feature_names=feature_names)
-
-
-def _labels_from_text(values: list[str], where: str) -> np.ndarray:
-    """Labels read as text: integers when all are integers, else strings."""
-    if any(v == "" for v in values):
-        raise DataFormatError(f"{where}: empty label")
-    try:
-        as_float = [float(v) for v in values]
-    except ValueError:
-        return np.array(values, dtype=str)
-    if all(np.isfinite(f) and f == int(f) and abs(f) < 2**63 for f in as_float):
-        return np.array([int(f) for f in as_float], dtype=np.int64)
-    return np.array(values, dtype=str)
 
 
 # ---------------------------------------------------------------------------- UCR/UEA .ts
@@ -440,43 +386,44 @@ def _read_ts(p: Path) -> SequenceData:
                 declared_dims = 1
             elif low.startswith("@dimensions") and len(low.split()) > 1:
                 if not low.split()[1].isdigit() or int(low.split()[1]) < 1:
-                    raise DataFormatError(f"{p}:{line_no}: expected '@dimensions <positive integer>', got {line[:40]!r}")
+                    raise DataFormatError(f"{p}:{line_no}: expected '@dimensions <positive integer>', got {line[:40]!r}", line=line_no)
                 declared_dims = int(low.split()[1])
             elif low.startswith("@classlabel"):
                 has_label = len(low.split()) > 1 and low.split()[1] == "true"
             elif low.startswith("@timestamps") and low.split()[-1] == "true":
-                raise DataFormatError(f"{p}:{line_no}: .ts files with timestamps are not supported")
+                raise DataFormatError(f"{p}:{line_no}: .ts files with timestamps are not supported", line=line_no)
             elif low.startswith("@data"):
                 in_data = True
             elif not low.startswith("@"):
-                raise DataFormatError(f"{p}:{line_no}: expected an '@' header line or '@data', got {line[:40]!r}")
+                raise DataFormatError(f"{p}:{line_no}: expected an '@' header line or '@data', got {line[:40]!r}", line=line_no)
             continue
         parts = line.split(":")
         if has_label:
             if len(parts) < 2:
-                raise DataFormatError(f"{p}:{line_no}: expected '<values>:<label>', got no ':' separator")
+                raise DataFormatError(f"{p}:{line_no}: expected '<values>:<label>', got no ':' separator", line=line_no)
             labels.append(parts[-1].strip())
             parts = parts[:-1]
         if n_dims is None:
             n_dims = len(parts)
             if declared_dims is not None and n_dims != declared_dims:
-                raise DataFormatError(f"{p}:{line_no}: the header declares {declared_dims} dimension(s), got {n_dims}")
+                raise DataFormatError(f"{p}:{line_no}: the header declares {declared_dims} dimension(s), got {n_dims}", line=line_no)
         elif len(parts) != n_dims:
-            raise DataFormatError(f"{p}:{line_no}: expected {n_dims} dimensions, got {len(parts)}")
+            raise DataFormatError(f"{p}:{line_no}: expected {n_dims} dimensions, got {len(parts)}", line=line_no)
         dims = []
         for d, chunk in enumerate(parts):
             vals = [v.strip() for v in chunk.split(",")]
-            dims.append([np.nan if v == "?" else _parse_float(v, f"{p}:{line_no} dimension {d}") for v in vals])
+            dims.append([np.nan if v == "?" else _parse_float(v, f"{p}:{line_no} dimension {d}", line=line_no,
+                                                              sample=len(series), feature=d) for v in vals])
         lens = {len(d) for d in dims}
         if len(lens) != 1:
-            raise DataFormatError(f"{p}:{line_no}: dimensions have different lengths {sorted(lens)}")
+            raise DataFormatError(f"{p}:{line_no}: dimensions have different lengths {sorted(lens)}", line=line_no)
         arr = np.array(dims, dtype=np.float64).T  # (T_i, F)
         # UCR pads unequal lengths with trailing NaN ('?'): drop trailing all-NaN steps.
         keep = len(arr)
         while keep > 0 and np.isnan(arr[keep - 1]).all():
             keep -= 1
         if keep == 0:
-            raise DataFormatError(f"{p}:{line_no}: series has no values")
+            raise DataFormatError(f"{p}:{line_no}: series has no values", line=line_no)
         series.append(arr[:keep])  # float64 until the overflow check below
     if not in_data:
         raise DataFormatError(f"{p}: no '@data' line found: expected a UCR/UEA .ts file")
@@ -486,7 +433,7 @@ def _read_ts(p: Path) -> SequenceData:
     if big > float(np.finfo(np.float32).max):
         raise DataFormatError(f"{p}: values up to {big:.3g} overflow float32")
     X, lengths = pad_sequences([a.astype(np.float32) for a in series])
-    y = _labels_from_text(labels, f"{p}:label") if has_label else None
+    y = labels_from_text(labels, f"{p}:label") if has_label else None
     return SequenceData(X=X, lengths=lengths, y=y)
 
 

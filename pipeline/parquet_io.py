@@ -4,7 +4,8 @@ Owns: decoding a pyarrow table of sequences into float32 timesteps + lengths + i
 reason for every row that cannot be scored; reading one Parquet file as a ``SequenceData``
 (``datafiles.read_sequences``); writing a table to a file atomically on any pyarrow filesystem.
 Imports: numpy, pyarrow (the optional ``parquet`` extra; this module is imported lazily, only
-when Parquet is used) and pipeline.errors / pipeline.datafiles.
+when Parquet is used), pipeline.errors and pipeline.sequences (never pipeline.datafiles, which
+imports this module).
 Reads: the Parquet file given to ``read_parquet_sequences``. Writes: what ``write_table_atomic``
 is given.
 
@@ -12,13 +13,15 @@ Layouts (see README "Batch scoring on Ray and Spark"):
     nested  one row per sequence: an id column and a column ``x`` of type list<list<number>>
             holding T_i x F values (T_i may differ between rows).
     long    one row per timestep: ``sample_id, t, <feature columns...>[, label]``, as the CSV
-            layout; rows may come in any order.
+            layout; ``t`` is the timestep index 0, 1, ..., T_i - 1 of each sequence, each once (a
+            sequence with a missing, repeated, null or non-integer ``t`` is refused with the
+            ``t``); rows may come in any order.
 """
 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterator, Optional
 
 import numpy as np
@@ -26,8 +29,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.datafiles import PAD_BLOWUP, PAD_MAX_CELLS, SequenceData, _labels_from_text
 from pipeline.errors import DataFormatError, InputError
+from pipeline.sequences import SequenceData, check_padding_size, labels_from_text, missing_timesteps, t_text
 
 __all__ = ["LAYOUTS", "X_COLUMN", "T_COLUMN", "LABEL_COLUMN", "Decoded", "detect_layout", "default_id_column",
            "long_feature_columns", "check_schema", "decode", "decode_nested", "decode_long",
@@ -119,6 +122,8 @@ class Decoded:
         labels: (n,) labels from a ``label`` column, or None.
         bad_ids: (m,) ids of the refused sequences (may hold nulls); bad_reasons: m one-line reasons.
         rows_in: sequences in the table (n + m).
+        bad_fields: m dicts, where in each refused sequence the reason points (``timestep``, ``feature``,
+            as for InputError's fields; empty when it is the whole sequence).
     """
 
     ids: pa.Array
@@ -128,6 +133,7 @@ class Decoded:
     bad_ids: pa.Array
     bad_reasons: list
     rows_in: int
+    bad_fields: list = field(default_factory=list)
 
     @property
     def n_features(self) -> int:
@@ -161,10 +167,7 @@ class Decoded:
         """X (n, max T, F) float32 right-padded with zeros, and lengths (n,); the datafiles padding guard."""
         n, F = len(self.steps), self.n_features
         T = int(self.steps.max())
-        cells = n * T * F
-        if cells > PAD_MAX_CELLS and cells > PAD_BLOWUP * int(self.steps.sum()) * F:
-            raise InputError(f"padding {n} sequences to the longest ({T} timesteps) would need {cells * 4 / 2**30:.1f} GiB "
-                             f"for {int(self.steps.sum())} real timesteps: expected sequences of comparable length")
+        check_padding_size(n, T, F, int(self.steps.sum()))
         if (self.steps == T).all():
             return self.values.reshape(n, T, F), self.steps.copy()
         X = np.zeros((n, T, F), dtype=np.float32)
@@ -172,6 +175,29 @@ class Decoded:
         pos = np.arange(len(row)) - np.repeat(np.cumsum(self.steps) - self.steps, self.steps)
         X[row, pos] = self.values
         return X, self.steps.copy()
+
+
+class _Refusals:
+    """The first reason (and its fields) per refused sequence, by sequence number."""
+
+    def __init__(self) -> None:
+        self.reason: dict[int, str] = {}
+        self.fields: dict[int, dict] = {}
+
+    def add(self, i, text: str, **fields) -> None:
+        """Refuse sequence ``i`` for ``text`` unless it is refused already (the first reason is kept)."""
+        if int(i) not in self.reason:
+            self.reason[int(i)] = text
+            self.fields[int(i)] = fields
+
+    def __contains__(self, i) -> bool:
+        return int(i) in self.reason
+
+    def __bool__(self) -> bool:
+        return bool(self.reason)
+
+    def rows(self) -> list[int]:
+        return list(self.reason)
 
 
 def _np(arr: pa.Array, fill) -> np.ndarray:
@@ -220,11 +246,11 @@ def decode_nested(table, id_column: str, n_features: Optional[int] = None, check
     inner = x.flatten()                                          # (sum steps,) list of features
     width = _np(pc.list_value_length(inner), -1).astype(np.int64)  # (sum steps,)
     values = inner.flatten()                                     # (sum width,) numbers
-    reason: dict[int, str] = {}
+    reason = _Refusals()
     for i in np.flatnonzero(outer < 0):
-        reason[int(i)] = "x is null: expected a list of timesteps"
+        reason.add(i, "x is null: expected a list of timesteps")
     for i in np.flatnonzero(outer == 0):
-        reason[int(i)] = "empty sequence: expected at least 1 timestep, got 0"
+        reason.add(i, "empty sequence: expected at least 1 timestep, got 0")
     step_end = np.cumsum(steps)                                  # (n,) end of each row's timesteps
 
     def row_and_step(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -241,8 +267,8 @@ def decode_nested(table, id_column: str, n_features: Optional[int] = None, check
         rows, pos = row_and_step(bad_step)
         rows, first = np.unique(rows, return_index=True)         # the first bad timestep of each row
         for r, s, k in zip(rows, bad_step[first], pos[first]):
-            reason.setdefault(int(r), f"timestep {int(k)} is null: expected {F} features" if width[s] < 0 else
-                              f"expected {F} features per timestep, got {int(width[s])} at timestep {int(k)}")
+            reason.add(r, f"timestep {int(k)} is null: expected {F} features" if width[s] < 0 else
+                       f"expected {F} features per timestep, got {int(width[s])} at timestep {int(k)}", timestep=int(k))
     v32, raw, valid = _float32_values(values)
     width0 = np.maximum(width, 0)
     value_end = None if not len(bad_step) else np.cumsum(width0)  # (sum steps,) end of each timestep's values
@@ -257,26 +283,28 @@ def decode_nested(table, id_column: str, n_features: Optional[int] = None, check
             rows, pos = row_and_step(steps_of)
             rows, first = np.unique(rows, return_index=True)     # the first bad value of each row
             for r, i, k, j in zip(rows, bad_v[first], pos[first], feat[first]):
-                reason.setdefault(int(r), f"expected finite values, got {_value_reason(raw, valid, i)} at timestep "
-                                          f"{int(k)}, feature {int(j)}")
+                reason.add(r, f"expected finite values, got {_value_reason(raw, valid, i)} at timestep "
+                              f"{int(k)}, feature {int(j)}", timestep=int(k), feature=int(j))
     labels = table.column(LABEL_COLUMN).combine_chunks() if LABEL_COLUMN in table.column_names else None
     if not reason:
         return Decoded(ids, v32.reshape(-1, F), steps, labels, ids.slice(0, 0), [], n)
     bad = np.zeros(n, dtype=bool)
-    bad[list(reason)] = True
+    bad[reason.rows()] = True
     good = np.flatnonzero(~bad)
     step_bad = np.repeat(bad, steps)                             # (sum steps,)
     keep_value = np.repeat(~step_bad, width0)                    # (sum width,)
     bad_rows = np.flatnonzero(bad)
     return Decoded(ids.take(pa.array(good)), v32[keep_value].reshape(-1, F), steps[good],
                    None if labels is None else labels.take(pa.array(good)),
-                   ids.take(pa.array(bad_rows)), [reason[int(i)] for i in bad_rows], n)
+                   ids.take(pa.array(bad_rows)), [reason.reason[int(i)] for i in bad_rows], n,
+                   [reason.fields[int(i)] for i in bad_rows])
 
 
 def decode_long(table, id_column: str, feature_columns: list[str], check_values: bool = True) -> Decoded:
     """Decode a long-layout table (sample_id, t, features...): one sequence per id, ordered by t.
 
-    Refused sequences: a null or duplicate ``t``; with ``check_values``, a null, NaN or Inf
+    Refused sequences: a null, duplicate, negative or non-integer ``t``, or a missing one (``t`` must
+    be 0, 1, ..., T_i - 1: a gap, or a first row after t=0); with ``check_values``, a null, NaN or Inf
     feature value or one beyond float32. Rows with a null id are refused together as one entry
     (id null). Ids come out in first-seen order.
     """
@@ -310,7 +338,8 @@ def decode_long(table, id_column: str, feature_columns: list[str], check_values:
     for j, (_, v32, _, _) in enumerate(cols):
         values[:, j] = v32 if order is None else v32[order]
     values = values[first:]
-    reason: dict[int, str] = {}
+    reason = _Refusals()
+
     def first_per_sample(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(sample, its first row) for the rows given (ascending): one reason per sample."""
         samples, idx = np.unique(codes_k[rows], return_index=True)
@@ -318,10 +347,20 @@ def decode_long(table, id_column: str, feature_columns: list[str], check_values:
 
     same = codes_k[1:] == codes_k[:-1]
     for smp, i in zip(*first_per_sample(np.flatnonzero(same & (tv_k[1:] == tv_k[:-1])))):
-        reason.setdefault(int(smp), f"duplicate rows at t={tv_k[i]:g}")
+        t_i = float(tv_k[i])
+        reason.add(smp, f"duplicate rows at t={t_text(t_i)}: expected one row per timestep",
+                   **({"timestep": int(t_i)} if t_i.is_integer() else {}))
     if t_null is not None:
         for smp, _ in zip(*first_per_sample(np.flatnonzero(t_null[first:]))):
-            reason.setdefault(int(smp), f"a row with a null {T_COLUMN!r}")
+            reason.add(smp, f"a row with a null {T_COLUMN!r}")
+    with np.errstate(invalid="ignore"):
+        not_index = ~(np.isfinite(tv_k) & (tv_k >= 0) & (tv_k == np.floor(tv_k)))   # (rows,) NaN, Inf, -1, 0.5
+    for smp, i in zip(*first_per_sample(np.flatnonzero(not_index))):
+        reason.add(smp, f"expected a timestep index (an integer 0, 1, 2, ...) in {T_COLUMN!r}, got {t_text(tv_k[i])}")
+    pos = np.arange(len(codes_k)) - np.repeat(np.cumsum(steps) - steps, steps)     # (rows,) place in its sequence
+    for smp, i in zip(*first_per_sample(np.flatnonzero(tv_k != pos))):              # t sorted: the first gap
+        if smp not in reason:
+            reason.add(smp, missing_timesteps(int(pos[i]), int(tv_k[i])), timestep=int(pos[i]))
     if (check_values and not np.isfinite(values).all()) or any(c[3] is not None for c in cols):
         bad_cells = ~np.isfinite(values) if check_values else np.zeros(values.shape, dtype=bool)
         if not check_values:
@@ -335,8 +374,8 @@ def decode_long(table, id_column: str, feature_columns: list[str], check_values:
             _, _, raw, valid = cols[j]
             src = int(i + first) if order is None else int(order[i + first])
             step = int(i - np.searchsorted(codes_k, s))
-            reason[s] = (f"expected finite values, got {_value_reason(raw, valid, src)} at timestep {step}, "
-                         f"feature {feature_columns[j]!r}")
+            reason.add(s, f"expected finite values, got {_value_reason(raw, valid, src)} at timestep {step}, "
+                          f"feature {feature_columns[j]!r}", timestep=step, feature=feature_columns[j])
     labels = None
     if LABEL_COLUMN in table.column_names:
         lab = table.column(LABEL_COLUMN).combine_chunks()
@@ -347,23 +386,25 @@ def decode_long(table, id_column: str, feature_columns: list[str], check_values:
         run_label = labels.take(pa.array(np.repeat(np.arange(n_samples), steps))) if n_samples else labels
         differ = np.flatnonzero(_np(pc.not_equal(lab, run_label), True))
         for i in differ:
-            reason.setdefault(int(codes_k[i]), f"rows disagree on the label ({run_label[int(i)]} vs {lab[int(i)]})")
-    bad_ids, bad_reasons = [], []
+            reason.add(codes_k[i], f"rows disagree on the label ({run_label[int(i)]} vs {lab[int(i)]})")
+    bad_ids, bad_reasons, bad_fields = [], [], []
     if null_rows:
         bad_ids.append(None)
         bad_reasons.append(f"{null_rows} row(s) with a null {id_column!r}")
+        bad_fields.append({})
     rows_in = n_samples + (1 if null_rows else 0)
     if not reason:
-        return Decoded(uniq, values, steps, labels, pa.array(bad_ids, type=ids.type), bad_reasons, rows_in)
+        return Decoded(uniq, values, steps, labels, pa.array(bad_ids, type=ids.type), bad_reasons, rows_in, bad_fields)
     bad = np.zeros(n_samples, dtype=bool)
-    bad[list(reason)] = True
+    bad[reason.rows()] = True
     good = np.flatnonzero(~bad)
     keep = ~bad[codes_k]
     bad_samples = np.flatnonzero(bad)
     bad_id_arr = pa.concat_arrays([pa.array(bad_ids, type=ids.type), uniq.take(pa.array(bad_samples))])
     return Decoded(uniq.take(pa.array(good)), values[keep], steps[good],
                    None if labels is None else labels.take(pa.array(good)),
-                   bad_id_arr, bad_reasons + [reason[int(s)] for s in bad_samples], rows_in)
+                   bad_id_arr, bad_reasons + [reason.reason[int(s)] for s in bad_samples], rows_in,
+                   bad_fields + [reason.fields[int(s)] for s in bad_samples])
 
 
 def decode(table, layout: str, id_column: str, feature_columns: Optional[list[str]] = None,
@@ -432,15 +473,17 @@ def read_parquet_sequences(path) -> SequenceData:
         raise DataFormatError(f"{str(path)!r} holds no samples: expected at least one sequence")
     dec = decode(table, layout, id_column, features, check_values=False)
     if dec.bad_reasons:
-        raise DataFormatError(f"{path}: {id_column} {dec.bad_ids[0].as_py()!r}: {dec.bad_reasons[0]}"
-                              + (f" ({len(dec.bad_reasons)} sequences refused in all)" if len(dec.bad_reasons) > 1 else ""))
+        sample = dec.bad_ids[0].as_py()
+        raise DataFormatError(f"{path}: {id_column} {sample!r}: {dec.bad_reasons[0]}"
+                              + (f" ({len(dec.bad_reasons)} sequences refused in all)" if len(dec.bad_reasons) > 1 else ""),
+                              file=path, sample=sample, **dec.bad_fields[0])
     X, lengths = dec.padded()
     y = None
     if dec.labels is not None:
         lab = dec.labels
         if lab.null_count:
             raise DataFormatError(f"{path}: {LABEL_COLUMN}: expected a label on every sequence, got nulls")
-        y = _labels_from_text([str(v) for v in lab.to_pylist()], f"{path}:{LABEL_COLUMN}")
+        y = labels_from_text([str(v) for v in lab.to_pylist()], f"{path}:{LABEL_COLUMN}")
     ids = np.array([str(v) for v in dec.ids.to_pylist()])
     return SequenceData(X=X, lengths=lengths, y=y, ids=ids,
                         feature_names=features or None)

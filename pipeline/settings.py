@@ -92,7 +92,7 @@ DEFAULT_MEMBERS = 2
 
 @dataclass
 class ModelConfig:
-    """Keras architecture: [Masking] -> GRU stack -> [pooling] -> Dense(1, sigmoid)."""
+    """Keras architecture: [Masking] -> GRU stack -> [pooling] -> Dense(1, sigmoid) (2 classes) or Dense(k, softmax)."""
 
     units: int = setting(64, "GRU units per layer (per direction)", ge=1, flag="--units")
     layers: int = setting(1, "stacked GRU layers", ge=1, flag="--layers")
@@ -112,7 +112,8 @@ class ModelConfig:
     dropout: float = setting(0.0, "input dropout rate (training only)", ge=0, lt=1, flag="--dropout")
     recurrent_dropout: float = setting(0.0, "recurrent dropout rate (training only)", ge=0, lt=1,
                                        flag="--recurrent-dropout")
-    masking: Optional[bool] = setting(None, "Masking layer for right-padded variable-length data",
+    masking: Optional[bool] = setting(None, "skip the steps past each series' length (a Masking layer fed from the "
+                                            "lengths; real all-zero steps stay data)",
                                       unset="on when the sequence lengths vary", flag="--masking")
     # avg gives every step a short gradient path, so long series (T=150+) do not end at chance on small
     # data; it streams like `last`.
@@ -171,15 +172,15 @@ class TrainConfig:
     clipnorm: float = setting(1.0, "clip the global gradient norm to this (keeps long sequences stable); 0 = off",
                               ge=0)
     class_weight: str = setting(
-        "balanced", "balanced = weight each class n / (2 * n_class) so an imbalanced file does not collapse "
-                    "onto the majority class; none = unweighted",
+        "balanced", "balanced = weight each of the k classes n / (k * n_class) so an imbalanced file does not "
+                    "collapse onto the majority class; none = unweighted",
         choices=("balanced", "none"), flag="--class-weight")
     conditioning_retries: int = setting(
         1, "when verification refuses the model, train again up to this many times, each with "
            "model.recurrent_norm_max halved (0 = never; no retry when the cap is off)",
         ge=0, le=3, flag="--conditioning-retries", metavar="N")
     threshold: Optional[float] = setting(
-        None, "decision threshold on p(class 1)",
+        None, "decision threshold on p(class 1) (two classes only: k >= 3 classes decide by argmax)",
         unset="0.5; with a validation split, chosen on it for the best balanced accuracy",
         gt=0, lt=1, flag="--threshold")
     # The Python API also takes the ints 0, 1, 2, hence a rule on str(value) rather than choices.

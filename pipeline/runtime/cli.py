@@ -18,6 +18,7 @@ first malformed line stops with a one-line error on stderr and exit code 2 (no g
 ``gru-predict MODEL_DIR INPUT --output DIR [--engine local|ray|spark] [--workers N] [--layout nested|long]
 [--id-column C] [--resume]`` scores a Parquet file, directory or URI into a Parquet directory (one
 part per input fragment, ``_errors``, ``_summary.json``, ``_SUCCESS``; see pipeline.runtime.batch).
+A directory INPUT is always such a job: one holding no Parquet files is refused saying what it holds.
 
 Owns: the predict command line. Imports: the TF-free runtime only; pipeline.runtime.batch (pyarrow,
 and ray or pyspark for their engines) only when the input is Parquet.
@@ -81,11 +82,48 @@ def parser() -> argparse.ArgumentParser:
 
 
 BATCH_FLAGS = ("engine", "workers", "layout", "id_column", "resume")
+PARQUET_SUFFIXES = (".parquet", ".parq", ".pq")  # as pipeline.runtime.batch.plan (which needs pyarrow)
+DATA_SUFFIXES = ".npz, .npy, .csv, .ts, .parquet"
 
 
 def is_parquet_input(location: str) -> bool:
     """A .parquet file, a directory (of Parquet files) or a URI."""
-    return "://" in location or Path(location).suffix.lower() in (".parquet", ".parq", ".pq") or Path(location).is_dir()
+    return "://" in location or Path(location).suffix.lower() in PARQUET_SUFFIXES or Path(location).is_dir()
+
+
+def _parquet_files_under(folder: Path) -> tuple[int, list[str]]:
+    """(number of Parquet files a batch job would read under ``folder``, the names directly in it).
+
+    The batch job's rule (``plan.list_input_files``): every *.parquet / .parq / .pq file, at any
+    depth, whose path below ``folder`` has no part starting with ``_`` or ``.``.
+    """
+    count = 0
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = [d for d in dirs if not d.startswith(("_", "."))]
+        count += sum(1 for f in files if not f.startswith(("_", ".")) and f.lower().endswith(PARQUET_SUFFIXES))
+    return count, sorted(os.listdir(folder))
+
+
+def check_directory_input(location: str, output: Optional[str]) -> None:
+    """A local directory INPUT is a Parquet batch job: refuse one without Parquet files or without --output.
+
+    Raises:
+        InputError: naming what such a directory must contain and what this one holds.
+    """
+    folder = Path(location)
+    n_parquet, names = _parquet_files_under(folder)
+    if n_parquet == 0:
+        shown = ", ".join(names[:6]) + (f", ... ({len(names)} entries)" if len(names) > 6 else "")
+        hint = ""
+        if (folder / "manifest.json").is_file():
+            hint = (f"; {location!r} looks like an exported model folder: give it as MODEL_DIR and a data file "
+                    f"({DATA_SUFFIXES}) as INPUT")
+        raise InputError(f"INPUT {location!r} is a directory with no Parquet files ({', '.join(PARQUET_SUFFIXES)}): "
+                         f"a directory INPUT is scored as a Parquet batch job (with --output DIR) and must hold "
+                         f"them; this one holds {shown or 'nothing'}{hint}")
+    if not output:
+        raise InputError(f"INPUT {location!r} is a directory of {n_parquet} Parquet file(s), scored as a batch job "
+                         "that writes a directory of Parquet parts: expected --output DIR")
 
 
 def batch_main(args) -> int:
@@ -216,14 +254,20 @@ def predict_npy_chunked(predictor, path: str, fh: TextIO, chunk_bytes: int = NPY
         if bad.any():
             i, step, feat = (int(v) for v in np.argwhere(bad)[0])
             raise InputError(f"{path}: expected finite values, got {X[i, step, feat]} at sample {start + i}, "
-                             f"timestep {step}, feature {feat}")
+                             f"timestep {step}, feature {feat}", file=path, sample=start + i, timestep=step, feature=feat,
+                             sample_message=f"{path}: expected finite values, got {X[i, step, feat]} at timestep {step}, "
+                                            f"feature {feat}")
     names = None if predictor.task == "binary" else predictor.class_names
     csv.writer(fh, lineterminator="\n").writerow(header(names))
     for start, X in iter_npy_chunks(path, rows)[1]:
         try:
             proba = predictor.predict_proba(X)
         except InputError as exc:
-            raise InputError(f"{path}: rows {start}..{start + len(X) - 1} (sample numbers count from {start}): {exc}") from None
+            if exc.sample is None:  # about the chunk as a whole
+                raise InputError(f"{path}: rows {start}..{start + len(X) - 1}: {exc}", file=path) from None
+            i = start + int(exc.sample)  # the chunk's row -> the file's sample number
+            raise InputError(f"{path}: sample {i}: {exc.without_sample()}", file=path, sample=i, timestep=exc.timestep,
+                             feature=exc.feature, sample_message=f"{path}: {exc.without_sample()}") from None
         write_rows(fh, range(start, start + len(X)), proba, predictor.labels(proba), header_row=False,
                    class_names=names)
     return n
@@ -255,6 +299,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             if batch_flags:
                 raise InputError(f"{batch_flags[0]} cannot be used with --stream: it applies to Parquet batch jobs")
             return stream_main(args)
+        if "://" not in args.input and Path(args.input).is_dir():
+            check_directory_input(args.input, args.output)
         if is_parquet_input(args.input) and (args.output or batch_flags or Path(args.input).is_dir() or "://" in args.input):
             return batch_main(args)
         if batch_flags:

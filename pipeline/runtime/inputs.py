@@ -2,7 +2,9 @@
 
 Owns: turning whatever a caller passes (array, list of arrays, lengths) into a checked float32
 (N, T, F) batch plus lengths, or raising ``InputError`` with one line naming what was expected
-and what was received. Imports: numpy and pipeline light modules only (TF-free).
+and what was received, and the sample / timestep / feature it is about in the error's fields
+(with the sample-free wording for ``InputError.without_sample``). Imports: numpy and pipeline
+light modules only (TF-free).
 """
 
 from __future__ import annotations
@@ -12,33 +14,49 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
-from pipeline.datafiles import pad_sequences
 from pipeline.errors import InputError
 from pipeline.preprocessing import apply_preprocessing
+from pipeline.sequences import pad_sequences
 
 __all__ = ["ArrayLike", "prepare_features", "prepare_tokens", "check_lengths", "check_finite", "check_scaled_finite",
-           "dot_check_suffices", "quick_values_ok", "padding_steps", "mask_steps", "lengths_from_mask",
+           "dot_check_suffices", "quick_values_ok", "mask_steps", "lengths_from_mask",
            "refuse_masked_real_steps"]
 
 ArrayLike = Union[np.ndarray, Sequence[np.ndarray]]
 
 
-def _numeric(arr: np.ndarray, what: str) -> np.ndarray:
+def _numeric_problem(arr: np.ndarray) -> Optional[str]:
+    """Why ``arr`` cannot be features (not float or int), or None."""
     if arr.dtype.kind not in "iuf":
         kind = {"b": "bool", "O": "Python objects", "U": "strings", "S": "bytes", "c": "complex"}.get(arr.dtype.kind, str(arr.dtype))
-        raise InputError(f"{what}: expected numeric features (float or int), got {kind} (dtype {arr.dtype})")
-    return arr
+        return f"expected numeric features (float or int), got {kind} (dtype {arr.dtype})"
+    return None
 
 
-def _check_float32_range(arr: np.ndarray, what: str) -> None:
-    """Refuse finite values that would become Inf when cast to float32 (float64 or wider input).
-
-    ``arr``: the real values only (whatever a row holds past its length never reaches the model)."""
+def _float32_range_problem(arr: np.ndarray) -> Optional[str]:
+    """Finite values that would become Inf when cast to float32 (float64 or wider input), or None."""
     if arr.dtype.kind == "f" and arr.dtype.itemsize > 4 and arr.size:
         finite = arr[np.isfinite(arr)]
         big = float(np.abs(finite).max(initial=0.0))
         if big > float(np.finfo(np.float32).max):
-            raise InputError(f"{what}: values up to {big:.3g} overflow float32 (max {np.finfo(np.float32).max:.3g})")
+            return f"values up to {big:.3g} overflow float32 (max {np.finfo(np.float32).max:.3g})"
+    return None
+
+
+def _sequence_problem(s, n_features: int) -> tuple[Optional[np.ndarray], Optional[str]]:
+    """One sequence of a list: (it as an array, None), or (None, why it cannot be a (T_i, F) sequence)."""
+    try:
+        arr = np.asarray(s)
+    except (ValueError, TypeError) as exc:
+        return None, f"expected a (timesteps, {n_features}) numeric array, got {exc}"
+    why = _numeric_problem(arr)
+    if why is None and arr.ndim != 2:
+        why = f"expected shape (timesteps, {n_features}), got rank {arr.ndim} shape {arr.shape}"
+    elif why is None and arr.shape[1] != n_features:
+        why = f"expected {n_features} features, got {arr.shape[1]}"
+    elif why is None and arr.shape[0] == 0:
+        why = "expected at least one timestep, got 0"
+    return (None, why) if why else (arr, _float32_range_problem(arr))
 
 
 def check_finite(X: np.ndarray, lengths: Optional[np.ndarray], what: str = "X") -> None:
@@ -54,7 +72,9 @@ def check_finite(X: np.ndarray, lengths: Optional[np.ndarray], what: str = "X") 
     i, t, f = (int(v) for v in np.argwhere(bad)[0])
     raise InputError(
         f"{what}: expected finite values, got {X[i, t, f]} at sample {i}, timestep {t}, feature {f} "
-        f"({int(bad.sum())} non-finite values in all)"
+        f"({int(bad.sum())} non-finite values in all)", sample=i, timestep=t, feature=f,
+        sample_message=f"{what}: expected finite values, got {X[i, t, f]} at timestep {t}, feature {f} "
+                       f"({int(bad[i].sum())} non-finite values in this sample)"
     )
 
 
@@ -113,15 +133,6 @@ def check_scaled_finite(X: np.ndarray, lengths: Optional[np.ndarray], spec: dict
     check_finite(scaled, lengths, "X after standardization")
 
 
-def padding_steps(X: np.ndarray) -> np.ndarray:
-    """(N, T) True on the steps whose raw features are all 0.
-
-    Schema 3 runtimes no longer read such steps as padding (lengths are data); kept for callers
-    outside the runtime that still check their training data with it (pipeline.training.run).
-    """
-    return ~(X != 0).any(axis=2)
-
-
 def mask_steps(X: np.ndarray, mask_value: float) -> np.ndarray:
     """(N, T) True on the steps whose raw values all equal ``mask_value`` (X (N, T, F) or token ids (N, T))."""
     with np.errstate(invalid="ignore"):
@@ -138,14 +149,15 @@ def lengths_from_mask(on_mask: np.ndarray) -> np.ndarray:
     empty = on_mask.all(axis=1)
     if empty.any():
         i = int(np.flatnonzero(empty)[0])
-        raise InputError(f"sample {i}: every one of its {T} timesteps equals the mask value, so it is all padding; "
-                         "expected at least one real step (or pass lengths)")
+        why = (f"every one of its {T} timesteps equals the mask value, so it is all padding; expected at least one "
+               "real step (or pass lengths)")
+        raise InputError(f"sample {i}: {why}", sample=i, sample_message=why)
     trailing = np.argmax(~on_mask[:, ::-1], axis=1)  # (N,) mask-valued steps after the last real one
     return (T - trailing).astype(np.int64)
 
 
 def refuse_masked_real_steps(on_mask: np.ndarray, lengths: np.ndarray, mask_value: float,
-                             where: str = "sample {i}, timestep {t}") -> None:
+                             where: str = "sample {i}, timestep {t}", where_in_sample: str = "timestep {t}") -> None:
     """InputError naming the first real step (before its row's length) whose values all equal ``mask_value``.
 
     The model's own Masking layer would skip such a step (Keras does); a length cannot express a
@@ -154,10 +166,11 @@ def refuse_masked_real_steps(on_mask: np.ndarray, lengths: np.ndarray, mask_valu
     bad = on_mask & (np.arange(on_mask.shape[1])[None, :] < lengths[:, None])
     if bad.any():
         i, t = (int(v) for v in np.argwhere(bad)[0])
-        raise InputError(
-            f"{where.format(i=i, t=t)}: every value equals the mask value {mask_value:g} of the model's Masking layer "
-            "on a real step (before the row's length); Keras would skip it and lengths cannot express a skipped "
-            "step: expected mask-valued steps only as trailing padding")
+        why = (f"every value equals the mask value {mask_value:g} of the model's Masking layer on a real step (before "
+               "the row's length); Keras would skip it and lengths cannot express a skipped step: expected "
+               "mask-valued steps only as trailing padding")
+        raise InputError(f"{where.format(i=i, t=t)}: {why}", sample=i, timestep=t,
+                         sample_message=f"{where_in_sample.format(t=t)}: {why}")
 
 
 def check_lengths(lengths, n: int, t: int) -> np.ndarray:
@@ -214,18 +227,9 @@ def prepare_features(X: ArrayLike, n_features: int, lengths=None, fixed_timestep
             raise InputError("X: expected at least one sequence, got an empty list")
         series = []
         for i, s in enumerate(X):
-            try:
-                arr = np.asarray(s)
-            except (ValueError, TypeError) as exc:
-                raise InputError(f"X[{i}]: expected a (timesteps, {n_features}) numeric array, got {exc}") from None
-            _numeric(arr, f"X[{i}]")
-            if arr.ndim != 2:
-                raise InputError(f"X[{i}]: expected shape (timesteps, {n_features}), got rank {arr.ndim} shape {arr.shape}")
-            if arr.shape[1] != n_features:
-                raise InputError(f"X[{i}]: expected {n_features} features, got {arr.shape[1]}")
-            if arr.shape[0] == 0:
-                raise InputError(f"X[{i}]: expected at least one timestep, got 0")
-            _check_float32_range(arr, f"X[{i}]")
+            arr, why = _sequence_problem(s, n_features)
+            if why is not None:
+                raise InputError(f"X[{i}]: {why}", sample=i, sample_message=why)
             series.append(arr)
         with np.errstate(over="ignore"):
             Xp, lens = pad_sequences(series)
@@ -237,7 +241,9 @@ def prepare_features(X: ArrayLike, n_features: int, lengths=None, fixed_timestep
         arr = np.asarray(X)
     except (ValueError, TypeError) as exc:
         raise InputError(f"X: expected a (samples, timesteps, {n_features}) numeric array, got {exc}") from None
-    _numeric(arr, "X")
+    why = _numeric_problem(arr)
+    if why is not None:
+        raise InputError(f"X: {why}")
     if arr.ndim != 3:
         hint = "; for one sequence pass X[None]" if arr.ndim == 2 else ""
         raise InputError(f"X: expected shape (samples, timesteps, {n_features}), got rank {arr.ndim} shape {arr.shape}{hint}")
@@ -249,7 +255,9 @@ def prepare_features(X: ArrayLike, n_features: int, lengths=None, fixed_timestep
     if fixed_timesteps is not None and t != fixed_timesteps:
         raise InputError(f"X: expected {fixed_timesteps} timesteps, got {t}")
     lens = None if lengths is None else check_lengths(lengths, n, t)
-    _check_float32_range(arr if lens is None or (lens == t).all() else arr[_real_steps(arr.shape, lens)], "X")
+    why = _float32_range_problem(arr if lens is None or (lens == t).all() else arr[_real_steps(arr.shape, lens)])
+    if why is not None:  # only the real steps: whatever lies past a row's length never reaches the model
+        raise InputError(f"X: {why}")
     with np.errstate(over="ignore", invalid="ignore"):  # only steps past the lengths can overflow here
         X32 = np.ascontiguousarray(arr, dtype=np.float32)
     if check_values:
@@ -281,7 +289,8 @@ def prepare_tokens(X: ArrayLike, vocabulary_size: int, lengths=None,
         rows = [np.asarray(s) for s in X]
         for i, r in enumerate(rows):
             if r.ndim != 1 or r.shape[0] == 0:
-                raise InputError(f"X[{i}]: expected a non-empty 1-D array of token ids, got shape {r.shape}")
+                why = f"expected a non-empty 1-D array of token ids, got shape {r.shape}"
+                raise InputError(f"X[{i}]: {why}", sample=i, sample_message=why)
         lens = np.array([r.shape[0] for r in rows], np.int64)
         arr = np.zeros((len(rows), int(lens.max())), dtype=np.result_type(*rows))
         for i, r in enumerate(rows):

@@ -6,9 +6,9 @@ strategy (the fused GRU kernel when it covers the model and passed its self-chec
 chunks over worker threads, one intra-op thread per session, set through
 ``pipeline.runtime.sessions``). Imports: numpy, onnxruntime (types only), pipeline light modules
 (artifact, decision, errors), pipeline.runtime.inputs, .sessions and .fused (TF-free).
-Reads: ``<model_dir>/manifest.json``, ``model.onnx``, ``model_unrolled.onnx`` when the manifest
-lists it (the batch graph form, loaded on first use), ``reference.npz`` (the fused kernel's
-self-check, on first use), ``stream.onnx`` for streams.
+Reads: ``<model_dir>/manifest.json`` (checked against model.onnx's metadata_props), ``model.onnx``,
+``model_unrolled.onnx`` when the manifest lists it (the batch graph form, loaded on first use),
+``reference.npz`` (the fused kernel's self-check, on first use), ``stream.onnx`` for streams.
 
 Example:
     >>> from pipeline.runtime import Predictor
@@ -74,6 +74,10 @@ CHUNK_MIN, CHUNK_MAX = 16, 64             # rows per call, native graph
 UNROLLED_MIN_ROWS = 64                    # smallest batch sent to the unrolled graph
 UNROLLED_CHUNK_MIN, UNROLLED_CHUNK_MAX = 32, 256  # rows per call, unrolled graph
 GRAPH_FORMS = ("auto", "native", "unrolled")
+
+
+_ORT_DTYPES = {"tensor(float)": "float32", "tensor(int64)": "int64"}  # graph input types the runtime feeds
+_KIND_DTYPES = {"features": "float32", "tokens": "int64"}                # manifest input.kind -> what it feeds
 
 
 def _shape_of(node_arg) -> list:
@@ -147,7 +151,10 @@ class Predictor:
             fused: with graph="auto", run the fused GRU kernel where it covers the model and passed
                 its self-check (False: always the onnxruntime graphs).
         Raises:
-            ArtifactError / IntegrityError: missing, damaged or untrusted artifact.
+            ArtifactError / IntegrityError: missing, damaged or untrusted artifact, or a manifest.json
+                that does not describe model.onnx: its input spec differs from the graph's input, or a
+                decision field (threshold, class names, scaling, masking, ...) from the graph's
+                metadata_props, which the sha256 covers and which are trusted over the manifest.
         """
         folder = Path(model_dir)
         manifest = artifact.read_manifest(folder)
@@ -175,12 +182,17 @@ class Predictor:
         return bool(getattr(fused, "K_CLASS_HEADS", False))
 
     def _check_graph_matches_manifest(self) -> None:
+        """Refuse a manifest that does not describe this model.onnx: input/output names, input shape
+        (a fixed graph axis must be fixed to the same size in the manifest and the other way round)
+        and dtype, and the decision fields its metadata_props carry (``artifact.check_manifest_matches_graph``:
+        the hashed graph is trusted over the unhashed manifest)."""
+        hint = "; the manifest does not belong to this model.onnx: re-export the folder as a whole"
         ins, outs = self._session.get_inputs(), self._session.get_outputs()
         want_in = [self.input_name] + ([self.lengths_name] if self.lengths_name else [])
         if [i.name for i in ins] != want_in or [o.name for o in outs] != [self.output_name]:
             raise ArtifactError(
                 f"manifest names inputs {want_in} / output {self.output_name!r} but the graph has "
-                f"inputs {[i.name for i in ins]} / outputs {[o.name for o in outs]}"
+                f"inputs {[i.name for i in ins]} / outputs {[o.name for o in outs]}{hint}", field="input.name"
             )
         width = _shape_of(outs[0])[-1:]
         if width and isinstance(width[0], int) and width[0] != self.n_outputs:
@@ -189,11 +201,23 @@ class Predictor:
         graph_shape = _shape_of(ins[0])
         want = self.manifest["input"]["shape"]
         if len(graph_shape) != len(want) or any(
-            isinstance(w, int) and g != w for g, w in zip(graph_shape, want)
+            (isinstance(w, int) or isinstance(g, int)) and g != w for g, w in zip(graph_shape, want)
         ):
-            raise ArtifactError(f"manifest input shape {want} disagrees with the graph's {graph_shape}")
+            raise ArtifactError(f"manifest input shape {want} disagrees with the graph's {graph_shape}{hint}",
+                                field="input.shape")
         if self.input_kind == "features" and len(want) != 3:
-            raise ArtifactError(f"manifest input shape {want}: expected (batch, time, features)")
+            raise ArtifactError(f"manifest input shape {want}: expected (batch, time, features)", field="input.shape")
+        graph_dtype = _ORT_DTYPES.get(ins[0].type, ins[0].type)
+        want_dtype = self.manifest["input"].get("dtype", _KIND_DTYPES.get(self.input_kind))
+        if want_dtype != graph_dtype:
+            raise ArtifactError(f"manifest input dtype {want_dtype!r} disagrees with the graph's {graph_dtype!r}{hint}",
+                                field="input.dtype")
+        if _KIND_DTYPES.get(self.input_kind) != graph_dtype:
+            raise ArtifactError(f"manifest input kind {self.input_kind!r} (fed as {_KIND_DTYPES.get(self.input_kind)}) "
+                                f"disagrees with the graph's input dtype {graph_dtype!r}{hint}", field="input.kind")
+        model_file = self.manifest["model"].get("file", artifact.MODEL_FILE)
+        artifact.check_manifest_matches_graph(self.manifest, self._session.get_modelmeta().custom_metadata_map,
+                                              str(self.model_dir / artifact.MANIFEST_FILE), model_file)
 
     # ------------------------------------------------------------------ inference
     def _executor(self) -> ThreadPoolExecutor:
@@ -210,7 +234,15 @@ class Predictor:
                 if not path.is_file():
                     raise ArtifactError(f"unrolled model file not found: {str(path)!r}")
                 artifact.verify_model_hash(path, entry.get("sha256", ""))
-                self._unrolled = open_session(path, threads=1)
+                session = open_session(path, threads=1)
+                graph_t = _shape_of(session.get_inputs()[0])[1]
+                if graph_t != self.unrolled_timesteps:
+                    raise ArtifactError(f"manifest unrolled.timesteps {self.unrolled_timesteps} disagrees with the "
+                                        f"time axis {graph_t!r} of {path.name}; re-export the folder as a whole",
+                                        field="unrolled.timesteps")
+                artifact.check_manifest_matches_graph(self.manifest, session.get_modelmeta().custom_metadata_map,
+                                                      str(self.model_dir / artifact.MANIFEST_FILE), path.name)
+                self._unrolled = session
             return self._unrolled
 
     def _fused(self):

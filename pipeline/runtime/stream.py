@@ -224,8 +224,12 @@ class Stream:
                 raise InputError("steps: expected finite values; the scaled features overflow float32") from None
             return
         idx = tuple(int(v) for v in np.argwhere(bad)[0])
-        where = "timestep {}, feature {}".format(*idx) if len(idx) == 2 else "stream {}, timestep {}, feature {}".format(*idx)
-        raise InputError(f"steps: expected finite values, got {arr[idx]} at {where} ({int(bad.sum())} non-finite in all)")
+        stream, (t, f) = (idx[0] if len(idx) == 3 else None), idx[-2:]
+        at = f"timestep {t}, feature {f}"
+        raise InputError(f"steps: expected finite values, got {arr[idx]} at {'' if stream is None else f'stream {stream}, '}"
+                         f"{at} ({int(bad.sum())} non-finite in all)", sample=stream, timestep=t, feature=f,
+                         sample_message=None if stream is None else
+                         f"steps: expected finite values, got {arr[idx]} at {at} ({int(bad[stream].sum())} non-finite in this stream)")
 
     # ------------------------------------------------------------------ state
     def reset(self) -> None:
@@ -298,11 +302,13 @@ def parse_row(line: str, n_features: int, lineno: int) -> np.ndarray:
     """One CSV line of F numbers -> (1, F) float32; InputError naming the line otherwise."""
     parts = line.strip().split(",")
     if len(parts) != n_features:
-        raise InputError(f"stdin line {lineno}: expected {n_features} comma-separated numbers, got {len(parts)} field(s)")
+        raise InputError(f"stdin line {lineno}: expected {n_features} comma-separated numbers, got {len(parts)} field(s)",
+                         line=lineno)
     try:
         row = np.array([float(v) for v in parts], dtype=np.float32)
     except ValueError:
-        raise InputError(f"stdin line {lineno}: expected {n_features} numbers, got {line.strip()[:80]!r}") from None
+        raise InputError(f"stdin line {lineno}: expected {n_features} numbers, got {line.strip()[:80]!r}",
+                         line=lineno) from None
     return row[None]
 
 
@@ -325,8 +331,10 @@ def stream_csv(predictor, lines: Iterable[str], out: TextIO) -> int:
             try:
                 p = s.push(parse_row(text, predictor.n_features, lineno))
             except InputError as exc:
-                msg = str(exc)
-                raise InputError(msg if msg.startswith("stdin line") else f"stdin line {lineno}: {msg}") from None
+                if exc.line is not None:  # parse_row's own error names the line already
+                    raise
+                raise InputError(f"stdin line {lineno}: {exc}", line=lineno, timestep=exc.timestep,
+                                 feature=exc.feature) from None
             out.write((f"{p:.9g}" if isinstance(p, float) else ",".join(f"{float(v):.9g}" for v in p)) + "\n")
             out.flush()
             n += 1

@@ -48,7 +48,7 @@ def parser() -> argparse.ArgumentParser:
     """The gru-build parser: --config plus one flag per setting that declares one (pipeline.settings)."""
     p = argparse.ArgumentParser(
         prog=PROG,
-        description="Train a Keras GRU binary classifier, export it to ONNX, verify Keras == onnxruntime, "
+        description="Train a Keras GRU classifier (2 or more classes), export it to ONNX, verify Keras == onnxruntime, "
                     "and write the artifact folder. With no arguments: the embedded default task -> exported/.",
     )
     p.add_argument("--config", metavar="FILE",

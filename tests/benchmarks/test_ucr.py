@@ -87,3 +87,49 @@ def test_docs_page_holds_a_table_of_every_set():
     assert region.splitlines()[0] == header
     for s in ucr.SETS:
         assert f"\n| {s.name} | " in region, s.name
+
+
+# (classes, n_train, n_test, features, shortest, longest) of the k-class sets, as the archive describes them
+MULTICLASS_ARCHIVE = {
+    "ArrowHead-3class": (3, 36, 175, 1, 251, 251), "BasicMotions-4class": (4, 40, 40, 6, 100, 100),
+    "JapaneseVowels-9class": (9, 270, 370, 12, 7, 29), "PickupGestureWiimoteZ-10class": (10, 50, 50, 1, 29, 361),
+}
+
+
+def test_class_indices_sort_numbers_numerically():
+    classes, tr, te = ucr.class_indices(np.array([10, 2, 9, 2]), np.array([9, 10]))
+    assert classes == [2, 9, 10] and tr.tolist() == [2, 0, 1, 0] and te.tolist() == [1, 2]
+    with pytest.raises(ValueError, match=r"test labels \['x'\] do not occur"):
+        ucr.class_indices(np.array(["a", "b"]), np.array(["x"]))
+
+
+@pytest.mark.parametrize("name", [s.name for s in ucr.MULTICLASS_SETS])
+def test_every_multiclass_set_keeps_its_classes(name, tmp_path):
+    pytest.importorskip("aeon")
+    train, test, classes = ucr.load_set(name)
+    k, n_train, n_test, F, shortest, longest = MULTICLASS_ARCHIVE[name]
+    assert len(classes) == k and (train.n_samples, test.n_samples, train.n_features) == (n_train, n_test, F)
+    lengths = np.concatenate([train.lengths, test.lengths])
+    assert (lengths.min(), lengths.max()) == (shortest, longest)
+    assert sorted(set(train.y.tolist()), key=ucr._label_key) == classes  # the original labels, every class
+    train_npz, _ = ucr.write_npz(name, tmp_path)
+    assert np.array_equal(read_sequences(train_npz).y, train.y)
+
+
+def test_multiclass_table_has_a_classes_column():
+    row = {"set": "M", "kind": "univariate", "classes": ["a", "b", "c"], "n_train": 10, "n_test": 20,
+           "length": [5, 5], "published": None, "builds": [{"accuracy": 0.8, "seconds": 12.0, "retrains": 0}],
+           "plain_gru": [0.5], "dtw_1nn": 0.7}
+    text = ucr_table.table([row], classes=True)
+    assert text.splitlines()[0].startswith("| set | kind | classes | train / test |")
+    assert "| M | univariate | 3 | 10 / 20 | 5 | 0.800 | 0.800 (0.000) | 0.500 | 0.700 | - | 12 s (12 s) | 0 |" in text
+    assert "| **mean** | | | | | | **0.800** |" in text
+    both = ucr_table.tables([{**row, "set": "ArrowHead-3class"}, {**row, "set": "GunPoint"}])
+    assert set(both) == {"ucr-table", "ucr-multiclass"} and "| ArrowHead-3class | univariate | 3 |" in both["ucr-multiclass"]
+    assert set(ucr_table.tables([{**row, "set": "GunPoint"}])) == {"ucr-table"}
+
+
+def test_docs_page_holds_the_multiclass_region():
+    region = regions.read_region(ucr_table.DOC.read_text(encoding="utf-8"), ucr_table.MULTICLASS_REGION,
+                                 str(ucr_table.DOC))
+    assert region.splitlines()[0] == ucr_table.table([], classes=True).splitlines()[0]

@@ -166,3 +166,42 @@ def test_cli_bad_models(tmp_path, good_X):
     manifest["model"]["sha256"] = sha256_file(d / "model.onnx")
     (d / "manifest.json").write_text(json.dumps(manifest))
     _assert_clean_failure(run_cli(d, tmp_path / "a.npy"), "not a loadable ONNX model")
+
+
+def test_cli_directory_input_says_what_it_must_hold(tmp_path, capsys):
+    """A directory INPUT is a Parquet batch job: a folder with no Parquet files (the model folder given twice,
+    an empty folder, only hidden files) is refused naming what it must hold and what it holds; one with
+    Parquet files but no --output is told to add it."""
+    from pipeline.runtime.cli import main
+
+    def refused(*args) -> str:
+        capsys.readouterr()
+        assert main([str(a) for a in args]) == 2
+        out, err = capsys.readouterr()
+        assert out == "" and err.count("\n") == 1 and "Traceback" not in err, err
+        return err.removeprefix("gru-predict: error: ").rstrip("\n")
+
+    no_parquet = "is a directory with no Parquet files (.parquet, .parq, .pq): a directory INPUT is scored as a " \
+                 "Parquet batch job (with --output DIR) and must hold them; this one holds "
+    model_hint = (f"; {str(EXPORTED)!r} looks like an exported model folder: give it as MODEL_DIR and a data file "
+                  "(.npz, .npy, .csv, .ts, .parquet) as INPUT")
+    names = sorted(p.name for p in EXPORTED.iterdir())
+    listing = ", ".join(names[:6]) + f", ... ({len(names)} entries)"
+    for extra in ([], ["--output", tmp_path / "out"]):
+        assert refused(EXPORTED, EXPORTED, *extra) == f"INPUT {str(EXPORTED)!r} {no_parquet}{listing}{model_hint}"
+    assert not (tmp_path / "out").exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert refused(EXPORTED, empty) == f"INPUT {str(empty)!r} {no_parquet}nothing"
+    hidden = tmp_path / "hidden"
+    (hidden / "_tmp").mkdir(parents=True)
+    (hidden / ".a.parquet").write_bytes(b"")
+    (hidden / "_tmp" / "b.parquet").write_bytes(b"")
+    (hidden / "notes.txt").write_text("x")
+    assert refused(EXPORTED, hidden, "--output", tmp_path / "o") == \
+        f"INPUT {str(hidden)!r} {no_parquet}.a.parquet, _tmp, notes.txt"
+    parts = tmp_path / "parts"
+    (parts / "day=1").mkdir(parents=True)
+    (parts / "day=1" / "a.parquet").write_bytes(b"")
+    assert refused(EXPORTED, parts) == (f"INPUT {str(parts)!r} is a directory of 1 Parquet file(s), scored as a batch "
+                                        "job that writes a directory of Parquet parts: expected --output DIR")

@@ -354,7 +354,7 @@ def test_unsupported_layer_options_keep_the_onnxruntime_path(tmp_path, option, r
 
 
 def test_masked_models_and_explicit_graph_forms_never_use_the_kernel(tiny_masked_model_dir):
-    assert "masked" in Predictor.load(tiny_masked_model_dir).debug_info()["fused"]["reason"]
+    assert "variable-length" in Predictor.load(tiny_masked_model_dir).debug_info()["fused"]["reason"]
     for graph in ("native", "unrolled"):
         assert Predictor.load(EXPORTED, graph=graph).debug_info()["fused"]["reason"] == f"not used with graph={graph!r}"
 

@@ -70,7 +70,7 @@ def test_long_layout_any_row_order_and_its_refusals():
     d = parquet_io.decode_long(pa.concat_tables([t, extra.cast(t.schema)]), "sample_id", ["f0", "f1"])
     assert sorted(d.ids.to_pylist()) == list(range(10, 15)) and d.rows_in == 8
     reasons = dict(zip(d.bad_ids.to_pylist(), d.bad_reasons))
-    assert reasons == {None: "1 row(s) with a null 'sample_id'", 20: "duplicate rows at t=0",
+    assert reasons == {None: "1 row(s) with a null 'sample_id'", 20: "duplicate rows at t=0: expected one row per timestep",
                        21: "expected finite values, got inf at timestep 0, feature 'f0'"}
 
 
@@ -138,3 +138,16 @@ def test_runtime_import_does_not_load_parquet_or_engines():
     res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "[]"
+
+
+def test_no_import_cycle_between_datafiles_and_parquet_io():
+    """parquet_io takes SequenceData, the padding guard and label parsing from pipeline.sequences:
+    importing it loads no pipeline.datafiles (which imports parquet_io lazily, for .parquet files)."""
+    code = ("import sys, pipeline.parquet_io; "
+            "print(sorted(m for m in sys.modules if m in ('pipeline.datafiles', 'pipeline.sequences')))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "['pipeline.sequences']", res.stdout
+    from pipeline import datafiles, sequences
+
+    assert datafiles.SequenceData is sequences.SequenceData and datafiles.pad_sequences is sequences.pad_sequences

@@ -432,15 +432,14 @@ def csv_tables(draw):
     ids = draw(st.lists(sample_ids, min_size=n, max_size=n, unique=True))
     nf = draw(st.integers(1, 3))
     label_kind = draw(st.sampled_from(["none", "int", "str"]))
-    step = draw(st.sampled_from([1, 1, 2, 0.5, 10]))
-    offset = draw(st.sampled_from([0, 0, 1, -3]))
+    t_as = draw(st.sampled_from([str, str, lambda k: repr(float(k))]))  # t is the index 0, 1, ...: "3" or "3.0"
     samples = []
     for sid in ids:
         L = draw(st.integers(1, 5))
         vals = draw(hnp.arrays(np.float32, (L, nf), elements=st.floats(-1e6, 1e6, width=32)))
         label = {"none": None, "int": str(draw(st.integers(0, 1))), "str": draw(st.sampled_from(["cat", "dog"]))}[label_kind]
         samples.append((sid, vals, label))
-    rows = [[sid, repr(offset + k * step)] + [repr(float(v)) for v in vals[k]] + ([label] if label is not None else [])
+    rows = [[sid, t_as(k)] + [repr(float(v)) for v in vals[k]] + ([label] if label is not None else [])
             for sid, vals, label in samples for k in range(len(vals))]
     perm = draw(st.permutations(range(len(rows))))
     rows = [rows[i] for i in perm]
@@ -460,7 +459,8 @@ def _csv_bytes(header, rows, bom: bool, crlf: bool, blank: bool) -> bytes:
 
 
 CSV_CORRUPTIONS = ["missing cell", "empty cell", "extra column", "text", "duplicate", "nan t", "inf t",
-                   "empty id", "label conflict", "nul", "bad header", "no rows", "latin1", "huge field"]
+                   "empty id", "label conflict", "nul", "bad header", "no rows", "latin1", "huge field",
+                   "gap", "t from 1", "fractional t", "negative t"]
 
 
 @PROFILE
@@ -500,6 +500,21 @@ def test_read_csv(case_counts, table, bom, crlf, blank, corruption, data):
         rows = []
     elif corruption == "huge field":
         rows[r][1] = "1" * 200_000
+    elif corruption == "gap":  # delete a row that is not its sequence's last: a missing t (t=0 included)
+        inner = [i for i, row in enumerate(rows) if float(row[1]) < len(next(s[1] for s in samples if s[0] == row[0])) - 1]
+        if inner:
+            del rows[data.draw(st.sampled_from(inner), label="deleted")]
+        else:
+            corruption = "none"
+    elif corruption == "t from 1":  # one sequence counted 1, 2, ...
+        sid = rows[r][0]
+        for row in rows:
+            if row[0] == sid:
+                row[1] = str(int(float(row[1])) + 1)
+    elif corruption == "fractional t":
+        rows[r][1] = str(float(rows[r][1]) + 0.5)
+    elif corruption == "negative t":
+        rows[r][1] = "-1"
     raw = _csv_bytes(header, rows, bom, crlf, blank)
     if corruption == "latin1":
         raw = raw.replace(b"t", b"t\xe9", 1)

@@ -97,17 +97,35 @@ def get_predictor(model_dir: str, threads: Optional[int] = None, graph: str = "a
 
 
 def _score_rows(predictor, rows: np.ndarray, X: np.ndarray, proba: np.ndarray, reasons: dict) -> None:
-    """predict_proba on X (n, L, F), every row L steps long; a refused batch is halved until the refused rows are found."""
-    lengths = np.full(len(X), X.shape[1], np.int64) if predictor.lengths_name else None  # (n,) all real
-    try:
-        proba[rows] = predictor.predict_proba(X, lengths)
-    except InputError as exc:
-        if len(rows) == 1:
-            reasons[int(rows[0])] = str(exc).replace("sample 0, ", "")
-            return
-        h = len(rows) // 2
-        _score_rows(predictor, rows[:h], X[:h], proba, reasons)
-        _score_rows(predictor, rows[h:], X[h:], proba, reasons)
+    """predict_proba on X (k, L, F) into ``proba[rows]``; the rows it refuses get ``reasons[row]``.
+
+    A refused batch is split until every refused row is found: at the row the error names (its
+    ``sample`` field; the reason is ``InputError.without_sample()``, as the errors table names the
+    id), else in halves. Slices only (no copies of X); a work list, not recursion.
+    """
+    pending = [(rows, X)]
+    while pending:
+        rows, X = pending.pop()
+        try:
+            lengths = np.full(len(X), X.shape[1], np.int64) if predictor.lengths_name else None  # (k,) all real
+            proba[rows] = predictor.predict_proba(X, lengths)
+            continue
+        except InputError as exc:
+            bad = exc.sample if isinstance(exc.sample, (int, np.integer)) and 0 <= exc.sample < len(rows) else None
+            if bad is None and len(rows) > 1:  # the error does not say which row: halve
+                h = len(rows) // 2
+                pending += [(rows[h:], X[h:]), (rows[:h], X[:h])]
+                continue
+            bad = int(bad or 0)
+            reasons[int(rows[bad])] = exc.without_sample()
+        # the rows around the refused one, as (k', L, F) views; halved when it was at an end, so a batch of
+        # many refused rows costs O(k log k) checks, not O(k^2)
+        for r, x in ((rows[:bad], X[:bad]), (rows[bad + 1:], X[bad + 1:])):
+            if len(r) > 1 and len(r) == len(rows) - 1:
+                h = len(r) // 2
+                pending += [(r[h:], x[h:]), (r[:h], x[:h])]
+            elif len(r):
+                pending.append((r, x))
 
 
 def label_type(predictor) -> pa.DataType:
