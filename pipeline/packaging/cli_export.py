@@ -8,7 +8,6 @@ file, an optional custom-objects module. Writes: ``--out`` (nothing when anythin
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import Optional, Sequence
 
@@ -73,7 +72,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from pipeline.settings import BuildConfig
 
         BuildConfig(export=export, verify=verify).validate()  # the same ranges as gru-build
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        from pipeline.keras_source.tf_import import import_tensorflow
+
+        import_tensorflow()  # its start-up notices filtered, so errors stay one line
         from pipeline.keras_source.describe import describe
         from pipeline.keras_source.load import load_keras_file
         from pipeline.packaging.own_model import export_keras_model, read_sample

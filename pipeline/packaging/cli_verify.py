@@ -7,7 +7,6 @@ a check runs. Reads: MODEL_DIR, the Keras model file, an optional data file. Wri
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import Optional, Sequence
 
@@ -34,7 +33,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     def go() -> int:
         progress.show_progress()
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        from pipeline.keras_source.tf_import import import_tensorflow
+
+        import_tensorflow()  # its start-up notices filtered, so errors stay one line
         from pipeline.keras_source.load import load_keras_file
         from pipeline.packaging.recheck import recheck
 

@@ -15,7 +15,6 @@ everything lives in a hidden staging folder beside it (pipeline.packaging.publis
 
 from __future__ import annotations
 
-import datetime as _dt
 import hashlib
 import platform
 import time
@@ -206,7 +205,6 @@ def _manifest(job: _Job, proto, ops: list[str], ref_n: int) -> dict[str, Any]:
                f"probability of each class, in class_names order ({spec.task})")
     return {
         "schema_version": artifact.SCHEMA_VERSION,
-        "built_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "model": {"file": artifact.MODEL_FILE, "sha256": artifact.sha256_file(job.staging / artifact.MODEL_FILE),
                   "opset": job.export.opset, "backend": job.backend, "fallback_reason": job.fallback, "ops": ops},
         "input": inp,

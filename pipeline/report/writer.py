@@ -234,7 +234,7 @@ def write_report(folder: Path, manifest: dict[str, Any], equivalence_table: str,
         lines = [
             "# GRU classifier export report",
             "",
-            f"Exported {manifest.get('built_at', '?')} from {source.get('file') or 'an in-memory model'} "
+            f"Exported from {source.get('file') or 'an in-memory model'} "
             f"(Keras {source['keras_version']}, backend {source['keras_backend']}).",
             "",
             "## Source model and export",
@@ -253,7 +253,8 @@ def write_report(folder: Path, manifest: dict[str, Any], equivalence_table: str,
         lines = [
             "# GRU classifier build report",
             "",
-            f"Built {manifest.get('built_at', '?')} with seed {manifest['seed']}.",
+            f"Built with seed {manifest['seed']} (the manifest records every tool's version; no build time, so a "
+            "rebuild from the same code and data writes the same files).",
             "",
             "## Data and model",
             "",

@@ -9,7 +9,6 @@ imported only when a build runs (fast ``--help``). Reads: the --config file. Wri
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import Any, Optional, Sequence
 
@@ -87,7 +86,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     def go() -> int:
         progress.show_progress()
         cfg = load_config(args.config, overrides_from_args(args))
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        from pipeline.keras_source.tf_import import import_tensorflow
+
+        import_tensorflow()  # its start-up notices filtered, so errors stay one line
         from pipeline.training.run import run_build
 
         run_build(cfg)

@@ -114,7 +114,7 @@ def test_untouched_copy_and_non_decision_edits_load(folder):
     X = np.load(EXPORTED / "reference.npz")["X"][:5]
     want = Predictor.load(EXPORTED).predict_proba(X)
     np.testing.assert_array_equal(Predictor.load(folder).predict_proba(X), want)
-    _edit(folder, lambda m: (m.update(decision_source="edited", built_at="yesterday"), m["report"].update(file="other.md")))
+    _edit(folder, lambda m: (m.update(decision_source="edited", seed=7), m["report"].update(file="other.md")))
     p = Predictor.load(folder)
     assert p.threshold == 0.5 and p.class_names == [0, 1]
     np.testing.assert_array_equal(p.predict_proba(X), want)
