@@ -96,9 +96,15 @@ def pad_sequences(series: list[np.ndarray], dtype=np.float32) -> tuple[np.ndarra
 
 
 def check_labels(y: np.ndarray, n: int, where: str) -> np.ndarray:
-    """Labels (n,) read from an array: integers (whole floats become int64) or strings."""
+    """Labels read from an array: (n,) integers (whole floats become int64) or strings, or, for a
+    multi-label model, (n, k) of 0 and 1 (one column per class)."""
+    if y.ndim == 2 and y.shape[0] == n and y.shape[1] >= 2:
+        if y.dtype.kind not in "biuf" or not np.isin(y, (0, 1)).all():
+            raise DataFormatError(f"{where}: expected (n, k) multi-label labels of 0 and 1, got other values")
+        return y.astype(np.int64)
     if y.shape != (n,):
-        raise DataFormatError(f"{where}: expected labels of shape ({n},), got {y.shape}")
+        raise DataFormatError(f"{where}: expected labels of shape ({n},) (or ({n}, k) 0/1 for multi-label), got "
+                              f"{y.shape}")
     if y.dtype.kind not in "biuUS":
         if y.dtype.kind == "f" and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
             return y.astype(np.int64)
