@@ -24,7 +24,7 @@ def _manifest():
 def _stage(model, tmp_path, manifest):
     """stream.onnx staged in tmp_path and checked at the default stream tolerance (1e-6) on T=10."""
     plan = stream_verification.StreamPlan(F=F, T=manifest["timesteps_trained"], seed=0)
-    return graphs.stage_stream(model, tmp_path, manifest, 17, lambda Z: keras_proba(model, Z), plan)
+    return graphs.stage_stream(model, tmp_path, manifest, 17, lambda Z, lengths: keras_proba(model, Z, lengths), plan)
 
 
 def _model(masking=False, **cfg):
