@@ -218,3 +218,30 @@ def test_user_job_api_carries_the_same_columns_and_nulls_for_refused_rows(k_mode
     row = {r["id"]: r for r in out.to_pylist()}
     assert row[2]["probabilities"] is None and row[2]["label"] is None and "finite" in row[2]["error"]
     assert len(row[1]["probabilities"]) == K and row[1]["error"] is None
+
+
+def test_spark_scorer_functions_carry_the_k_columns_without_spark(k_model):
+    """SparkScorer's mapInPandas / applyInPandas functions and DDL for k classes (plain pandas frames: the
+    same functions Spark calls; tests/runtime/test_batch_spark.py runs them on Spark for a binary model)."""
+    pd = pytest.importorskip("pandas")
+    from types import SimpleNamespace
+
+    from pipeline.runtime.batch.api import SparkScorer
+    from tests.runtime.parquet_data import long_table, ragged
+
+    s = SparkScorer(str(k_model.model_dir), threads=1)
+    df = SimpleNamespace(schema={"id": SimpleNamespace(dataType=SimpleNamespace(simpleString=lambda: "bigint"))})
+    label = "array<string>" if k_model.task == "multilabel" else "string"
+    assert s.output_schema(df) == f"id bigint, label {label}, probabilities array<float>, error string"
+    seqs = ragged(6, F, lo=1, hi=5, seed=10)
+    pdf = pd.DataFrame({"id": range(6), "x": [[list(map(float, step)) for step in seq] for seq in seqs]})
+    out = pd.concat(list(s.nested(iter([pdf]))))
+    assert list(out.columns) == ["id", "label", "probabilities", "error"] and len(out) == 6
+    want = k_model.predict_proba(seqs)
+    np.testing.assert_array_equal(np.stack(out["probabilities"].to_numpy()).astype(np.float32), want)
+    got_labels = [list(v) if k_model.task == "multilabel" else v for v in out["label"]]
+    assert got_labels == _decided_names(k_model, want)
+    sl = SparkScorer(str(k_model.model_dir), id_column="sample_id", threads=1)
+    group = long_table([seqs[2]], [2]).to_pandas()
+    row = sl.long(group)
+    np.testing.assert_array_equal(np.asarray(row["probabilities"][0], np.float32), want[2])

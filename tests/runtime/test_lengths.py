@@ -220,3 +220,28 @@ def test_cli_feeds_lengths_from_npz_and_long_csv(tmp_path, variable):
         np.testing.assert_allclose(got.reshape(want.shape), want, rtol=1e-8, atol=0)  # printed with 9 digits
     manifest = json.loads((variable.model_dir / "manifest.json").read_text())
     assert manifest["masking"]["mask_value"] is None
+
+
+# ------------------------------------------------------------------ streams: never padded
+
+def test_stream_steps_are_all_real(tmp_path, tiny_model_factory):
+    """stream.onnx has no lengths input: an all-zero step is data (gru-build model), a step equal to a
+    user's mask value is refused (Keras would skip it) and leaves the state unchanged."""
+    built = Predictor.load(tiny_model_factory(tmp_path / "built", masking=True, stream=True))
+    X, _ = _rows(n=1, t=5, seed=11)
+    X[0, 3] = 0.0
+    with built.stream() as s:
+        for row in X[0]:
+            p = s.push(row[None])
+    np.testing.assert_allclose(p, built.predict_proba(X)[0], atol=1e-6, rtol=0)
+    user = Predictor.load(tiny_model_factory(tmp_path / "user", masking=True, mask_value=USER_MASK,
+                                             preprocessing={"type": "none"}, stream=True))
+    with user.stream(n_streams=2) as s:
+        s.push(np.ones((2, 2, F), np.float32))
+        before = s.get_state()
+        steps = np.ones((2, 3, F), np.float32)
+        steps[1, 2] = USER_MASK
+        with pytest.raises(InputError, match=r"^steps: stream 1 timestep 2: every value equals the mask value -1") as info:
+            s.push(steps)
+        assert "\n" not in str(info.value)
+        assert all(np.array_equal(before[k], v) for k, v in s.get_state().items())
