@@ -115,10 +115,17 @@ node-deps: $(NODE_STAMP)
 export: $(STAMP) $(OPENVINO_STAMP) $(NODE_STAMP)
 	$(VENV)/bin/gru-build
 
-test: $(CLUSTER_STAMP) $(UCR_STAMP) $(NODE_STAMP) java
+test: $(CLUSTER_STAMP) $(UCR_STAMP) $(NODE_STAMP) java kernel-check
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
+
+# The fused kernel under AddressSanitizer + UBSan, then ThreadSanitizer: gcc builds its sources (pyproject's
+# ext-module) into two separate libraries, tests/runtime/test_fused.py runs against each with the sanitizer's
+# runtime preloaded, and any report fails (tests/runtime/test_kernel_sanitizers.py; ~75 s on the 2-core VM)
+.PHONY: kernel-check
+kernel-check: $(STAMP)
+	GRU_KERNEL_CHECK=1 $(PY) -m pytest -q tests/runtime/test_kernel_sanitizers.py
 
 bench: $(BENCH_STAMP)
 	$(PY) tools/bench.py
