@@ -232,7 +232,7 @@ def _attr_node(*attr_fields: bytes) -> bytes:
     return _model(_ld(1, _ld(4, b"GRU") + _ld(5, b"".join(attr_fields))))
 
 
-@pytest.mark.parametrize("data,message", [
+DAMAGES = [  # (bytes, what the error must say)
     (b"", "no graph"),
     (_key(7, 2), "truncated varint"),
     (_key(7, 2) + _varint(5) + b"abc", "needs 5 bytes, 3 left"),
@@ -260,10 +260,14 @@ def _attr_node(*attr_fields: bytes) -> bytes:
     (_attr_node(_ld(1, b"alpha"), _key(2, 5) + b"\x00\x00"), "needs 4 bytes, 2 left"),
     (_attr_node(_ld(1, b"ints"), _ld(8, b"\x80")), "truncated varint"),
     (_attr_node(_ld(1, b"t"), _ld(5, _ld(9, b"\x00" * 3) + _key(2, 0) + _varint(1))), "3 raw bytes"),
-])
+]
+
+
+@pytest.mark.parametrize("data,message", DAMAGES, ids=[m for _, m in DAMAGES])
 def test_each_kind_of_damage_is_named(data, message):
-    with pytest.raises(OnnxReadError, match=message.replace("[", r"\[").replace("]", r"\]").replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(OnnxReadError) as exc:
         parse_model(data)
+    assert message in str(exc.value) and "\n" not in str(exc.value)
 
 
 def test_valid_forms_protobuf_writes_are_read():
