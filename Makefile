@@ -50,6 +50,7 @@ help:
 	@echo "make export          train on the default task, export, verify, write exported/"
 	@echo "make test            run the whole test suite"
 	@echo "make check           lint and the quick tests: no training, TensorFlow, Ray, Spark or venvs (~1.5 min)"
+	@echo "make kernel-check    the fused kernel's tests under AddressSanitizer+UBSan and ThreadSanitizer (~75 s)"
 	@echo "make bench           runtime vs Keras, tf.function, tf2onnx, OpenVINO, LiteRT; cold start,"
 	@echo "                     memory, install size, targets; streaming (bench-results/)"
 	@echo "make lint            ruff (pyflakes + pycodestyle errors) over the whole tree, and the layer"
