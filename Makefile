@@ -50,6 +50,7 @@ help:
 	@echo "make export          train on the default task, export, verify, write exported/"
 	@echo "make test            run the whole test suite"
 	@echo "make check           lint and the quick tests: no training, TensorFlow, Ray, Spark or venvs (~1.5 min)"
+	@echo "make kernel-check    the fused kernel's tests under AddressSanitizer+UBSan and ThreadSanitizer (~75 s)"
 	@echo "make bench           runtime vs Keras, tf.function, tf2onnx, OpenVINO, LiteRT; cold start,"
 	@echo "                     memory, install size, targets; streaming (bench-results/)"
 	@echo "make lint            ruff (pyflakes + pycodestyle errors) over the whole tree, and the layer"
@@ -115,10 +116,17 @@ node-deps: $(NODE_STAMP)
 export: $(STAMP) $(OPENVINO_STAMP) $(NODE_STAMP)
 	$(VENV)/bin/gru-build
 
-test: $(CLUSTER_STAMP) $(UCR_STAMP) $(NODE_STAMP) java
+test: $(CLUSTER_STAMP) $(UCR_STAMP) $(NODE_STAMP) java kernel-check
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
+
+# The fused kernel under AddressSanitizer + UBSan, then ThreadSanitizer: gcc builds its sources (pyproject's
+# ext-module) into two separate libraries, tests/runtime/test_fused.py runs against each with the sanitizer's
+# runtime preloaded, and any report fails (tests/runtime/test_kernel_sanitizers.py; ~75 s on the 2-core VM)
+.PHONY: kernel-check
+kernel-check: $(STAMP)
+	GRU_KERNEL_CHECK=1 $(PY) -m pytest -q tests/runtime/test_kernel_sanitizers.py
 
 bench: $(BENCH_STAMP)
 	$(PY) tools/bench.py

@@ -1,13 +1,16 @@
 """Shared by the fused-kernel tests (tests/runtime/test_fused.py: tiny graphs and the committed
 model; tests/export/test_fused_coverage.py: Keras models of every covered layer kind): the loaded
 library and the ISA variants this CPU runs, the stress families, a float64 evaluation of any
-covered network, and writing a model.onnx + manifest folder.
+covered network, and writing a model.onnx + manifest folder. Reads GRU_KERNEL_LIBRARY (through
+pipeline.runtime.fused): when it names a library that does not load, importing this module fails
+rather than letting every kernel test skip.
 
-Imports threading, numpy, pytest, pipeline.artifact and pipeline.runtime (TF-free) and tests/tiny_models.py.
+Imports os, threading, numpy, pytest, pipeline.artifact and pipeline.runtime (TF-free) and tests/tiny_models.py.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 from typing import Callable
@@ -24,6 +27,8 @@ EXPORTED = Path(__file__).resolve().parents[1] / "exported"
 ATOL = fused.SELF_CHECK_ATOL
 
 LIB, _WHY = fused.load_library()
+if LIB is None and os.environ.get(fused.LIBRARY_ENV):  # a build asked for by path (make kernel-check) must load
+    raise RuntimeError(f"{fused.LIBRARY_ENV}={os.environ[fused.LIBRARY_ENV]}: {_WHY}")
 ISAS = fused.supported_isas(LIB) if LIB is not None else []
 needs_library = pytest.mark.skipif(LIB is None, reason=f"fused library not built: {_WHY}")
 # onnxruntime's MLAS runs its FMA kernels (sgemm, logistic) on CPUs with AVX2 and FMA; there the

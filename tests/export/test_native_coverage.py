@@ -131,18 +131,18 @@ def _unsupported_model(kind: str, units: int = 4, features: int = 3) -> keras.Mo
 
 @pytest.mark.parametrize("kind", ["custom cell", "Conv1D"])
 def test_unsupported_layer_raises_and_auto_falls_back(kind: str) -> None:
-    from pipeline.export import exporter
+    from pipeline.export.convert import convert
 
     model = _unsupported_model(kind)
     with pytest.raises(UnsupportedModelError):
         export_native(model, "x", 17)
-    proto, backend, reason = exporter.convert(model, "auto", 17)
+    proto, backend, reason = convert(model, "auto", 17)
     assert backend == "tf2onnx" and reason
     X = np.random.default_rng(0).standard_normal((3, 7, 3)).astype(np.float32)
     err = np.abs(coverage.run_onnx(coverage.ort_session(proto), X) - coverage.keras_run(model, X)).max()
     assert err <= ATOL
     with pytest.raises(UnsupportedModelError):
-        exporter.convert(model, "native", 17)
+        convert(model, "native", 17)
 
 
 def test_go_backwards_stateful_graph_is_refused() -> None:

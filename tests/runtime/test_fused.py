@@ -16,7 +16,7 @@ import pytest
 
 from pipeline.errors import InputError
 from pipeline.runtime import Predictor, fused
-from pipeline.runtime.fused.onnx_reader import match_fused, parse_model
+from pipeline.runtime.fused.onnx_reader import FusedLayer, FusedSpec, match_fused, parse_model
 from pipeline.runtime.sessions import open_session
 
 from fused_support import (ATOL, EXPORTED, ISAS, LIB, needs_fma_cpu, needs_library,  # noqa: F401
@@ -242,6 +242,48 @@ def test_one_to_three_rows_on_two_threads_give_the_same_bits(isa):
     alone = [kernel.run(X[i:i + n], threads=1) for i, n in cuts]
     for _ in range(10):
         assert all(np.array_equal(a, kernel.run(X[i:i + n], threads=2)) for a, (i, n) in zip(alone, cuts))
+
+
+def _numpy_spec(layers, head: str, seed: int, features: int = 3):
+    """A FusedSpec with random, non-saturating weights, built without any graph: ``layers`` is
+    [(H, direction, linear_before_reset, flip per direction)], input side first."""
+    rng = np.random.default_rng(seed)
+    built, F = [], features
+    for H, direction, lbr, flip in layers:
+        D = 2 if direction == "bidirectional" else 1
+        W, R = (rng.standard_normal((D, 3 * H, k)).astype(np.float32) * np.float32(0.4) for k in (F, H))  # (D, 3H, F|H)
+        B = rng.standard_normal((D, 6 * H)).astype(np.float32) * np.float32(0.1)                          # (D, 6H)
+        built.append(FusedLayer(W=W, R=R, B=B, direction=direction, flip=flip, linear_before_reset=lbr))
+        F = D * H
+    return FusedSpec(layers=built, head=head, head_w=rng.standard_normal(F).astype(np.float32) * np.float32(0.5),
+                     head_b=0.1)
+
+
+@needs_library
+@pytest.mark.parametrize("layers,head", [
+    # three layers (both sequence buffers), bidirectional into reverse-and-flipped into forward
+    ([(5, "bidirectional", 1, (False, False)), (17, "reverse", 0, (True,)), (20, "forward", 1, (False,))], "avg"),
+    ([(9, "reverse", 1, (True,)), (7, "bidirectional", 0, (False, False)), (33, "forward", 0, (False,))], "last"),
+    # a mean over a reverse direction that keeps time order: its states kept and summed in time order
+    ([(6, "forward", 1, (False,)), (12, "reverse", 1, (False,))], "avg"),
+    ([(16, "bidirectional", 0, (False, False))], "avg"),
+])
+def test_every_layer_kind_without_a_graph(layers, head):
+    """Stacked, bidirectional, reversed and linear_before_reset=0 layers, specs built in numpy (no
+    Keras: these also run under the sanitizer builds of make kernel-check): within 1e-5 of float64,
+    every ISA the same bits, and a row's bits independent of its batch and the thread count."""
+    spec = _numpy_spec(layers, head, seed=len(layers) * 7 + layers[0][0])
+    rng = np.random.default_rng(21)
+    for T in (1, 9):
+        X = rng.standard_normal((50, T, spec.features)).astype(np.float32)
+        runs = {isa: fused.FusedKernel(LIB, spec, isa).run(X, threads=2) for isa in ISAS}
+        err = float(np.abs(runs[ISAS[0]].astype(np.float64) - _float64_proba(spec, X)).max())
+        assert err <= 1e-5, f"T={T}: max |kernel - float64| {err:.3g}"
+        for isa, got in runs.items():
+            assert np.array_equal(got, runs[ISAS[0]]), f"T={T}: {isa} differs from {ISAS[0]}"
+        kernel = fused.FusedKernel(LIB, spec, ISAS[-1])
+        parts = [kernel.run(X[i:i + n], threads=t) for i, n, t in ((0, 1, 2), (1, 2, 2), (3, 7, 1), (10, 40, 2))]
+        assert np.array_equal(np.concatenate(parts), runs[ISAS[0]]), f"T={T}"
 
 
 # ---------------------------------------------------------------------------- the Predictor

@@ -31,7 +31,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from pipeline.errors import NonFiniteInput
-from pipeline.runtime.fused.onnx_reader import FusedSpec, match_fused, parse_model
+from pipeline.runtime.fused.onnx_reader import FusedSpec, OnnxReadError, match_fused, parse_model
 
 __all__ = ["ISAS", "LIBRARY_MODULE", "FusedKernel", "library_path", "load_library", "supported_isas",
            "prepare_fused", "SELF_CHECK_ATOL"]
@@ -192,7 +192,7 @@ def prepare_fused(model_bytes: bytes, input_name: str, output_name: str, onnx_pr
         return None, info
     try:
         spec, why = match_fused(parse_model(model_bytes), input_name, output_name)
-    except ValueError as exc:
+    except OnnxReadError as exc:  # the reader's one error; match_fused returns a reason, never raises
         spec, why = None, f"model.onnx could not be read for the fused kernel: {exc}"
     if spec is None:
         info["reason"] = f"model not covered by the fused kernel: {why}"

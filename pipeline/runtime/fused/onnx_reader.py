@@ -1,9 +1,14 @@
 """Read the parts of a model.onnx the fused kernel needs, without the onnx package.
 
 Owns: a minimal protobuf wire-format reader for the ONNX ``ModelProto`` fields used here (graph
-nodes with their attributes, initializers, graph inputs and outputs), and ``match_fused``, which
-recognises the one graph shape the fused kernel reproduces and returns its weights, or the reason
-it does not apply.
+nodes with their attributes, initializers, graph inputs and outputs, opset_import, metadata_props,
+ir_version), and ``match_fused``, which recognises the one graph shape the fused kernel reproduces
+and returns its weights, or the reason it does not apply. Every length, fixed-width field, wire type,
+string and tensor size is checked: bytes the reader cannot read raise ``OnnxReadError`` (a
+ValueError, one line naming the field and what was expected), never another exception, and
+``match_fused`` returns a reason for any graph the reader returns (tests/runtime/test_onnx_reader.py
+feeds it truncated and corrupted models; tests/export/test_onnx_reader_vs_onnx.py compares it with
+onnx.load on every graph the tests export).
 Imports: numpy, struct (TF-free; never the onnx package). Reads: the bytes it is given (the caller
 has already checked model.onnx against the manifest's sha256). Writes: nothing.
 
@@ -42,71 +47,128 @@ from typing import Any, Optional
 
 import numpy as np
 
-__all__ = ["FusedSpec", "parse_model", "match_fused"]
+__all__ = ["OnnxReadError", "Graph", "Node", "FusedSpec", "FusedLayer", "parse_model", "match_fused"]
 
-_FLOAT, _INT64, _INT32, _DOUBLE = 1, 7, 6, 11
-_NP = {_FLOAT: np.float32, _INT64: np.int64, _INT32: np.int32, _DOUBLE: np.float64}
+_FLOAT, _INT32, _INT64, _DOUBLE = 1, 6, 7, 11
+_NP = {_FLOAT: np.float32, _INT64: np.int64, _INT32: np.int32, _DOUBLE: np.float64}  # the types read; others: empty
+_VARINT, _FIXED64, _BYTES, _FIXED32 = 0, 1, 2, 5  # protobuf wire types (3, 4: groups, never in ONNX)
+_MAX_FIELD = (1 << 29) - 1
+_EXTERNAL = 1  # TensorProto.DataLocation EXTERNAL
+# AttributeProto.type: FLOAT, INT, STRING, TENSOR, GRAPH -> the field holding it, and its default
+_ATTR_TENSOR, _ATTR_FLOATS, _ATTR_INTS, _ATTR_STRINGS = 4, 6, 7, 8
+_ATTR_FIELD = {1: 2, 2: 3, 3: 4, 4: 5, 5: 6}
+_ATTR_DEFAULT = {1: 0.0, 2: 0, 3: "", 5: "<graph>"}  # TENSOR's default, an empty tensor, is read as one
 
 
-class _Malformed(ValueError):
-    pass
+class OnnxReadError(ValueError):
+    """The bytes are not a ModelProto this reader can read: truncated or malformed protobuf, a field
+    of the wrong type, tensor data that does not fit its dims, or data kept outside the file."""
 
 
 def _varint(buf: memoryview, pos: int) -> tuple[int, int]:
+    """(value, position after it) of the varint at ``pos``: at most 10 bytes, at most 64 bits."""
     result = shift = 0
     while True:
         if pos >= len(buf):
-            raise _Malformed("truncated varint")
+            raise OnnxReadError(f"truncated varint at byte {pos}")
         b = buf[pos]
         pos += 1
         result |= (b & 0x7F) << shift
         if not b & 0x80:
+            if result >> 64:
+                raise OnnxReadError(f"varint over 64 bits ending at byte {pos}")
             return result, pos
         shift += 7
         if shift > 63:
-            raise _Malformed("varint too long")
+            raise OnnxReadError(f"varint longer than 10 bytes at byte {pos}")
 
 
 def _fields(buf: memoryview):
-    """Yield (field number, wire type, value) of one message: int, or a memoryview for bytes."""
+    """Yield (field number, wire type, value) of one message: an int for a varint, a memoryview of
+    the bytes for the others (8 for fixed64, 4 for fixed32), every length checked against the message."""
     pos, end = 0, len(buf)
     while pos < end:
+        start = pos
         key, pos = _varint(buf, pos)
         num, wt = key >> 3, key & 7
-        if wt == 0:
+        if not 1 <= num <= _MAX_FIELD:
+            raise OnnxReadError(f"field number {num} at byte {start} (expected 1..{_MAX_FIELD})")
+        if wt == _VARINT:
             val, pos = _varint(buf, pos)
-        elif wt == 1:
-            val, pos = buf[pos:pos + 8], pos + 8
-        elif wt == 2:
-            n, pos = _varint(buf, pos)
-            if pos + n > end:
-                raise _Malformed("truncated field")
+        elif wt in (_FIXED64, _FIXED32, _BYTES):
+            if wt == _BYTES:
+                n, pos = _varint(buf, pos)
+            else:
+                n = 8 if wt == _FIXED64 else 4
+            if n > end - pos:
+                raise OnnxReadError(f"field {num} at byte {start} needs {n} bytes, {end - pos} left")
             val, pos = buf[pos:pos + n], pos + n
-        elif wt == 5:
-            val, pos = buf[pos:pos + 4], pos + 4
         else:
-            raise _Malformed(f"unsupported wire type {wt}")
+            raise OnnxReadError(f"field {num} at byte {start} has wire type {wt} (expected 0, 1, 2 or 5)")
         yield num, wt, val
 
 
-def _signed(v: int) -> int:
+def _expect(num: int, wt: int, want: int, what: str) -> None:
+    if wt != want:
+        raise OnnxReadError(f"{what} (field {num}) has wire type {wt}, expected {want}")
+
+
+def _text(num: int, wt: int, val, what: str, errors: str = "strict") -> str:
+    """A string field (UTF-8)."""
+    _expect(num, wt, _BYTES, what)
+    try:
+        return bytes(val).decode("utf-8", errors)
+    except UnicodeDecodeError as exc:
+        raise OnnxReadError(f"{what} (field {num}) is not UTF-8: {exc.reason} at byte {exc.start}") from None
+
+
+def _message(num: int, wt: int, val, what: str) -> memoryview:
+    """An embedded message field: its bytes."""
+    _expect(num, wt, _BYTES, what)
+    return val
+
+
+def _int64(v: int) -> int:
     return v - (1 << 64) if v >= 1 << 63 else v
 
 
-def _ints(wt: int, val) -> list[int]:
-    """A repeated int64 field entry: packed (wire type 2) or one varint."""
-    if wt == 0:
-        return [_signed(val)]
+def _int32(v: int) -> int:
+    """A varint read as protobuf reads an int32 field: its low 32 bits, signed."""
+    v &= 0xFFFFFFFF
+    return v - (1 << 32) if v >= 1 << 31 else v
+
+
+def _scalar(num: int, wt: int, val, what: str) -> int:
+    """An int64 field (one varint)."""
+    _expect(num, wt, _VARINT, what)
+    return _int64(val)
+
+
+def _varints(num: int, wt: int, val, what: str) -> list[int]:
+    """A repeated integer field entry: packed (wire type 2) or one varint; unsigned 64-bit values."""
+    if wt == _VARINT:
+        return [val]
+    _expect(num, wt, _BYTES, what)
     out, pos = [], 0
     while pos < len(val):
         v, pos = _varint(val, pos)
-        out.append(_signed(v))
+        out.append(v)
     return out
+
+
+def _fixed(num: int, wt: int, val, what: str, dtype: str) -> np.ndarray:
+    """A repeated float or double field entry: packed (wire type 2) or one fixed32 / fixed64."""
+    size = np.dtype(dtype).itemsize
+    if wt != _BYTES:
+        _expect(num, wt, _FIXED32 if size == 4 else _FIXED64, what)
+    if len(val) % size:
+        raise OnnxReadError(f"{what} (field {num}): {len(val)} bytes, not a multiple of {size}")
+    return np.frombuffer(bytes(val), dtype)
 
 
 @dataclass
 class Node:
-    op_type: str
+    op_type: str           # "domain::op_type" outside the default domain
     inputs: list[str]
     outputs: list[str]
     attrs: dict[str, Any] = field(default_factory=dict)
@@ -114,125 +176,189 @@ class Node:
 
 @dataclass
 class Graph:
+    """What parse_model reads of a ModelProto (everything else is skipped, its framing checked)."""
+
     nodes: list[Node]
     initializers: dict[str, np.ndarray]
-    inputs: list[str]
+    inputs: list[str]      # graph inputs that are not initializers
     outputs: list[str]
+    opset_import: list[tuple[str, int]] = field(default_factory=list)    # (domain, version)
+    metadata_props: list[tuple[str, str]] = field(default_factory=list)  # (key, value)
+    ir_version: int = 0
 
 
 def _tensor(buf: memoryview) -> tuple[str, np.ndarray]:
+    """(name, array) of a TensorProto: float, int32, int64 or double data, raw or typed; another
+    type gives an empty array (the kernel never needs one)."""
     dims: list[int] = []
-    dtype, name, raw = 0, "", None
-    floats: list[float] = []
-    int64s: list[int] = []
+    dtype, name, raw, location = 0, "", None, 0
+    typed: list = []  # the typed data fields' entries, in order
     for num, wt, val in _fields(buf):
         if num == 1:
-            dims += _ints(wt, val)
+            dims += [_int64(v) for v in _varints(num, wt, val, "tensor dims")]
         elif num == 2:
-            dtype = val
-        elif num == 4:  # float_data: packed or single fixed32
-            floats += list(np.frombuffer(bytes(val), "<f4")) if wt in (2, 5) else []
+            _expect(num, wt, _VARINT, "tensor data_type")
+            dtype = _int32(val)
+        elif num == 4:
+            typed.append(("float", _fixed(num, wt, val, "tensor float_data", "<f4")))
+        elif num == 5:
+            typed.append(("int32", [_int32(v) for v in _varints(num, wt, val, "tensor int32_data")]))
         elif num == 7:
-            int64s += _ints(wt, val)
+            typed.append(("int64", [_int64(v) for v in _varints(num, wt, val, "tensor int64_data")]))
         elif num == 8:
-            name = bytes(val).decode("utf-8")
+            name = _text(num, wt, val, "tensor name")
         elif num == 9:
+            _expect(num, wt, _BYTES, "tensor raw_data")
             raw = bytes(val)
-        elif num in (13, 14):
-            raise _Malformed(f"initializer {name or '?'} keeps its data outside the file")
+        elif num == 10:
+            typed.append(("double", _fixed(num, wt, val, "tensor double_data", "<f8")))
+        elif num == 13:
+            raise OnnxReadError(f"initializer {name or '?'} keeps its data outside the file (external_data)")
+        elif num == 14:
+            _expect(num, wt, _VARINT, "tensor data_location")
+            location = _int32(val)
+    if location == _EXTERNAL:
+        raise OnnxReadError(f"initializer {name or '?'} keeps its data outside the file (data_location EXTERNAL)")
+    if any(d < 0 for d in dims):
+        raise OnnxReadError(f"initializer {name or '?'}: negative dims {dims}")
     if dtype not in _NP:
-        return name, np.empty(0)  # a type the kernel never needs
+        return name, np.empty(0)
+    np_type = np.dtype(_NP[dtype])
     if raw is not None:
-        arr = np.frombuffer(raw, dtype=np.dtype(_NP[dtype]).newbyteorder("<")).astype(_NP[dtype])
-    elif dtype == _FLOAT:
-        arr = np.asarray(floats, np.float32)
-    elif dtype == _INT64:
-        arr = np.asarray(int64s, np.int64)
+        if len(raw) % np_type.itemsize:
+            raise OnnxReadError(f"initializer {name or '?'}: {len(raw)} raw bytes, not a multiple of {np_type.itemsize}")
+        arr = np.frombuffer(raw, dtype=np_type.newbyteorder("<")).astype(np_type)
     else:
-        arr = np.empty(0, _NP[dtype])
-    if arr.size != int(np.prod(dims, dtype=np.int64)):
-        raise _Malformed(f"initializer {name}: {arr.size} values for dims {dims}")
+        field_of = {_FLOAT: "float", _INT32: "int32", _INT64: "int64", _DOUBLE: "double"}[dtype]
+        values = [v for kind, vs in typed if kind == field_of for v in vs]
+        arr = np.asarray(values, np_type) if values else np.empty(0, np_type)
+    count = 1
+    for d in dims:
+        count *= d
+    if arr.size != count:
+        raise OnnxReadError(f"initializer {name or '?'}: {arr.size} values for dims {dims}")
     return name, arr.reshape(dims)
 
 
 def _attribute(buf: memoryview) -> tuple[str, Any]:
-    name, value = "", None
+    """(name, value) of an AttributeProto: a float, int, string, array (tensor), "<graph>", or a list
+    of floats, ints or strings. The value is the field its ``type`` names (that field's default when
+    it is missing), as onnx.helper.get_attribute_value reads it; without a known type, the first of
+    t, g, s, i, f that is present, else its ints, floats or strings (possibly none: [])."""
+    name, kind = "", 0
+    single: dict[int, Any] = {}     # field number -> value of f (2), i (3), s (4), g (6)
+    tensor_parts: list[bytes] = []  # t (5): a singular message given twice is merged (its bytes joined)
     ints: list[int] = []
     floats: list[float] = []
     strings: list[str] = []
     for num, wt, val in _fields(buf):
         if num == 1:
-            name = bytes(val).decode("utf-8")
+            name = _text(num, wt, val, "attribute name")
         elif num == 2:
-            value = struct.unpack("<f", bytes(val))[0]
+            _expect(num, wt, _FIXED32, f"attribute {name!r} f")
+            single[2] = struct.unpack("<f", val)[0]
         elif num == 3:
-            value = _signed(val)
+            single[3] = _scalar(num, wt, val, f"attribute {name!r} i")
         elif num == 4:
-            value = bytes(val).decode("utf-8", "replace")
+            single[4] = _text(num, wt, val, f"attribute {name!r} s", "replace")
         elif num == 5:
-            value = _tensor(val)[1]
-        elif num == 7:
-            floats += list(np.frombuffer(bytes(val), "<f4")) if wt in (2, 5) else []
-        elif num == 8:
-            ints += _ints(wt, val)
-        elif num == 9:
-            strings.append(bytes(val).decode("utf-8", "replace"))
+            tensor_parts.append(bytes(_message(num, wt, val, f"attribute {name!r} t")))
         elif num == 6:
-            value = "<graph>"
-    if value is None:
-        value = ints or floats or strings or []
-    return name, value
+            _message(num, wt, val, f"attribute {name!r} g")
+            single[6] = "<graph>"
+        elif num == 7:
+            floats += [float(v) for v in _fixed(num, wt, val, f"attribute {name!r} floats", "<f4")]
+        elif num == 8:
+            ints += [_int64(v) for v in _varints(num, wt, val, f"attribute {name!r} ints")]
+        elif num == 9:
+            strings.append(_text(num, wt, val, f"attribute {name!r} strings", "replace"))
+        elif num == 20:
+            _expect(num, wt, _VARINT, f"attribute {name!r} type")
+            kind = _int32(val)
+    if tensor_parts or kind == _ATTR_TENSOR:
+        single[5] = _tensor(memoryview(b"".join(tensor_parts)))[1]
+    lists = {_ATTR_FLOATS: floats, _ATTR_INTS: ints, _ATTR_STRINGS: strings}
+    if kind in lists:
+        return name, lists[kind]
+    if kind in _ATTR_FIELD:
+        return name, single.get(_ATTR_FIELD[kind], _ATTR_DEFAULT.get(kind))  # (TENSOR: always set above)
+    for num in (5, 6, 4, 3, 2):
+        if num in single:
+            return name, single[num]
+    return name, ints or floats or strings or []
 
 
 def _node(buf: memoryview) -> Node:
-    node = Node("", [], [])
-    for num, _, val in _fields(buf):
+    node, domain = Node("", [], []), ""
+    for num, wt, val in _fields(buf):
         if num == 1:
-            node.inputs.append(bytes(val).decode("utf-8"))
+            node.inputs.append(_text(num, wt, val, "node input"))
         elif num == 2:
-            node.outputs.append(bytes(val).decode("utf-8"))
+            node.outputs.append(_text(num, wt, val, "node output"))
         elif num == 4:
-            node.op_type = bytes(val).decode("utf-8")
+            node.op_type = _text(num, wt, val, "node op_type")
         elif num == 5:
-            k, v = _attribute(val)
+            k, v = _attribute(_message(num, wt, val, "node attribute"))
             node.attrs[k] = v
-        elif num == 7 and bytes(val) not in (b"", b"ai.onnx"):
-            node.op_type = bytes(val).decode("utf-8") + "::" + (node.op_type or "?")
+        elif num == 7:
+            domain = _text(num, wt, val, "node domain")
+    if domain not in ("", "ai.onnx"):
+        node.op_type = f"{domain}::{node.op_type or '?'}"
     return node
 
 
 def _value_info_name(buf: memoryview) -> str:
-    for num, _, val in _fields(buf):
+    name = ""
+    for num, wt, val in _fields(buf):
         if num == 1:
-            return bytes(val).decode("utf-8")
-    return ""
+            name = _text(num, wt, val, "value_info name")
+    return name
+
+
+def _pair(buf: memoryview, what: str, second_is_int: bool) -> tuple:
+    """(domain, version) of an OperatorSetIdProto or (key, value) of a StringStringEntryProto."""
+    first, second = "", 0 if second_is_int else ""
+    for num, wt, val in _fields(buf):
+        if num == 1:
+            first = _text(num, wt, val, f"{what} {'domain' if second_is_int else 'key'}")
+        elif num == 2:
+            second = (_scalar(num, wt, val, f"{what} version") if second_is_int
+                      else _text(num, wt, val, f"{what} value"))
+    return first, second
 
 
 def parse_model(data: bytes) -> Graph:
-    """The graph of serialized ``ModelProto`` bytes. Raises ValueError when they are not one."""
-    graph_bytes = None
+    """The graph of serialized ``ModelProto`` bytes. Raises OnnxReadError (a ValueError) when they
+    are not one this reader can read."""
+    graph_parts: list[bytes] = []  # the graph field given twice is merged, as protobuf merges it
+    opsets, metadata, ir_version = [], [], 0
     for num, wt, val in _fields(memoryview(data)):
-        if num == 7 and wt == 2:
-            graph_bytes = val
-    if graph_bytes is None:
-        raise _Malformed("no graph in the model")
-    nodes, inits, inputs, outputs = [], {}, [], []
-    for num, wt, val in _fields(graph_bytes):
-        if wt != 2:
-            continue
         if num == 1:
-            nodes.append(_node(val))
+            ir_version = _scalar(num, wt, val, "model ir_version")
+        elif num == 7:
+            graph_parts.append(bytes(_message(num, wt, val, "model graph")))
+        elif num == 8:
+            opsets.append(_pair(_message(num, wt, val, "model opset_import"), "opset_import", True))
+        elif num == 14:
+            metadata.append(_pair(_message(num, wt, val, "model metadata_props"), "metadata_props", False))
+    if not graph_parts:
+        raise OnnxReadError("no graph in the model")
+    nodes, inits, inputs, outputs = [], {}, [], []
+    for num, wt, val in _fields(memoryview(b"".join(graph_parts))):
+        if num == 1:
+            nodes.append(_node(_message(num, wt, val, "graph node")))
         elif num == 5:
-            k, v = _tensor(val)
+            k, v = _tensor(_message(num, wt, val, "graph initializer"))
             inits[k] = v
         elif num == 11:
-            inputs.append(_value_info_name(val))
+            inputs.append(_value_info_name(_message(num, wt, val, "graph input")))
         elif num == 12:
-            outputs.append(_value_info_name(val))
-    return Graph(nodes, inits, [i for i in inputs if i not in inits], outputs)
+            outputs.append(_value_info_name(_message(num, wt, val, "graph output")))
+    return Graph(nodes, inits, [i for i in inputs if i not in inits], outputs, opsets, metadata, ir_version)
 
 
 _DIRECTIONS = {"forward": 1, "reverse": 1, "bidirectional": 2}
+_MAX_NESTING = 64  # Concat/Slice nodes nested between two GRUs (exports have at most 2; a cycle has no end)
 
 
 @dataclass
@@ -278,28 +404,62 @@ class FusedSpec:
         return self.layers[0].features
 
 
-def _axes(node: Node, init: dict) -> list[int]:
-    """The axes of a Squeeze/Unsqueeze/ReduceMean/Concat/Split node: attribute or (opset >= 13/18) input."""
+def _attr(node: Node, name: str, default, kind: type):
+    """``node``'s attribute ``name`` when it holds a ``kind`` (int, float, str or list), ``default``
+    when the node has no such attribute, None when it holds something else."""
+    value = node.attrs.get(name, default)
+    return value if type(value) is kind else None
+
+
+def _input(node: Node, i: int) -> str:
+    """The name of ``node``'s input ``i``; "" when it has fewer inputs (ONNX's "not given")."""
+    return node.inputs[i] if i < len(node.inputs) else ""
+
+
+def _ints(init: dict, name: str) -> Optional[list[int]]:
+    """The values of an integer initializer; [] when ``name`` is not given; None when it is not an
+    integer constant."""
+    if not name:
+        return []
+    arr = init.get(name)
+    if arr is None or arr.dtype.kind not in "iu":
+        return None
+    return [int(v) for v in arr.reshape(-1)]
+
+
+def _axes(node: Node, init: dict) -> Optional[list[int]]:
+    """The axes of a Squeeze/Unsqueeze/ReduceMean/Concat/Split node: attribute or (opset >= 13/18)
+    input; None when they are not integers."""
     if node.op_type in ("Concat", "Split"):
-        return [int(node.attrs.get("axis", 0))]
-    axes = list(node.attrs.get("axes", []))
-    if len(node.inputs) > 1 and node.inputs[1]:
-        axes = [int(a) for a in np.asarray(init.get(node.inputs[1], np.empty(0))).reshape(-1)]
-    return axes
+        axis = _attr(node, "axis", 0, int)
+        return None if axis is None else [axis]
+    if _input(node, 1):
+        return _ints(init, _input(node, 1))
+    axes = _attr(node, "axes", [], list)
+    return axes if axes is not None and all(type(a) is int for a in axes) else None
 
 
 class _Graph:
     """Lookups on the graph while match_fused walks it backwards from the output."""
 
     def __init__(self, graph: Graph) -> None:
-        self.producer = {o: n for n in graph.nodes for o in n.outputs}
+        self.producer = {o: n for n in graph.nodes for o in n.outputs if o}
         self.init = graph.initializers
+        self.depth = 0  # nested Concat/Slice walks: a cycle in the graph must not recurse forever
 
     def resolve(self, name: str) -> str:
-        """``name``, or what a chain of Identity nodes producing it copies."""
-        while (n := self.producer.get(name)) is not None and n.op_type == "Identity":
-            name = n.inputs[0]
+        """``name``, or what a chain of Identity nodes producing it copies (a cycle of Identity nodes
+        resolves to one of its names, whose producer is then an Identity: no match)."""
+        for _ in range(len(self.producer) + 1):
+            n = self.producer.get(name)
+            if n is None or n.op_type != "Identity" or not _input(n, 0):
+                break
+            name = _input(n, 0)
         return name
+
+    def nested(self) -> bool:
+        """Whether one more nested Concat/Slice fits (_MAX_NESTING: far more than any export nests)."""
+        return self.depth < _MAX_NESTING
 
     def node(self, name: str) -> Optional[Node]:
         """The node producing ``name``, looking through Identity nodes."""
@@ -320,18 +480,18 @@ class _Graph:
         of an equal two-way Split along ``split_axis`` of a bidirectional GRU's output ``index``."""
         gru = self.gru_output(name, index)
         if gru is not None:
-            return (gru, 0) if gru.attrs.get("direction", "forward") in ("forward", "reverse") else None
+            return (gru, 0) if _attr(gru, "direction", "forward", str) in ("forward", "reverse") else None
         name = self.resolve(name)
         split = self.producer.get(name)
         if split is None or split.op_type != "Split" or len(split.outputs) != 2 or _axes(split, self.init) != [split_axis]:
             return None
-        sizes = split.attrs.get("split") or (
-            [int(v) for v in np.asarray(self.init.get(split.inputs[1], np.empty(0))).reshape(-1)]
-            if len(split.inputs) > 1 and split.inputs[1] else [])
+        sizes = _attr(split, "split", [], list)
+        if sizes == []:
+            sizes = _ints(self.init, _input(split, 1))
         if sizes not in ([], [1, 1]):
             return None
-        gru = self.gru_output(split.inputs[0], index)
-        if gru is None or gru.attrs.get("direction") != "bidirectional":
+        gru = self.gru_output(_input(split, 0), index)
+        if gru is None or _attr(gru, "direction", "forward", str) != "bidirectional":
             return None
         return gru, split.outputs.index(name)
 
@@ -340,14 +500,16 @@ class _Graph:
         Squeeze(Y_h, axis 0), or Concat(axis 1) of Squeeze(Split(Y_h, axis 0)[d], axis 0)."""
         cat = self.made_by(name, "Concat")
         if cat is not None:
-            if _axes(cat, self.init)[0] not in (1, -1):
+            if _axes(cat, self.init) not in ([1], [-1]) or not self.nested():
                 return None
+            self.depth += 1
             parts = [self.last_states(i) for i in cat.inputs]
+            self.depth -= 1
             return None if any(p is None for p in parts) else [x for p in parts for x in p]
         sq = self.made_by(name, "Squeeze")
         if sq is None or _axes(sq, self.init) != [0]:
             return None
-        part = self.direction_part(sq.inputs[0], 1, 0)
+        part = self.direction_part(_input(sq, 0), 1, 0)
         return None if part is None else [part]
 
     def sequence(self, name: str) -> Optional[list[tuple[Node, int, bool]]]:
@@ -357,21 +519,25 @@ class _Graph:
         n = self.node(name)
         if n is None:
             return None
+        if n.op_type in ("Concat", "Slice") and not self.nested():
+            return None
         if n.op_type == "Concat":
-            if _axes(n, self.init)[0] not in (2, -1):
+            if _axes(n, self.init) not in ([2], [-1]):
                 return None
+            self.depth += 1
             parts = [self.sequence(i) for i in n.inputs]
+            self.depth -= 1
             return None if any(p is None for p in parts) else [x for p in parts for x in p]
         if n.op_type == "Slice":
-            consts = [np.asarray(self.init.get(i, np.empty(0))).reshape(-1).tolist() if i else None
-                      for i in list(n.inputs[1:5]) + [""] * (5 - len(n.inputs))]
-            starts, ends, axes, steps = consts
+            starts, ends, axes, steps = (_ints(self.init, _input(n, i)) for i in range(1, 5))
             if starts != [-1] or not ends or len(ends) != 1 or ends[0] > -(2 ** 31) or axes != [0] or steps != [-1]:
                 return None
-            inner = self.sequence(n.inputs[0])
+            self.depth += 1
+            inner = self.sequence(_input(n, 0))
+            self.depth -= 1
             return None if inner is None else [(g, d, not f) for g, d, f in inner]
         if n.op_type == "Squeeze" and _axes(n, self.init) == [1]:
-            part = self.direction_part(n.inputs[0], 0, 1)
+            part = self.direction_part(_input(n, 0), 0, 1)
             return None if part is None else [(part[0], part[1], False)]
         return None
 
@@ -379,7 +545,7 @@ class _Graph:
 def _one_gru(parts: list, what: str) -> tuple[Optional[Node], str]:
     """The GRU node when ``parts`` are all its directions in order, else (None, reason)."""
     gru = parts[0][0]
-    D = _DIRECTIONS.get(gru.attrs.get("direction", "forward"), 0)
+    D = _DIRECTIONS.get(_attr(gru, "direction", "forward", str), 0)
     if [p[:2] for p in parts] != [(gru, d) for d in range(D)]:
         return None, f"{what} is not every direction of one GRU, concatenated in order"
     return gru, ""
@@ -387,29 +553,31 @@ def _one_gru(parts: list, what: str) -> tuple[Optional[Node], str]:
 
 def _gru_layer(gru: Node, init: dict, flip: tuple) -> tuple[Optional[FusedLayer], str]:
     """The weights of one GRU node when its options are ones the kernel covers, else (None, reason)."""
-    a = gru.attrs
-    direction = a.get("direction", "forward")
+    direction = _attr(gru, "direction", "forward", str)
     if direction not in _DIRECTIONS:
-        return None, f"GRU direction {direction!r}"
-    lbr = a.get("linear_before_reset", 0)
+        return None, f"GRU direction {gru.attrs.get('direction')!r}"
+    lbr = _attr(gru, "linear_before_reset", 0, int)
     if lbr not in (0, 1):
-        return None, f"GRU linear_before_reset={lbr!r}"
+        return None, f"GRU linear_before_reset={gru.attrs.get('linear_before_reset')!r}"
     D = _DIRECTIONS[direction]
-    acts = [s.lower() for s in a.get("activations", [])] or ["sigmoid", "tanh"] * D
+    acts = _attr(gru, "activations", [], list)
+    if acts is None or not all(type(s) is str for s in acts):
+        return None, f"GRU activations {gru.attrs.get('activations')!r} are not names"
+    acts = [s.lower() for s in acts] or ["sigmoid", "tanh"] * D
     if acts != ["sigmoid", "tanh"] * D:
         return None, f"GRU activations {acts} (fused: sigmoid and tanh only)"
     for opt in ("clip", "activation_alpha", "activation_beta"):
-        if opt in a and a[opt] not in ([], None):
+        if opt in gru.attrs and not (type(gru.attrs[opt]) is list and not gru.attrs[opt]):
             return None, f"GRU option {opt} is set"
-    if a.get("layout", 0) != 0:
+    if _attr(gru, "layout", 0, int) != 0:
         return None, "GRU layout=1"
-    ins = list(gru.inputs) + [""] * (6 - len(gru.inputs))
+    ins = [_input(gru, i) for i in range(6)]
     if ins[4] or ins[5]:
         return None, "GRU with sequence_lens or initial_h (masked or stateful models keep the onnxruntime path)"
     W, R = init.get(ins[1]), init.get(ins[2])
     B = init.get(ins[3]) if ins[3] else None
-    H = int(a.get("hidden_size", 0))
-    if W is None or R is None or W.dtype != np.float32 or R.dtype != np.float32 or H < 1:
+    H = _attr(gru, "hidden_size", 0, int)
+    if W is None or R is None or W.dtype != np.float32 or R.dtype != np.float32 or H is None or H < 1:
         return None, "GRU weights are not float32 constants"
     if W.ndim != 3 or W.shape[:2] != (D, 3 * H) or R.shape != (D, 3 * H, H):
         return None, f"GRU weight shapes W {W.shape}, R {R.shape} do not fit hidden_size {H} and {D} direction(s)"
@@ -429,28 +597,30 @@ def match_fused(graph: Graph, input_name: str, output_name: str) -> tuple[Option
     sig = g.made_by(output_name, "Sigmoid")
     if sig is None:
         return None, "the output is not a Sigmoid (only a Dense(1, sigmoid) head is fused)"
-    gemm = g.made_by(sig.inputs[0], "Gemm")
+    gemm = g.made_by(_input(sig, 0), "Gemm")
     if gemm is None or len(gemm.inputs) < 2:
         return None, "the sigmoid is not fed by one Dense (Gemm) layer"
-    if gemm.attrs.get("transA", 0) or gemm.attrs.get("alpha", 1.0) != 1.0 or gemm.attrs.get("beta", 1.0) != 1.0:
+    transB = _attr(gemm, "transB", 0, int)
+    if (_attr(gemm, "transA", 0, int) != 0 or _attr(gemm, "alpha", 1.0, float) != 1.0
+            or _attr(gemm, "beta", 1.0, float) != 1.0 or transB not in (0, 1)):
         return None, "the Dense layer's Gemm has transA/alpha/beta options"
     dW = init.get(gemm.inputs[1])
     db = init.get(gemm.inputs[2]) if len(gemm.inputs) > 2 and gemm.inputs[2] else np.zeros(1, np.float32)
     if dW is None or db is None or dW.dtype != np.float32 or db.dtype != np.float32 or db.size != 1:
         return None, "the Dense layer has no constant float32 weights with one output"
-    dW = dW.T if gemm.attrs.get("transB", 0) else dW
+    dW = dW.T if transB else dW
     if dW.ndim != 2 or dW.shape[1] != 1:
-        return None, f"the Dense layer has {dW.shape[-1]} outputs, expected 1"
+        return None, f"the Dense layer's weights have shape {dW.shape}, expected (inputs, 1)"
     feat = gemm.inputs[0]
     mean = g.made_by(feat, "ReduceMean")
     if mean is not None:
-        if _axes(mean, init) != [0] or mean.attrs.get("keepdims", 1) != 0:
+        if _axes(mean, init) != [0] or _attr(mean, "keepdims", 1, int) != 0:
             return None, "the pooling is not a mean over time (ReduceMean axes [0], keepdims 0)"
-        head, parts = "avg", g.sequence(mean.inputs[0])
+        head, parts = "avg", g.sequence(_input(mean, 0))
     else:
         head, parts = "last", g.last_states(feat)
     if not parts:
-        pooled = g.node(mean.inputs[0] if mean is not None else feat)
+        pooled = g.node(_input(mean, 0) if mean is not None else feat)
         if pooled is not None and pooled.op_type in ("Add", "Mul"):
             return None, "a Bidirectional merge other than concat (fused: merge_mode='concat' only)"
         reason = "max pooling" if g.made_by(feat, "ReduceMax") else "not a GRU state or its mean over time"
@@ -462,14 +632,14 @@ def match_fused(graph: Graph, input_name: str, output_name: str) -> tuple[Option
     # the last layer: an average head sums its output sequence in the order the graph pools it
     # (go_backwards: reversed by a Slice, i.e. in processing order); the last state has no order
     flip: tuple = tuple(f for _, _, f in parts) if head == "avg" else ()
-    while True:
+    for _ in range(len(graph.nodes) + 1):  # a cycle of GRU nodes ends here: more layers than nodes
         layer, why = _gru_layer(gru, init, flip)
         if layer is None:
             return None, why
         if layers and layers[0].features != layer.directions * layer.hidden:
             return None, f"a GRU of {layers[0].features} inputs is fed {layer.directions * layer.hidden} values per step"
         layers.insert(0, layer)
-        x = gru.inputs[0]
+        x = _input(gru, 0)
         tr = g.made_by(x, "Transpose")
         if tr is not None:
             break
@@ -481,15 +651,19 @@ def match_fused(graph: Graph, input_name: str, output_name: str) -> tuple[Option
         if gru is None:
             return None, why
         flip = tuple(f for _, _, f in parts)
-    if list(tr.attrs.get("perm", [])) != [1, 0, 2]:
+    else:
+        return None, "the GRU layers feed each other in a cycle"
+    if _attr(tr, "perm", [], list) != [1, 0, 2]:
         return None, "the GRU input is not the model input transposed to time-major"
     last = layers[-1]
     if dW.shape[0] != last.directions * last.hidden:
         return None, f"the Dense layer has {dW.shape[0]} inputs, the GRU gives {last.directions * last.hidden}"
     F = layers[0].features
-    prefix, cur = [], tr.inputs[0]
+    prefix, cur = [], _input(tr, 0)
     producer = g.producer
     while cur != input_name:
+        if len(prefix) > len(graph.nodes):
+            return None, "the input scaling nodes form a cycle"
         n = producer.get(cur)
         if n is None or n.op_type not in ("Sub", "Div", "Mul", "Add") or len(n.inputs) != 2:
             return None, f"the model input reaches the GRU through {n.op_type if n else '?'} (fused: per-feature Sub/Div/Mul/Add only)"
