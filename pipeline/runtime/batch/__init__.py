@@ -9,6 +9,11 @@ Owns nothing itself; the stages are one module each:
     job.py           run_job: plan -> engine -> commit
     api.py           for the user's own Ray / Spark jobs: ``RayScorer``, ``SparkScorer``
 
+Output columns of every engine and of the API (``score.output_columns``): a binary model
+``id, probability, label``; a multiclass or multilabel model ``id, label, probabilities`` (list<float32>
+of k, in class_names order; a multilabel label is the list of the names decided). Rows are never
+dropped or repeated: a sequence that cannot be scored is in ``_errors`` (the API: its ``error`` column).
+
 Imports: pyarrow (and ray / pyspark in their engines) -- nothing here is imported by
 ``pipeline.runtime`` or ``Predictor``; gru-predict imports it only for Parquet input.
 """
