@@ -258,3 +258,44 @@ def test_all_zero_real_steps_are_data(builds):
     assert np.isfinite(after).all() and not np.array_equal(before, after)
     with predictor.stream() as s:
         assert np.isfinite(s.push(np.zeros((1, X.shape[2]), np.float32)))
+
+
+def test_real_zero_steps_score_the_same_on_every_path(builds, tmp_path, capsys):
+    """Issue 24's "done when", on the variable-length gru-build artifact: series holding real all-zero steps
+    (inside and at the end) score the same through predict_proba(list), gru-predict on a long CSV and on a
+    nested Parquet file, and plain onnxruntime fed model.onnx with X and lengths, within 1e-6."""
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    from pipeline.runtime.cli import main as predict_main
+
+    folder = builds["masked"]
+    ref = np.load(folder / artifact.REFERENCE_FILE)
+    seqs = [ref["X"][i, :n].copy() for i, n in enumerate(ref["lengths"][:12])]
+    for i, s in enumerate(seqs):
+        s[min(1, len(s) - 1)] = 0.0  # a real all-zero step inside the row
+        if i % 2:
+            s[-1] = 0.0  # and one at its end
+    ids = [f"s{i}" for i in range(len(seqs))]
+    want = Predictor.load(folder).predict_proba(seqs)  # (12,)
+    T = max(len(s) for s in seqs)
+    X = np.zeros((len(seqs), T, seqs[0].shape[1]), np.float32)
+    for i, s in enumerate(seqs):
+        X[i, :len(s)] = s
+    lengths = np.array([len(s) for s in seqs], np.int64)
+    plain = _plain(folder / artifact.MODEL_FILE, {"x": X, "lengths": lengths})[0][:, 0]
+    assert np.abs(plain - want).max() <= 1e-6
+
+    csv = tmp_path / "long.csv"
+    rows = ["sample_id,t," + ",".join(f"f{j}" for j in range(X.shape[2]))]
+    rows += [f"{sid},{t}," + ",".join(repr(float(v)) for v in s[t]) for sid, s in zip(ids, seqs) for t in range(len(s))]
+    csv.write_text("\n".join(rows) + "\n")
+    nested = tmp_path / "nested.parquet"
+    pq.write_table(pa.table({"id": ids, "x": [s.tolist() for s in seqs]}), nested)
+    for path in (csv, nested):
+        capsys.readouterr()
+        assert predict_main([str(folder), str(path)]) == 0  # one CSV row per sample on stdout
+        lines = capsys.readouterr().out.splitlines()
+        assert lines[0] == "id,probability,label"
+        got = {r.split(",")[0]: float(r.split(",")[1]) for r in lines[1:]}
+        assert np.abs(np.array([got[i] for i in ids]) - want).max() <= 1e-6, path.name
