@@ -47,7 +47,7 @@ def _trained(head, k, loss, y):
     return model
 
 
-def test_multiclass_softmax(tmp_path):
+def test_multiclass_softmax(tmp_path, capsys):
     y = np.random.default_rng(1).integers(0, 5, 64)
     model = _trained(keras.layers.Dense(5, activation="softmax"), 5, "sparse_categorical_crossentropy", y)
     names = "a,b,c,d,e"
@@ -70,6 +70,20 @@ def test_multiclass_softmax(tmp_path):
     assert np.abs(alone - keras_p).max() <= ATOL and json.loads(meta["decision"]) == {"rule": "argmax"}
     assert meta["task"] == "multiclass" and json.loads(meta["class_names"]) == names.split(",")
     assert verify_cli.main([str(out), "--keras", str(model_file)]) == 0
+    # gru-predict: id,label,p_<class>...; a stream: the k probabilities after every step
+    from pipeline.runtime.cli import main as predict_main
+
+    np.save(tmp_path / "unseen.npy", unseen)
+    capsys.readouterr()
+    assert predict_main([str(out), str(tmp_path / "unseen.npy")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "id,label," + ",".join(f"p_{c}" for c in names.split(","))
+    table = np.array([[float(v) for v in row.split(",")[2:]] for row in lines[1:]])
+    assert table.shape == (50, 5) and np.abs(table - keras_p).max() <= ATOL
+    with p.stream() as s:
+        for t in range(T):
+            last = s.push(unseen[0, t:t + 1])
+    assert last.shape == (5,) and np.abs(last - keras_p[0]).max() <= ATOL
 
 
 def test_logits_get_a_softmax_in_the_graph(tmp_path):
