@@ -53,7 +53,8 @@ def stress_families(T: int, F: int, rng: np.random.Generator) -> dict[str, np.nd
 
 def float64_proba(spec, X: np.ndarray) -> np.ndarray:
     """The same network evaluated in float64 (numpy): what both float32 forms approximate.
-    Every layer kind the kernel covers: directions, reversed hand-on (flip), linear_before_reset 0/1."""
+    Every layer kind the kernel covers: directions, reversed hand-on (flip), linear_before_reset 0/1,
+    and every head: (N,) p for a binary head, (N, k) sigmoid outputs or softmax probabilities."""
     seq = X.astype(np.float64)  # (N, T, F)
     N, T = X.shape[:2]
     for layer in spec.layers:
@@ -75,11 +76,16 @@ def float64_proba(spec, X: np.ndarray) -> np.ndarray:
             lasts.append(h)
         seq = np.concatenate(outs, axis=2)  # (N, T, D*H)
     v = seq.mean(axis=1) if spec.head == "avg" else np.concatenate(lasts, axis=1)
-    return 1 / (1 + np.exp(-(v @ spec.head_w.astype(np.float64) + spec.head_b)))
+    logits = v @ spec.head_w.astype(np.float64) + spec.head_b.astype(np.float64)  # (N, k)
+    if spec.activation == "softmax":
+        e = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+    p = 1 / (1 + np.exp(-logits))
+    return p[:, 0] if spec.binary else p
 
 
-def kernel_for(model_bytes: bytes, isa: str) -> fused.FusedKernel:
-    spec, why = match_fused(parse_model(model_bytes), "x", "probability")
+def kernel_for(model_bytes: bytes, isa: str, output: str = "probability") -> fused.FusedKernel:
+    spec, why = match_fused(parse_model(model_bytes), "x", output)
     assert spec is not None, why
     return fused.FusedKernel(LIB, spec, isa)
 

@@ -293,8 +293,7 @@ class Predictor:
         else:
             why = ("disabled (fused=False)" if self.graph == "auto" and self._fused_covers()
                    else f"not used with graph={self.graph!r}" if self.graph != "auto"
-                   else "not used for variable-length or token-input models" if self.task == "binary"
-                   else f"not used for {self.task} models (the kernel has no k-way head yet)")
+                   else "not used for variable-length or token-input models")
             fused_info = {"used": False, "isa": None, "reason": why, "checks": {}}
         return {"graph": self.graph, "workers": self.workers, "fused": fused_info}
 
@@ -311,7 +310,7 @@ class Predictor:
         """(n, T, F) float32 raw (or (n, T) int64 ids) [+ (n,) int64 lengths] -> (n,) or (n, k) float32."""
         kernel = self._fused() if X.dtype == np.float32 and lens is None else None
         if kernel is not None:  # the whole batch in one native call, threads inside it (it scales like the graph)
-            return kernel.run(X, self.workers)
+            return kernel.run(X, self.workers).reshape(self._out_shape)  # (n,) or (n, k)
         n = X.shape[0]
         x_name, len_name, out_name, shape = self.input_name, self.lengths_name, [self.output_name], self._out_shape
         if (lens is None) != (len_name is None):  # a bug, never an input error: every caller resolves lengths

@@ -11,6 +11,8 @@ the shared helpers are in tests/fused_support.py.
 from __future__ import annotations
 
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -135,6 +137,157 @@ def test_kernel_reproduces_model_onnx_bit_for_bit(isa):
                                                f"max {np.abs(got.astype(np.float64) - want).max():.3g}")
 
 
+# ---------------------------------------------------------------------------- k-way heads
+def _k_way_proto(task: str, k: int, features: int = 3, units: int = 20, spread: float = 1.0):
+    """The tiny graph with a Dense(k) + Softmax (``multiclass``) or Dense(k, sigmoid) (``multilabel``)
+    head, its Dense weights multiplied by ``spread`` (a wide spread: softmax inputs more than 87
+    apart, so some exp() values are subnormal or zero)."""
+    proto = tiny_model_proto(features, units, seed=k + units, task=task, n_classes=k)
+    if spread != 1.0:
+        t = next(t for t in proto.graph.initializer if t.name == "dense_w")
+        t.raw_data = (np.frombuffer(t.raw_data, "<f4") * np.float32(spread)).astype("<f4").tobytes()
+    return proto
+
+
+# (task, k, units, spread): softmax over 3, 10 (one masked 16-lane vector in MLAS' AVX512F kernel,
+# one full and one masked 8-lane vector in its FMA3 kernel), 40 and 100 units (several vectors; 100
+# runs the 48-value loop), wide spreads (subnormal and zero exp() values); 4 and 10 sigmoids
+K_WAY = [("multiclass", 3, 4, 1.0), ("multiclass", 10, 20, 1.0), ("multiclass", 10, 20, 60.0),
+         ("multiclass", 40, 33, 1.0), ("multiclass", 100, 16, 40.0), ("multilabel", 4, 8, 1.0),
+         ("multilabel", 10, 20, 30.0)]
+
+
+def _k_way_ids(case) -> str:
+    task, k, units, spread = case
+    return f"{task}-k{k}-H{units}" + (f"-x{spread:g}" if spread != 1.0 else "")
+
+
+@needs_library
+def test_k_way_heads_are_read_from_the_graph():
+    """match_fused reads Gemm to k units then Softmax or Sigmoid: (D*H, k) weights, (k,) bias, the
+    activation; the kernel returns (N, k) for them and (N,) for the binary head."""
+    for task, k in (("multiclass", 3), ("multiclass", 10), ("multilabel", 4)):
+        proto = _k_way_proto(task, k)
+        spec, why = match_fused(parse_model(proto.SerializeToString()), "x", "probabilities")
+        assert spec is not None, why
+        assert spec.outputs == k and spec.head_w.shape == (20, k) and spec.head_b.shape == (k,) and not spec.binary
+        assert spec.activation == {"multiclass": "softmax", "multilabel": "sigmoid"}[task]
+        dense_b = next(t for t in proto.graph.initializer if t.name == "dense_b")
+        assert np.array_equal(spec.head_b, np.frombuffer(dense_b.raw_data, "<f4"))
+        X = np.zeros((5, 4, 3), np.float32)
+        assert fused.FusedKernel(LIB, spec, ISAS[0]).run(X).shape == (5, k)
+    spec, _ = match_fused(parse_model(tiny_model_proto(3, 4).SerializeToString()), "x", "probability")
+    assert spec.binary and spec.outputs == 1 and spec.head_w.shape == (4, 1)
+    assert fused.FusedKernel(LIB, spec, ISAS[0]).run(np.zeros((5, 4, 3), np.float32)).shape == (5,)
+
+
+@pytest.mark.parametrize("edit,reason", [
+    (lambda n: _set_attr(n, "axis", 0), "the Softmax is over axis 0"),
+    (lambda n: setattr(n, "op_type", "LogSoftmax"), "the output is not a Sigmoid or Softmax"),
+    (lambda n: setattr(n, "op_type", "Relu"), "the output is not a Sigmoid or Softmax"),
+])
+def test_other_k_way_heads_keep_the_onnxruntime_path(edit, reason):
+    proto = _k_way_proto("multiclass", 5)
+    edit(proto.graph.node[-1])
+    spec, why = match_fused(parse_model(proto.SerializeToString()), "x", "probabilities")
+    assert spec is None and reason in why, why
+
+
+@needs_library
+def test_a_transposed_k_way_gemm_is_read_as_the_same_head():
+    """Gemm(transB=1) with the weights stored (k, D*H): the same spec, the same bits."""
+    proto = _k_way_proto("multiclass", 10)
+    want = match_fused(parse_model(proto.SerializeToString()), "x", "probabilities")[0]
+    t = next(t for t in proto.graph.initializer if t.name == "dense_w")
+    t.raw_data = np.ascontiguousarray(np.frombuffer(t.raw_data, "<f4").reshape(20, 10).T).tobytes()
+    t.dims[:] = [10, 20]
+    _set_attr(next(n for n in proto.graph.node if n.op_type == "Gemm"), "transB", 1)
+    data = proto.SerializeToString()
+    spec, why = match_fused(parse_model(data), "x", "probabilities")
+    assert spec is not None and np.array_equal(spec.head_w, want.head_w), why
+    X = np.random.default_rng(2).standard_normal((20, 6, 3)).astype(np.float32)
+    got = fused.FusedKernel(LIB, spec, ISAS[0]).run(X)
+    assert np.abs(got - open_session(data, name="transB").run(None, {"x": X})[0]).max() <= ATOL
+
+
+def _k_way_errors(case, isa: str, softmax_kind=None) -> dict[str, tuple[float, int]]:
+    """{family: (max |kernel - model.onnx|, values that differ)} for a K_WAY case."""
+    task, k, units, spread = case
+    data = _k_way_proto(task, k, units=units, spread=spread).SerializeToString()
+    kernel = _kernel(data, isa, output="probabilities")
+    if softmax_kind:
+        kernel.softmax_kind = softmax_kind
+    sess = open_session(data, name="k-way")
+    errors = {}
+    for name, X in _stress(13, 3, np.random.default_rng(k)).items():
+        if isa == "generic" and len(X) > 64:
+            X = X[:64]
+        got, want = kernel.run(X, threads=2), sess.run(None, {"x": X})[0]
+        assert got.shape == want.shape == (len(X), k)
+        errors[name] = (float(np.abs(got.astype(np.float64) - want).max()), int((got != want).sum()))
+    return errors
+
+
+@needs_library
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("case", K_WAY, ids=_k_way_ids)
+def test_k_way_heads_match_model_onnx(case, isa):
+    """Every stress family within 1e-6 of model.onnx (the self-check's contract, on any CPU)."""
+    errors = _k_way_errors(case, isa)
+    worst = max(errors, key=lambda f: errors[f][0])
+    assert errors[worst][0] <= ATOL, f"{isa} {worst}: max |kernel - model.onnx| {errors[worst][0]:.3g}"
+
+
+@needs_library
+@needs_fma_cpu
+@pytest.mark.parametrize("case", K_WAY, ids=_k_way_ids)
+def test_k_way_heads_reproduce_model_onnx_bit_for_bit(case):
+    """Gemm to k units, Sigmoid, and MLAS' softmax (the sum-exp kernel MLAS picks on this CPU): not
+    one bit differs from onnxruntime running model.onnx, for every ISA variant and stress family."""
+    for isa in ISAS:
+        errors = _k_way_errors(case, isa)
+        assert not any(n for _, n in errors.values()), f"{isa}: {errors}"
+
+
+@needs_library
+def test_the_softmax_follows_the_mlas_kernel_this_cpu_runs():
+    """The head reproduces the MLAS sum-exp kernel of this CPU (AVX512F where the CPU has it, else
+    FMA3). The two sum k values in different orders: over 40 units the other CPU's kernel gives
+    other bits (within 1e-6), so the bit-for-bit test above tells the two apart."""
+    flags = Path("/proc/cpuinfo").read_text().split() if Path("/proc/cpuinfo").is_file() else None
+    spec = match_fused(parse_model(_k_way_proto("multiclass", 40, units=33).SerializeToString()), "x",
+                       "probabilities")[0]
+    kernel = fused.FusedKernel(LIB, spec, ISAS[0])
+    if flags is not None:
+        assert kernel.softmax_kind == ("avx512f" if "avx512f" in flags else "fma3")
+    other = {"avx512f": "fma3", "fma3": "avx512f"}[kernel.softmax_kind]
+    errors = _k_way_errors(("multiclass", 40, 33, 1.0), ISAS[0], softmax_kind=other)
+    assert max(e for e, _ in errors.values()) <= ATOL, errors
+    assert sum(n for _, n in errors.values()) > 0, errors
+
+
+@needs_library
+@pytest.mark.parametrize("task,k", [("multiclass", 3), ("multiclass", 10), ("multilabel", 4)])
+def test_the_predictor_uses_the_kernel_for_k_classes(task, k, tmp_path):
+    """A multiclass or multilabel folder (fixed length): the kernel passes its self-check and serves
+    predict_proba, (N, k) as the graphs give it."""
+    from tiny_models import write_tiny_model
+
+    folder = write_tiny_model(tmp_path / "m", task=task, class_names=[f"c{j}" for j in range(k)])
+    p = Predictor.load(folder)
+    X = np.random.default_rng(k).standard_normal((70, 9, 3)).astype(np.float32) * 2
+    got = p.predict_proba(X)
+    info = p.debug_info()["fused"]
+    assert info["used"] and info["isa"] == ISAS[0], info
+    assert info["checks"][ISAS[0]]["max_abs_vs_model_onnx"] <= ATOL
+    want = Predictor.load(folder, fused=False).predict_proba(X)
+    assert got.shape == want.shape == (70, k) and got.dtype == np.float32
+    assert np.abs(got - want).max() <= ATOL
+    if "avx2" in ISAS:
+        assert np.array_equal(got, want)
+    assert np.array_equal(p.predict_proba(X[:1]), got[:1])
+
+
 @needs_library
 def test_the_generic_variant_is_never_chosen_by_itself(monkeypatch):
     """The scalar C variant is slower than the onnxruntime graph: on a CPU without AVX2+FMA the
@@ -244,9 +397,10 @@ def test_one_to_three_rows_on_two_threads_give_the_same_bits(isa):
         assert all(np.array_equal(a, kernel.run(X[i:i + n], threads=2)) for a, (i, n) in zip(alone, cuts))
 
 
-def _numpy_spec(layers, head: str, seed: int, features: int = 3):
+def _numpy_spec(layers, head: str, seed: int, features: int = 3, outputs: int = 1, activation: str = "sigmoid"):
     """A FusedSpec with random, non-saturating weights, built without any graph: ``layers`` is
-    [(H, direction, linear_before_reset, flip per direction)], input side first."""
+    [(H, direction, linear_before_reset, flip per direction)], input side first; the head has
+    ``outputs`` units and ``activation`` (a binary head by default)."""
     rng = np.random.default_rng(seed)
     built, F = [], features
     for H, direction, lbr, flip in layers:
@@ -255,24 +409,35 @@ def _numpy_spec(layers, head: str, seed: int, features: int = 3):
         B = rng.standard_normal((D, 6 * H)).astype(np.float32) * np.float32(0.1)                          # (D, 6H)
         built.append(FusedLayer(W=W, R=R, B=B, direction=direction, flip=flip, linear_before_reset=lbr))
         F = D * H
-    return FusedSpec(layers=built, head=head, head_w=rng.standard_normal(F).astype(np.float32) * np.float32(0.5),
-                     head_b=0.1)
+    if outputs == 1 and activation == "sigmoid":
+        return FusedSpec(layers=built, head=head, head_w=rng.standard_normal(F).astype(np.float32) * np.float32(0.5),
+                         head_b=0.1)
+    return FusedSpec(layers=built, head=head, activation=activation,
+                     head_w=rng.standard_normal((F, outputs)).astype(np.float32) * np.float32(0.5),
+                     head_b=np.float32(0.1) * np.arange(outputs, dtype=np.float32))
 
 
 @needs_library
-@pytest.mark.parametrize("layers,head", [
+@pytest.mark.parametrize("layers,head,outputs,activation", [
     # three layers (both sequence buffers), bidirectional into reverse-and-flipped into forward
-    ([(5, "bidirectional", 1, (False, False)), (17, "reverse", 0, (True,)), (20, "forward", 1, (False,))], "avg"),
-    ([(9, "reverse", 1, (True,)), (7, "bidirectional", 0, (False, False)), (33, "forward", 0, (False,))], "last"),
+    ([(5, "bidirectional", 1, (False, False)), (17, "reverse", 0, (True,)), (20, "forward", 1, (False,))], "avg",
+     1, "sigmoid"),
+    ([(9, "reverse", 1, (True,)), (7, "bidirectional", 0, (False, False)), (33, "forward", 0, (False,))], "last",
+     1, "sigmoid"),
     # a mean over a reverse direction that keeps time order: its states kept and summed in time order
-    ([(6, "forward", 1, (False,)), (12, "reverse", 1, (False,))], "avg"),
-    ([(16, "bidirectional", 0, (False, False))], "avg"),
+    ([(6, "forward", 1, (False,)), (12, "reverse", 1, (False,))], "avg", 1, "sigmoid"),
+    ([(16, "bidirectional", 0, (False, False))], "avg", 1, "sigmoid"),
+    # k-way heads: softmax over 10 and 50 units (MLAS' 16-lane chunks and its 48-value loop), k sigmoids
+    ([(5, "bidirectional", 1, (False, False)), (17, "reverse", 0, (True,))], "avg", 10, "softmax"),
+    ([(9, "reverse", 1, (True,)), (20, "forward", 1, (False,))], "last", 50, "softmax"),
+    ([(7, "bidirectional", 0, (False, False))], "last", 4, "sigmoid"),
 ])
-def test_every_layer_kind_without_a_graph(layers, head):
-    """Stacked, bidirectional, reversed and linear_before_reset=0 layers, specs built in numpy (no
-    Keras: these also run under the sanitizer builds of make kernel-check): within 1e-5 of float64,
-    every ISA the same bits, and a row's bits independent of its batch and the thread count."""
-    spec = _numpy_spec(layers, head, seed=len(layers) * 7 + layers[0][0])
+def test_every_layer_kind_without_a_graph(layers, head, outputs, activation):
+    """Stacked, bidirectional, reversed and linear_before_reset=0 layers, binary and k-way heads, specs
+    built in numpy (no Keras: these also run under the sanitizer builds of make kernel-check): within
+    1e-5 of float64, every ISA the same bits, and a row's bits independent of its batch and the
+    thread count."""
+    spec = _numpy_spec(layers, head, seed=len(layers) * 7 + layers[0][0], outputs=outputs, activation=activation)
     rng = np.random.default_rng(21)
     for T in (1, 9):
         X = rng.standard_normal((50, T, spec.features)).astype(np.float32)

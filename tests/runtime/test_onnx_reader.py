@@ -111,8 +111,9 @@ def _reader_view(g: Graph) -> dict:
             "ir_version": g.ir_version}
 
 
-def _check(data: bytes, proto_class, tally: dict) -> None:
-    """The reader on ``data``: OnnxReadError, or protobuf's parse, then match_fused without raising."""
+def _check(data: bytes, proto_class, tally: dict, output: str = "probability") -> None:
+    """The reader on ``data``: OnnxReadError, or protobuf's parse, then match_fused (for the graph
+    output ``output``) without raising."""
     try:
         g = parse_model(data)
     except OnnxReadError as exc:
@@ -128,7 +129,7 @@ def _check(data: bytes, proto_class, tally: dict) -> None:
         bad = [k for k in want if not _same(got[k], want[k])]
         assert not bad, f"the reader's {bad} differ from protobuf's: {[got[k] for k in bad]} vs {[want[k] for k in bad]}"
         tally["parsed"] = tally.get("parsed", 0) + 1
-    spec, why = match_fused(g, "x", "probability")
+    spec, why = match_fused(g, "x", output)
     assert (spec is None) == bool(why)
 
 
@@ -151,6 +152,29 @@ def test_every_truncation_of_a_small_model():
     for n in range(len(data)):
         _check(data[:n], type(proto), tally)
     assert tally["refused"] > len(data) // 2, tally  # most cuts land inside a field
+
+
+@pytest.mark.parametrize("task", ["multiclass", "multilabel"])
+def test_k_way_heads_parse_and_their_damage_is_refused_or_read(task):
+    """The k-way heads (Gemm to 5 units, then Softmax or Sigmoid): the clean graph parses as protobuf
+    does and matches; every truncation and 600 random byte replacements give the reader's error or
+    protobuf's parse, and match_fused a spec or a reason, never another exception."""
+    proto = tiny_model_proto(3, 4, seed=6, raw_input=tiny_preprocessing(3), task=task, n_classes=5)
+    data = proto.SerializeToString()
+    tally: dict = {}
+    _check(data, type(proto), tally, "probabilities")
+    assert tally == {"parsed": 1}
+    spec, why = match_fused(parse_model(data), "x", "probabilities")
+    assert spec is not None and spec.outputs == 5, why
+    for n in range(len(data)):
+        _check(data[:n], type(proto), tally, "probabilities")
+    raw, rng = np.frombuffer(data, np.uint8), np.random.default_rng(11)
+    for _ in range(600):
+        bad = raw.copy()
+        where = rng.integers(0, len(bad), rng.integers(1, 4))
+        bad[where] = rng.integers(0, 256, len(where))
+        _check(bad.tobytes(), type(proto), tally, "probabilities")
+    assert tally["refused"] > len(data) // 2 and tally["parsed"] > 100, tally
 
 
 def test_truncations_of_the_committed_model():

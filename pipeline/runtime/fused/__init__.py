@@ -38,13 +38,18 @@ __all__ = ["ISAS", "LIBRARY_MODULE", "FusedKernel", "library_path", "load_librar
 
 LIBRARY_MODULE = "pipeline.runtime.fused._gru_kernel"  # the ext-module name in pyproject.toml
 LIBRARY_ENV = "GRU_KERNEL_LIBRARY"  # a library path to load instead of the installed one (sanitizer builds)
-ABI_VERSION = 4  # the C GRU_ABI_VERSION
+ABI_VERSION = 5  # the C GRU_ABI_VERSION
 ISAS = {"avx512": 2, "avx2": 1, "generic": 0}  # best first; values are the C enum
 # the variants chosen automatically: the generic C one (0.8k samples/s here, scalar, a libm fmaf per
 # multiply-add) is slower than the onnxruntime graph, so it serves tests and explicit requests only
 AUTO_ISAS = ("avx512", "avx2")
 SELF_CHECK_ATOL = 1e-6  # max |kernel - model.onnx| on the self-check inputs, else the variant is not used
 _HEADS = {"last": 0, "avg": 1}
+_ACTIVATIONS = {"sigmoid": 0, "softmax": 1}  # the C ACT_*: the head's activation over its k outputs
+SOFTMAX_KINDS = {"fma3": 0, "avx512f": 1}  # the C MLAS_SOFTMAX_*: which MLAS softmax kernels the head reproduces
+# The fused kernel computes k-way heads (Dense(k) + Softmax, Dense(k, sigmoid)): the Predictor may use
+# it for multiclass and multilabel models (pipeline/runtime/predictor.py, _fused_covers)
+K_CLASS_HEADS = True
 _SCALE_OPS = {"Sub": 0, "Div": 1, "Mul": 2, "Add": 3}  # the C enum SCALE_*
 _LAYER_INFO = 7  # ints per layer in gru_create's layer info (the C LAYER_INFO)
 
@@ -87,7 +92,8 @@ def load_library(path: Optional[Path] = None):
             lib.gru_isa_supported.argtypes = [ctypes.c_int]
             lib.gru_create.restype = ctypes.c_void_p
             lib.gru_create.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int,
-                                       ctypes.c_void_p, ctypes.c_float, ctypes.c_int]
+                                       ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int]
+            lib.gru_softmax_kind.argtypes = [ctypes.c_void_p, ctypes.c_int]
             lib.gru_destroy.argtypes = [ctypes.c_void_p]
             lib.gru_destroy.restype = None
             lib.gru_run.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_long, ctypes.c_long, ctypes.c_void_p,
@@ -119,9 +125,11 @@ class FusedKernel:
         # per layer W (D, 3H, F), R (D, 3H, H), B (D, 6H), flattened one after the other
         params = np.concatenate([np.asarray(a, np.float32).reshape(-1)
                                  for layer in spec.layers for a in (layer.W, layer.R, layer.B)])
-        hw = np.ascontiguousarray(spec.head_w, np.float32)
+        hw = np.ascontiguousarray(spec.head_w, np.float32)  # (D*H, k)
+        hb = np.ascontiguousarray(spec.head_b, np.float32)  # (k,)
         self._handle = lib.gru_create(spec.features, len(spec.layers), info.ctypes.data, params.ctypes.data,
-                                      _HEADS[spec.head], hw.ctypes.data, ctypes.c_float(spec.head_b), ISAS[isa])
+                                      _HEADS[spec.head], hw.ctypes.data, hb.ctypes.data, spec.outputs,
+                                      _ACTIVATIONS[spec.activation], ISAS[isa])
         if not self._handle:
             raise OSError(f"gru_create failed for ISA {isa}")
         # the graph's own per-feature input scaling, applied by the kernel with the same float32 operations
@@ -131,13 +139,25 @@ class FusedKernel:
         if lib.gru_set_input_scaling(self._handle, len(ops), ops.ctypes.data, consts.ctypes.data) != 0:
             raise OSError(f"gru_set_input_scaling failed for {len(ops)} operations")
 
+    @property
+    def softmax_kind(self) -> str:
+        """The MLAS softmax kernels a softmax head reproduces ("avx512f" or "fma3"; SOFTMAX_KINDS):
+        by default the ones onnxruntime's MLAS picks on this CPU."""
+        code = self.lib.gru_softmax_kind(self._handle, -1)
+        return next(name for name, c in SOFTMAX_KINDS.items() if c == code)
+
+    @softmax_kind.setter
+    def softmax_kind(self, name: str) -> None:  # tests: another CPU's MLAS kernels
+        self.lib.gru_softmax_kind(self._handle, SOFTMAX_KINDS[name])
+
     def run(self, X: np.ndarray, threads: int = 1) -> np.ndarray:
-        """(N, T, F) model input (what model.onnx takes) -> (N,) float32 p(class 1).
+        """(N, T, F) model input (what model.onnx takes) -> (N,) float32 p(class 1) for a binary head
+        (one sigmoid output), else (N, k) float32: the k softmax probabilities or k sigmoid outputs.
 
         Raises NonFiniteInput when a value, once scaled as the graph scales it, is NaN or infinite."""
         X = np.ascontiguousarray(X, np.float32)
         n, T = X.shape[0], X.shape[1]
-        out = np.empty(n, np.float32)
+        out = np.empty(n if self.spec.binary else (n, self.spec.outputs), np.float32)
         if n:
             rc = self.lib.gru_run(self._handle, X.ctypes.data, n, T, out.ctypes.data, int(threads))
             if rc == 1:
@@ -175,10 +195,11 @@ def prepare_fused(model_bytes: bytes, input_name: str, output_name: str, onnx_pr
 
     Args:
         model_bytes: model.onnx (already checked against the manifest's sha256).
-        onnx_proba: (N, T, F) model input -> (N,) p from model.onnx (the reference the kernel must match).
+        onnx_proba: (N, T, F) model input -> (N,) p or (N, k) from model.onnx (the reference the kernel
+            must match).
         check_X: the self-check inputs (N, T, F) in model input space (``self_check_inputs``).
-        keras: optional Keras' p of the first rows of ``check_X`` (the artifact's reference rows): the
-            error against it is recorded.
+        keras: optional Keras' p (or (rows, k) probabilities) of the first rows of ``check_X`` (the
+            artifact's reference rows): the error against it is recorded.
         isa: force one variant (tests); None = the best of AUTO_ISAS this CPU runs that passes its
             self-check.
         library: a library path instead of the installed one (tests).
@@ -210,18 +231,19 @@ def prepare_fused(model_bytes: bytes, input_name: str, output_name: str, onnx_pr
     if X.ndim != 3 or X.shape[2] != spec.features:
         info["reason"] = f"self-check inputs of shape {X.shape} do not fit the model's {spec.features} features"
         return None, info
-    ref = np.asarray(onnx_proba(X), np.float32).reshape(-1)
+    ref = np.asarray(onnx_proba(X), np.float32).reshape(len(X), -1)  # (N, 1) or (N, k)
     for name in candidates:
         try:
             kernel = FusedKernel(lib, spec, name)
-            got = kernel.run(X, threads)
+            got = kernel.run(X, threads).reshape(len(X), -1)
         except (OSError, MemoryError, NonFiniteInput) as exc:
             info["checks"][name] = {"passed": False, "error": str(exc)[:160]}
             continue
         err = float(np.max(np.abs(got.astype(np.float64) - ref))) if np.isfinite(got).all() else float("inf")
         check = {"passed": bool(err <= SELF_CHECK_ATOL), "max_abs_vs_model_onnx": err, "rows": int(len(X))}
         if keras is not None and len(keras):
-            check["max_abs_vs_keras"] = float(np.max(np.abs(got[:len(keras)].astype(np.float64) - keras)))
+            keras_rows = np.asarray(keras, np.float64).reshape(len(keras), -1)
+            check["max_abs_vs_keras"] = float(np.max(np.abs(got[:len(keras)].astype(np.float64) - keras_rows)))
         info["checks"][name] = check
         if check["passed"]:
             info.update(used=True, isa=name, reason="")

@@ -4,7 +4,7 @@
  *
  * Owns: gru_run, the blocks of one call (gru_run_blocks, gru_scratch_floats), one block through all
  * layers (run_block, run_direction), the ISA dispatch of a time step (step) and the head (head_row:
- * scalar, the same for every variant). Includes gru_kernel.h, ort_activations.h, pool.h. Reads the
+ * Gemm to k outputs, then Sigmoid or MLAS' softmax; the same arithmetic for every variant). Includes gru_kernel.h, ort_activations.h, pool.h. Reads the
  * model and x; writes out and its own scratch.
  */
 #include <stdlib.h>
@@ -15,26 +15,51 @@
 #include "pool.h"
 
 /* ------------------------------------------------------------------ the head */
-/* The head of one row: p = sigmoid(hv . w + b), hv = mean (sum / T) or last state of each direction
- * d of the last layer (hv[d], H values), concatenated. Scalar, shared by every ISA so the head never
- * differs between variants. */
-static float head_row(const gru_model *m, const float *const *hv, float steps, int avg) {
+/* The head of one row: o (k,) = act(hv . W + b), hv = mean (sum / T) or last state of each direction
+ * d of the last layer (hv[d], H values), concatenated; W (D*H, k). Each output's logit is its own
+ * chain of fused multiply-adds over the D*H features in order from 0.0f, then + b (onnxruntime's
+ * Gemm with B packed: the sgemm kernel's in-order FMA accumulator, then the bias held in C), so
+ * running the outputs side by side (the c loop, which the compiler may vectorise: lanes never mix)
+ * gives each the same bits. Then Sigmoid (Logistic, per output) or MLAS' softmax over the row.
+ * The same arithmetic for every ISA variant: only how fmaf is emitted differs (head_fma: an
+ * instruction; the generic build: libm's correctly rounded fmaf). */
+static inline __attribute__((always_inline)) void head_row_body(const gru_model *m, const float *const *hv,
+                                                                float steps, int avg, float *o) {
     const gru_layer *ly = &m->layer[m->L - 1];
-    float acc = 0.0f;
+    const int k = m->n_out;
+    for (int c = 0; c < k; c++) o[c] = 0.0f;
     for (int d = 0; d < ly->D; d++)
         for (int j = 0; j < ly->H; j++) {
-            float v = avg ? hv[d][j] / steps : hv[d][j];
-            acc = fmaf(v, m->head_w[d * ly->H + j], acc);
+            const float v = avg ? hv[d][j] / steps : hv[d][j];
+            const float *w = m->head_w + (size_t)(d * ly->H + j) * k;
+            for (int c = 0; c < k; c++) o[c] = fmaf(v, w[c], o[c]);
         }
-    return logistic1(acc + m->head_b);
+    for (int c = 0; c < k; c++) o[c] = o[c] + m->head_b[c];
+    if (m->act == ACT_SOFTMAX) mlas_softmax_row(o, k, m->softmax_kind);
+    else for (int c = 0; c < k; c++) o[c] = logistic1(o[c]);
 }
 
-/* out (rows,) from fin[d] (rows, Hp): each direction's last state, or its sum when avg. */
+static void head_row(const gru_model *m, const float *const *hv, float steps, int avg, float *o) {
+    head_row_body(m, hv, steps, avg, o);
+}
+
+#if GRU_X86
+__attribute__((target("avx2,fma"))) static void head_row_fma(const gru_model *m, const float *const *hv, float steps,
+                                                              int avg, float *o) {
+    head_row_body(m, hv, steps, avg, o);
+}
+#endif
+
+/* out (rows, k) from fin[d] (rows, Hp): each direction's last state, or its sum when avg. */
 static void head_rows(const gru_model *m, const float *const fin[2], int rows, long T, float *out) {
     const int avg = m->head == HEAD_AVG, Hp = m->layer[m->L - 1].cell[0].Hp;
     for (int i = 0; i < rows; i++) {
         const float *hv[2] = {fin[0] + (size_t)i * Hp, fin[1] ? fin[1] + (size_t)i * Hp : NULL};
-        out[i] = head_row(m, hv, (float)T, avg);
+        float *o = out + (size_t)i * m->n_out;
+#if GRU_X86
+        if (m->isa != ISA_GENERIC) { head_row_fma(m, hv, (float)T, avg, o); continue; }
+#endif
+        head_row(m, hv, (float)T, avg, o);
     }
 }
 
@@ -93,7 +118,7 @@ static float *run_direction(const gru_model *m, const gru_layer *ly, int d, cons
     return avg ? sum : hA;
 }
 
-/* x (rows, T, F) -> out (rows,). scratch: (rows, scratch_w) floats; seq: the sequence buffers
+/* x (rows, T, F) -> out (rows, k). scratch: (rows, scratch_w) floats; seq: the sequence buffers
  * between layers, (L > 2 ? 2 : 1) x (rows, T, seq_w) (unused for one layer). */
 static void run_block(const gru_model *m, const float *x, long T, int rows, float *out, float *scratch,
                       float *seq, float *hist) {
@@ -126,7 +151,7 @@ void gru_run_blocks(gru_job *job, float *scratch) {
         int rows = (int)((b + 1) * job->N / job->n_blocks - r0);
         if (gru_scale_rows(m, job->x + (size_t)r0 * job->T * m->F, xs, (size_t)rows * job->T))
             atomic_store_explicit(&job->nonfinite, 1, memory_order_relaxed);  /* the caller discards the output */
-        run_block(m, xs, job->T, rows, job->out + r0, scratch, seq, hist);  /* xs: (rows, T, F) scaled, next to h */
+        run_block(m, xs, job->T, rows, job->out + (size_t)r0 * m->n_out, scratch, seq, hist);  /* xs: (rows, T, F) scaled, next to h */
     }
 }
 
@@ -140,7 +165,7 @@ size_t gru_scratch_floats(const gru_model *m, int block_rows, long T) {
 }
 
 /* ------------------------------------------------------------------ entry point */
-/* x (N, T, F) float32 C-contiguous -> out (N,) probabilities. nthreads: threads in this call
+/* x (N, T, F) float32 C-contiguous -> out (N, k) probabilities (k = the head's outputs). nthreads: threads in this call
  * (the caller's thread included); when the pool is busy with another caller's job, this call runs
  * on the caller's thread alone (same numbers). x is the model input: the kernel scales it as the
  * graph does (gru_set_input_scaling) into its own buffer and never writes to x. Returns 0; 1 when a

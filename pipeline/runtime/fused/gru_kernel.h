@@ -1,9 +1,10 @@
 /* Fused GRU inference kernel: a stack of L >= 1 GRU layers (ONNX GRU, linear_before_reset 1 or 0,
  * i.e. Keras reset_after True or False), each forward, reverse (Keras go_backwards) or bidirectional
  * (its two directions concatenated), every layer but the last handing its whole output sequence to
- * the next -> the last layer's last state or mean over time -> Dense(1) -> sigmoid, for a whole
- * batch in one call. Plain C, no Python C API: the runtime loads the shared object with ctypes
- * (pipeline/runtime/fused/__init__.py), which releases the GIL during calls.
+ * the next -> the last layer's last state or mean over time -> Dense(k) -> sigmoid (binary, k = 1,
+ * or multi-label) or softmax (multi-class), for a whole batch in one call. Plain C, no Python C API:
+ * the runtime loads the shared object with ctypes (pipeline/runtime/fused/__init__.py), which
+ * releases the GIL during calls.
  *
  * This header owns what the kernel's source files share: the model's types, the job of one call,
  * and the functions one file calls in another (hidden: the library exports only the gru_* API).
@@ -34,7 +35,9 @@
  * step runs in two phases (z, r, x.Wn and r.h of every unit; then n and h'), through three more
  * (rows, Hp) planes.
  *   head: per direction the mean (sum in the order the graph's ReduceMean adds, then / T) or the last
- *   state, the directions concatenated; p = Logistic(fma-sum of head . w, in order, + b)
+ *   state, the directions concatenated; per output unit c: logit_c = fma-sum of head . w[:, c], in
+ *   order, + b_c (onnxruntime's Gemm with its B packed); p_c = Logistic(logit_c) (Sigmoid), or the
+ *   row's softmax as MLAS computes it (MlasComputeSoftmax: ort_activations.h, mlas_softmax_row)
  * A reverse direction runs t = T-1 .. 0 and its state after step t is its output at time t (ONNX Y);
  * a layer direction marked "flip" hands that output to the next layer at time T-1-t instead (Keras
  * go_backwards with return_sequences: the exporter reverses Y along time with a Slice).
@@ -67,7 +70,7 @@
 
 #define GRU_HIDDEN __attribute__((visibility("hidden")))  /* shared between the files, not exported */
 
-#define GRU_ABI_VERSION 4
+#define GRU_ABI_VERSION 5
 #define TILE 16        /* hidden units per column tile (one zmm) */
 #define BLOCK_ROWS 24  /* rows that run all time steps together, h and the mean resident in L1 */
 #define MAX_SCALE_OPS 8
@@ -75,6 +78,8 @@
 
 enum { ISA_GENERIC = 0, ISA_AVX2 = 1, ISA_AVX512 = 2 };
 enum { HEAD_LAST = 0, HEAD_AVG = 1 };
+enum { ACT_SIGMOID = 0, ACT_SOFTMAX = 1 };          /* the head's activation over its k outputs */
+enum { MLAS_SOFTMAX_FMA3 = 0, MLAS_SOFTMAX_AVX512F = 1 };  /* which MLAS softmax kernels to reproduce */
 enum { SCALE_SUB = 0, SCALE_DIV = 1, SCALE_MUL = 2, SCALE_ADD = 3 };
 
 typedef struct {                  /* one direction of one layer: what the tiles read */
@@ -100,8 +105,10 @@ typedef struct {
                                      (average head over a reverse direction whose output keeps time order,
                                      as ReduceMean sums it; a running sum would add them backwards) */
     gru_layer *layer;             /* (L,) */
-    float *head_w;                /* (D*H,) of the last layer, directions concatenated */
-    float head_b;
+    int n_out, act;               /* the head's k outputs (1 for binary) and its activation ACT_* */
+    int softmax_kind;             /* MLAS_SOFTMAX_*: the kernels onnxruntime's MLAS picks on this CPU */
+    float *head_w;                /* (D*H, k): the last layer's features (directions concatenated) x outputs */
+    float *head_b;                /* (k,) */
     int n_scale;                  /* the graph's per-feature input scaling, applied first, in order */
     int scale_op[MAX_SCALE_OPS];  /* SCALE_* */
     float *scale_c;               /* (n_scale, F) */
@@ -112,7 +119,7 @@ typedef struct {
     const gru_model *m;
     const float *x;               /* (N, T, F) the model input, unscaled, never written */
     long T, N;
-    float *out;                   /* (N,) each block writes its own rows */
+    float *out;                   /* (N, k) each block writes its own rows */
     int block_rows;               /* the largest block's rows */
     long n_blocks;
     atomic_long next;             /* next block to take */
@@ -146,7 +153,8 @@ GRU_HIDDEN void gru_step0_avx512(GRU_STEP0_ARGS);
 int gru_abi_version(void);
 int gru_isa_supported(int isa);
 void *gru_create(int F, int L, const int *info, const float *params, int head, const float *head_w,
-                 float head_b, int isa);
+                 const float *head_b, int n_out, int act, int isa);
+int gru_softmax_kind(void *handle, int kind);
 void gru_destroy(void *handle);
 int gru_set_input_scaling(void *handle, int n, const int *ops, const float *consts);
 int gru_run(void *handle, const float *x, long N, long T, float *out, int nthreads);

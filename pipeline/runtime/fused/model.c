@@ -1,7 +1,8 @@
 /* The model: CPU features, weight packing and the model input's scaling.
  *
  * Owns: gru_abi_version, gru_isa_supported (the CPU features each variant needs), gru_create /
- * gru_destroy (the ONNX weights packed into column tiles, see gru_kernel.h "Layout"),
+ * gru_destroy (the ONNX weights packed into column tiles, see gru_kernel.h "Layout"; the head's
+ * Gemm weights and activation), gru_softmax_kind (which MLAS softmax kernels the head reproduces),
  * gru_set_input_scaling and gru_scale_rows (the graph's Sub/Div/Mul/Add by per-feature constants,
  * the same float32 operations, with a NaN/infinity scan of the scaled values).
  * Includes gru_kernel.h. Reads: the arrays the caller passes. Writes: the model it allocates.
@@ -46,7 +47,7 @@ void gru_destroy(void *handle) {
     if (m->layer)
         for (int l = 0; l < m->L; l++)
             for (int d = 0; d < 2; d++) free_cell(&m->layer[l].cell[d]);
-    free(m->layer); free(m->head_w); free(m->scale_c);
+    free(m->layer); free(m->head_w); free(m->head_b); free(m->scale_c);
     free(m);
 }
 
@@ -78,12 +79,14 @@ static int pack_cell(gru_cell *c, int F, int H, const float *W, const float *R, 
  *   {H, D, linear_before_reset (1 or 0), reverse0, flip0, reverse1, flip1}
  * (reverse_d: direction d runs backwards in time; flip_d: its output sequence is handed on reversed
  * in time). params: per layer, the ONNX initializers one after the other: W (D, 3H, F_l),
- * R (D, 3H, H), B (D, 6H), where F_0 = F and F_l = D_{l-1} * H_{l-1}. head_w: (D * H,) of the last
- * layer. Returns NULL on bad arguments, an unsupported ISA or no memory. */
+ * R (D, 3H, H), B (D, 6H), where F_0 = F and F_l = D_{l-1} * H_{l-1}. head_w: (D * H, n_out) of the
+ * last layer (the Gemm's B, not transposed), head_b: (n_out,); act: ACT_SIGMOID (each output) or
+ * ACT_SOFTMAX (over the n_out outputs of a row). Returns NULL on bad arguments, an unsupported ISA
+ * or no memory. */
 void *gru_create(int F, int L, const int *info, const float *params, int head, const float *head_w,
-                 float head_b, int isa) {
-    if (F < 1 || L < 1 || !info || !params || !head_w || (head != HEAD_LAST && head != HEAD_AVG) ||
-        !gru_isa_supported(isa))
+                 const float *head_b, int n_out, int act, int isa) {
+    if (F < 1 || L < 1 || !info || !params || !head_w || !head_b || (head != HEAD_LAST && head != HEAD_AVG) ||
+        n_out < 1 || (act != ACT_SIGMOID && act != ACT_SOFTMAX) || !gru_isa_supported(isa))
         return NULL;
     for (int l = 0; l < L; l++) {
         const int *in = info + (size_t)l * LAYER_INFO;
@@ -91,7 +94,8 @@ void *gru_create(int F, int L, const int *info, const float *params, int head, c
     }
     gru_model *m = (gru_model *)calloc(1, sizeof(gru_model));
     if (!m) return NULL;
-    m->F = F; m->L = L; m->head = head; m->isa = isa; m->head_b = head_b;
+    m->F = F; m->L = L; m->head = head; m->isa = isa; m->n_out = n_out; m->act = act;
+    m->softmax_kind = gru_softmax_kind(NULL, -1);
     m->layer = (gru_layer *)calloc((size_t)L, sizeof(gru_layer));
     if (!m->layer) { gru_destroy(m); return NULL; }
     const float *p = params;
@@ -117,10 +121,31 @@ void *gru_create(int F, int L, const int *info, const float *params, int head, c
     const gru_layer *last = &m->layer[L - 1];
     for (int d = 0; d < last->D; d++)
         if (head == HEAD_AVG && last->reverse[d] && !last->flip[d]) m->hist_w = last->cell[0].Hp;
-    m->head_w = (float *)gru_aligned(sizeof(float) * (size_t)Fl);
-    if (!m->head_w) { gru_destroy(m); return NULL; }
-    memcpy(m->head_w, head_w, sizeof(float) * (size_t)Fl);
+    m->head_w = (float *)gru_aligned(sizeof(float) * (size_t)Fl * n_out);
+    m->head_b = (float *)gru_aligned(sizeof(float) * (size_t)n_out);
+    if (!m->head_w || !m->head_b) { gru_destroy(m); return NULL; }
+    memcpy(m->head_w, head_w, sizeof(float) * (size_t)Fl * n_out);
+    memcpy(m->head_b, head_b, sizeof(float) * (size_t)n_out);
     return m;
+}
+
+/* The MLAS softmax kernels the head reproduces (MLAS_SOFTMAX_*). kind < 0: only return them; else
+ * set them (tests: the other CPU's kernels). handle NULL: what onnxruntime's MLAS picks on this CPU
+ * (platform.cpp: the AVX512F sum-exp kernel where the CPU and OS have AVX512F, else FMA3). Returns
+ * the kind, or -1 on a bad kind. */
+int gru_softmax_kind(void *handle, int kind) {
+    gru_model *m = (gru_model *)handle;
+    if (kind > MLAS_SOFTMAX_AVX512F) return -1;
+    if (!m) {
+#if GRU_X86
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx512f") ? MLAS_SOFTMAX_AVX512F : MLAS_SOFTMAX_FMA3;
+#else
+        return MLAS_SOFTMAX_FMA3;
+#endif
+    }
+    if (kind >= 0) m->softmax_kind = kind;
+    return m->softmax_kind;
 }
 
 /* The model input's per-feature scaling (x op c, in order, float32: the same operations as the

@@ -21,7 +21,12 @@ keeps today's onnxruntime path, with the reason recorded):
       -> GRU -> SEQ(Y) -> GRU -> SEQ(Y) -> ... -> GRU      (one or more GRU layers, stacked)
       -> SEQ(Y) -> ReduceMean(axis 0)                      (average head)
        | LAST(Y_h)                                         (last state)
-      -> Gemm(D*H -> 1) -> Sigmoid -> output     ([Identity]* allowed between any two of these)
+      -> Gemm(D*H -> k) -> Sigmoid | Softmax(axis -1) -> output
+                                                 ([Identity]* allowed between any two of these)
+
+    the head: Gemm to k >= 1 units (transA 0, alpha = beta = 1, constant float32 B and bias) then
+          Sigmoid (binary when k = 1, multi-label when k > 1) or Softmax over the k units
+          (multi-class; axis -1, or 1 as the Gemm output is 2-D)
 
     GRU:  forward, reverse or bidirectional, linear_before_reset 1 or 0 (Keras reset_after True or
           False), Sigmoid/Tanh, no sequence_lens, no initial_h, no clip; D = 2 directions when
@@ -391,17 +396,36 @@ class FusedLayer:
 
 @dataclass
 class FusedSpec:
-    """What the kernel needs to reproduce model.onnx: (N, T, F) model input -> (N,) p."""
+    """What the kernel needs to reproduce model.onnx: (N, T, F) model input -> (N,) p (binary) or
+    (N, k) probabilities."""
 
     layers: list           # [FusedLayer], input side first
     head: str              # "avg" | "last"
-    head_w: np.ndarray     # (D*H,) of the last layer, its directions concatenated
-    head_b: float
+    head_w: np.ndarray     # (D*H, k) of the last layer (its directions concatenated) x outputs; (D*H,) = k 1
+    head_b: Any            # (k,) float32; a float when k is 1
     prefix: list = field(default_factory=list)  # [(op, (F,) float32 constant)] applied to x first, in order
+    activation: str = "sigmoid"  # "sigmoid" (each of the k outputs) | "softmax" (over the k outputs)
+
+    def __post_init__(self) -> None:
+        w = np.asarray(self.head_w, np.float32)
+        self.head_w = np.ascontiguousarray(w.reshape(w.shape[0], -1))  # (D*H, k)
+        self.head_b = np.ascontiguousarray(np.asarray(self.head_b, np.float32).reshape(-1))  # (k,)
+        if self.head_b.shape != (self.head_w.shape[1],) or self.activation not in ("sigmoid", "softmax"):
+            raise ValueError(f"head: weights {self.head_w.shape}, bias {self.head_b.shape}, {self.activation!r}")
 
     @property
     def features(self) -> int:
         return self.layers[0].features
+
+    @property
+    def outputs(self) -> int:
+        """k: the head's output units."""
+        return int(self.head_w.shape[1])
+
+    @property
+    def binary(self) -> bool:
+        """One sigmoid output, p(class 1): the kernel returns (N,) rather than (N, 1)."""
+        return self.outputs == 1 and self.activation == "sigmoid"
 
 
 def _attr(node: Node, name: str, default, kind: type):
@@ -594,23 +618,30 @@ def match_fused(graph: Graph, input_name: str, output_name: str) -> tuple[Option
     init = g.init
     if graph.inputs != [input_name] or graph.outputs != [output_name]:
         return None, f"expected one input {input_name!r} and one output {output_name!r}"
-    sig = g.made_by(output_name, "Sigmoid")
-    if sig is None:
-        return None, "the output is not a Sigmoid (only a Dense(1, sigmoid) head is fused)"
-    gemm = g.made_by(_input(sig, 0), "Gemm")
+    act = g.node(output_name)
+    if act is None or act.op_type not in ("Sigmoid", "Softmax"):
+        return None, ("the output is not a Sigmoid or Softmax (fused: Dense(k) heads with sigmoid, or softmax "
+                      "over the k units)")
+    activation = act.op_type.lower()
+    if activation == "softmax" and _attr(act, "axis", -1, int) not in (-1, 1):  # the Gemm output is 2-D
+        return None, f"the Softmax is over axis {act.attrs.get('axis')!r} (fused: the last axis, the k units)"
+    gemm = g.made_by(_input(act, 0), "Gemm")
     if gemm is None or len(gemm.inputs) < 2:
-        return None, "the sigmoid is not fed by one Dense (Gemm) layer"
+        return None, f"the {act.op_type} is not fed by one Dense (Gemm) layer"
     transB = _attr(gemm, "transB", 0, int)
     if (_attr(gemm, "transA", 0, int) != 0 or _attr(gemm, "alpha", 1.0, float) != 1.0
             or _attr(gemm, "beta", 1.0, float) != 1.0 or transB not in (0, 1)):
         return None, "the Dense layer's Gemm has transA/alpha/beta options"
     dW = init.get(gemm.inputs[1])
-    db = init.get(gemm.inputs[2]) if len(gemm.inputs) > 2 and gemm.inputs[2] else np.zeros(1, np.float32)
-    if dW is None or db is None or dW.dtype != np.float32 or db.dtype != np.float32 or db.size != 1:
-        return None, "the Dense layer has no constant float32 weights with one output"
-    dW = dW.T if transB else dW
-    if dW.ndim != 2 or dW.shape[1] != 1:
-        return None, f"the Dense layer's weights have shape {dW.shape}, expected (inputs, 1)"
+    if dW is None or dW.dtype != np.float32 or dW.ndim != 2:
+        return None, "the Dense layer has no constant float32 (inputs, units) weights"
+    dW = dW.T if transB else dW  # (inputs, k)
+    k = dW.shape[1]
+    db = init.get(gemm.inputs[2]) if len(gemm.inputs) > 2 and gemm.inputs[2] else np.zeros(k, np.float32)
+    if db is None or db.dtype != np.float32 or db.size not in (1, k) or (db.ndim > 1 and db.shape[-1] != db.size):
+        return None, f"the Dense layer's bias is not a float32 constant of 1 or {k} values (one per unit)"
+    if k < 1:
+        return None, "the Dense layer has no output units"
     feat = gemm.inputs[0]
     mean = g.made_by(feat, "ReduceMean")
     if mean is not None:
@@ -677,5 +708,6 @@ def match_fused(graph: Graph, input_name: str, output_name: str) -> tuple[Option
         if const.dtype != np.float32 or const.size not in (1, F) or (const.ndim > 1 and const.shape[-1] != const.size):
             return None, f"{n.op_type} before the GRU has a constant of shape {const.shape}, expected per-feature"
         prefix.insert(0, (n.op_type, np.broadcast_to(const.reshape(-1), (F,)).astype(np.float32)))
-    return FusedSpec(layers=layers, head=head, head_w=np.ascontiguousarray(dW[:, 0]), head_b=float(db.reshape(-1)[0]),
-                     prefix=prefix), ""
+    return FusedSpec(layers=layers, head=head, head_w=np.ascontiguousarray(dW),
+                     head_b=np.broadcast_to(db.reshape(-1), (k,)).astype(np.float32), prefix=prefix,
+                     activation=activation), ""

@@ -2,7 +2,8 @@
  * order: the kernel's numbers are onnxruntime's bits only while this file matches it.
  *
  * Owns: the coefficients, the scalar forms (logistic1, tanh_pq1, reset1, tanh1: the generic C step
- * and every variant's head) and ORT_ACTIVATIONS, which defines the same four functions on a vector
+ * and every variant's head), MLAS' softmax of one row (mlas_softmax_row: every variant's k-way head)
+ * and ORT_ACTIVATIONS, which defines the same four functions on a vector
  * type for the AVX2 and AVX-512 files (one operation order for every width). Header only: the
  * functions are inlined where they are used. Needs <math.h> (fmaf) and, for ORT_ACTIVATIONS, the
  * intrinsics of the width it is used with.
@@ -19,11 +20,13 @@
  *   h' = (1 - z) * n + z * h
  * where P/Q is rnn_helpers' tanh with every product and sum rounded apart (that file is built
  * without FMA). The output head is onnxruntime's too: ReduceMean sums in time order and divides by
- * T, Gemm accumulates by fused multiply-adds in k order then adds the bias, Sigmoid is Logistic. */
+ * T, Gemm accumulates by fused multiply-adds in k order then adds the bias, Sigmoid is Logistic,
+ * and Softmax is MLAS' MlasComputeSoftmax for one row of k values (mlas_softmax_row below). */
 #ifndef GRU_ORT_ACTIVATIONS_H
 #define GRU_ORT_ACTIVATIONS_H
 
 #include <math.h>
+#include <string.h>
 
 #define LOGISTIC_BOUND 18.0f
 #define LOGISTIC_A9 4.37031012579801e-11f
@@ -115,6 +118,79 @@ ATTR V reset##S(V pre, V lin) {                                                 
 }                                                                                                      \
 ATTR V tanh##S(V pre) {                                                                                \
     return tanh_pq##S(P##min_ps(P##max_ps(pre, P##set1_ps(-TANH_BOUND)), P##set1_ps(TANH_BOUND)));     \
+}
+
+/* ---------------------------------------------------------------- Softmax (MlasComputeSoftmax)
+ * onnxruntime's CPU Softmax (opset 13+, and the 2-D coerced older form) calls MlasComputeSoftmax on
+ * (N, k): per row, on x86-64 (mlas/lib/compute.cpp MlasComputeSoftmaxThreaded, the kernels picked in
+ * mlas/lib/platform.cpp):
+ *   max  = ReduceMaximumF32Kernel(row)        the exact maximum (any order gives the same value)
+ *   e_c  = exp(x_c + (-max)), sum = sum of e_c  ComputeSumExpF32Kernel, which also stores e_c
+ *   y_c  = e_c * (1.0f / sum)                 ComputeSoftmaxOutputF32KernelAvx (one product)
+ * The sum-exp kernel is MlasComputeSumExpF32KernelAvx512F (x86_64/TransKernelAvx512F.S) on CPUs with
+ * AVX512F, else MlasComputeSumExpF32KernelFma3 (TransKernelFma3.S) on AVX2+FMA. Both reduce the
+ * argument the same way (by fused multiply-adds):
+ *   v = max(LOWER, x - max);  b = fma(v, 1/ln2, 1.5 * 2^23);  m = b - 1.5 * 2^23  (round(v / ln2))
+ *   v = fma(m, -ln2_hi, v);  v = fma(m, -ln2_lo, v)
+ *   p = fma(fma(fma(fma(fma(fma(P0, v, P1), v, P2), v, P3), v, P4), v, 1), v, 1)
+ * and scale p by 2^m: AVX512F with vscalefps (one rounding, LOWER = -103.97), FMA3 by a product with
+ * the float whose bits are (b << 23) + 0x3F800000 (LOWER = -88.38). Their sums differ in order: lane
+ * l of a 16-lane (AVX512F) or 8-lane (FMA3) accumulator adds e_l, e_{l+16 or 8}, ... in turn; then
+ * AVX512F folds the upper 8 lanes onto the lower 8 (a_l + a_{l+8}) and both reduce 8 lanes as
+ * ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7)) (two vhaddps and one vaddss). */
+#define MLAS_EXP_LOWER_RANGE -103.9720840454f       /* MlasExpConstants.LowerRange (AVX512F) */
+#define MLAS_EXP_LOWER_RANGE_SUMEXP -88.3762626647949f  /* .LowerRangeSumExp (FMA3) */
+#define MLAS_EXP_ROUNDING_BIAS 12582912.0f          /* MLAS_ROUNDING_BIAS_MAGIC: 1.5 * 2^23 */
+#define MLAS_EXP_LOG2_RECIPROCAL 1.44269504088896341f
+#define MLAS_EXP_LOG2_HIGH -6.93145752e-1f
+#define MLAS_EXP_LOG2_LOW -1.42860677e-6f
+#define MLAS_EXP_POLY_0 0x1.694000p-10f
+#define MLAS_EXP_POLY_1 0x1.125edcp-7f
+#define MLAS_EXP_POLY_2 0x1.555b5ap-5f
+#define MLAS_EXP_POLY_3 0x1.555450p-3f
+#define MLAS_EXP_POLY_4 0x1.fffff6p-2f
+#define MLAS_EXP_POLY_56 1.0f
+
+static inline float f32_from_bits_(unsigned int u) { float f; memcpy(&f, &u, sizeof f); return f; }
+static inline unsigned int f32_bits_(float f) { unsigned int u; memcpy(&u, &f, sizeof u); return u; }
+
+/* MLAS' sum-exp element: exp(v) for v = x - max <= 0, as the kernel of `kind` (MLAS_SOFTMAX_*) does */
+static inline float mlas_sumexp1(float v, int avx512f) {
+    const float lower = avx512f ? MLAS_EXP_LOWER_RANGE : MLAS_EXP_LOWER_RANGE_SUMEXP;
+    v = lower > v ? lower : v;  /* vmaxps lower, v */
+    const float b = fmaf(v, MLAS_EXP_LOG2_RECIPROCAL, MLAS_EXP_ROUNDING_BIAS);
+    const float m = b - MLAS_EXP_ROUNDING_BIAS;
+    v = fmaf(m, MLAS_EXP_LOG2_HIGH, v);
+    v = fmaf(m, MLAS_EXP_LOG2_LOW, v);
+    float p = fmaf(MLAS_EXP_POLY_0, v, MLAS_EXP_POLY_1);
+    p = fmaf(p, v, MLAS_EXP_POLY_2); p = fmaf(p, v, MLAS_EXP_POLY_3); p = fmaf(p, v, MLAS_EXP_POLY_4);
+    p = fmaf(p, v, MLAS_EXP_POLY_56); p = fmaf(p, v, MLAS_EXP_POLY_56);
+    if (!avx512f)  /* vpslld b, 23; vpaddd 0x3F800000; vmulps */
+        return p * f32_from_bits_((f32_bits_(b) << 23) + 0x3F800000u);
+    /* vscalefps p, m: p * 2^m rounded once; m in [-150, 0] here. A product with a normal 2^m is that
+     * one rounding; below 2^-126, p * 2^(m + 64) is exact (normal) and the product with 2^-64 rounds once */
+    const int e = (int)m;
+    if (e >= -126) return p * f32_from_bits_((unsigned int)(e + 127) << 23);
+    return (p * f32_from_bits_((unsigned int)(e + 64 + 127) << 23)) * 0x1p-64f;
+}
+
+/* MlasComputeSoftmax on one row y (k values, in place), for the MLAS kernels of `kind`. */
+static inline void mlas_softmax_row(float *y, int k, int kind) {
+    const int avx512f = kind == MLAS_SOFTMAX_AVX512F, lanes = avx512f ? 16 : 8;
+    float mx = -3.40282347e+38f;  /* MlasMinimumF32Value: numeric_limits<float>::lowest() */
+    for (int c = 0; c < k; c++) mx = mx > y[c] ? mx : y[c];  /* vmaxss / vmaxps: the same value in any order */
+    const float neg = -mx;
+    float acc[16] = {0};
+    for (int c = 0; c < k; c++) {
+        const float e = mlas_sumexp1(y[c] + neg, avx512f);  /* vaddps neg, x */
+        y[c] = e;
+        acc[c % lanes] += e;
+    }
+    if (avx512f)
+        for (int l = 0; l < 8; l++) acc[l] = acc[l + 8] + acc[l];  /* vextractf64x4; vaddps */
+    const float sum = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    const float scale = 1.0f / sum;
+    for (int c = 0; c < k; c++) y[c] = scale * y[c];
 }
 
 #endif /* GRU_ORT_ACTIVATIONS_H */
