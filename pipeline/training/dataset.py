@@ -113,6 +113,10 @@ def encode_labels(y: np.ndarray, where: str) -> tuple[np.ndarray, list]:
     Raises DataFormatError (one line) for fewer than 2 classes, or class ids 0..k-1 of which some have
     no training sample.
     """
+    if np.ndim(y) != 1:
+        raise DataFormatError(f"{where}: expected one label per sample (N,), got labels of shape {np.shape(y)}: "
+                              "gru-build trains binary and multi-class models; a multi-label model trained in Keras "
+                              "exports with gru-export")
     classes = np.unique(y)  # sorted; numbers numerically
     names = [c.item() if hasattr(c, "item") else c for c in classes]
     if _are_ids(classes):
