@@ -1,7 +1,8 @@
 """The fused GRU kernel on the layer kinds beyond one forward GRU with reset_after=True:
 go_backwards (ONNX direction "reverse"), Bidirectional (direction "bidirectional", merge concat),
 reset_after=False (linear_before_reset=0) and stacked layers of these kinds (return_sequences
-feeding the next), last-state and average heads.
+feeding the next), last-state and average heads; and the k-way heads (``K_CASES``: Dense(k, softmax)
+for k = 3 and 10, Dense(4, sigmoid) multi-label) on last-state and average heads.
 
 Each case is a tiny Keras model with random, non-saturating weights
 (``randomize_weights`` of tests/coverage_cases.py), exported with the project's exporter
@@ -85,15 +86,42 @@ CASES = {
 }
 
 
+# the k-way heads: name -> (the layers after the input, the head, k, the Dense activation)
+K_CASES = {
+    "softmax k=3 last": (lambda: [_gru(20)], "last", 3, "softmax"),
+    "softmax k=3 avg": (lambda: [_gru(20, return_sequences=True), keras.layers.GlobalAveragePooling1D()], "avg", 3,
+                        "softmax"),
+    "softmax k=10 last": (lambda: [_normalization(), _bi(12)], "last", 10, "softmax"),
+    "softmax k=10 avg": (lambda: [_gru(64, return_sequences=True), keras.layers.GlobalAveragePooling1D()], "avg", 10,
+                         "softmax"),
+    "softmax k=10 stacked avg": (lambda: [_gru(10, go_backwards=True, return_sequences=True),
+                                          _gru(33, reset_after=False, return_sequences=True),
+                                          keras.layers.GlobalAveragePooling1D()], "avg", 10, "softmax"),
+    "multilabel k=4 last": (lambda: [_gru(20, go_backwards=True)], "last", 4, "sigmoid"),
+    "multilabel k=4 avg": (lambda: [_normalization(), _bi(9, return_sequences=True),
+                                    keras.layers.GlobalAveragePooling1D()], "avg", 4, "sigmoid"),
+}
+
+
+def _case(case: str):
+    """(layers, head, k, activation) of a CASES or K_CASES entry (CASES: Dense(1, sigmoid))."""
+    return K_CASES[case] if case in K_CASES else (*CASES[case], 1, "sigmoid")
+
+
+def _output(case: str) -> str:
+    return "probability" if _case(case)[2] == 1 else "probabilities"
+
+
 @lru_cache(maxsize=None)
 def _model_proto(case: str):
-    """model.onnx of ``case``: Input (batch, time, F) -> layers -> Dense(1, sigmoid), random weights."""
+    """model.onnx of ``case``: Input (batch, time, F) -> layers -> Dense(k, activation), random weights."""
+    layers, _, k, activation = _case(case)
     keras.utils.set_random_seed(0)
     inputs = keras.Input(shape=(None, F), name="x")  # (batch, time, F)
     x = inputs
-    for layer in CASES[case][0]():
+    for layer in layers():
         x = layer(x)
-    model = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(x))  # (batch, 1)
+    model = keras.Model(inputs, keras.layers.Dense(k, activation=activation)(x))  # (batch, k)
     randomize_weights(model, seed=sum(map(ord, case)))
     return export_native(model, "x", OPSET)
 
@@ -103,7 +131,7 @@ def _model_bytes(case: str) -> bytes:
 
 
 def _spec(case: str):
-    spec, why = match_fused(parse_model(_model_bytes(case)), "x", "probability")
+    spec, why = match_fused(parse_model(_model_bytes(case)), "x", _output(case))
     assert spec is not None, f"{case}: {why}"
     return spec
 
@@ -120,16 +148,18 @@ def _errors(case: str, isa: str) -> dict[str, float]:
     for name, X in families.items():
         if isa == "generic" and len(X) > 64:
             X = X[:64]
-        want = sess.run(None, {"x": X})[0].reshape(-1)
-        got = kernel.run(X, threads=2).astype(np.float64)
+        want = sess.run(None, {"x": X})[0]
+        got = kernel.run(X, threads=2).astype(np.float64).reshape(want.shape)  # (N, 1) or (N, k)
         errors[name] = float(np.abs(got - want).max()) if np.isfinite(got).all() else float("inf")
     return errors
 
 
 def test_the_cases_are_what_they_claim():
     """The exported graphs have the GRU options the case names, and the spec reads them back."""
-    for case, (_, head) in CASES.items():
-        assert _spec(case).head == head, case
+    for case in (*CASES, *K_CASES):
+        _, head, k, activation = _case(case)
+        spec = _spec(case)
+        assert (spec.head, spec.outputs, spec.activation, spec.binary) == (head, k, activation, k == 1), case
     spec = _spec("go_backwards last")
     assert [(la.direction, la.flip) for la in spec.layers] == [("reverse", (False,))] and spec.head == "last"
     spec = _spec("go_backwards avg")  # the exporter pools the reversed sequence: processing order
@@ -139,7 +169,8 @@ def test_the_cases_are_what_they_claim():
     for case in ("Bidirectional last", "Bidirectional avg"):
         spec = _spec(case)
         assert [(la.direction, la.directions, la.flip) for la in spec.layers] == [("bidirectional", 2, (False, False))]
-        assert spec.head_w.shape == (24,)
+        assert spec.head_w.shape == (24, 1)
+    assert _spec("softmax k=10 last").head_w.shape == (24, 10) and _spec("multilabel k=4 avg").head_w.shape == (18, 4)
     spec = _spec("go_backwards sequences + GRU last")  # the reversed sequence is handed on in processing order
     assert [(la.direction, la.flip) for la in spec.layers] == [("reverse", (True,)), ("forward", (False,))]
     spec = _spec("Normalization + 3 stacked mixed avg")
@@ -153,7 +184,7 @@ def test_the_cases_are_what_they_claim():
 
 @needs_library
 @pytest.mark.parametrize("isa", ISAS)
-@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("case", [*CASES, *K_CASES])
 def test_kernel_matches_model_onnx(case, isa):
     errors = _errors(case, isa)
     worst = max(errors, key=errors.get)
@@ -162,17 +193,18 @@ def test_kernel_matches_model_onnx(case, isa):
 
 @needs_library
 @needs_fma_cpu
-@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("case", [*CASES, *K_CASES])
 def test_kernel_reproduces_model_onnx_bit_for_bit(case):
     """Where onnxruntime runs its FMA kernels, every case and variant gives model.onnx's bits
-    (Bidirectional's mean included: its backward states are summed in time order, as ReduceMean does)."""
+    (Bidirectional's mean included: its backward states are summed in time order, as ReduceMean does;
+    the k-way heads' Gemm, Sigmoid and MLAS softmax included)."""
     for isa in ISAS:
         errors = _errors(case, isa)
         assert not any(errors.values()), f"{case} {isa}: {errors}"
 
 
 @needs_library
-@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("case", [*CASES, *K_CASES])
 def test_kernel_is_closer_to_float64_than_a_wrong_reading(case):
     """The kernel computes the network the case names: within Keras-vs-ONNX verification's 1e-5 of the
     float64 evaluation, and reading the directions, flips or reset_after as anything else is far off."""
@@ -206,7 +238,7 @@ def test_kernel_is_closer_to_float64_than_a_wrong_reading(case):
 
 
 @needs_library
-@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("case", [*CASES, *K_CASES])
 def test_rows_do_not_depend_on_batch_split_or_threads(case):
     X = np.random.default_rng(9).standard_normal((301, T, F)).astype(np.float32)
     for isa in ISAS:
@@ -252,16 +284,21 @@ def test_concurrent_calls_on_a_stacked_model_give_identical_outputs():
 
 
 @needs_library
-@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("case", [*CASES, *K_CASES])
 def test_predictor_uses_the_kernel(case, tmp_path):
-    folder = _write(tmp_path / "m", _model_proto(case))
+    _, _, k, activation = _case(case)
+    task = "binary" if k == 1 else "multiclass" if activation == "softmax" else "multilabel"
+    folder = _write(tmp_path / "m", _model_proto(case), task=task,
+                    class_names=None if k == 1 else [f"c{j}" for j in range(k)])
     X = np.random.default_rng(4).standard_normal((70, T, F)).astype(np.float32)
     p = Predictor.load(folder)
     got = p.predict_proba(X)
     info = p.debug_info()["fused"]
     assert info["used"] and info["isa"] == ISAS[0], info
     assert info["checks"][ISAS[0]]["max_abs_vs_model_onnx"] <= ATOL
-    assert np.abs(got - Predictor.load(folder, fused=False).predict_proba(X)).max() <= ATOL
+    want = Predictor.load(folder, fused=False).predict_proba(X)
+    assert got.shape == want.shape == ((70,) if _case(case)[2] == 1 else (70, _case(case)[2]))
+    assert np.abs(got - want).max() <= ATOL
 
 
 @pytest.mark.parametrize("merge_mode", ["sum", "ave"])
@@ -284,7 +321,7 @@ def test_other_bidirectional_merges_keep_the_onnxruntime_path(merge_mode, pooled
 
 def report() -> dict[str, dict[str, float]]:
     """{case: {isa: max |kernel - model.onnx| over every family}} (for a closing note)."""
-    return {case: {isa: max(_errors(case, isa).values()) for isa in ISAS} for case in CASES}
+    return {case: {isa: max(_errors(case, isa).values()) for isa in ISAS} for case in (*CASES, *K_CASES)}
 
 
 if __name__ == "__main__":  # python tests/runtime/test_fused_coverage.py: the error table

@@ -92,15 +92,16 @@ def test_the_committed_graphs(name):
 
 @pytest.mark.parametrize("kw", [{}, {"n_features": 1, "units": 33, "seed": 2},
                                 {"raw_input": tiny_preprocessing(3)},
-                                {"raw_input": tiny_preprocessing(3), "masking": True}],
-                         ids=["plain", "F1 H33", "scaling", "scaling + masking"])
+                                {"raw_input": tiny_preprocessing(3), "masking": True},
+                                {"task": "multiclass", "n_classes": 10}, {"task": "multilabel", "n_classes": 4}],
+                         ids=["plain", "F1 H33", "scaling", "scaling + masking", "softmax k=10", "multilabel k=4"])
 def test_the_tiny_graphs(kw):
     _compare(tiny_model_proto(**kw).SerializeToString(), f"tiny {kw}")
 
 
 def test_the_keras_coverage_graphs():
     coverage = pytest.importorskip("test_fused_coverage")  # skips without TensorFlow
-    for case in coverage.CASES:
+    for case in (*coverage.CASES, *coverage.K_CASES):
         _compare(coverage._model_bytes(case), case)
 
 
