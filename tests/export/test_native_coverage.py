@@ -157,7 +157,7 @@ def test_run_build_falls_back_to_tf2onnx_and_records_why(tmp_path, monkeypatch) 
     from pipeline.training import run as builder, model as model_module
     from pipeline.settings import load_config
 
-    def conv_gru_model(cfg, n_features, masking, learning_rate=1e-3):
+    def conv_gru_model(cfg, n_features, masking, learning_rate=1e-3, n_classes=2):
         return _unsupported_model("Conv1D", cfg.units, n_features)
 
     monkeypatch.setattr(model_module, "build_model", conv_gru_model)
