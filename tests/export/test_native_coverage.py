@@ -179,9 +179,12 @@ def test_run_build_falls_back_to_tf2onnx_and_records_why(tmp_path, monkeypatch) 
 # ---------------------------------------------------------------------------- left padding
 
 def _write_masked_folder(folder: Path) -> keras.Model:
-    """A minimal exported folder (no preprocessing) around the native "Masking + GRU" graph."""
+    """A minimal exported folder (no preprocessing) around the native "Masking + GRU" graph, with the
+    ``lengths`` input a user's Masking(0.0) model gets (pipeline.export.scaling)."""
+    from pipeline.export.scaling import embed_preprocessing
+
     model = coverage.build_case(coverage.case_by_name("Masking + GRU"))
-    proto = export_native(model, "x", 17)
+    proto = embed_preprocessing(export_native(model, "x", 17), {"type": "none"}, masking=True, pad_value=0.0)
     folder.mkdir(parents=True)
     (folder / artifact.MODEL_FILE).write_bytes(proto.SerializeToString())
     artifact.write_manifest(folder, {
@@ -189,11 +192,13 @@ def _write_masked_folder(folder: Path) -> keras.Model:
         "model": {"file": artifact.MODEL_FILE, "sha256": artifact.sha256_file(folder / artifact.MODEL_FILE),
                   "opset": 17, "backend": "native", "fallback_reason": None,
                   "ops": coverage.graph_ops(proto)},
-        "input": {"name": "x", "dtype": "float32", "shape": ["batch", "time", coverage.FEATURES], "kind": "features"},
+        "input": {"name": "x", "dtype": "float32", "shape": ["batch", "time", coverage.FEATURES], "kind": "features",
+                  "lengths": "lengths"},
         "output": {"name": proto.graph.output[0].name, "dtype": "float32", "shape": ["batch", 1]},
         "preprocessing": {"type": "none"},
-        "masking": {"enabled": True, "mask_value": 0.0, "padding": "right"},
-        "threshold": 0.5,
+        "masking": {"enabled": True, "mask_value": 0.0, "padding": "lengths"},
+        "task": "binary",
+        "decision": {"rule": "threshold", "threshold": 0.5},
         "class_names": [0, 1],
     })
     return model
@@ -201,7 +206,8 @@ def _write_masked_folder(folder: Path) -> keras.Model:
 
 def test_left_padding_is_refused_by_the_runtime(tmp_path) -> None:
     """Keras masks left padding, ONNX sequence_lens cannot (it counts steps from the start), so the
-    runtime refuses it instead of answering differently from Keras."""
+    runtime refuses mask-valued steps before a row's end (a user's Masking model) instead of answering
+    differently from Keras."""
     from pipeline.runtime import Predictor
 
     model = _write_masked_folder(tmp_path / "masked")
