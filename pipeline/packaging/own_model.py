@@ -1,7 +1,7 @@
 """Export a user's own Keras classifier: ``export_keras_model`` and the sample-file loader of ``gru-export``.
 
-Owns: turning a trained Keras 3 binary classifier and sample inputs into a verified artifact folder
-(the same contract as ``gru-build``), with the source model's name, hash, Keras version and backend
+Owns: turning a trained Keras 3 classifier (binary, multi-class or multi-label) and sample inputs into
+a verified artifact folder (the same contract as ``gru-build``), with the source model's name, hash, Keras version and backend
 in the manifest. The inputs are the model's own: no scaling outside the model is assumed.
 Layer: packaging. Imports: numpy, keras (heavy side), pipeline.keras_source, pipeline.packaging.exporter,
 pipeline.verification.equivalence, pipeline.report.metrics. Reads: the model and sample files.
