@@ -191,9 +191,9 @@ def unroll_grus(model: onnx.ModelProto, timesteps: int) -> onnx.ModelProto:
     keep = [i for i in g.initializer if i.name in used]
     del g.initializer[:]
     g.initializer.extend(keep + e.inits)
-    # the time axis of the input is now fixed
+    # the time axis of the input is now fixed: (batch, T, F) features or (batch, T) token ids
     dims = g.input[0].type.tensor_type.shape.dim
-    if len(dims) == 3:
+    if len(dims) >= 2:
         dims[1].Clear()
         dims[1].dim_value = int(timesteps)
     g.name = f"{g.name}_unrolled_T{timesteps}"

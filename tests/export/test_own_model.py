@@ -251,3 +251,20 @@ def test_verify_detects_a_changed_model(tmp_path, capsys):
     assert "no longer equals the Keras model" in err and "reference inputs" in err
     with pytest.raises(AssertionError, match="no longer equals"):
         assert_artifact_matches(out, changed)
+
+
+def test_unmasked_token_model_with_a_dynamic_time_axis(tmp_path):
+    """An Embedding model without mask_zero and a None time axis: its unrolled graph fixes the time axis of
+    the (batch, time) id input too (the runtime checks it against the manifest), and a list of id rows of
+    different lengths scores each row as it would alone, as Keras does."""
+    inputs = keras.Input((None,), dtype="int64")
+    model = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(
+        keras.layers.GRU(4)(keras.layers.Embedding(V, 4)(inputs))))
+    ids = np.random.default_rng(0).integers(1, V, (30, T))
+    _, out = _export(tmp_path, model, ids, "tokens")
+    assert json.loads((out / "manifest.json").read_text())["unrolled"]["supported"]
+    p = Predictor.load(out)
+    rows = [ids[0, :3], ids[1], ids[2, :5], ids[3, :3]]
+    got = p.predict_proba(rows)
+    assert np.array_equal(got, np.concatenate([p.predict_proba(r[None]) for r in rows]))
+    assert np.abs(got - np.array([_p1(model, r[None])[0] for r in rows])).max() <= ATOL
