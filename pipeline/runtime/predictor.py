@@ -54,8 +54,8 @@ __all__ = ["Predictor"]
 
 # Execution strategy. With graph="auto" (the default), float feature models the fused GRU kernel
 # covers (pipeline.runtime.fused; the shapes match_fused in fused/onnx_reader.py recognises: GRU
-# layers ending in a last-state or average head and Dense(1, sigmoid); fixed length; binary until the
-# kernel declares k-way heads with K_CLASS_HEADS = True) run every batch in
+# layers ending in a last-state or average head and Dense(k) with a sigmoid or softmax; fixed length) run
+# every batch in
 # one native call with its own threads inside, once the kernel has reproduced model.onnx within 1e-6
 # on the artifact's reference rows and stress rows (checked on first use; the outcome is in
 # debug_info(); it does onnxruntime's arithmetic, so on AVX2+FMA CPUs the numbers are the same bits). Otherwise, and with graph="native" or
@@ -171,15 +171,9 @@ class Predictor:
         return float(self.decision["threshold"]) if self.decision.get("rule") == "threshold" else None
 
     def _fused_covers(self) -> bool:
-        """Whether the fused kernel may cover this kind of model: float features, fixed length, and a
-        binary head (k-way heads once the kernel declares them)."""
-        if self.input_kind != "features" or self.lengths_name is not None:
-            return False
-        if self.task == "binary":
-            return True
-        from pipeline.runtime import fused
-
-        return bool(getattr(fused, "K_CLASS_HEADS", False))
+        """Whether the fused kernel may cover this kind of model: float features and a fixed length (the
+        kernel's own reader, ``fused.onnx_reader.match_fused``, then decides on the layers and the head)."""
+        return self.input_kind == "features" and self.lengths_name is None
 
     def _check_graph_matches_manifest(self) -> None:
         """Refuse a manifest that does not describe this model.onnx: input/output names, input shape
@@ -397,7 +391,8 @@ class Predictor:
         return lens
 
     def _run_lengths(self, Xr: np.ndarray, lens: Optional[np.ndarray]) -> np.ndarray:
-        """(N, T, F) rows of a fixed-length model, right-padded after ``lens`` (from a list) when given -> (N,) / (N, k)."""
+        """Rows (N, T, F) (or ids (N, T)) of a fixed-length model, right-padded after ``lens`` (from a list) when
+        given -> (N,) / (N, k)."""
         if lens is None:
             return self._run(Xr)
         # No lengths input: run each length group unpadded, which is exact.
@@ -413,13 +408,7 @@ class Predictor:
         ids, lens = prepare_tokens(X, int(self.vocabulary_size), lengths, self.timesteps)  # (N, T) int64
         if self.lengths_name is not None:  # Embedding(mask_zero): trailing id 0 is padding when no lengths
             return self._checked(self._run(ids, self._resolve_lengths(ids, lens, lengths is not None or from_list)))
-        if lens is None:
-            return self._checked(self._run(ids))
-        proba = np.empty((ids.shape[0],) + self._out_shape[1:], dtype=np.float32)  # each length group unpadded
-        for length in np.unique(lens):
-            idx = np.flatnonzero(lens == length)
-            proba[idx] = self._run(np.ascontiguousarray(ids[idx, :length]))
-        return self._checked(proba)
+        return self._checked(self._run_lengths(ids, lens))
 
     def _checked(self, proba: np.ndarray) -> np.ndarray:
         """``proba`` when every value is a probability; PipelineError naming the first that is not."""

@@ -47,9 +47,6 @@ SELF_CHECK_ATOL = 1e-6  # max |kernel - model.onnx| on the self-check inputs, el
 _HEADS = {"last": 0, "avg": 1}
 _ACTIVATIONS = {"sigmoid": 0, "softmax": 1}  # the C ACT_*: the head's activation over its k outputs
 SOFTMAX_KINDS = {"fma3": 0, "avx512f": 1}  # the C MLAS_SOFTMAX_*: which MLAS softmax kernels the head reproduces
-# The fused kernel computes k-way heads (Dense(k) + Softmax, Dense(k, sigmoid)): the Predictor may use
-# it for multiclass and multilabel models (pipeline/runtime/predictor.py, _fused_covers)
-K_CLASS_HEADS = True
 _SCALE_OPS = {"Sub": 0, "Div": 1, "Mul": 2, "Add": 3}  # the C enum SCALE_*
 _LAYER_INFO = 7  # ints per layer in gru_create's layer info (the C LAYER_INFO)
 
