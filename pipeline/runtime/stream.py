@@ -245,7 +245,7 @@ class Stream:
         self._check_open()
         out = {}
         for name, s in zip(self._state_names, self._states[self._cur]):
-            out[name] = s[:, 0, :].copy() if self.n_streams is None else np.ascontiguousarray(s.transpose(1, 0, 2))
+            out[name] = s[:, 0, :].copy() if self.n_streams is None else s.transpose(1, 0, 2).copy()
         return out
 
     def set_state(self, state: dict) -> None:

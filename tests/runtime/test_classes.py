@@ -245,3 +245,16 @@ def test_spark_scorer_functions_carry_the_k_columns_without_spark(k_model):
     group = long_table([seqs[2]], [2]).to_pandas()
     row = sl.long(group)
     np.testing.assert_array_equal(np.asarray(row["probabilities"][0], np.float32), want[2])
+
+
+def test_get_state_of_a_one_stream_batch_is_a_copy(k_model):
+    """Stream(n_streams=1).get_state() once returned a view of the stream's own buffer ((D, 1, H) transposed to
+    (1, D, H) is already contiguous, so np.ascontiguousarray did not copy): a later push rewrote the saved state."""
+    X = _X(2, t=4, seed=8)
+    with k_model.stream(n_streams=1) as s:
+        s.push(X[:1, :2])
+        saved = s.get_state()
+        kept = {k: v.copy() for k, v in saved.items()}
+        s.push(X[1:, :2])
+        s.push(X[1:, 2:])  # the stream alternates two state buffers: the second push rewrites the first
+        assert all(np.array_equal(saved[k], kept[k]) for k in kept), "a push changed a state returned before"
