@@ -45,7 +45,7 @@ export PYTHONDONTWRITEBYTECODE = 1
 NODE_DIR   := tools/node
 NODE_STAMP := $(NODE_DIR)/node_modules/.installed
 
-.PHONY: help install export test bench bench-cluster java lint coverage-table ucr-table clean node-deps examples check FORCE
+.PHONY: help install export test bench bench-serve bench-cluster java lint coverage-table ucr-table clean node-deps examples check FORCE
 
 help:
 	@echo "make export          train on the default task, export, verify, write exported/"
@@ -58,6 +58,7 @@ help:
 	@echo "                     contracts of pyproject.toml (lint-imports: imports point one way down)"
 	@echo "make bench-cluster   Parquet batch scoring: in-process Predictor vs gru-predict --engine local,"
 	@echo "                     ray, spark at 1 and 2 workers, 1M sequences (bench-results/cluster.*)"
+	@echo "make bench-serve     gru-serve vs MLServer, a naive server and the in-process Predictor (docs/serving.md)"
 	@echo "make coverage-table  regenerate the native-GRU coverage table in docs/export-coverage.md"
 	@echo "make ucr-table       accuracy on eight public UCR/UEA sets vs a plain GRU and 1-NN DTW (docs/accuracy.md)"
 	@echo "make node-deps       npm-install onnxruntime-node for the JavaScript cross-runtime check"
@@ -140,6 +141,11 @@ lint: $(STAMP)
 # markers: no TensorFlow/Keras, Ray, Spark, training or virtualenvs; ~80 s on the 2-core VM under load)
 check: lint
 	$(PY) -m pytest -q --quick
+
+# gru-serve vs MLServer (its own virtualenv in build/, created once), a naive server and the in-process
+# Predictor; two runs side by side (~6 min on the 2-core VM); --update-docs writes docs/serving.md
+bench-serve: $(CLUSTER_STAMP)
+	$(PY) tools/bench_serve.py --update-docs
 
 bench-cluster: $(CLUSTER_STAMP) java
 	$(PY) tools/bench_cluster.py

@@ -3,7 +3,7 @@
 Owns: ``ProtocolError`` (an HTTP status and one sentence), the V2 datatype table, the REST codec
 (JSON tensors and Triton's binary tensor data extension: the ``Inference-Header-Content-Length``
 header, ``binary_data_size`` on inputs, ``binary_data`` / ``binary_data_output`` on outputs) and
-``InferRequest`` / ``tensor_from`` shared with the gRPC codec. Imports: json, numpy.
+``InferRequest`` / ``tensor_from`` shared with the gRPC codec. Imports: numpy, orjson.
 Reads and writes nothing: bytes in, bytes out.
 
 The REST body of an infer request is JSON, optionally followed by the raw bytes of the inputs that
@@ -15,11 +15,11 @@ default ``tritonclient.http`` call does.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import numpy as np
+import orjson  # JSON bodies (the serve extra): see docs/serving.md for what it saves
 
 __all__ = ["ProtocolError", "InferRequest", "DTYPES", "tensor_from", "parse_rest_infer", "encode_rest_infer"]
 
@@ -95,8 +95,8 @@ def tensor_from(name: str, datatype: Any, shape: tuple[int, ...], raw: Optional[
 
 def _json_object(text: bytes) -> dict:
     try:
-        obj = json.loads(text)
-    except (UnicodeDecodeError, ValueError) as e:
+        obj = orjson.loads(text)
+    except orjson.JSONDecodeError as e:
         raise ProtocolError(400, f"request body: expected a JSON object, got invalid JSON ({e})") from None
     if not isinstance(obj, dict):
         raise ProtocolError(400, f"request body: expected a JSON object, got {type(obj).__name__}")
@@ -115,7 +115,7 @@ def parse_rest_infer(body: bytes, header_length: Optional[str]) -> InferRequest:
         if not 0 <= n <= len(body):
             raise ProtocolError(400, f"Inference-Header-Content-Length: expected an integer from 0 to the body's "
                                      f"{len(body)} bytes, got {header_length!r}")
-        head, rest = body[:n], memoryview(body)[n:]
+        head, rest = bytes(memoryview(body)[:n]), memoryview(body)[n:]
     obj = _json_object(head)
     params = obj.get("parameters") or {}
     inputs_spec = obj.get("inputs")
@@ -175,12 +175,12 @@ def encode_rest_infer(model: str, version: str, req: InferRequest,
             spec["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)
         else:
-            spec["data"] = arr.reshape(-1).tolist()
+            spec["data"] = np.ascontiguousarray(arr, np.float32).reshape(-1)  # each the shortest text of its float32
         specs.append(spec)
     resp: dict[str, Any] = {"model_name": model, "model_version": version, "outputs": specs}
     if req.id is not None:
         resp["id"] = req.id
-    head = json.dumps(resp, separators=(",", ":")).encode()
+    head = orjson.dumps(resp, option=orjson.OPT_SERIALIZE_NUMPY)
     if not blobs:
         return head, None
     return b"".join([head, *blobs]), len(head)
