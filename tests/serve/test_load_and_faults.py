@@ -222,3 +222,24 @@ def test_sigterm_during_load_drains_and_exits_0(start_server):
     assert outcomes.count("ok") > 50
     others = {o for o in outcomes if o not in ("ok", "closed")}
     assert all(o[0] == 503 for o in others), others
+
+
+def test_access_log_is_off_by_default_and_json_lines_when_asked(start_server):
+    X = np.zeros((1, 2, 8), np.float32)
+    quiet = start_server()
+    conn = http.client.HTTPConnection("127.0.0.1", quiet.http_port, timeout=30)
+    assert _post(conn, _body(X))[0] == 200
+    conn.close()
+    code, err = quiet.stop()
+    assert code == 0 and len(err.strip().splitlines()) == 2, err  # the ready line and the stopped line only
+    logged = start_server((EXPORTED,), "--access-log")
+    conn = http.client.HTTPConnection("127.0.0.1", logged.http_port, timeout=30)
+    assert _post(conn, _body(X))[0] == 200
+    assert _post(conn, b"{}", model="nope")[0] == 404
+    conn.close()
+    code, err = logged.stop()
+    assert code == 0, err
+    entries = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    assert [(e["method"], e["path"], e["status"]) for e in entries] == [
+        ("POST", "/v2/models/exported/infer", 200), ("POST", "/v2/models/nope/infer", 404)]
+    assert entries[0]["model"] == "exported" and entries[0]["client"] == "127.0.0.1" and entries[0]["ms"] >= 0
