@@ -313,7 +313,8 @@ def one_run(model_dir: Path, scale: float, work: Path, quick: bool) -> dict:
     X1 = [rng.normal(size=(1, T, p.n_features)).astype(np.float32) for _ in range(64)]
     X64 = rng.normal(size=(64, T, p.n_features)).astype(np.float32)
     want1 = p.predict_proba(X1[0])
-    results = {"in-process Predictor": in_process(model_dir, X1, X64, 1.0 if quick else 3.0)}
+    first = in_process(model_dir, X1, X64, 1.0 if quick else 3.0)
+    results = {}
     servers = [("gru-serve (JSON)", lambda: start_gru_serve(model_dir, []), json_request),
                ("gru-serve (binary)", lambda: start_gru_serve(model_dir, []), binary_request),
                ("MLServer 1.7.1 (adaptive batching)", lambda: start_mlserver(model_dir, work), json_request),
@@ -335,7 +336,11 @@ def one_run(model_dir: Path, scale: float, work: Path, quick: bool) -> dict:
             results[name] = rows
         finally:
             _stop(proc)
-    return results
+    # the ceiling, measured before and after the servers: the better of the two (the other processes on
+    # these shared CPUs only ever slow it down)
+    last = in_process(model_dir, X1, X64, 1.0 if quick else 3.0)
+    results["in-process Predictor"] = {k: max(first[k], last[k], key=lambda r: r["rows_s"]) for k in first}
+    return {"in-process Predictor": results.pop("in-process Predictor"), **results}
 
 
 def targets(run: dict) -> list[tuple[str, str, str]]:
@@ -349,12 +354,17 @@ def targets(run: dict) -> list[tuple[str, str, str]]:
     p50 = ours["1 row, c=1"]["p50_ms"]
     out.append(("c=1 single rows: p50 <= 1 ms", f"{p50:.3f} ms", "PASS" if p50 <= 1 else "MISS"))
     share = ours["64 rows, c=8"]["rows_s"] / run["in-process Predictor"]["64 rows"]["rows_s"]
-    out.append(("c=8 64-row requests: >= 40% of in-process B=64 rows/s", f"{share:.0%}", "PASS" if share >= 0.4 else "MISS"))
+    out.append(("c=8 64-row JSON requests: >= 40% of in-process B=64 rows/s", f"{share:.0%}",
+                "PASS" if share >= 0.4 else "MISS"))
+    share = run["gru-serve (binary)"]["64 rows, c=8"]["rows_s"] / run["in-process Predictor"]["64 rows"]["rows_s"]
+    out.append(("c=8 64-row binary requests: >= 40% of in-process B=64 rows/s", f"{share:.0%}",
+                "PASS" if share >= 0.4 else "MISS"))
     return out
 
 
 def markdown(run: dict, title: str) -> str:
-    lines = [f"**{title}**", "", "| server | request | req/s | rows/s | p50 ms | p99 ms |", "|---|---|---:|---:|---:|---:|"]
+    lines = [f"**{title}**", "", "The ceiling is the better of two measurements, before and after the servers.", "",
+             "| server | request | req/s | rows/s | p50 ms | p99 ms |", "|---|---|---:|---:|---:|---:|"]
     for label, r in run["in-process Predictor"].items():
         lines.append(f"| in-process Predictor (ceiling) | {label} (B={1 if label == '1 row' else 64}) | {r['req_s']:,.0f} | "
                      f"{r['rows_s']:,.0f} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} |")

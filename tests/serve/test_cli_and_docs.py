@@ -81,4 +81,4 @@ def test_bench_serve_quick_run(tmp_path):
     table = (tmp_path / "serve.md").read_text()
     for row in ("in-process Predictor (ceiling)", "gru-serve (JSON)", "gru-serve (binary)", "naive one-call-per-request"):
         assert row in table
-    assert "c=1 single rows: p50 <= 1 ms" in table
+    assert "c=1 single rows: p50 <= 1 ms" in table and "c=8 64-row binary requests" in table

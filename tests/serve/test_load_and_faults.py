@@ -13,6 +13,7 @@ import threading
 import time
 
 import numpy as np
+import pytest
 
 from pipeline.runtime import Predictor
 
@@ -41,6 +42,7 @@ def _binary_body(X: np.ndarray) -> tuple[bytes, dict]:
     return head + X.tobytes(), {"Inference-Header-Content-Length": str(len(head))}
 
 
+@pytest.mark.slow
 def test_load_64_clients_x_200_requests_each_answered_once_and_exactly(start_server):
     """64 concurrent keep-alive clients, 200 single-row requests each (12,800 in all), every row distinct:
     each answer is its own row's probability (binary responses, decoded by hand)."""
