@@ -23,6 +23,8 @@ shipped with the job: Ray ``runtime_env={"working_dir": ...}``, Spark ``--archiv
 
 from __future__ import annotations
 
+import sys
+
 from typing import Iterator, Optional
 
 import numpy as np
@@ -60,12 +62,11 @@ class RayScorer:
 
     def __init__(self, model_dir: str, layout: str = "nested", id_column: Optional[str] = None,
                  threads: Optional[int] = None, graph: str = "auto") -> None:
-        if threads is None:
+        ray = sys.modules.get("ray")  # inside a Ray worker it is imported; outside, neither import nor start it
+        if threads is None and ray is not None and ray.is_initialized():
             try:
-                import ray
-
                 threads = max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)))
-            except Exception:  # noqa: BLE001 - outside a Ray worker
+            except Exception:  # noqa: BLE001 - not in a task or actor
                 threads = None
         self.predictor = get_predictor(model_dir, threads, graph)
         self.layout = layout
