@@ -245,3 +245,38 @@ def test_access_log_is_off_by_default_and_json_lines_when_asked(start_server):
     assert [(e["method"], e["path"], e["status"]) for e in entries] == [
         ("POST", "/v2/models/exported/infer", 200), ("POST", "/v2/models/nope/infer", 404)]
     assert entries[0]["model"] == "exported" and entries[0]["client"] == "127.0.0.1" and entries[0]["ms"] >= 0
+
+
+def test_concurrent_sequences_are_stepped_together_and_never_cross(start_server):
+    """24 clients, each its own sequence id, push 12 chunks of 1-3 steps at the same time: every answer is
+    predict_proba of that id's own prefix (1e-6), and the server stepped several ids per native call."""
+    server = start_server()
+    p = Predictor.load(EXPORTED)
+    clients, T = 24, 24
+    X = np.random.default_rng(9).normal(size=(clients, T, p.n_features)).astype(np.float32)
+    cuts = [0, 1, 3, 4, 6, 9, 10, 12, 15, 18, 19, 21, 24]
+    want = {(c, b): p.predict_proba(X[c:c + 1, :b])[0] for c in range(clients) for b in cuts[1:]}
+    bad: list = []
+
+    def client(c: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", server.http_port, timeout=60)
+        for j, (a, b) in enumerate(zip(cuts, cuts[1:])):
+            status, data = _post(conn, _body(X[c:c + 1, a:b], sequence_id=f"sensor-{c}", sequence_start=j == 0,
+                                             sequence_end=b == T))
+            got = json.loads(data)["outputs"][0]["data"][0] if status == 200 else None
+            if got is None or abs(got - want[(c, b)]) > ATOL:
+                bad.append((c, b, status, got, float(want[(c, b)])))
+        conn.close()
+
+    before = _metric(_get(server, "/metrics").decode(), 'gru_serve_batch_rows_count{model="exported"}')
+    threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not bad, bad[:5]
+    metrics = _get(server, "/metrics").decode()
+    calls = _metric(metrics, 'gru_serve_batch_rows_count{model="exported"}') - before
+    assert calls < clients * 12, f"{calls:.0f} batches for {clients * 12} sequence requests: none stepped together"
+    assert _metric(metrics, 'gru_serve_live_sequences{model="exported"}') == 0  # every id ended
+    assert server.stop()[0] == 0
