@@ -4,6 +4,8 @@ Layers, top to bottom; each imports only the ones below it (``make lint`` checks
 contracts in pyproject.toml; docs/design.md draws them):
 
     pipeline.training       the default task, data splits, the Keras model, its training loop; gru-build.
+    pipeline.serve          beside training, but TF-free and on the runtime alone: gru-serve (the Open
+                            Inference Protocol over REST and gRPC, batching, sequences, metrics, Ray Serve).
     pipeline.packaging      the order of the stages (convert -> stage -> verify -> report -> publish):
                             export_model, export_keras_model, recheck; gru-export, gru-verify.
     pipeline.export         Keras -> ONNX ModelProtos only (native GRU, unrolled, streaming, tf2onnx fallback).
