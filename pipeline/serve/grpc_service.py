@@ -17,11 +17,10 @@ import time
 from typing import Optional
 
 import grpc
-import numpy as np
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from pipeline.serve.model import VERSION, ServedModel, input_error_status
-from pipeline.serve.protocol import InferRequest, ProtocolError, tensor_from
+from pipeline.serve.protocol import InferRequest, ProtocolError, raw_bytes, tensor_from
 
 __all__ = ["V2Servicer", "start_grpc"]
 
@@ -55,7 +54,9 @@ def decode_infer(request) -> InferRequest:
             inputs[spec.name] = tensor_from(spec.name, spec.datatype, shape, data=data)
     params = {k: _param(v) for k, v in request.parameters.items()}
     outputs = [o.name for o in request.outputs] or None
-    return InferRequest(inputs, request.id or None, params, outputs)
+    classification = {o.name: _param(o.parameters["classification"]) for o in request.outputs
+                      if "classification" in o.parameters}
+    return InferRequest(inputs, request.id or None, params, outputs, classification=classification)
 
 
 class V2Servicer(service_pb2_grpc.GRPCInferenceServiceServicer):
@@ -114,9 +115,9 @@ class V2Servicer(service_pb2_grpc.GRPCInferenceServiceServicer):
             response = service_pb2.ModelInferResponse(model_name=model.name, model_version=VERSION, id=request.id)
             for name, arr in outputs.items():
                 out = response.outputs.add()
-                out.name, out.datatype = name, "FP32"
+                out.name, out.datatype = name, "BYTES" if arr.dtype == object else "FP32"
                 out.shape.extend(arr.shape)
-                response.raw_output_contents.append(np.ascontiguousarray(arr, dtype="<f4").tobytes())
+                response.raw_output_contents.append(raw_bytes(arr))
             return response
         except Exception as e:  # noqa: BLE001 - every failure is answered with one sentence
             status, reason, message = input_error_status(e)

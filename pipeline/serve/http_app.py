@@ -35,7 +35,7 @@ from pipeline.serve.protocol import ProtocolError, encode_rest_infer, parse_rest
 __all__ = ["V2App", "SERVER_NAME"]
 
 SERVER_NAME = "gru-serve"
-EXTENSIONS = ["binary_tensor_data", "sequence"]
+EXTENSIONS = ["binary_tensor_data", "sequence", "classification"]
 _JSON = [(b"content-type", b"application/json")]
 access_log = logging.getLogger("gru_serve.access")
 

@@ -32,7 +32,7 @@ import numpy as np
 from pipeline.errors import InputError, PipelineError
 from pipeline.runtime import Predictor
 from pipeline.serve.batcher import Batcher, Closed, QueueFull
-from pipeline.serve.protocol import InferRequest, ProtocolError
+from pipeline.serve.protocol import InferRequest, ProtocolError, classify
 from pipeline.serve.sequences import SequenceStore
 
 __all__ = ["ServedModel", "ServeLimits", "VERSION"]
@@ -147,11 +147,20 @@ class ServedModel:
         return _Rows(X, lengths)
 
     async def infer(self, req: InferRequest) -> dict[str, np.ndarray]:
-        """The request's outputs: {output name: (n,) or (n, k) float32}."""
+        """The request's outputs: {output name: (n,) or (n, k) float32, or (n, top) BYTES for a classification}."""
         rows = self._rows(req)
+        proba = await self._proba(req, rows)
+        top = req.classification.get(self.output_name)
+        if top is None:
+            return {self.output_name: proba}
+        p = self.predictor
+        return {self.output_name: classify(proba, top, [str(c) for c in p.class_names], p.task == "binary",
+                                           self.output_name)}
+
+    async def _proba(self, req: InferRequest, rows: "_Rows") -> np.ndarray:
         seq = req.sequence
         if seq is not None:
-            return {self.output_name: await self._infer_sequence(seq, rows)}
+            return await self._infer_sequence(seq, rows)
         try:
             fut = self.batcher.submit(rows, rows.X.shape[0])
         except QueueFull:
@@ -159,7 +168,7 @@ class ServedModel:
                                      "waiting); retry later", "queue_full") from None
         except Closed:
             raise ProtocolError(503, "the server is shutting down", "shutting_down") from None
-        return {self.output_name: await fut}
+        return await fut
 
     async def _infer_sequence(self, seq: tuple, rows: _Rows) -> np.ndarray:
         sid, start, end = seq

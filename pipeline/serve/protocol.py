@@ -2,8 +2,9 @@
 
 Owns: ``ProtocolError`` (an HTTP status and one sentence), the V2 datatype table, the REST codec
 (JSON tensors and Triton's binary tensor data extension: the ``Inference-Header-Content-Length``
-header, ``binary_data_size`` on inputs, ``binary_data`` / ``binary_data_output`` on outputs) and
-``InferRequest`` / ``tensor_from`` shared with the gRPC codec. Imports: numpy, orjson.
+header, ``binary_data_size`` on inputs, ``binary_data`` / ``binary_data_output`` on outputs), Triton's
+classification extension (``classify``) and ``InferRequest`` / ``tensor_from`` / ``raw_bytes`` shared
+with the gRPC codec. Imports: numpy, orjson.
 Reads and writes nothing: bytes in, bytes out.
 
 The REST body of an infer request is JSON, optionally followed by the raw bytes of the inputs that
@@ -21,7 +22,8 @@ from typing import Any, Optional
 import numpy as np
 import orjson  # JSON bodies (the serve extra): see docs/serving.md for what it saves
 
-__all__ = ["ProtocolError", "InferRequest", "DTYPES", "tensor_from", "parse_rest_infer", "encode_rest_infer"]
+__all__ = ["ProtocolError", "InferRequest", "DTYPES", "tensor_from", "parse_rest_infer", "encode_rest_infer", "classify",
+           "raw_bytes"]
 
 # V2 datatype -> numpy dtype (little-endian, as the binary extension sends them). BYTES is not a tensor
 # this server takes: its models read numbers only.
@@ -51,6 +53,7 @@ class InferRequest:
     parameters: dict[str, Any] = field(default_factory=dict)
     outputs: Optional[list[str]] = None              # requested output names (None: all)
     binary_outputs: set = field(default_factory=set)  # REST: outputs to return as raw bytes
+    classification: dict = field(default_factory=dict)  # output name -> top-n classes asked for (extension)
 
     @property
     def sequence(self) -> Optional[tuple[Any, bool, bool]]:
@@ -144,6 +147,7 @@ def parse_rest_infer(body: bytes, header_length: Optional[str]) -> InferRequest:
         raise ProtocolError(400, f"request body: {len(rest) - offset} bytes of binary data that no input claims")
     outputs = None
     binary = set()
+    classification: dict = {}
     all_binary = bool(params.get("binary_data_output", False))
     if obj.get("outputs") is not None:
         if not isinstance(obj["outputs"], list):
@@ -155,13 +159,35 @@ def parse_rest_infer(body: bytes, header_length: Optional[str]) -> InferRequest:
             outputs.append(spec["name"])
             p = spec.get("parameters") or {}
             if p.get("classification"):
-                raise ProtocolError(400, f"output {spec['name']!r}: the classification extension is not supported; "
-                                         "ask for the probabilities")
+                classification[spec["name"]] = p["classification"]
             if p.get("binary_data", all_binary):
                 binary.add(spec["name"])
     rid = obj.get("id")
     return InferRequest(inputs, None if rid is None else str(rid), params, outputs,
-                        binary if outputs is not None else ({"*"} if all_binary else set()))
+                        binary if outputs is not None else ({"*"} if all_binary else set()), classification)
+
+
+def raw_bytes(arr: np.ndarray) -> bytes:
+    """A tensor's raw contents: little-endian float32, or BYTES as a 4-byte length before each element."""
+    if arr.dtype != object:
+        return np.ascontiguousarray(arr, dtype="<f4").tobytes()
+    return b"".join(len(b).to_bytes(4, "little") + b for b in arr.reshape(-1))
+
+
+def classify(proba: np.ndarray, n: Any, class_names: list, binary: bool, name: str) -> np.ndarray:
+    """Triton's classification extension: (rows, n) BYTES ``"<probability>:<index>:<class name>"``, best first.
+
+    A binary model's (rows,) p(class 1) is read as the two classes' probabilities (1 - p, p)."""
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ProtocolError(400, f"output {name!r}: classification expects a positive class count, got {n!r}")
+    P = np.stack([1 - proba, proba], axis=1) if binary else proba  # (rows, k)
+    n = min(n, P.shape[1])
+    order = np.argsort(-P, axis=1, kind="stable")[:, :n]  # (rows, n)
+    out = np.empty(order.shape, dtype=object)
+    for r, row in enumerate(order):
+        for j, c in enumerate(row):
+            out[r, j] = f"{float(P[r, c]):.9g}:{int(c)}:{class_names[c]}".encode()
+    return out
 
 
 def encode_rest_infer(model: str, version: str, req: InferRequest,
@@ -169,11 +195,14 @@ def encode_rest_infer(model: str, version: str, req: InferRequest,
     """(body, json_length) of a response: json_length is None when every output is JSON."""
     specs, blobs = [], []
     for name, arr in outputs.items():
-        spec: dict[str, Any] = {"name": name, "datatype": "FP32", "shape": list(arr.shape)}
+        strings = arr.dtype == object  # a classification: BYTES
+        spec: dict[str, Any] = {"name": name, "datatype": "BYTES" if strings else "FP32", "shape": list(arr.shape)}
         if name in req.binary_outputs or "*" in req.binary_outputs:
-            blob = np.ascontiguousarray(arr, dtype="<f4").tobytes()
+            blob = raw_bytes(arr)
             spec["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)
+        elif strings:
+            spec["data"] = [b.decode() for b in arr.reshape(-1)]
         else:
             spec["data"] = np.ascontiguousarray(arr, np.float32).reshape(-1)  # each the shortest text of its float32
         specs.append(spec)

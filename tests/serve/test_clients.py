@@ -174,3 +174,42 @@ def test_request_errors_are_one_sentence(start_server):
     # the server is still fine
     np.testing.assert_allclose(_http_infer(http, "exported", p.input_name, X).as_numpy("probability"),
                                p.predict_proba(X), rtol=0, atol=ATOL)
+
+
+def _top(P, n, names):
+    order = np.argsort(-P, axis=1, kind="stable")[:, :n]
+    return [[(float(P[r, c]), int(c), names[c]) for c in row] for r, row in enumerate(order)]
+
+
+def _parsed(arr):
+    text = [[s.decode() if isinstance(s, bytes) else s for s in row] for row in arr]  # JSON gives str
+    return [[(float(v), int(i), name) for v, i, name in (s.split(":", 2) for s in row)] for row in text]
+
+
+def test_classification_extension_over_http_and_grpc(start_server, multiclass_dir):
+    """Triton's classification extension: class_count=n gives the n best classes as "p:index:name", best first,
+    with the probabilities of Predictor (a binary model's p(class 1) read as the two classes (1 - p, p))."""
+    server = start_server((EXPORTED, multiclass_dir))
+    http = th.InferenceServerClient(server.url)
+    grpc = tg.InferenceServerClient(server.grpc_url)
+    for model, folder, n in (("exported", EXPORTED, 2), ("triple", multiclass_dir, 2), ("triple", multiclass_dir, 5)):
+        p = Predictor.load(folder)
+        X = _rows(4, 7, p.n_features, seed=8)
+        proba = p.predict_proba(X)
+        P = np.stack([1 - proba, proba], axis=1) if p.task == "binary" else proba
+        want = _top(P, n, [str(c) for c in p.class_names])
+        out = "probability" if p.task == "binary" else "probabilities"
+        for binary in (True, False):
+            got = _http_infer(http, model, p.input_name, X, outputs=[th.InferRequestedOutput(out, binary, n)])
+            arr = got.as_numpy(out)
+            assert arr.shape == (4, min(n, P.shape[1]))
+            for g, w in zip(_parsed(arr), want):
+                assert [x[1:] for x in g] == [x[1:] for x in w]
+                np.testing.assert_allclose([x[0] for x in g], [x[0] for x in w], rtol=0, atol=ATOL)
+        inp = tg.InferInput(p.input_name, list(X.shape), "FP32")
+        inp.set_data_from_numpy(X)
+        arr = grpc.infer(model, [inp], outputs=[tg.InferRequestedOutput(out, class_count=n)]).as_numpy(out)
+        assert [[x[1:] for x in row] for row in _parsed(arr)] == [[x[1:] for x in row] for row in want]
+    with pytest.raises(InferenceServerException, match="classification expects a positive class count"):
+        X = _rows(1, 3, 8)
+        _http_infer(http, "exported", "x", X, outputs=[th.InferRequestedOutput("probability", True, -1)])
