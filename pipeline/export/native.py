@@ -50,7 +50,7 @@ from pipeline.artifact import OUTPUT_NAME, OUTPUTS_NAME, output_name
 from pipeline.errors import ExportError
 from pipeline.export.graph import GraphBuilder
 
-__all__ = ["UnsupportedModelError", "export_native", "stream_support", "output_name", "OUTPUT_NAME",
+__all__ = ["UnsupportedModelError", "UnknownLayerError", "export_native", "stream_support", "output_name", "OUTPUT_NAME",
            "OUTPUTS_NAME", "LAYER_EMITTERS"]
 
 # Keras activation name -> (ONNX RNN activation, alpha, beta); alpha/beta None when unused.
@@ -67,6 +67,14 @@ _IDENTITY_LAYERS = ("Dropout", "SpatialDropout1D", "GaussianNoise", "GaussianDro
 
 class UnsupportedModelError(ExportError):
     """The model contains something the native exporter cannot express exactly."""
+
+
+class UnknownLayerError(UnsupportedModelError):
+    """A Keras layer class the native exporter has no emitter for; names the layer and its class."""
+
+    def __init__(self, layer) -> None:
+        self.layer_name, self.layer_class = layer.name, type(layer).__name__
+        super().__init__(f"layer {self.layer_name!r} (class {self.layer_class}) has no native ONNX mapping")
 
 
 @dataclass
@@ -535,7 +543,7 @@ def _emit(e: _Emitter, model, input_name: str, opset: int) -> onnx.ModelProto:
         prev_output = layer.output
         emit_layer = LAYER_EMITTERS.get(kind)
         if emit_layer is None:
-            raise UnsupportedModelError(f"layer {layer.name!r} of type {kind} has no native ONNX mapping")
+            raise UnknownLayerError(layer)
         t = emit_layer(e, layer, t)
     if t.layout != "bf":
         raise UnsupportedModelError("the model output must be (batch, classes)")
