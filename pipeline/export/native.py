@@ -38,7 +38,6 @@ the layer, so the caller can fall back to tf2onnx.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable, Optional
 
 import numpy as np
@@ -47,52 +46,26 @@ from onnx import TensorProto, helper
 
 # the output names are declared once, in the artifact contract (the runtime reads them there too)
 from pipeline.artifact import OUTPUT_NAME, OUTPUTS_NAME, output_name
-from pipeline.errors import ExportError
+from pipeline.export.activations import RNN_ACTIVATIONS, SUPPORTED, activation_key, emit_activation
+from pipeline.export.base import UnknownLayerError, UnsupportedModelError, _int64, _Tensor
 from pipeline.export.graph import GraphBuilder
 
 __all__ = ["UnsupportedModelError", "UnknownLayerError", "export_native", "stream_support", "output_name", "OUTPUT_NAME",
            "OUTPUTS_NAME", "LAYER_EMITTERS"]
 
-# Keras activation name -> (ONNX RNN activation, alpha, beta); alpha/beta None when unused.
-_RNN_ACTIVATIONS = {
-    "tanh": ("Tanh", None, None),
-    "sigmoid": ("Sigmoid", None, None),
-    "relu": ("Relu", None, None),
-    "hard_sigmoid": ("HardSigmoid", 1.0 / 6.0, 0.5),  # Keras 3: relu6(x + 3) / 6
-}
-_DENSE_ACTIVATIONS = {"sigmoid": "Sigmoid", "tanh": "Tanh", "relu": "Relu", "softmax": "Softmax", "linear": None}
+_DENSE_ACTIVATIONS = SUPPORTED  # pipeline.export.activations writes each one
 _IDENTITY_LAYERS = ("Dropout", "SpatialDropout1D", "GaussianNoise", "GaussianDropout", "AlphaDropout",
                     "ActivityRegularization")
 
 
-class UnsupportedModelError(ExportError):
-    """The model contains something the native exporter cannot express exactly."""
-
-
-class UnknownLayerError(UnsupportedModelError):
-    """A Keras layer class the native exporter has no emitter for; names the layer and its class."""
-
-    def __init__(self, layer) -> None:
-        self.layer_name, self.layer_class = layer.name, type(layer).__name__
-        super().__init__(f"layer {self.layer_name!r} (class {self.layer_class}) has no native ONNX mapping")
-
-
-@dataclass
-class _Tensor:
-    """The value flowing between layers while the graph is emitted."""
-
-    name: str
-    layout: str                     # "btf" (batch, time, feat) | "tbf" (time, batch, feat) | "bf" | "bt" (ids)
-    lengths: Optional[str] = None   # int32 (batch,) sequence lengths when a mask is active
-    mask_tb1: Optional[str] = None  # float (time, batch, 1) 1.0 on real steps, when a mask is active
-
-
-def _int64(*values: int) -> np.ndarray:
-    return np.array(values, dtype=np.int64)
-
-
 def _activation_name(fn) -> str:
-    return getattr(fn, "__name__", str(fn))
+    return activation_key(fn)
+
+
+def _keras_only_activations(gru) -> list[str]:
+    """The activations of ``gru`` that the ONNX GRU op does not have (they need the per-step graph)."""
+    keys = [_activation_name(gru.cell.recurrent_activation), _activation_name(gru.cell.activation)]
+    return [k for k in keys if k not in RNN_ACTIVATIONS]
 
 
 # ---------------------------------------------------------------------------- streamability
@@ -111,6 +84,10 @@ def stream_support(model) -> Optional[str]:
         normalized = normalized or kind == "Normalization"
         if kind == "Bidirectional":
             return "a Bidirectional GRU needs the whole sequence (its backward pass starts at the end)"
+        grus = [layer] if kind == "GRU" else [layer.forward_layer] if kind == "Bidirectional" else []
+        if grus and _keras_only_activations(grus[0]):
+            return (f"GRU activation {_keras_only_activations(grus[0])[0]} has no ONNX GRU equivalent, so the GRU is "
+                    "written step by step for the model's fixed number of timesteps")
         if kind == "GRU" and layer.go_backwards:
             return "a go_backwards GRU needs the whole sequence (it starts at the end)"
         if kind == "GlobalMaxPooling1D":
@@ -268,18 +245,23 @@ def _gru_node_params(grus) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
             Bs.append(np.zeros(6 * H, dtype=np.float32))
         for fn in (cell.recurrent_activation, cell.activation):  # f (gates), then g (candidate)
             key = _activation_name(fn)
-            if key not in _RNN_ACTIVATIONS:
+            if key in RNN_ACTIVATIONS:
+                op, alpha, beta = RNN_ACTIVATIONS[key]
+            elif key in SUPPORTED:  # not in the op's list: a placeholder that _emit unrolls step by step
+                op, alpha, beta = f"keras:{key}", None, None
+            else:
                 raise UnsupportedModelError(
-                    f"GRU activation {key!r} has no ONNX equivalent; supported: {sorted(_RNN_ACTIVATIONS)}")
-            op, alpha, beta = _RNN_ACTIVATIONS[key]
+                    f"GRU layer {gru.name!r}: activation {key!r} has no ONNX form; supported: {sorted(SUPPORTED)}")
             acts.append(op)
             if alpha is not None:
                 alphas.append(alpha)
+            if beta is not None:
                 betas.append(beta)
     attrs = {"activations": acts, "hidden_size": grus[0].cell.units,
              "linear_before_reset": int(grus[0].cell.reset_after)}
     if alphas:
         attrs["activation_alpha"] = alphas
+    if betas:
         attrs["activation_beta"] = betas
     return np.stack(Ws), np.stack(Rs), np.stack(Bs), attrs
 
@@ -295,6 +277,10 @@ def _gru_node(e: _Emitter, t: _Tensor, grus, direction: str) -> tuple[str, str]:
     W, R, B, attrs = _gru_node_params(grus)
     D, H = len(grus), grus[0].cell.units
     lengths, _ = e.padding(t)
+    keras_only = [a[len("keras:"):] for a in attrs["activations"] if a.startswith("keras:")]
+    if keras_only and lengths:
+        raise UnsupportedModelError(f"GRU layer {grus[0].name!r}: activation {keras_only[0]} has no ONNX GRU "
+                                    "equivalent and its per-step graph cannot honour a mask (sequence lengths)")
     inputs = [x, g.const("W", W), g.const("R", R), g.const("B", B), lengths or ""]
     inputs.append(e.initial_h(D, H))
     while inputs[-1] == "":  # optional inputs left out at the end
@@ -478,20 +464,26 @@ def _max_pooling(e: _Emitter, layer, t: _Tensor) -> _Tensor:
 
 
 def _dense(e: _Emitter, layer, t: _Tensor) -> _Tensor:
-    if t.layout != "bf":
-        raise UnsupportedModelError("Dense is supported only on 2-D (batch, features) tensors")
+    """Dense on (B, F) (Gemm), or on each step of a 3-D sequence (MatMul + Add; the mask passes through)."""
     g = e.g
     act = _activation_name(layer.activation)
     if act not in _DENSE_ACTIVATIONS:
-        raise UnsupportedModelError(f"Dense activation {act!r} is not supported")
-    ins = [t.name, g.const("dense_W", np.asarray(layer.kernel.numpy(), dtype=np.float32))]  # (B, F), (F, U)
-    if layer.use_bias:
-        ins.append(g.const("dense_b", np.asarray(layer.bias.numpy(), dtype=np.float32)))  # (U,)
-    out = g.op1("Gemm", ins, "dense")  # (B, U)
-    if _DENSE_ACTIVATIONS[act]:
-        attrs = {"axis": -1} if act == "softmax" else {}  # Keras' softmax: over the last axis
-        out = g.op1(_DENSE_ACTIVATIONS[act], [out], act, **attrs)
-    return _Tensor(out, "bf")
+        raise UnsupportedModelError(f"Dense layer {layer.name!r}: activation {act!r} is not supported; supported: "
+                                    f"{', '.join(_DENSE_ACTIVATIONS)}")
+    W = np.asarray(layer.kernel.numpy(), dtype=np.float32)  # (F, U)
+    if t.layout == "bf":
+        ins = [t.name, g.const("dense_W", W)]  # (B, F), (F, U)
+        if layer.use_bias:
+            ins.append(g.const("dense_b", np.asarray(layer.bias.numpy(), dtype=np.float32)))  # (U,)
+        out = g.op1("Gemm", ins, "dense")  # (B, U)
+    elif t.layout in ("btf", "tbf"):
+        out = g.op1("MatMul", [t.name, g.const("dense_W", W)], "dense")  # (B, T, U) or (T, B, U)
+        if layer.use_bias:
+            out = g.op1("Add", [out, g.const("dense_b", np.asarray(layer.bias.numpy(), dtype=np.float32))], "dense_b")
+    else:
+        raise UnsupportedModelError(f"Dense layer {layer.name!r} on token ids: expected float features")
+    out = emit_activation(g, act, out, act)
+    return _Tensor(out, t.layout, t.lengths, t.mask_tb1)
 
 
 def _identity(e: _Emitter, layer, t: _Tensor) -> _Tensor:
@@ -551,6 +543,15 @@ def _emit(e: _Emitter, model, input_name: str, opset: int) -> onnx.ModelProto:
     proto = helper.make_model(g.make_graph("gru_classifier"), opset_imports=[helper.make_opsetid("", opset)],
                               producer_name="pipeline.export.native")
     proto.ir_version = min(proto.ir_version, 8)
+    if any(a.startswith(b"keras:") for n in proto.graph.node if n.op_type == "GRU"
+           for att in n.attribute if att.name == "activations" for a in att.strings):
+        # A GRU activation the op does not have: every GRU written step by step (pipeline.export.unrolled).
+        if dims[1] == "time":
+            raise UnsupportedModelError("a GRU activation the ONNX GRU op does not have needs a fixed number of "
+                                        "timesteps (the model's input has a variable time axis)")
+        from pipeline.export.unrolled import unroll_grus
+
+        proto = unroll_grus(proto, int(dims[1]))
     onnx.checker.check_model(proto, full_check=True)
     return proto
 
