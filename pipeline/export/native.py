@@ -49,6 +49,8 @@ from pipeline.artifact import OUTPUT_NAME, OUTPUTS_NAME, output_name
 from pipeline.export.activations import RNN_ACTIVATIONS, SUPPORTED, activation_key, emit_activation
 from pipeline.export.base import UnknownLayerError, UnsupportedModelError, _int64, _Tensor
 from pipeline.export.graph import GraphBuilder
+from pipeline.export.layers import EMITTERS as LAYERS
+from pipeline.export.layers import MERGE_EMITTERS, SEQUENCE_MIXERS
 
 __all__ = ["UnsupportedModelError", "UnknownLayerError", "export_native", "stream_support", "output_name", "OUTPUT_NAME",
            "OUTPUTS_NAME", "LAYER_EMITTERS"]
@@ -92,6 +94,9 @@ def stream_support(model) -> Optional[str]:
             return "a go_backwards GRU needs the whole sequence (it starts at the end)"
         if kind == "GlobalMaxPooling1D":
             return "max pooling over time needs the whole sequence"
+        if kind in SEQUENCE_MIXERS:
+            return (f"layer {layer.name!r} ({kind}) reads neighbouring steps or merges branches; the stream graph "
+                    "carries only GRU states and a running mean")
         if kind == "GRU" and not layer.return_sequences and layer is not _last_rnn(model):
             return "only the last GRU may drop the sequence axis"
     return None
@@ -404,6 +409,16 @@ def _gru(e: _Emitter, layer, t: _Tensor) -> _Tensor:
     g = e.g
     Y, Y_h = _gru_node(e, t, [layer], "reverse" if layer.go_backwards else "forward")
     last = g.op1("Squeeze", [Y_h, g.const("axis0", _int64(0))], "h_last")  # (B, H)
+    if getattr(layer, "return_state", False):  # (output, state): the graph walk gives each its Keras tensor
+        if t.lengths is not None:
+            raise UnsupportedModelError(f"GRU layer {layer.name!r} with return_state=True on a masked sequence")
+        layer_out = _gru_output(e, layer, t, Y, last)
+        return [layer_out, _Tensor(last, "bf")]
+    return _gru_output(e, layer, t, Y, last)
+
+
+def _gru_output(e: _Emitter, layer, t: _Tensor, Y: str, last: str) -> _Tensor:
+    g = e.g
     if not layer.return_sequences:
         return _Tensor(last, "bf")
     seq = g.op1("Squeeze", [Y, g.const("axis1", _int64(1))], "y_tbh")  # (T, B, H)
@@ -501,10 +516,71 @@ LAYER_EMITTERS: dict[str, Callable[[_Emitter, object, _Tensor], _Tensor]] = {
     "GlobalMaxPooling1D": _max_pooling,
     "Dense": _dense,
     **{kind: _identity for kind in _IDENTITY_LAYERS},
+    **LAYERS,
 }
 
 
 # ---------------------------------------------------------------------------- model
+
+def _is_chain(model) -> bool:
+    """Each layer consumes the previous layer's output (a Sequential model is a chain by construction: a
+    loaded one may hold several symbolic calls per layer, so node 0 of two neighbours need not be linked)."""
+    if type(model).__name__ == "Sequential":
+        return True
+    prev_output = None
+    for layer in model.layers:
+        if type(layer).__name__ == "InputLayer":
+            continue
+        consumed = layer.input[0] if isinstance(layer.input, (list, tuple)) else layer.input
+        if prev_output is not None and consumed is not prev_output:
+            return False
+        prev_output = layer.output
+    return True
+
+
+def _emit_layer(e: _Emitter, layer, t: _Tensor) -> _Tensor:
+    emit_layer = LAYER_EMITTERS.get(type(layer).__name__)
+    if emit_layer is None:
+        raise UnknownLayerError(layer)
+    return emit_layer(e, layer, t)
+
+
+def _walk_chain(e: _Emitter, model, t: _Tensor) -> _Tensor:
+    for layer in model.layers:
+        if type(layer).__name__ != "InputLayer":
+            t = _emit_layer(e, layer, t)
+    return t
+
+
+def _walk_graph(e: _Emitter, model, t: _Tensor) -> _Tensor:
+    """A Functional model with branches (parallel branches, residual Add, several pooled views): its
+    nodes in Keras' own order (deepest first), each emitted once from the tensors its inputs became."""
+    values = {id(model.inputs[0]): t}
+    by_depth = model._nodes_by_depth  # the order Functional.call runs them in
+    for depth in sorted(by_depth, reverse=True):
+        for node in by_depth[depth]:
+            layer = node.operation
+            if layer is None or node.is_input:
+                continue
+            if any(id(x) not in values for x in node.input_tensors):
+                continue  # a node of another model using the same layer
+            args, kwargs = node.arguments.fill_in(values)
+            extra = [k for k, v in kwargs.items() if v is not None and k not in ("training", "mask")]
+            if extra or (kwargs.get("mask") is not None):
+                raise UnsupportedModelError(f"layer {layer.name!r} (class {type(layer).__name__}) is called with "
+                                            f"{', '.join(extra or ['mask'])}: not supported")
+            kind = type(layer).__name__
+            if kind in MERGE_EMITTERS:
+                out = MERGE_EMITTERS[kind](e, layer, list(args[0]))
+            elif len(args) != 1:
+                raise UnsupportedModelError(f"layer {layer.name!r} (class {kind}) takes {len(args)} inputs")
+            else:
+                out = _emit_layer(e, layer, args[0])
+            outs = out if isinstance(out, list) else [out] * len(node.outputs)
+            for x, y in zip(node.outputs, outs):
+                values[id(x)] = y
+    return values[id(model.outputs[0])]
+
 
 def _emit(e: _Emitter, model, input_name: str, opset: int) -> onnx.ModelProto:
     if len(model.inputs) != 1 or len(model.outputs) != 1:
@@ -520,23 +596,7 @@ def _emit(e: _Emitter, model, input_name: str, opset: int) -> onnx.ModelProto:
     out_name = output_name(width)
     g.add_output(out_name, TensorProto.FLOAT, ["batch", width])  # first output; states follow
     t = _Tensor(input_name, "bt" if token_input else "btf")
-    prev_output = None
-    # A Sequential model is a chain by construction (and a loaded one may hold several symbolic
-    # calls per layer, so node 0 of two neighbours need not be linked): check Functional models only.
-    chain_by_construction = type(model).__name__ == "Sequential"
-    for layer in model.layers:
-        kind = type(layer).__name__
-        if kind == "InputLayer":
-            continue
-        # Linear chain check: each layer consumes the previous layer's output.
-        consumed = layer.input[0] if isinstance(layer.input, (list, tuple)) else layer.input
-        if prev_output is not None and not chain_by_construction and consumed is not prev_output:
-            raise UnsupportedModelError(f"layer {layer.name!r} is not fed by the previous layer (non-sequential model)")
-        prev_output = layer.output
-        emit_layer = LAYER_EMITTERS.get(kind)
-        if emit_layer is None:
-            raise UnknownLayerError(layer)
-        t = emit_layer(e, layer, t)
+    t = _walk_chain(e, model, t) if _is_chain(model) else _walk_graph(e, model, t)
     if t.layout != "bf":
         raise UnsupportedModelError("the model output must be (batch, classes)")
     g.node("Identity", [t.name], [out_name], node_name="output")  # (B, 1) or (B, k)
