@@ -42,6 +42,7 @@ __all__ = ["unroll_grus"]
 _ACTIVATIONS = {"Sigmoid", "Tanh", "Relu", "HardSigmoid", "LeakyRelu", "Softsign", "Softplus", "Elu", "Affine"}
 _DEFAULT_ALPHA = {"HardSigmoid": 0.2, "LeakyRelu": 0.01, "Elu": 1.0, "Affine": 1.0}
 _DEFAULT_BETA = {"HardSigmoid": 0.5, "Affine": 0.0}
+_TIME_MOVERS = {"Conv", "MaxPool", "AveragePool", "Pad", "Tile"}  # pipeline.export.layers' time-axis changes
 _KERAS = "keras:"  # pipeline.export.native's placeholder for a Keras activation the GRU op lacks
 
 
@@ -186,6 +187,11 @@ def unroll_grus(model: onnx.ModelProto, timesteps: int) -> onnx.ModelProto:
             raise UnsupportedModelError("model.onnx is itself written step by step (a GRU activation the ONNX GRU "
                                         "op does not have)")
         raise UnsupportedModelError("the graph has no GRU node to unroll")
+    movers = sorted({n.op_type for n in g.node if n.op_type in _TIME_MOVERS}
+                    | {"Slice (Cropping1D)" for n in g.node if any(o.startswith("cropped_") for o in n.output)})
+    if movers:
+        raise UnsupportedModelError(f"layers before a GRU may change the number of timesteps ({', '.join(movers)}), "
+                                    "so the per-step graph is not built")
     init = {i.name: numpy_helper.to_array(i) for i in g.initializer}
     taken = {i.name for i in g.initializer} | {o for n in g.node for o in n.output} | {i.name for i in g.input}
     consumed = {i for n in g.node for i in n.input} | {o.name for o in g.output}
