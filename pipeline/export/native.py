@@ -47,6 +47,7 @@ from onnx import TensorProto, helper
 # the output names are declared once, in the artifact contract (the runtime reads them there too)
 from pipeline.artifact import OUTPUT_NAME, OUTPUTS_NAME, output_name
 from pipeline.export.activations import RNN_ACTIVATIONS, SUPPORTED, activation_key, emit_activation
+from pipeline.export.attention import ATTENTION_EMITTERS
 from pipeline.export.base import UnknownLayerError, UnsupportedModelError, _int64, _Tensor
 from pipeline.export.graph import GraphBuilder
 from pipeline.export.layers import EMITTERS as LAYERS
@@ -531,6 +532,8 @@ def _is_chain(model) -> bool:
     for layer in model.layers:
         if type(layer).__name__ == "InputLayer":
             continue
+        if type(layer).__name__ in ATTENTION_EMITTERS or type(layer).__name__ in MERGE_EMITTERS:
+            return False  # several inputs (query and value may be one tensor)
         consumed = layer.input[0] if isinstance(layer.input, (list, tuple)) else layer.input
         if prev_output is not None and consumed is not prev_output:
             return False
@@ -555,6 +558,10 @@ def _walk_chain(e: _Emitter, model, t: _Tensor) -> _Tensor:
 def _walk_graph(e: _Emitter, model, t: _Tensor) -> _Tensor:
     """A Functional model with branches (parallel branches, residual Add, several pooled views): its
     nodes in Keras' own order (deepest first), each emitted once from the tensors its inputs became."""
+    for layer in model.layers:
+        if type(layer).__name__ == "Masking" or getattr(layer, "mask_zero", False):
+            raise UnsupportedModelError(f"layer {layer.name!r} ({type(layer).__name__}) masks a model with branches, "
+                                        "merges or attention: masked sequences are supported in chains of layers only")
     values = {id(model.inputs[0]): t}
     by_depth = model._nodes_by_depth  # the order Functional.call runs them in
     for depth in sorted(by_depth, reverse=True):
@@ -565,11 +572,16 @@ def _walk_graph(e: _Emitter, model, t: _Tensor) -> _Tensor:
             if any(id(x) not in values for x in node.input_tensors):
                 continue  # a node of another model using the same layer
             args, kwargs = node.arguments.fill_in(values)
+            kind = type(layer).__name__
+            if kind in ATTENTION_EMITTERS:  # several inputs and call options: the emitter checks them
+                out = ATTENTION_EMITTERS[kind](e, layer, args, kwargs)
+                for x in node.outputs:
+                    values[id(x)] = out
+                continue
             extra = [k for k, v in kwargs.items() if v is not None and k not in ("training", "mask")]
             if extra or (kwargs.get("mask") is not None):
-                raise UnsupportedModelError(f"layer {layer.name!r} (class {type(layer).__name__}) is called with "
+                raise UnsupportedModelError(f"layer {layer.name!r} (class {kind}) is called with "
                                             f"{', '.join(extra or ['mask'])}: not supported")
-            kind = type(layer).__name__
             if kind in MERGE_EMITTERS:
                 out = MERGE_EMITTERS[kind](e, layer, list(args[0]))
             elif len(args) != 1:

@@ -36,6 +36,14 @@ def _gru_fcn(x):  # GRU branch || convolutional branch, concatenated
     return L.Dense(1, activation="sigmoid")(L.Concatenate()([g, c]))
 
 
+def _gru_attention(x):  # attention pooling over the GRU's outputs
+    s = L.GRU(8, return_sequences=True)(x)
+    a = L.Attention(use_scale=True)([s, s])
+    m = L.MultiHeadAttention(2, 4)(s, s)
+    return L.Dense(1, activation="sigmoid")(L.Concatenate()([L.GlobalAveragePooling1D()(a),
+                                                             L.GlobalMaxPooling1D()(m)]))
+
+
 def _layernorm_residual(x):
     h = L.Dense(8)(x)
     for _ in range(2):
@@ -63,6 +71,7 @@ def _softsign_gru(x):
 GALLERY = {
     "cnn_bigru": (_cnn_bigru, False),
     "gru_fcn": (_gru_fcn, False),
+    "gru_attention": (_gru_attention, False),
     "layernorm_residual": (_layernorm_residual, False),
     "dense_stack_bn": (_dense_stack_bn, False),
     "time_distributed": (_time_distributed_embedding, True),
