@@ -327,6 +327,9 @@ class CaseResult:
     # max |unrolled - native| over the same inputs, one unrolled graph per sequence length
     unrolled_vs_keras: Optional[float] = None
     unrolled_vs_native: Optional[float] = None
+    export_seconds: float = 0.0          # export_native wall time (build stage, this machine)
+    stream: str = ""                     # "yes", or why stream.onnx cannot be built
+    kernel: str = ""                     # "yes" when the fused kernel runs the graph, else its reason
 
     @property
     def max_abs(self) -> float:
@@ -342,8 +345,17 @@ def measure_case(case: Case, seed: int = 0) -> CaseResult:
     from pipeline.export.native import UnsupportedModelError, export_native
     from pipeline.export.unrolled import unroll_grus
 
+    import time
+
+    from pipeline.export.native import stream_support
+    from pipeline.runtime.fused.onnx_reader import match_fused, parse_model
+
     model = build_case(case, seed)
+    start = time.perf_counter()
     proto = export_native(model, INPUT_NAME, OPSET)
+    seconds = time.perf_counter() - start
+    stream_reason = stream_support(model)
+    spec, why = match_fused(parse_model(proto.SerializeToString()), INPUT_NAME, proto.graph.output[0].name)
     session = ort_session(proto)
     unrolled = {}
     if not case.variable_length:
@@ -371,4 +383,6 @@ def measure_case(case: Case, seed: int = 0) -> CaseResult:
     rand = max(v for k, v in per_batch.items() if k.startswith("random"))
     real = max(v for k, v in per_batch.items() if k.startswith("order task"))
     return CaseResult(case.name, graph_ops(proto), sum(n.op_type == "GRU" for n in proto.graph.node),
-                      rand, real, per_batch, max(vs_keras, default=None), max(vs_native, default=None))
+                      rand, real, per_batch, max(vs_keras, default=None), max(vs_native, default=None),
+                      seconds, "yes" if stream_reason is None else f"no: {stream_reason}",
+                      "yes" if spec is not None else f"no: {why}")

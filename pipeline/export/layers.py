@@ -264,10 +264,14 @@ def _merge(e, layer, ts: list) -> _Tensor:
 
 
 def _reshape_like(e, layer, t: _Tensor) -> _Tensor:
-    """Reshape / Permute / Flatten that leave (batch, features) or (batch, time, features) as they were."""
+    """Reshape / Permute / Flatten that leave (batch, features) or (batch, time, features) as they were.
+
+    Permute((2, 1)) swaps time and features, so the GRU after it would read features as steps: refused."""
     out_shape, in_shape = tuple(layer.output.shape), tuple(layer.input.shape)
     kind = type(layer).__name__
     if kind == "Flatten" and len(in_shape) == 2:
+        return t
+    if kind == "Permute" and tuple(layer.dims) == (1, 2):
         return t
     if kind == "Reshape" and len(in_shape) == 3 and len(out_shape) == 3 and in_shape[-1] == out_shape[-1] and \
             in_shape[1] == out_shape[1]:
@@ -291,6 +295,7 @@ EMITTERS = {
     "Cropping1D": _cropping,
     "Reshape": _reshape_like,
     "Flatten": _reshape_like,
+    "Permute": _reshape_like,
 }
 MERGE_EMITTERS = {kind: _merge for kind in ("Concatenate", "Add", "Subtract", "Multiply", "Average", "Maximum",
                                             "Minimum")}

@@ -444,14 +444,18 @@ def _bidirectional(e: _Emitter, layer, t: _Tensor) -> _Tensor:
         raise UnsupportedModelError("Bidirectional with a go_backwards forward layer")
     if fw.cell.reset_after != bw.cell.reset_after or fw.return_sequences != bw.return_sequences:
         raise UnsupportedModelError("Bidirectional with differently configured directions")
-    if layer.merge_mode is None:
-        raise UnsupportedModelError("Bidirectional merge_mode=None returns two outputs")
+    if layer.merge_mode is None and t.lengths is not None:
+        raise UnsupportedModelError(f"Bidirectional layer {layer.name!r} with merge_mode=None on a masked sequence")
+    if getattr(layer, "return_state", False):
+        raise UnsupportedModelError(f"Bidirectional layer {layer.name!r} with return_state=True")
     g = e.g
     Y, Y_h = _gru_node(e, t, [fw, bw], "bidirectional")
     if not layer.return_sequences:
         h_f, h_b = g.op("Split", [Y_h], "h_dir", n_out=2, axis=0)  # (1, B, H) each
         ax = g.const("axis0", _int64(0))
         h_f, h_b = g.op1("Squeeze", [h_f, ax]), g.op1("Squeeze", [h_b, ax])  # (B, H) each
+        if layer.merge_mode is None:  # two outputs: the graph walk gives each its Keras tensor
+            return [_Tensor(h_f, "bf"), _Tensor(h_b, "bf")]
         return _Tensor(_merge(g, h_f, h_b, layer.merge_mode, axis=1), "bf")
     y_f, y_b = g.op("Split", [Y], "y_dir", n_out=2, axis=1)  # (T, 1, B, H) each
     ax = g.const("axis1", _int64(1))
@@ -464,6 +468,8 @@ def _bidirectional(e: _Emitter, layer, t: _Tensor) -> _Tensor:
         h_f_last = g.op1("Squeeze", [g.op("Split", [Y_h], "h_dir", n_out=2, axis=0)[0],
                                      g.const("axis0", _int64(0))], "h_f_last")  # (B, H)
         y_f = _carry_last(g, y_f, h_f_last, mask_tb1)
+    if layer.merge_mode is None:
+        return [_Tensor(y_f, "tbf"), _Tensor(y_b, "tbf")]
     merged = _merge(g, y_f, y_b, layer.merge_mode, axis=2)  # (T, B, H or 2H)
     return _Tensor(merged, "tbf", t.lengths, t.mask_tb1)
 
@@ -534,6 +540,8 @@ def _is_chain(model) -> bool:
             continue
         if type(layer).__name__ in ATTENTION_EMITTERS or type(layer).__name__ in MERGE_EMITTERS:
             return False  # several inputs (query and value may be one tensor)
+        if isinstance(layer.output, (list, tuple)):
+            return False  # several outputs (return_state, Bidirectional merge_mode=None)
         consumed = layer.input[0] if isinstance(layer.input, (list, tuple)) else layer.input
         if prev_output is not None and consumed is not prev_output:
             return False

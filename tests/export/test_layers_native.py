@@ -108,3 +108,29 @@ def test_masked_attention_is_refused():
     model = keras.Model(inp, L.Dense(1, activation="sigmoid")(L.GlobalAveragePooling1D()(L.Attention()([s, s]))))
     with pytest.raises(UnsupportedModelError, match="masks a model with branches"):
         export_native(model, "x", 17)
+
+
+def _bi_none(x):
+    fw, bw = L.Bidirectional(L.GRU(5, return_sequences=True), merge_mode=None)(x)
+    return L.Concatenate()([L.GlobalAveragePooling1D()(fw), L.GlobalMaxPooling1D()(bw)])
+
+
+def _bi_none_last(x):
+    fw, bw = L.Bidirectional(L.GRU(5), merge_mode=None)(x)
+    return L.Subtract()([fw, bw])
+
+
+@pytest.mark.parametrize("body", [_bi_none, _bi_none_last], ids=["sequences", "last states"])
+def test_bidirectional_merge_mode_none(body):
+    model = _model(body)
+    proto = export_native(model, "x", 17)
+    X = np.random.default_rng(2).standard_normal((5, T, F)).astype(np.float32)
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    assert np.abs(session.run(None, {"x": X})[0] - model.predict(X, verbose=0)).max() <= ATOL
+    assert "GRU" in {n.op_type for n in proto.graph.node}
+
+
+def test_permute_that_swaps_time_and_features_is_refused():
+    model = _model(lambda x: L.GRU(4)(L.Permute((2, 1))(x)))
+    with pytest.raises(UnsupportedModelError, match="keep"):
+        export_native(model, "x", 17)
