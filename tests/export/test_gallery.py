@@ -111,5 +111,9 @@ def test_gallery_model_exports_natively(tmp_path, name):
     session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
     plain = session.run(None, {session.get_inputs()[0].name: unseen})[0][:, 0]
     err = max(np.abs(got - want).max(), np.abs(plain - want).max())
-    print(f"gallery {name}: max err {err:.2e}, gru-export {seconds:.1f} s")
+    consumers = {r["runtime"]: (r["status"], r["reason"]) for r in manifest["consumers"]["results"]}
+    print(f"gallery {name}: max err {err:.2e}, gru-export {seconds:.1f} s, consumers {consumers}")
     assert err <= ATOL
+    # Every other runtime that can run here agrees, or the manifest (the consumers table) says why not.
+    assert all(status in ("ok", "not run") or reason for status, reason in consumers.values()), consumers
+    assert all(status != "failed" for status, _ in consumers.values()), consumers
