@@ -155,12 +155,12 @@ def test_go_backwards_stateful_graph_is_refused() -> None:
 
 
 def test_run_build_falls_back_to_tf2onnx_and_records_why(tmp_path, monkeypatch) -> None:
-    """End to end (slow): a Conv1D model builds through tf2onnx, verified, reason in the manifest."""
+    """End to end (slow): an LSTM front-end model builds through tf2onnx, verified, reason in the manifest."""
     from pipeline.training import run as builder, model as model_module
     from pipeline.settings import load_config
 
     def conv_gru_model(cfg, n_features, masking, learning_rate=1e-3, n_classes=2):
-        return _unsupported_model("Conv1D", cfg.units, n_features)
+        return _unsupported_model("LSTM", cfg.units, n_features)
 
     monkeypatch.setattr(model_module, "build_model", conv_gru_model)
     cfg = load_config(None, {
@@ -173,7 +173,7 @@ def test_run_build_falls_back_to_tf2onnx_and_records_why(tmp_path, monkeypatch) 
     result = builder.run_build(cfg)
     manifest = json.loads((result.out_dir / artifact.MANIFEST_FILE).read_text())
     assert manifest["model"]["backend"] == "tf2onnx"
-    assert "Conv1D" in manifest["model"]["fallback_reason"]
+    assert "LSTM" in manifest["model"]["fallback_reason"]
     assert "Loop" in manifest["model"]["ops"] or "Scan" in manifest["model"]["ops"]
     assert manifest["equivalence"]["passed"] and manifest["equivalence"]["max_abs_error"] <= ATOL
 
