@@ -106,3 +106,20 @@ def test_unknown_layer_names_its_class_and_the_tf2onnx_option(tmp_path, capsys):
     msg = str(info.value)
     assert "layer 'twice' (class Twice) has no native ONNX mapping" in msg or "'twice' (class Twice)" in msg
     assert "--backend tf2onnx converts it" in msg
+
+
+def test_per_step_gru_activation_exports_and_says_what_it_gives_up(tmp_path):
+    """gelu / softmax GRU activations (not in the ONNX GRU op's list): a per-step model.onnx, no Loop; the
+    manifest says why there is no stream graph and no separate unrolled graph."""
+    import json
+
+    model = keras.Sequential([keras.Input((T, F)), L.GRU(8, activation="gelu", return_sequences=True),
+                              L.GRU(6, recurrent_activation="softmax"), L.Dense(3, activation="softmax")])
+    code, out, _ = _run(tmp_path, model, "gelu_gru")
+    assert code == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["model"]["backend"] == "native" and not {"Loop", "Scan", "GRU"} & set(manifest["model"]["ops"])
+    assert "gelu has no ONNX GRU equivalent" in manifest["stream"]["reason"]
+    assert "itself the per-step graph" in manifest["unrolled"]["reason"]
+    X = np.random.default_rng(9).standard_normal((7, T, F)).astype(np.float32)
+    assert np.abs(Predictor.load(out).predict_proba(X) - model.predict(X, verbose=0)).max() <= 1e-5
