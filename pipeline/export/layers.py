@@ -55,7 +55,7 @@ def _btf(e, layer, t: _Tensor, what: str = "a (batch, time, features) sequence")
 
 def _last_axis_only(layer, axis) -> None:
     axes = axis if isinstance(axis, (list, tuple)) else [axis]
-    ndim = len(layer.input.shape)
+    ndim = len(layer.output.shape)  # same rank as the input (whose node may also list a mask)
     if sorted(a % ndim for a in axes) != [ndim - 1]:
         raise UnsupportedModelError(f"{type(layer).__name__} layer {layer.name!r} with axis={axis}: expected the "
                                     "feature axis (-1)")
@@ -211,7 +211,7 @@ def _upsampling(e, layer, t: _Tensor) -> _Tensor:
     tiled = g.op1("Tile", [x4, g.const("reps", _int64(1, 1, size, 1))], "tiled")
     shape = g.op1("Concat", [g.op1("Slice", [g.op1("Shape", [x], "shape"), g.const("s0", _int64(0)),
                                              g.const("s1", _int64(1))], "b"),
-                             g.const("rest", _int64(-1, int(layer.input.shape[-1])))], "up_shape", axis=0)
+                             g.const("rest", _int64(-1, int(layer.output.shape[-1])))], "up_shape", axis=0)
     return _Tensor(g.op1("Reshape", [tiled, shape], "upsampled"), "btf")
 
 
@@ -267,7 +267,8 @@ def _reshape_like(e, layer, t: _Tensor) -> _Tensor:
     """Reshape / Permute / Flatten that leave (batch, features) or (batch, time, features) as they were.
 
     Permute((2, 1)) swaps time and features, so the GRU after it would read features as steps: refused."""
-    out_shape, in_shape = tuple(layer.output.shape), tuple(layer.input.shape)
+    source = layer.input[0] if isinstance(layer.input, (list, tuple)) else layer.input  # a node may list a mask
+    out_shape, in_shape = tuple(layer.output.shape), tuple(source.shape)
     kind = type(layer).__name__
     if kind == "Flatten" and len(in_shape) == 2:
         return t

@@ -134,3 +134,23 @@ def test_permute_that_swaps_time_and_features_is_refused():
     model = _model(lambda x: L.GRU(4)(L.Permute((2, 1))(x)))
     with pytest.raises(UnsupportedModelError, match="keep"):
         export_native(model, "x", 17)
+
+
+@pytest.mark.parametrize("between", ["BatchNormalization", "LayerNormalization", "Dense", "TimeDistributed",
+                                     "Activation"])
+def test_mask_passes_through_per_step_layers(between):
+    """Masking -> a per-step layer -> GRU -> average pooling on right-padded rows: the mask reaches the GRU
+    (sequence_lens) and the pooling like in Keras."""
+    make = {"BatchNormalization": lambda: L.BatchNormalization(), "LayerNormalization": lambda: L.LayerNormalization(),
+            "Dense": lambda: L.Dense(4, activation="tanh"),
+            "TimeDistributed": lambda: L.TimeDistributed(L.Dense(4, activation="gelu")),
+            "Activation": lambda: L.Activation("softsign")}[between]
+    model = _model(lambda x: L.GlobalAveragePooling1D()(L.GRU(5, return_sequences=True)(make()(L.Masking(0.0)(x)))),
+                   timesteps=None)
+    X = np.random.default_rng(4).standard_normal((5, T, F)).astype(np.float32)
+    for row, length in enumerate([T, 3, 9, 1, 12]):
+        X[row, length:] = 0.0
+    proto = export_native(model, "x", 17)
+    assert "GRU" in {n.op_type for n in proto.graph.node}
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    assert np.abs(session.run(None, {"x": X})[0] - model.predict(X, verbose=0)).max() <= ATOL
