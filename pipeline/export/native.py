@@ -1,11 +1,11 @@
 """Native ONNX export: Keras GRU layers become the ONNX ``GRU`` op (``model.onnx`` and ``stream.onnx``).
 
-Owns: walking a linear Keras model layer by layer and emitting an equivalent ONNX graph, mapping
+Owns: emitting the ONNX graph equivalent to a Keras model (layer order from pipeline.export.walk), mapping
 GRU (and Bidirectional GRU) onto the native op instead of the ``Loop`` that tf2onnx produces for
 Keras 3; the streaming variant of that graph (``stateful=True``) with the GRU hidden states and the
 average pooling's running mean as explicit inputs and outputs; ``stream_support``, which says
 whether a model can stream.
-Imports: numpy, onnx, pipeline.errors, pipeline.export.graph; reads Keras layer objects and imports
+Imports: numpy, onnx, pipeline.export (graph, base, activations, layers, walk; unrolled lazily); reads Keras layer objects and imports
 keras only lazily, for the backend epsilon of Normalization (build stage only). Reads: the model's
 weights. Writes: nothing (returns a ModelProto).
 
@@ -30,10 +30,14 @@ equal the mask value, as in Keras.
 The op is time-major (layout=0): the graph transposes once at the input and keeps the time-major
 layout between stacked GRUs.
 
-Supported layers (the keys of ``LAYER_EMITTERS``): Masking, Normalization, Embedding, GRU, Bidirectional(GRU),
-Dropout-like layers (identity at inference), GlobalAveragePooling1D, GlobalMaxPooling1D, Dense
-(on 2-D tensors); InputLayer is skipped. Anything else raises ``UnsupportedModelError`` naming
-the layer, so the caller can fall back to tf2onnx.
+Supported layers (the keys of ``LAYER_EMITTERS``): Masking, Normalization, Embedding, GRU (every Keras
+activation: on the op where its list matches, else written step by step through pipeline.export.unrolled),
+Bidirectional(GRU) (any merge_mode, None included), Dropout-like layers (identity at inference),
+GlobalAveragePooling1D, GlobalMaxPooling1D, Dense (2-D or per step, every activation of
+pipeline.export.activations), and the layers of pipeline.export.layers (front-ends, normalization, merges)
+and pipeline.export.attention; InputLayer is skipped. pipeline.export.walk decides the order (a chain, or
+a Functional graph with branches). Anything else raises ``UnsupportedModelError`` (``UnknownLayerError``
+for a class with no emitter) naming the layer, so the caller can fall back to tf2onnx.
 """
 
 from __future__ import annotations
@@ -47,11 +51,11 @@ from onnx import TensorProto, helper
 # the output names are declared once, in the artifact contract (the runtime reads them there too)
 from pipeline.artifact import OUTPUT_NAME, OUTPUTS_NAME, output_name
 from pipeline.export.activations import RNN_ACTIVATIONS, SUPPORTED, activation_key, emit_activation
-from pipeline.export.attention import ATTENTION_EMITTERS
 from pipeline.export.base import UnknownLayerError, UnsupportedModelError, _int64, _Tensor
 from pipeline.export.graph import GraphBuilder
 from pipeline.export.layers import EMITTERS as LAYERS
-from pipeline.export.layers import MERGE_EMITTERS, SEQUENCE_MIXERS
+from pipeline.export.layers import SEQUENCE_MIXERS
+from pipeline.export.walk import walk
 
 __all__ = ["UnsupportedModelError", "UnknownLayerError", "export_native", "stream_support", "output_name", "OUTPUT_NAME",
            "OUTPUTS_NAME", "LAYER_EMITTERS"]
@@ -529,79 +533,6 @@ LAYER_EMITTERS: dict[str, Callable[[_Emitter, object, _Tensor], _Tensor]] = {
 
 # ---------------------------------------------------------------------------- model
 
-def _is_chain(model) -> bool:
-    """Each layer consumes the previous layer's output (a Sequential model is a chain by construction: a
-    loaded one may hold several symbolic calls per layer, so node 0 of two neighbours need not be linked)."""
-    if type(model).__name__ == "Sequential":
-        return True
-    prev_output = None
-    for layer in model.layers:
-        if type(layer).__name__ == "InputLayer":
-            continue
-        if type(layer).__name__ in ATTENTION_EMITTERS or type(layer).__name__ in MERGE_EMITTERS:
-            return False  # several inputs (query and value may be one tensor)
-        if isinstance(layer.output, (list, tuple)):
-            return False  # several outputs (return_state, Bidirectional merge_mode=None)
-        consumed = layer.input[0] if isinstance(layer.input, (list, tuple)) else layer.input
-        if prev_output is not None and consumed is not prev_output:
-            return False
-        prev_output = layer.output
-    return True
-
-
-def _emit_layer(e: _Emitter, layer, t: _Tensor) -> _Tensor:
-    emit_layer = LAYER_EMITTERS.get(type(layer).__name__)
-    if emit_layer is None:
-        raise UnknownLayerError(layer)
-    return emit_layer(e, layer, t)
-
-
-def _walk_chain(e: _Emitter, model, t: _Tensor) -> _Tensor:
-    for layer in model.layers:
-        if type(layer).__name__ != "InputLayer":
-            t = _emit_layer(e, layer, t)
-    return t
-
-
-def _walk_graph(e: _Emitter, model, t: _Tensor) -> _Tensor:
-    """A Functional model with branches (parallel branches, residual Add, several pooled views): its
-    nodes in Keras' own order (deepest first), each emitted once from the tensors its inputs became."""
-    for layer in model.layers:
-        if type(layer).__name__ == "Masking" or getattr(layer, "mask_zero", False):
-            raise UnsupportedModelError(f"layer {layer.name!r} ({type(layer).__name__}) masks a model with branches, "
-                                        "merges or attention: masked sequences are supported in chains of layers only")
-    values = {id(model.inputs[0]): t}
-    by_depth = model._nodes_by_depth  # the order Functional.call runs them in
-    for depth in sorted(by_depth, reverse=True):
-        for node in by_depth[depth]:
-            layer = node.operation
-            if layer is None or node.is_input:
-                continue
-            if any(id(x) not in values for x in node.input_tensors):
-                continue  # a node of another model using the same layer
-            args, kwargs = node.arguments.fill_in(values)
-            kind = type(layer).__name__
-            if kind in ATTENTION_EMITTERS:  # several inputs and call options: the emitter checks them
-                out = ATTENTION_EMITTERS[kind](e, layer, args, kwargs)
-                for x in node.outputs:
-                    values[id(x)] = out
-                continue
-            extra = [k for k, v in kwargs.items() if v is not None and k not in ("training", "mask")]
-            if extra or (kwargs.get("mask") is not None):
-                raise UnsupportedModelError(f"layer {layer.name!r} (class {kind}) is called with "
-                                            f"{', '.join(extra or ['mask'])}: not supported")
-            if kind in MERGE_EMITTERS:
-                out = MERGE_EMITTERS[kind](e, layer, list(args[0]))
-            elif len(args) != 1:
-                raise UnsupportedModelError(f"layer {layer.name!r} (class {kind}) takes {len(args)} inputs")
-            else:
-                out = _emit_layer(e, layer, args[0])
-            outs = out if isinstance(out, list) else [out] * len(node.outputs)
-            for x, y in zip(node.outputs, outs):
-                values[id(x)] = y
-    return values[id(model.outputs[0])]
-
-
 def _emit(e: _Emitter, model, input_name: str, opset: int) -> onnx.ModelProto:
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise UnsupportedModelError("models with several inputs or outputs")
@@ -616,7 +547,7 @@ def _emit(e: _Emitter, model, input_name: str, opset: int) -> onnx.ModelProto:
     out_name = output_name(width)
     g.add_output(out_name, TensorProto.FLOAT, ["batch", width])  # first output; states follow
     t = _Tensor(input_name, "bt" if token_input else "btf")
-    t = _walk_chain(e, model, t) if _is_chain(model) else _walk_graph(e, model, t)
+    t = walk(e, model, t, LAYER_EMITTERS)
     if t.layout != "bf":
         raise UnsupportedModelError("the model output must be (batch, classes)")
     g.node("Identity", [t.name], [out_name], node_name="output")  # (B, 1) or (B, k)
