@@ -164,6 +164,29 @@ CASES: list[Case] = [
     Case("Normalization(invert=True) + GRU",
          lambda: [_layer("Normalization", mean=[0.5, -1.0, 0.2], variance=[4.0, 0.25, 1e-16], invert=True), _gru()]),
     Case("Normalization(axis=None) + GRU", lambda: [_layer("Normalization", axis=None, mean=2.0, variance=9.0), _gru()]),
+    # issue 27: the ONNX GRU op's other activations, and the layers around the GRU
+    Case("activation=softsign", lambda: [_gru(activation="softsign")]),
+    Case("activation=softplus", lambda: [_gru(activation="softplus")], weight_scale=0.5),
+    Case("activation=elu", lambda: [_gru(activation="elu")]),
+    Case("activation=leaky_relu", lambda: [_gru(activation="leaky_relu")], weight_scale=0.5),
+    Case("activation=linear", lambda: [_gru(activation="linear")], weight_scale=0.5),
+    Case("Conv1D causal dilation 2 + GRU", lambda: [_layer("Conv1D", 4, 3, padding="causal", dilation_rate=2), _gru()]),
+    Case("Conv1D same + BatchNormalization + MaxPooling1D + GRU",
+         lambda: [_layer("Conv1D", 4, 3, padding="same", activation="relu"), _layer("BatchNormalization"),
+                  _layer("MaxPooling1D", 2), _gru()]),
+    Case("SeparableConv1D + AveragePooling1D + GRU",
+         lambda: [_layer("SeparableConv1D", 4, 3, padding="same"), _layer("AveragePooling1D", 2, padding="same"),
+                  _gru()]),
+    Case("LayerNormalization + GRU + LayerNormalization + avg pool",
+         lambda: [_layer("LayerNormalization"), _gru(return_sequences=True), _layer("LayerNormalization"),
+                  _layer("GlobalAveragePooling1D")]),
+    Case("TimeDistributed(Dense) + GRU", lambda: [_layer("TimeDistributed", _layer("Dense", 5, activation="tanh")),
+                                                  _gru()]),
+    Case("GRU + Dense(gelu) + BatchNormalization + Dense(selu)",
+         lambda: [_gru(), _layer("Dense", 6, activation="gelu"), _layer("BatchNormalization"),
+                  _layer("Dense", 6, activation="selu")]),
+    Case("GRU + Dense stack silu, elu, softplus, hard_silu, relu6",
+         lambda: [_gru()] + [_layer("Dense", 6, activation=a) for a in ("silu", "elu", "softplus", "hard_silu", "relu6")]),
 ]
 
 
@@ -304,6 +327,9 @@ class CaseResult:
     # max |unrolled - native| over the same inputs, one unrolled graph per sequence length
     unrolled_vs_keras: Optional[float] = None
     unrolled_vs_native: Optional[float] = None
+    export_seconds: float = 0.0          # export_native wall time (build stage, this machine)
+    stream: str = ""                     # "yes", or why stream.onnx cannot be built
+    kernel: str = ""                     # "yes" when the fused kernel runs the graph, else its reason
 
     @property
     def max_abs(self) -> float:
@@ -316,13 +342,27 @@ class CaseResult:
 
 def measure_case(case: Case, seed: int = 0) -> CaseResult:
     """Build, export natively, run both sides on every input batch; the errors per batch."""
-    from pipeline.export.native import export_native
+    from pipeline.export.native import UnsupportedModelError, export_native
     from pipeline.export.unrolled import unroll_grus
 
+    import time
+
+    from pipeline.export.native import stream_support
+    from pipeline.runtime.fused.onnx_reader import match_fused, parse_model
+
     model = build_case(case, seed)
+    start = time.perf_counter()
     proto = export_native(model, INPUT_NAME, OPSET)
+    seconds = time.perf_counter() - start
+    stream_reason = stream_support(model)
+    spec, why = match_fused(parse_model(proto.SerializeToString()), INPUT_NAME, proto.graph.output[0].name)
     session = ort_session(proto)
-    unrolled = {} if case.variable_length else {T: ort_session(unroll_grus(proto, T)) for T in TIMESTEPS}
+    unrolled = {}
+    if not case.variable_length:
+        try:  # layers that change the number of timesteps (Conv, pooling) have no per-step graph
+            unrolled = {T: ort_session(unroll_grus(proto, T)) for T in TIMESTEPS}
+        except UnsupportedModelError:
+            unrolled = {}
     per_batch: dict[str, float] = {}
     vs_keras, vs_native = [], []
 
@@ -343,4 +383,6 @@ def measure_case(case: Case, seed: int = 0) -> CaseResult:
     rand = max(v for k, v in per_batch.items() if k.startswith("random"))
     real = max(v for k, v in per_batch.items() if k.startswith("order task"))
     return CaseResult(case.name, graph_ops(proto), sum(n.op_type == "GRU" for n in proto.graph.node),
-                      rand, real, per_batch, max(vs_keras, default=None), max(vs_native, default=None))
+                      rand, real, per_batch, max(vs_keras, default=None), max(vs_native, default=None),
+                      seconds, "yes" if stream_reason is None else f"no: {stream_reason}",
+                      "yes" if spec is not None else f"no: {why}")

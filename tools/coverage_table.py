@@ -31,11 +31,23 @@ REGION = "native-gru"
 ATOL = 1e-5
 
 
+def _status(text: str) -> str:
+    return text.replace("|", "/") if text.startswith("no") else "yes"
+
+
 def markdown_table(results: list[coverage.CaseResult]) -> str:
-    """configuration | ONNX ops | max abs error (random / order task)."""
-    lines = ["| configuration | ONNX ops | max abs error (random / order task) |", "|---|---|---:|"]
+    """configuration | ONNX ops | max abs error | stream | unrolled | kernel | export time."""
+    lines = ["| configuration | ONNX ops | max abs error (random / order task) | stream.onnx | model_unrolled.onnx | "
+             "fused kernel | export_native s |", "|---|---|---:|---|---|---|---:|"]
     for r in results:
-        lines.append(f"| {r.name} | {', '.join(r.ops)} | {r.max_abs_random:.2g} / {r.max_abs_real:.2g} |")
+        if r.unrolled_vs_keras is not None:
+            unrolled = f"yes ({r.unrolled_vs_keras:.2g})"
+        elif "GRU" not in r.ops:
+            unrolled = "model.onnx is per-step"
+        else:
+            unrolled = "no (masked)" if coverage.case_by_name(r.name).variable_length else "no (time axis changes)"
+        lines.append(f"| {r.name} | {', '.join(r.ops)} | {r.max_abs_random:.2g} / {r.max_abs_real:.2g} | "
+                     f"{_status(r.stream)} | {unrolled} | {_status(r.kernel)} | {r.export_seconds:.2f} |")
     return "\n".join(lines)
 
 
@@ -51,8 +63,10 @@ def docs_section(results: list[coverage.CaseResult], latency: Optional[dict[str,
         "`linear_before_reset=1`; Bidirectional is `direction=\"bidirectional\"`, go_backwards is `\"reverse\"`;",
         "Masking / `Embedding(mask_zero=True)` over right-padded rows becomes `sequence_lens`). On padded steps",
         "the graph reproduces the values Keras returns (a plain GRU repeats its last real output, Bidirectional",
-        "and go_backwards give zeros), so mask-blind layers such as `GlobalMaxPooling1D` agree too. Anything it",
-        "cannot express exactly (custom cells, Conv1D, ...) raises `UnsupportedModelError` and the build falls",
+        "and go_backwards give zeros), so mask-blind layers such as `GlobalMaxPooling1D` agree too. The layers around",
+        "the GRUs (convolutions, pooling, normalization, Dense stacks, merges, attention) are emitted by",
+        "`pipeline/export/layers.py` and `attention.py`; a GRU activation the op lacks is written step by step.",
+        "Anything it cannot express exactly (custom cells, LSTM, ...) raises `UnsupportedModelError` and the build falls",
         "back to tf2onnx (`manifest[\"model\"][\"backend\"] == \"tf2onnx\"`, with `fallback_reason`), verified the same way.",
         "Left-padded input cannot be expressed by `sequence_lens`; the runtime refuses it (`InputError`) rather",
         "than answering differently from Keras (the padding rule is in [other-runtimes.md](other-runtimes.md)).",
@@ -62,6 +76,9 @@ def docs_section(results: list[coverage.CaseResult], latency: Optional[dict[str,
         f"order-task inputs; tolerance {tolerance} on probabilities, worst {worst:.2g}):",
         "",
         markdown_table(results),
+        "",
+        "stream.onnx / fused kernel: \"yes\", or \"no\" with the reason (also in the manifest and `Predictor.debug_info()`:",
+        "streams need per-step layers only; the fused kernel covers plain GRU stacks with sigmoid/tanh).",
     ]
     if latency:
         parts += [

@@ -1,11 +1,11 @@
 """Native ONNX export: Keras GRU layers become the ONNX ``GRU`` op (``model.onnx`` and ``stream.onnx``).
 
-Owns: walking a linear Keras model layer by layer and emitting an equivalent ONNX graph, mapping
+Owns: emitting the ONNX graph equivalent to a Keras model (layer order from pipeline.export.walk), mapping
 GRU (and Bidirectional GRU) onto the native op instead of the ``Loop`` that tf2onnx produces for
 Keras 3; the streaming variant of that graph (``stateful=True``) with the GRU hidden states and the
 average pooling's running mean as explicit inputs and outputs; ``stream_support``, which says
 whether a model can stream.
-Imports: numpy, onnx, pipeline.errors, pipeline.export.graph; reads Keras layer objects and imports
+Imports: numpy, onnx, pipeline.export (graph, base, activations, layers, walk; unrolled lazily); reads Keras layer objects and imports
 keras only lazily, for the backend epsilon of Normalization (build stage only). Reads: the model's
 weights. Writes: nothing (returns a ModelProto).
 
@@ -30,15 +30,18 @@ equal the mask value, as in Keras.
 The op is time-major (layout=0): the graph transposes once at the input and keeps the time-major
 layout between stacked GRUs.
 
-Supported layers (the keys of ``LAYER_EMITTERS``): Masking, Normalization, Embedding, GRU, Bidirectional(GRU),
-Dropout-like layers (identity at inference), GlobalAveragePooling1D, GlobalMaxPooling1D, Dense
-(on 2-D tensors); InputLayer is skipped. Anything else raises ``UnsupportedModelError`` naming
-the layer, so the caller can fall back to tf2onnx.
+Supported layers (the keys of ``LAYER_EMITTERS``): Masking, Normalization, Embedding, GRU (every Keras
+activation: on the op where its list matches, else written step by step through pipeline.export.unrolled),
+Bidirectional(GRU) (any merge_mode, None included), Dropout-like layers (identity at inference),
+GlobalAveragePooling1D, GlobalMaxPooling1D, Dense (2-D or per step, every activation of
+pipeline.export.activations), and the layers of pipeline.export.layers (front-ends, normalization, merges)
+and pipeline.export.attention; InputLayer is skipped. pipeline.export.walk decides the order (a chain, or
+a Functional graph with branches). Anything else raises ``UnsupportedModelError`` (``UnknownLayerError``
+for a class with no emitter) naming the layer, so the caller can fall back to tf2onnx.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable, Optional
 
 import numpy as np
@@ -47,44 +50,29 @@ from onnx import TensorProto, helper
 
 # the output names are declared once, in the artifact contract (the runtime reads them there too)
 from pipeline.artifact import OUTPUT_NAME, OUTPUTS_NAME, output_name
-from pipeline.errors import ExportError
+from pipeline.export.activations import RNN_ACTIVATIONS, SUPPORTED, activation_key, emit_activation
+from pipeline.export.base import UnknownLayerError, UnsupportedModelError, _int64, _Tensor
 from pipeline.export.graph import GraphBuilder
+from pipeline.export.layers import EMITTERS as LAYERS
+from pipeline.export.layers import SEQUENCE_MIXERS
+from pipeline.export.walk import walk
 
-__all__ = ["UnsupportedModelError", "export_native", "stream_support", "output_name", "OUTPUT_NAME",
+__all__ = ["UnsupportedModelError", "UnknownLayerError", "export_native", "stream_support", "output_name", "OUTPUT_NAME",
            "OUTPUTS_NAME", "LAYER_EMITTERS"]
 
-# Keras activation name -> (ONNX RNN activation, alpha, beta); alpha/beta None when unused.
-_RNN_ACTIVATIONS = {
-    "tanh": ("Tanh", None, None),
-    "sigmoid": ("Sigmoid", None, None),
-    "relu": ("Relu", None, None),
-    "hard_sigmoid": ("HardSigmoid", 1.0 / 6.0, 0.5),  # Keras 3: relu6(x + 3) / 6
-}
-_DENSE_ACTIVATIONS = {"sigmoid": "Sigmoid", "tanh": "Tanh", "relu": "Relu", "softmax": "Softmax", "linear": None}
+_DENSE_ACTIVATIONS = SUPPORTED  # pipeline.export.activations writes each one
 _IDENTITY_LAYERS = ("Dropout", "SpatialDropout1D", "GaussianNoise", "GaussianDropout", "AlphaDropout",
                     "ActivityRegularization")
 
 
-class UnsupportedModelError(ExportError):
-    """The model contains something the native exporter cannot express exactly."""
-
-
-@dataclass
-class _Tensor:
-    """The value flowing between layers while the graph is emitted."""
-
-    name: str
-    layout: str                     # "btf" (batch, time, feat) | "tbf" (time, batch, feat) | "bf" | "bt" (ids)
-    lengths: Optional[str] = None   # int32 (batch,) sequence lengths when a mask is active
-    mask_tb1: Optional[str] = None  # float (time, batch, 1) 1.0 on real steps, when a mask is active
-
-
-def _int64(*values: int) -> np.ndarray:
-    return np.array(values, dtype=np.int64)
-
-
 def _activation_name(fn) -> str:
-    return getattr(fn, "__name__", str(fn))
+    return activation_key(fn)
+
+
+def _keras_only_activations(gru) -> list[str]:
+    """The activations of ``gru`` that the ONNX GRU op does not have (they need the per-step graph)."""
+    keys = [_activation_name(gru.cell.recurrent_activation), _activation_name(gru.cell.activation)]
+    return [k for k in keys if k not in RNN_ACTIVATIONS]
 
 
 # ---------------------------------------------------------------------------- streamability
@@ -103,10 +91,17 @@ def stream_support(model) -> Optional[str]:
         normalized = normalized or kind == "Normalization"
         if kind == "Bidirectional":
             return "a Bidirectional GRU needs the whole sequence (its backward pass starts at the end)"
+        grus = [layer] if kind == "GRU" else [layer.forward_layer] if kind == "Bidirectional" else []
+        if grus and _keras_only_activations(grus[0]):
+            return (f"GRU activation {_keras_only_activations(grus[0])[0]} has no ONNX GRU equivalent, so the GRU is "
+                    "written step by step for the model's fixed number of timesteps")
         if kind == "GRU" and layer.go_backwards:
             return "a go_backwards GRU needs the whole sequence (it starts at the end)"
         if kind == "GlobalMaxPooling1D":
             return "max pooling over time needs the whole sequence"
+        if kind in SEQUENCE_MIXERS:
+            return (f"layer {layer.name!r} ({kind}) reads neighbouring steps or merges branches; the stream graph "
+                    "carries only GRU states and a running mean")
         if kind == "GRU" and not layer.return_sequences and layer is not _last_rnn(model):
             return "only the last GRU may drop the sequence axis"
     return None
@@ -260,18 +255,23 @@ def _gru_node_params(grus) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
             Bs.append(np.zeros(6 * H, dtype=np.float32))
         for fn in (cell.recurrent_activation, cell.activation):  # f (gates), then g (candidate)
             key = _activation_name(fn)
-            if key not in _RNN_ACTIVATIONS:
+            if key in RNN_ACTIVATIONS:
+                op, alpha, beta = RNN_ACTIVATIONS[key]
+            elif key in SUPPORTED:  # not in the op's list: a placeholder that _emit unrolls step by step
+                op, alpha, beta = f"keras:{key}", None, None
+            else:
                 raise UnsupportedModelError(
-                    f"GRU activation {key!r} has no ONNX equivalent; supported: {sorted(_RNN_ACTIVATIONS)}")
-            op, alpha, beta = _RNN_ACTIVATIONS[key]
+                    f"GRU layer {gru.name!r}: activation {key!r} has no ONNX form; supported: {sorted(SUPPORTED)}")
             acts.append(op)
             if alpha is not None:
                 alphas.append(alpha)
+            if beta is not None:
                 betas.append(beta)
     attrs = {"activations": acts, "hidden_size": grus[0].cell.units,
              "linear_before_reset": int(grus[0].cell.reset_after)}
     if alphas:
         attrs["activation_alpha"] = alphas
+    if betas:
         attrs["activation_beta"] = betas
     return np.stack(Ws), np.stack(Rs), np.stack(Bs), attrs
 
@@ -287,6 +287,10 @@ def _gru_node(e: _Emitter, t: _Tensor, grus, direction: str) -> tuple[str, str]:
     W, R, B, attrs = _gru_node_params(grus)
     D, H = len(grus), grus[0].cell.units
     lengths, _ = e.padding(t)
+    keras_only = [a[len("keras:"):] for a in attrs["activations"] if a.startswith("keras:")]
+    if keras_only and lengths:
+        raise UnsupportedModelError(f"GRU layer {grus[0].name!r}: activation {keras_only[0]} has no ONNX GRU "
+                                    "equivalent and its per-step graph cannot honour a mask (sequence lengths)")
     inputs = [x, g.const("W", W), g.const("R", R), g.const("B", B), lengths or ""]
     inputs.append(e.initial_h(D, H))
     while inputs[-1] == "":  # optional inputs left out at the end
@@ -410,6 +414,16 @@ def _gru(e: _Emitter, layer, t: _Tensor) -> _Tensor:
     g = e.g
     Y, Y_h = _gru_node(e, t, [layer], "reverse" if layer.go_backwards else "forward")
     last = g.op1("Squeeze", [Y_h, g.const("axis0", _int64(0))], "h_last")  # (B, H)
+    if getattr(layer, "return_state", False):  # (output, state): the graph walk gives each its Keras tensor
+        if t.lengths is not None:
+            raise UnsupportedModelError(f"GRU layer {layer.name!r} with return_state=True on a masked sequence")
+        layer_out = _gru_output(e, layer, t, Y, last)
+        return [layer_out, _Tensor(last, "bf")]
+    return _gru_output(e, layer, t, Y, last)
+
+
+def _gru_output(e: _Emitter, layer, t: _Tensor, Y: str, last: str) -> _Tensor:
+    g = e.g
     if not layer.return_sequences:
         return _Tensor(last, "bf")
     seq = g.op1("Squeeze", [Y, g.const("axis1", _int64(1))], "y_tbh")  # (T, B, H)
@@ -434,14 +448,18 @@ def _bidirectional(e: _Emitter, layer, t: _Tensor) -> _Tensor:
         raise UnsupportedModelError("Bidirectional with a go_backwards forward layer")
     if fw.cell.reset_after != bw.cell.reset_after or fw.return_sequences != bw.return_sequences:
         raise UnsupportedModelError("Bidirectional with differently configured directions")
-    if layer.merge_mode is None:
-        raise UnsupportedModelError("Bidirectional merge_mode=None returns two outputs")
+    if layer.merge_mode is None and t.lengths is not None:
+        raise UnsupportedModelError(f"Bidirectional layer {layer.name!r} with merge_mode=None on a masked sequence")
+    if getattr(layer, "return_state", False):
+        raise UnsupportedModelError(f"Bidirectional layer {layer.name!r} with return_state=True")
     g = e.g
     Y, Y_h = _gru_node(e, t, [fw, bw], "bidirectional")
     if not layer.return_sequences:
         h_f, h_b = g.op("Split", [Y_h], "h_dir", n_out=2, axis=0)  # (1, B, H) each
         ax = g.const("axis0", _int64(0))
         h_f, h_b = g.op1("Squeeze", [h_f, ax]), g.op1("Squeeze", [h_b, ax])  # (B, H) each
+        if layer.merge_mode is None:  # two outputs: the graph walk gives each its Keras tensor
+            return [_Tensor(h_f, "bf"), _Tensor(h_b, "bf")]
         return _Tensor(_merge(g, h_f, h_b, layer.merge_mode, axis=1), "bf")
     y_f, y_b = g.op("Split", [Y], "y_dir", n_out=2, axis=1)  # (T, 1, B, H) each
     ax = g.const("axis1", _int64(1))
@@ -454,6 +472,8 @@ def _bidirectional(e: _Emitter, layer, t: _Tensor) -> _Tensor:
         h_f_last = g.op1("Squeeze", [g.op("Split", [Y_h], "h_dir", n_out=2, axis=0)[0],
                                      g.const("axis0", _int64(0))], "h_f_last")  # (B, H)
         y_f = _carry_last(g, y_f, h_f_last, mask_tb1)
+    if layer.merge_mode is None:
+        return [_Tensor(y_f, "tbf"), _Tensor(y_b, "tbf")]
     merged = _merge(g, y_f, y_b, layer.merge_mode, axis=2)  # (T, B, H or 2H)
     return _Tensor(merged, "tbf", t.lengths, t.mask_tb1)
 
@@ -470,20 +490,26 @@ def _max_pooling(e: _Emitter, layer, t: _Tensor) -> _Tensor:
 
 
 def _dense(e: _Emitter, layer, t: _Tensor) -> _Tensor:
-    if t.layout != "bf":
-        raise UnsupportedModelError("Dense is supported only on 2-D (batch, features) tensors")
+    """Dense on (B, F) (Gemm), or on each step of a 3-D sequence (MatMul + Add; the mask passes through)."""
     g = e.g
     act = _activation_name(layer.activation)
     if act not in _DENSE_ACTIVATIONS:
-        raise UnsupportedModelError(f"Dense activation {act!r} is not supported")
-    ins = [t.name, g.const("dense_W", np.asarray(layer.kernel.numpy(), dtype=np.float32))]  # (B, F), (F, U)
-    if layer.use_bias:
-        ins.append(g.const("dense_b", np.asarray(layer.bias.numpy(), dtype=np.float32)))  # (U,)
-    out = g.op1("Gemm", ins, "dense")  # (B, U)
-    if _DENSE_ACTIVATIONS[act]:
-        attrs = {"axis": -1} if act == "softmax" else {}  # Keras' softmax: over the last axis
-        out = g.op1(_DENSE_ACTIVATIONS[act], [out], act, **attrs)
-    return _Tensor(out, "bf")
+        raise UnsupportedModelError(f"Dense layer {layer.name!r}: activation {act!r} is not supported; supported: "
+                                    f"{', '.join(_DENSE_ACTIVATIONS)}")
+    W = np.asarray(layer.kernel.numpy(), dtype=np.float32)  # (F, U)
+    if t.layout == "bf":
+        ins = [t.name, g.const("dense_W", W)]  # (B, F), (F, U)
+        if layer.use_bias:
+            ins.append(g.const("dense_b", np.asarray(layer.bias.numpy(), dtype=np.float32)))  # (U,)
+        out = g.op1("Gemm", ins, "dense")  # (B, U)
+    elif t.layout in ("btf", "tbf"):
+        out = g.op1("MatMul", [t.name, g.const("dense_W", W)], "dense")  # (B, T, U) or (T, B, U)
+        if layer.use_bias:
+            out = g.op1("Add", [out, g.const("dense_b", np.asarray(layer.bias.numpy(), dtype=np.float32))], "dense_b")
+    else:
+        raise UnsupportedModelError(f"Dense layer {layer.name!r} on token ids: expected float features")
+    out = emit_activation(g, act, out, act)
+    return _Tensor(out, t.layout, t.lengths, t.mask_tb1)
 
 
 def _identity(e: _Emitter, layer, t: _Tensor) -> _Tensor:
@@ -501,6 +527,7 @@ LAYER_EMITTERS: dict[str, Callable[[_Emitter, object, _Tensor], _Tensor]] = {
     "GlobalMaxPooling1D": _max_pooling,
     "Dense": _dense,
     **{kind: _identity for kind in _IDENTITY_LAYERS},
+    **LAYERS,
 }
 
 
@@ -520,29 +547,22 @@ def _emit(e: _Emitter, model, input_name: str, opset: int) -> onnx.ModelProto:
     out_name = output_name(width)
     g.add_output(out_name, TensorProto.FLOAT, ["batch", width])  # first output; states follow
     t = _Tensor(input_name, "bt" if token_input else "btf")
-    prev_output = None
-    # A Sequential model is a chain by construction (and a loaded one may hold several symbolic
-    # calls per layer, so node 0 of two neighbours need not be linked): check Functional models only.
-    chain_by_construction = type(model).__name__ == "Sequential"
-    for layer in model.layers:
-        kind = type(layer).__name__
-        if kind == "InputLayer":
-            continue
-        # Linear chain check: each layer consumes the previous layer's output.
-        consumed = layer.input[0] if isinstance(layer.input, (list, tuple)) else layer.input
-        if prev_output is not None and not chain_by_construction and consumed is not prev_output:
-            raise UnsupportedModelError(f"layer {layer.name!r} is not fed by the previous layer (non-sequential model)")
-        prev_output = layer.output
-        emit_layer = LAYER_EMITTERS.get(kind)
-        if emit_layer is None:
-            raise UnsupportedModelError(f"layer {layer.name!r} of type {kind} has no native ONNX mapping")
-        t = emit_layer(e, layer, t)
+    t = walk(e, model, t, LAYER_EMITTERS)
     if t.layout != "bf":
         raise UnsupportedModelError("the model output must be (batch, classes)")
     g.node("Identity", [t.name], [out_name], node_name="output")  # (B, 1) or (B, k)
     proto = helper.make_model(g.make_graph("gru_classifier"), opset_imports=[helper.make_opsetid("", opset)],
                               producer_name="pipeline.export.native")
     proto.ir_version = min(proto.ir_version, 8)
+    if any(a.startswith(b"keras:") for n in proto.graph.node if n.op_type == "GRU"
+           for att in n.attribute if att.name == "activations" for a in att.strings):
+        # A GRU activation the op does not have: every GRU written step by step (pipeline.export.unrolled).
+        if dims[1] == "time":
+            raise UnsupportedModelError("a GRU activation the ONNX GRU op does not have needs a fixed number of "
+                                        "timesteps (the model's input has a variable time axis)")
+        from pipeline.export.unrolled import unroll_grus
+
+        proto = unroll_grus(proto, int(dims[1]))
     onnx.checker.check_model(proto, full_check=True)
     return proto
 

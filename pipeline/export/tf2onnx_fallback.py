@@ -2,11 +2,17 @@
 
 Owns: converting any Keras 3 model with ``tf2onnx.convert.from_function`` over a
 ``tf.function`` with an input signature (``from_keras`` fails on Keras 3, tf2onnx #2329), and
-renaming the graph output to the stable name. Imports: tensorflow, tf2onnx, onnx (build only).
+renaming the graph output to the stable name; every failure on the way (tf2onnx's own exceptions,
+TensorFlow ops it cannot map, an ONNX ``ValidationError`` of the graph it returns, e.g. ``Erfc``, which
+ONNX does not have) becomes one ``ExportError`` line, and tf2onnx's log lines are kept off stderr
+(the unsupported ops they name go into that line). Imports: tensorflow, tf2onnx, onnx (build only).
 Writes: nothing (returns a ModelProto).
 """
 
 from __future__ import annotations
+
+import logging
+from collections import Counter
 
 import numpy as np
 import onnx
@@ -17,8 +23,51 @@ from pipeline.errors import ExportError
 __all__ = ["export_tf2onnx"]
 
 
+class _Unsupported(logging.Handler):
+    """Collects tf2onnx's "Tensorflow op [...: Erfc] is not supported" records instead of printing them."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.ops: Counter = Counter()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        msg = record.getMessage()
+        if msg.startswith("Tensorflow op [") and "is not supported" in msg:
+            self.ops[msg.split("]")[0].rsplit(": ", 1)[-1]] += 1
+
+
 def export_tf2onnx(model, input_name: str, output_name: str, opset: int) -> onnx.ModelProto:
-    """Convert ``model`` with tf2onnx; graph input ``input_name``, output ``output_name`` (batch, 1)."""
+    """Convert ``model`` with tf2onnx; graph input ``input_name``, output ``output_name`` (batch, k).
+
+    Raises:
+        ExportError: tf2onnx failed, left TensorFlow ops unmapped, or returned a graph the ONNX checker
+            refuses at ``opset``; one line naming the ops.
+    """
+    logger = logging.getLogger("tf2onnx")
+    handler = _Unsupported()
+    saved = logger.handlers[:], logger.propagate
+    logger.handlers[:] = [handler]
+    logger.propagate = False
+    failure = None
+    try:
+        proto = _convert(model, input_name, output_name, opset)
+    except ExportError as exc:
+        failure = str(exc)
+    except Exception as exc:  # tf2onnx and onnx raise many unrelated types
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        failure = f"tf2onnx could not convert the model: {type(exc).__name__}: {detail}"
+    finally:
+        logger.handlers[:], logger.propagate = saved
+    if handler.ops:  # the root cause of the invalid graph that usually follows
+        ops = ", ".join(sorted(handler.ops))
+        raise ExportError(f"tf2onnx could not convert the model: TensorFlow op(s) {ops} have no ONNX mapping at "
+                          f"opset {opset}")
+    if failure is not None:
+        raise ExportError(failure)
+    return proto
+
+
+def _convert(model, input_name: str, output_name: str, opset: int) -> onnx.ModelProto:
     import tensorflow as tf
     import tf2onnx
 
@@ -30,10 +79,7 @@ def export_tf2onnx(model, input_name: str, output_name: str, opset: int) -> onnx
     def serve(x):
         return model(x, training=False)
 
-    try:
-        proto, _ = tf2onnx.convert.from_function(serve, input_signature=spec, opset=opset)
-    except Exception as exc:  # tf2onnx raises many unrelated types
-        raise ExportError(f"tf2onnx could not convert the model: {type(exc).__name__}: {exc}") from None
+    proto, _ = tf2onnx.convert.from_function(serve, input_signature=spec, opset=opset)
     graph = proto.graph
     # Captured constants (e.g. a Normalization layer's mean and variance) may come back listed as
     # graph inputs too; they are initializers, so the graph keeps exactly one real input.
@@ -70,5 +116,9 @@ def export_tf2onnx(model, input_name: str, output_name: str, opset: int) -> onnx
     out_dims = graph.output[0].type.tensor_type.shape.dim
     if out_dims:
         out_dims[0].dim_param = "batch"
-    onnx.checker.check_model(proto)
+    try:
+        onnx.checker.check_model(proto)
+    except onnx.checker.ValidationError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise ExportError(f"tf2onnx returned an invalid ONNX graph at opset {opset}: {first}") from None
     return proto

@@ -2,7 +2,7 @@
 
 Owns: rewriting a native-GRU ``model.onnx`` into ``model_unrolled.onnx``, the same function
 written as per-step ``Gemm`` + activation + elementwise nodes for one fixed sequence length.
-Imports: numpy, onnx, pipeline.export.graph, pipeline.export.native (for UnsupportedModelError);
+Imports: numpy, onnx, pipeline.export.graph, pipeline.export.activations, pipeline.export.base;
 build stage only. Reads/writes: nothing (ModelProto in, ModelProto out).
 
 Why: onnxruntime's GRU kernel spends about half its time outside the matrix products. Unrolled,
@@ -21,7 +21,9 @@ for inputs of exactly ``timesteps`` steps without masking; the runtime falls bac
 graph for anything else. The build verifies it against Keras like ``model.onnx``.
 
 Supported: GRU nodes with direction forward, reverse or bidirectional, linear_before_reset 0/1,
-activations Sigmoid, Tanh, Relu, HardSigmoid, LeakyRelu; no sequence_lens, initial_h, clip or
+activations Sigmoid, Tanh, Relu, HardSigmoid, LeakyRelu, Softsign, Softplus, Elu, Affine, and the
+``keras:<name>`` placeholders pipeline.export.native writes for Keras activations the op does not have
+(written with pipeline.export.activations: this is how such a model.onnx is built); no sequence_lens, initial_h, clip or
 batch-major layout (so masked models keep only the native graph).
 """
 
@@ -31,14 +33,17 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from pipeline.export.activations import emit_activation
+from pipeline.export.base import UnsupportedModelError
 from pipeline.export.graph import GraphBuilder
-from pipeline.export.native import UnsupportedModelError
 
 __all__ = ["unroll_grus"]
 
-_ACTIVATIONS = {"Sigmoid", "Tanh", "Relu", "HardSigmoid", "LeakyRelu"}
-_DEFAULT_ALPHA = {"HardSigmoid": 0.2, "LeakyRelu": 0.01}
-_DEFAULT_BETA = {"HardSigmoid": 0.5}
+_ACTIVATIONS = {"Sigmoid", "Tanh", "Relu", "HardSigmoid", "LeakyRelu", "Softsign", "Softplus", "Elu", "Affine"}
+_DEFAULT_ALPHA = {"HardSigmoid": 0.2, "LeakyRelu": 0.01, "Elu": 1.0, "Affine": 1.0}
+_DEFAULT_BETA = {"HardSigmoid": 0.5, "Affine": 0.0}
+_TIME_MOVERS = {"Conv", "MaxPool", "AveragePool", "Pad", "Tile"}  # pipeline.export.layers' time-axis changes
+_KERAS = "keras:"  # pipeline.export.native's placeholder for a Keras activation the GRU op lacks
 
 
 def _attrs(node: onnx.NodeProto) -> dict:
@@ -53,7 +58,7 @@ def _activation_specs(attrs: dict, directions: int) -> list[tuple[str, float | N
     alphas, betas = list(attrs.get("activation_alpha", [])), list(attrs.get("activation_beta", []))
     specs, ai, bi = [], 0, 0
     for name in names:
-        if name not in _ACTIVATIONS:
+        if name not in _ACTIVATIONS and not name.startswith(_KERAS):
             raise UnsupportedModelError(f"GRU activation {name} cannot be unrolled; supported: {sorted(_ACTIVATIONS)}")
         alpha = beta = None
         if name in _DEFAULT_ALPHA:  # alpha/beta lists hold entries only for activations that take them
@@ -68,6 +73,12 @@ def _activation_specs(attrs: dict, directions: int) -> list[tuple[str, float | N
 
 def _activate(e: GraphBuilder, x: str, spec, hint: str) -> str:
     name, alpha, beta = spec
+    if name.startswith(_KERAS):
+        return emit_activation(e, name[len(_KERAS):], x, hint)
+    if name == "Affine":  # not an operator of its own since opset 10
+        if alpha != 1.0:
+            x = e.op1("Mul", [x, e.const("alpha", np.array(alpha, np.float32))], hint)
+        return x if beta == 0.0 else e.op1("Add", [x, e.const("beta", np.array(beta, np.float32))], hint)
     attrs = {k: v for k, v in (("alpha", alpha), ("beta", beta)) if v is not None}
     return e.op1(name, [x], hint, **attrs)
 
@@ -172,7 +183,15 @@ def unroll_grus(model: onnx.ModelProto, timesteps: int) -> onnx.ModelProto:
     out.CopyFrom(model)
     g = out.graph
     if not any(n.op_type == "GRU" for n in g.node):
+        if "_unrolled_T" in g.name:
+            raise UnsupportedModelError("model.onnx is itself written step by step (a GRU activation the ONNX GRU "
+                                        "op does not have)")
         raise UnsupportedModelError("the graph has no GRU node to unroll")
+    movers = sorted({n.op_type for n in g.node if n.op_type in _TIME_MOVERS}
+                    | {"Slice (Cropping1D)" for n in g.node if any(o.startswith("cropped_") for o in n.output)})
+    if movers:
+        raise UnsupportedModelError(f"layers before a GRU may change the number of timesteps ({', '.join(movers)}), "
+                                    "so the per-step graph is not built")
     init = {i.name: numpy_helper.to_array(i) for i in g.initializer}
     taken = {i.name for i in g.initializer} | {o for n in g.node for o in n.output} | {i.name for i in g.input}
     consumed = {i for n in g.node for i in n.input} | {o.name for o in g.output}

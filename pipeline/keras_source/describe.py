@@ -108,6 +108,13 @@ def describe(model, logits: bool = False) -> SourceModel:
         ModelKindError: several inputs or outputs, a regression or sequence output, a head we cannot
             read as class probabilities, or an input that is neither (batch, time, F) nor (batch, time) ids.
     """
+    from pipeline.keras_source.stateful import initial_state_layers
+
+    with_state = initial_state_layers(model)
+    if with_state:
+        raise ModelKindError(f"layer {', '.join(with_state)} takes an initial_state input: not supported (the exported "
+                             "graph has one input, the sequence, and every row starts from zero states); build the "
+                             "model without initial_state, or use Predictor.stream() set_state for a known start state")
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise ModelKindError(f"expected a model with one input and one output, got {len(model.inputs)} input(s) "
                              f"and {len(model.outputs)} output(s)")

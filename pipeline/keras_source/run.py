@@ -134,7 +134,8 @@ class KerasChunkRunner:
                 # Running mean and step count carried across chunks, like stream.onnx's avg_mean/avg_count.
                 self._steps.append(("avg", None))
                 self.state_widths += [int(layer.output.shape[-1]), 1]
-            elif kind in ("Dense", "Embedding", "Normalization"):  # no state across time steps
+            elif kind in ("Dense", "Embedding", "Normalization", "Activation", "BatchNormalization",
+                          "LayerNormalization", "TimeDistributed"):  # no state across time steps
                 self._steps.append(("layer", layer))
             else:
                 raise ValueError(f"layer {layer.name!r} of type {kind} cannot be run chunk by chunk")

@@ -88,7 +88,10 @@ def stage_unrolled(proto, staging: Path, manifest: dict[str, Any], timesteps: in
     if masking:
         reason = "masked (variable-length) models run the native GRU op, which takes sequence lengths"
     elif not any(n.op_type == "GRU" for n in proto.graph.node):
-        reason = "the exported graph has no native GRU op (tf2onnx backend)"
+        if "_unrolled_T" in proto.graph.name:  # pipeline.export.native wrote the GRUs step by step itself
+            reason = ("model.onnx is itself the per-step graph (a GRU activation the ONNX GRU op does not have)")
+        else:
+            reason = "the exported graph has no native GRU op (tf2onnx backend)"
     else:
         try:
             unrolled = unroll_grus(proto, timesteps)

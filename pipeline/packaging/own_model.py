@@ -19,11 +19,12 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from pipeline import artifact
+from pipeline import artifact, progress
 from pipeline.datafiles import SequenceData, read_sequences, read_token_ids
 from pipeline.decision import decision_entry
 from pipeline.errors import ConfigError, DataFormatError
 from pipeline.keras_source.describe import check_sample, describe, source_proba
+from pipeline.keras_source.stateful import free_batch_size
 from pipeline.packaging.exporter import ExportResult, export_model
 from pipeline.packaging.spec import ArtifactSpec, Reference, TrainingRecord, VerificationPlan
 from pipeline.report.metrics import binary_metrics, class_metrics
@@ -127,6 +128,10 @@ def export_keras_model(
 
     export = export or ExportConfig()
     verify = verify or VerifyConfig()
+    describe(model, logits)  # refusals (initial_state, heads, inputs) name the user's own layers
+    model, stateful_note = free_batch_size(model)
+    if stateful_note:
+        progress.log(f"  {stateful_note}")
     source = describe(model, logits)
     lengths = None if lengths is None else np.asarray(lengths, dtype=np.int64)
     Xs = check_sample(source, X, lengths, "sample")
@@ -158,6 +163,8 @@ def export_keras_model(
         "model_name": model.name, "head": source.head, "keras_version": keras.__version__,
         "keras_backend": keras.backend.backend(), "timesteps": source.timesteps,
     }
+    if stateful_note:
+        source_entry["stateful"] = stateful_note
     extra: dict[str, Any] = {
         "source": source_entry,
         "config": {"export": vars(export).copy(), "verify": vars(verify).copy(), "logits": bool(logits)},

@@ -121,6 +121,20 @@ CONSUMERS: list[tuple[str, Runner]] = [
 ]
 
 
+def _reason_line(text: str) -> str:
+    """The informative line of a runtime's exception text. OpenVINO's starts with a stack of
+    "Exception from src/...:117:" lines and says why after "CALLBACK HAS THROWN:" (e.g. "Unknown activation
+    function: softsign" for a GRU activation it does not implement)."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    for line in lines:
+        if "THROWN:" in line:
+            rest = line.split("THROWN:", 1)[1].strip()
+            if rest and not rest.startswith("Exception from"):
+                return rest
+    useful = [line for line in lines if not line.startswith("Exception from")]
+    return useful[-1] if useful else (lines[0] if lines else "")
+
+
 def check_consumers(folder: Path, X: np.ndarray, keras_p: np.ndarray, input_spec: dict[str, Any],
                     lengths: Optional[np.ndarray] = None, model_file: str = "model.onnx", atol: float = CONSUMER_ATOL,
                     consumers: Optional[list[tuple[str, Runner]]] = None) -> dict[str, Any]:
@@ -146,7 +160,7 @@ def check_consumers(folder: Path, X: np.ndarray, keras_p: np.ndarray, input_spec
         except NotRun as exc:
             entry["reason"] = str(exc)
         except Exception as exc:  # a consumer that cannot load or run the file: unsupported, with its reason
-            entry.update(status="unsupported", reason=f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}")
+            entry.update(status="unsupported", reason=f"{type(exc).__name__}: {_reason_line(str(exc))[:300]}")
         else:
             if proba.shape != keras_p.shape:
                 entry.update(status="failed", reason=f"returned shape {proba.shape}, expected {keras_p.shape}")
