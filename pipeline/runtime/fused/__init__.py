@@ -3,7 +3,8 @@ time as one shared object) driven through ctypes.
 
 Owns: finding and loading the library, the ISA variants it offers (``ISAS``: avx512, avx2
 (+FMA), generic C) and which of them this CPU runs, ``FusedKernel`` (one loaded model, one ISA:
-``run(X, threads)`` for a whole batch in one native call, threads inside the call), and
+``run(X, threads)`` for a whole batch in one native call, threads inside the call; ``stream`` for
+one chunk of N streams from their carried states, the arithmetic of stream.onnx), and
 ``prepare_fused``: read the weights out of model.onnx (``onnx_reader``), pick the best ISA that
 passes its self-check against model.onnx, and say why when none does. Imports: ctypes, numpy,
 pipeline.errors, pipeline.runtime.fused.onnx_reader (TF-free; no onnx package). Reads: the library file and the
@@ -34,11 +35,11 @@ from pipeline.errors import NonFiniteInput
 from pipeline.runtime.fused.onnx_reader import FusedSpec, OnnxReadError, match_fused, parse_model
 
 __all__ = ["ISAS", "LIBRARY_MODULE", "FusedKernel", "library_path", "load_library", "supported_isas",
-           "prepare_fused", "SELF_CHECK_ATOL"]
+           "prepare_fused", "SELF_CHECK_ATOL", "STREAM_ARGS"]
 
 LIBRARY_MODULE = "pipeline.runtime.fused._gru_kernel"  # the ext-module name in pyproject.toml
 LIBRARY_ENV = "GRU_KERNEL_LIBRARY"  # a library path to load instead of the installed one (sanitizer builds)
-ABI_VERSION = 5  # the C GRU_ABI_VERSION
+ABI_VERSION = 6  # the C GRU_ABI_VERSION
 ISAS = {"avx512": 2, "avx2": 1, "generic": 0}  # best first; values are the C enum
 # the variants chosen automatically: the generic C one (0.8k samples/s here, scalar, a libm fmaf per
 # multiply-add) is slower than the onnxruntime graph, so it serves tests and explicit requests only
@@ -49,6 +50,8 @@ _ACTIVATIONS = {"sigmoid": 0, "softmax": 1}  # the C ACT_*: the head's activatio
 SOFTMAX_KINDS = {"fma3": 0, "avx512f": 1}  # the C MLAS_SOFTMAX_*: which MLAS softmax kernels the head reproduces
 _SCALE_OPS = {"Sub": 0, "Div": 1, "Mul": 2, "Add": 3}  # the C enum SCALE_*
 _LAYER_INFO = 7  # ints per layer in gru_create's layer info (the C LAYER_INFO)
+# the C gru_stream_args, one int64 each, in order
+STREAM_ARGS = ("model", "x", "N", "T", "state0", "state1", "out", "threads", "cur")
 
 _lock = threading.Lock()
 _loaded: dict[str, object] = {}
@@ -95,6 +98,8 @@ def load_library(path: Optional[Path] = None):
             lib.gru_destroy.restype = None
             lib.gru_run.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_long, ctypes.c_long, ctypes.c_void_p,
                                     ctypes.c_int]
+            lib.gru_stream_width.argtypes = [ctypes.c_void_p]
+            lib.gru_stream.argtypes = [ctypes.c_void_p]  # gru_stream_args *: STREAM_ARGS int64 fields
             lib.gru_set_input_scaling.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
             result = (lib, "")
         except (OSError, AttributeError) as exc:
@@ -162,6 +167,44 @@ class FusedKernel:
             if rc != 0:
                 raise MemoryError("the fused GRU kernel could not allocate its buffers")
         return out
+
+    @property
+    def stream_width(self) -> int:
+        """Floats in one stream's state (gru_kernel.h, "Streams": each layer's h, then for the average
+        head the running mean and the step count), or -1 when the model has a reverse or
+        bidirectional layer (no stream)."""
+        return int(self.lib.gru_stream_width(self._handle))
+
+    def stream_args(self, X: np.ndarray, state_in: np.ndarray, state_out: np.ndarray, out: np.ndarray,
+                    threads: int = 1) -> np.ndarray:
+        """gru_stream's argument struct as an int64 array (STREAM_ARGS fields; pass its .ctypes.data):
+        this model, X (N, T, F), the two state arrays (N, stream_width) (the first is read), out
+        (N, k), threads, cur = 0. The arrays must outlive its use (``Stream`` keeps them)."""
+        a = np.zeros(len(STREAM_ARGS), np.int64)
+        a[:] = (self._handle, X.ctypes.data, X.shape[0], X.shape[1], state_in.ctypes.data,
+                state_out.ctypes.data, out.ctypes.data, int(threads), 0)
+        return a
+
+    def stream(self, X: np.ndarray, state_in: np.ndarray, state_out: np.ndarray, out: np.ndarray,
+               threads: int = 1) -> None:
+        """Advance N streams by a chunk: X (N, T_chunk, F) model input, state_in (N, stream_width)
+        float32 -> state_out (N, stream_width) (another array), out (N, k) float32 probabilities after
+        the chunk's last step. All C-contiguous float32; checked here (``Stream`` calls the C function
+        itself, with its argument struct kept between pushes).
+
+        Raises NonFiniteInput (state_out and out are then meaningless; state_in is never written)."""
+        n, T = X.shape[0], X.shape[1]
+        w = self.stream_width
+        for name, a, shape in (("X", X, (n, T, self.spec.features)), ("state_in", state_in, (n, w)),
+                               ("state_out", state_out, (n, w)), ("out", out, (n, self.spec.outputs))):
+            if a.dtype != np.float32 or not a.flags.c_contiguous or a.shape != shape:
+                raise ValueError(f"{name}: expected C-contiguous float32 {shape}, got {a.dtype} {a.shape}")
+        args = self.stream_args(X, state_in, state_out, out, threads)
+        rc = self.lib.gru_stream(args.ctypes.data)
+        if rc == 1:
+            raise NonFiniteInput("the scaled model input holds a NaN or an infinity")
+        if rc != 0:
+            raise MemoryError("the fused GRU kernel could not run the streams (no memory, or bad arguments)")
 
     def __del__(self) -> None:
         handle, self._handle = getattr(self, "_handle", None), None

@@ -2,11 +2,13 @@
  * thread and the pool's workers take in turn, and each block runs every layer, direction and time
  * step, then the head. The kernel's design, numerics and layouts: gru_kernel.h.
  *
- * Owns: gru_run, the blocks of one call (gru_run_blocks, gru_scratch_floats), one block through all
- * layers (run_block, run_direction), the ISA dispatch of a time step (step) and the head (head_row:
+ * Owns: gru_run and gru_stream / gru_stream_width (streams: one chunk for each of N streams from their
+ * carried states, run_stream_block), the blocks of one call (gru_run_blocks, gru_scratch_floats), one block through all
+ * layers (run_block, run_direction), the ISA dispatch of a time step (step) and the head (head_rows:
  * Gemm to k outputs, then Sigmoid or MLAS' softmax; the same arithmetic for every variant). Includes gru_kernel.h, ort_activations.h, pool.h. Reads the
  * model and x; writes out and its own scratch.
  */
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,52 +17,68 @@
 #include "pool.h"
 
 /* ------------------------------------------------------------------ the head */
-/* The head of one row: o (k,) = act(hv . W + b), hv = mean (sum / T) or last state of each direction
- * d of the last layer (hv[d], H values), concatenated; W (D*H, k). Each output's logit is its own
- * chain of fused multiply-adds over the D*H features in order from 0.0f, then + b (onnxruntime's
- * Gemm with B packed: the sgemm kernel's in-order FMA accumulator, then the bias held in C), so
- * running the outputs side by side (the c loop, which the compiler may vectorise: lanes never mix)
- * gives each the same bits. Then Sigmoid (Logistic, per output) or MLAS' softmax over the row.
- * The same arithmetic for every ISA variant: only how fmaf is emitted differs (head_fma: an
- * instruction; the generic build: libm's correctly rounded fmaf). */
-static inline __attribute__((always_inline)) void head_row_body(const gru_model *m, const float *const *hv,
-                                                                float steps, int avg, float *o) {
+/* The head of a block of rows: out (rows, k) = act(hv . W + b), hv = mean (sum / T) or last state of
+ * each direction d of the last layer (fin[d]: (rows, Hp)), concatenated; W (D*H, k). Each output's
+ * logit is its own chain of fused multiply-adds over the D*H features in order from 0.0f, then + b
+ * (onnxruntime's Gemm with B packed: the sgemm kernel's in-order FMA accumulator, then the bias
+ * held in C). The rows run side by side as vector lanes (tv: the inputs transposed to (D*H, rows))
+ * and lanes never mix, so each row gets the bits it would get alone. Then Sigmoid (Logistic, per
+ * output) or MLAS' softmax over each row. The same arithmetic for every ISA variant: only the vector
+ * width and how fmaf is emitted differ (an instruction; the generic build: libm's correctly rounded
+ * fmaf). Rows are lanes since streams call it for every step: one row's 64-long FMA chain at a
+ * time took 0.3 us a row, more than the step itself. */
+static inline __attribute__((always_inline)) void head_block_body(const gru_model *m, const float *const fin[2],
+                                                                  int rows, float steps, int avg, float *out,
+                                                                  float *tv) {
     const gru_layer *ly = &m->layer[m->L - 1];
-    const int k = m->n_out;
-    for (int c = 0; c < k; c++) o[c] = 0.0f;
+    const int k = m->n_out, Hp = ly->cell[0].Hp, H = ly->H, DH = ly->D * ly->H;
     for (int d = 0; d < ly->D; d++)
-        for (int j = 0; j < ly->H; j++) {
-            const float v = avg ? hv[d][j] / steps : hv[d][j];
-            const float *w = m->head_w + (size_t)(d * ly->H + j) * k;
-            for (int c = 0; c < k; c++) o[c] = fmaf(v, w[c], o[c]);
+        for (int i = 0; i < rows; i++) {
+            const float *src = fin[d] + (size_t)i * Hp;
+            for (int j = 0; j < H; j++) tv[(size_t)(d * H + j) * rows + i] = avg ? src[j] / steps : src[j];
         }
-    for (int c = 0; c < k; c++) o[c] = o[c] + m->head_b[c];
-    if (m->act == ACT_SOFTMAX) mlas_softmax_row(o, k, m->softmax_kind);
-    else for (int c = 0; c < k; c++) o[c] = logistic1(o[c]);
-}
-
-static void head_row(const gru_model *m, const float *const *hv, float steps, int avg, float *o) {
-    head_row_body(m, hv, steps, avg, o);
-}
-
-#if GRU_X86
-__attribute__((target("avx2,fma"))) static void head_row_fma(const gru_model *m, const float *const *hv, float steps,
-                                                              int avg, float *o) {
-    head_row_body(m, hv, steps, avg, o);
-}
-#endif
-
-/* out (rows, k) from fin[d] (rows, Hp): each direction's last state, or its sum when avg. */
-static void head_rows(const gru_model *m, const float *const fin[2], int rows, long T, float *out) {
-    const int avg = m->head == HEAD_AVG, Hp = m->layer[m->L - 1].cell[0].Hp;
-    for (int i = 0; i < rows; i++) {
-        const float *hv[2] = {fin[0] + (size_t)i * Hp, fin[1] ? fin[1] + (size_t)i * Hp : NULL};
-        float *o = out + (size_t)i * m->n_out;
-#if GRU_X86
-        if (m->isa != ISA_GENERIC) { head_row_fma(m, hv, (float)T, avg, o); continue; }
-#endif
-        head_row(m, hv, (float)T, avg, o);
+    float acc[BLOCK_ROWS];
+    for (int c = 0; c < k; c++) {
+        for (int i = 0; i < rows; i++) acc[i] = 0.0f;
+        for (int f = 0; f < DH; f++) {
+            const float w = m->head_w[(size_t)f * k + c], *v = tv + (size_t)f * rows;
+            for (int i = 0; i < rows; i++) acc[i] = fmaf(v[i], w, acc[i]);
+        }
+        for (int i = 0; i < rows; i++) out[(size_t)i * k + c] = acc[i] + m->head_b[c];
     }
+    if (m->act == ACT_SOFTMAX)
+        for (int i = 0; i < rows; i++) mlas_softmax_row(out + (size_t)i * k, k, m->softmax_kind);
+    else
+        for (size_t e = 0; e < (size_t)rows * k; e++) out[e] = logistic1(out[e]);
+}
+
+static void head_block_generic(const gru_model *m, const float *const fin[2], int rows, float steps, int avg,
+                               float *out, float *tv) {
+    head_block_body(m, fin, rows, steps, avg, out, tv);
+}
+
+#if GRU_X86
+__attribute__((target("avx2,fma"))) static void head_block_avx2(const gru_model *m, const float *const fin[2],
+                                                                 int rows, float steps, int avg, float *out,
+                                                                 float *tv) {
+    head_block_body(m, fin, rows, steps, avg, out, tv);
+}
+
+__attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,avx2,fma"))) static void head_block_avx512(
+    const gru_model *m, const float *const fin[2], int rows, float steps, int avg, float *out, float *tv) {
+    head_block_body(m, fin, rows, steps, avg, out, tv);
+}
+#endif
+
+/* out (rows, k) from fin[d] (rows, Hp): each direction's last state (or a stream's mean), or its sum
+ * when avg (divided by T here). tv: (rows, D*H) floats of scratch. */
+static void head_rows(const gru_model *m, const float *const fin[2], int rows, long T, int avg, float *out,
+                      float *tv) {
+#if GRU_X86
+    if (m->isa == ISA_AVX512) { head_block_avx512(m, fin, rows, (float)T, avg, out, tv); return; }
+    if (m->isa == ISA_AVX2) { head_block_avx2(m, fin, rows, (float)T, avg, out, tv); return; }
+#endif
+    head_block_generic(m, fin, rows, (float)T, avg, out, tv);
 }
 
 /* ------------------------------------------------------------------ one block of rows, all layers */
@@ -90,16 +108,20 @@ static void step(int isa, int lbr, const gru_cell *c, const float *x, long T, lo
 /* Direction d of layer ly over all T steps for a block of rows. in: (rows, T, cell F). planes: 3
  * planes of (rows, Hp): the state ping-pong and the running sum, then (lbr=0) 3 for step's two
  * phases. dst: the next layer's input
- * (rows, T, out_w) this direction writes its columns d*H.. of, or NULL (last layer). Returns the
- * plane holding the last state, or the sum when avg. */
+ * (rows, T, out_w) this direction writes its columns d*H.. of, or NULL (last layer). h0: the initial
+ * states (rows, H) at a stride of h0_stride floats (a stream's), or NULL for zeros. Returns the
+ * plane holding the last state, or the sum when avg; *last (when not NULL): the last state's plane. */
 static float *run_direction(const gru_model *m, const gru_layer *ly, int d, const float *in, long T, int rows,
-                            float *planes, float *dst, int out_w, int avg, float *hist) {
+                            float *planes, float *dst, int out_w, int avg, float *hist, const float *h0,
+                            size_t h0_stride, float **last) {
     const gru_cell *c = &ly->cell[d];
     const int Hp = c->Hp, H = c->H;
     const size_t plane = (size_t)rows * Hp;
     float *hA = planes, *hB = planes + plane, *sum = planes + 2 * plane;
     const int in_time_order = avg && ly->reverse[d] && !ly->flip[d];  /* hist: (T, rows, Hp) */
-    memset(hA, 0, sizeof(float) * plane);
+    memset(hA, 0, sizeof(float) * plane);  /* the padded units stay 0 */
+    if (h0)
+        for (int i = 0; i < rows; i++) memcpy(hA + (size_t)i * Hp, h0 + (size_t)i * h0_stride, sizeof(float) * H);
     memset(sum, 0, sizeof(float) * plane);
     for (long s = 0; s < T; s++) {
         const long t = ly->reverse[d] ? T - 1 - s : s;
@@ -115,13 +137,14 @@ static float *run_direction(const gru_model *m, const gru_layer *ly, int d, cons
     if (in_time_order)
         for (long t = 0; t < T; t++)
             for (size_t k = 0; k < plane; k++) sum[k] += hist[(size_t)t * plane + k];
+    if (last) *last = hA;
     return avg ? sum : hA;
 }
 
 /* x (rows, T, F) -> out (rows, k). scratch: (rows, scratch_w) floats; seq: the sequence buffers
  * between layers, (L > 2 ? 2 : 1) x (rows, T, seq_w) (unused for one layer). */
 static void run_block(const gru_model *m, const float *x, long T, int rows, float *out, float *scratch,
-                      float *seq, float *hist) {
+                      float *seq, float *hist, float *tv) {
     const float *in = x;
     const float *fin[2] = {NULL, NULL};
     for (int l = 0; l < m->L; l++) {
@@ -130,10 +153,44 @@ static void run_block(const gru_model *m, const float *x, long T, int rows, floa
         float *dst = last ? NULL : seq + (size_t)(l & 1) * rows * T * m->seq_w;
         const size_t dir_planes = (ly->lbr ? 3 : 6) * (size_t)rows * ly->cell[0].Hp;
         for (int d = 0; d < ly->D; d++)
-            fin[d] = run_direction(m, ly, d, in, T, rows, scratch + d * dir_planes, dst, ly->D * ly->H, avg, hist);
+            fin[d] = run_direction(m, ly, d, in, T, rows, scratch + d * dir_planes, dst, ly->D * ly->H, avg, hist,
+                                   NULL, 0, NULL);
         in = dst;
     }
-    head_rows(m, fin, rows, T, out);
+    head_rows(m, fin, rows, T, m->head == HEAD_AVG, out, tv);
+}
+
+/* Streams: x (rows, T, F) scaled, sin (rows, st_w) -> sout (rows, st_w), out (rows, k); the state
+ * layout and arithmetic: gru_kernel.h, "Streams". Forward layers only (gru_stream checks). */
+static void run_stream_block(const gru_model *m, const float *x, long T, int rows, const float *sin, float *sout,
+                             int st_w, float *out, float *scratch, float *seq, float *tv) {
+    const float *in = x;
+    const float *fin[2] = {NULL, NULL};
+    size_t off = 0;  /* this layer's h in a state row */
+    for (int l = 0; l < m->L; l++) {
+        const gru_layer *ly = &m->layer[l];
+        const int last = l == m->L - 1, avg = last && m->head == HEAD_AVG, H = ly->H, Hp = ly->cell[0].Hp;
+        float *dst = last ? NULL : seq + (size_t)(l & 1) * rows * T * m->seq_w;
+        float *h;
+        float *r = run_direction(m, ly, 0, in, T, rows, scratch, dst, H, avg, NULL, sin + off, (size_t)st_w, &h);
+        for (int i = 0; i < rows; i++) memcpy(sout + (size_t)i * st_w + off, h + (size_t)i * Hp, sizeof(float) * H);
+        off += (size_t)H;
+        if (avg) {  /* r: the chunk's sum; stream.onnx: mean' = (mean * count + sum) / (count + T) */
+            for (int i = 0; i < rows; i++) {
+                const float *mi = sin + (size_t)i * st_w + off;
+                float *mo = sout + (size_t)i * st_w + off, *ri = r + (size_t)i * Hp;
+                const float count = mi[H], count2 = count + (float)T;
+                for (int j = 0; j < H; j++) {
+                    const float total = mi[j] * count + ri[j];
+                    ri[j] = mo[j] = total / count2;
+                }
+                mo[H] = count2;
+            }
+        }
+        fin[0] = r;
+        in = dst;
+    }
+    head_rows(m, fin, rows, T, 0, out, tv);
 }
 
 /* ------------------------------------------------------------------ the blocks of one call */
@@ -144,6 +201,7 @@ void gru_run_blocks(gru_job *job, float *scratch) {
     float *xs = scratch + (size_t)job->block_rows * m->scratch_w;
     float *seq = xs + (size_t)job->block_rows * job->T * m->F;
     float *hist = seq + (size_t)(m->L > 2 ? 2 : m->L - 1) * job->block_rows * job->T * m->seq_w;
+    float *tv = hist + (size_t)job->block_rows * job->T * m->hist_w;
     for (;;) {
         const long b = atomic_fetch_add_explicit(&job->next, 1, memory_order_relaxed);
         if (b >= job->n_blocks) break;
@@ -151,20 +209,73 @@ void gru_run_blocks(gru_job *job, float *scratch) {
         int rows = (int)((b + 1) * job->N / job->n_blocks - r0);
         if (gru_scale_rows(m, job->x + (size_t)r0 * job->T * m->F, xs, (size_t)rows * job->T))
             atomic_store_explicit(&job->nonfinite, 1, memory_order_relaxed);  /* the caller discards the output */
-        run_block(m, xs, job->T, rows, job->out + (size_t)r0 * m->n_out, scratch, seq, hist);  /* xs: (rows, T, F) scaled, next to h */
+        if (job->st_out)
+            run_stream_block(m, xs, job->T, rows, job->st_in + (size_t)r0 * job->st_w,
+                             job->st_out + (size_t)r0 * job->st_w, job->st_w, job->out + (size_t)r0 * m->n_out,
+                             scratch, seq, tv);
+        else
+            run_block(m, xs, job->T, rows, job->out + (size_t)r0 * m->n_out, scratch, seq, hist, tv);  /* xs: (rows, T, F) scaled, next to h */
     }
 }
 
 /* floats of scratch one thread needs: the state planes (rows, scratch_w), the scaled input
- * (rows, T, F), for stacked layers one or two sequences (rows, T, seq_w), and when hist_w the
- * last layer's states (T, rows, hist_w) */
+ * (rows, T, F), for stacked layers one or two sequences (rows, T, seq_w), when hist_w the
+ * last layer's states (T, rows, hist_w), and the head's input (D*H, rows) */
 size_t gru_scratch_floats(const gru_model *m, int block_rows, long T) {
     const size_t seqs = m->L > 2 ? 2 : (size_t)(m->L - 1);
     return (size_t)block_rows * ((size_t)m->scratch_w + (size_t)T * m->F + seqs * (size_t)T * m->seq_w +
-                                 (size_t)T * m->hist_w);
+                                 (size_t)T * m->hist_w + (size_t)m->layer[m->L - 1].D * m->layer[m->L - 1].H);
 }
 
 /* ------------------------------------------------------------------ entry point */
+/* x (N, T, F) float32 C-contiguous -> out (N, k) probabilities (k = the head's outputs). nthreads: threads in this call
+ * (the caller's thread included); when the pool is busy with another caller's job, this call runs
+ * on the caller's thread alone (same numbers). x is the model input: the kernel scales it as the
+ * graph does (gru_set_input_scaling) into its own buffer and never writes to x. Returns 0; 1 when a
+ * scaled input value is NaN or infinite (out is then meaningless); -1 on bad arguments / no memory. */
+/* The calling thread's scratch for small calls (a stream push: allocating and zeroing it took about
+ * a third of a one-row, one-step call), kept per thread and freed when the thread ends (like the
+ * pool workers' scratch, it is zeroed once, then reused as the last call left it). */
+#define CACHED_SCRATCH_FLOATS 16384
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+static void scratch_key_init(void) { (void)pthread_key_create(&scratch_key, free); }
+
+static float *cached_scratch(void) {
+    (void)pthread_once(&scratch_once, scratch_key_init);
+    float *p = (float *)pthread_getspecific(scratch_key);
+    if (!p) {
+        p = (float *)gru_aligned(sizeof(float) * CACHED_SCRATCH_FLOATS);
+        if (p && pthread_setspecific(scratch_key, p) != 0) { free(p); p = NULL; }
+    }
+    return p;
+}
+
+/* Cut job's N rows into blocks and run them on up to nthreads threads (the caller's included). */
+static int launch(gru_job *job, int nthreads) {
+    const long N = job->N;
+    atomic_init(&job->next, 0);
+    atomic_init(&job->nonfinite, 0);
+    if (nthreads < 1) nthreads = 1;
+    /* blocks: at most BLOCK_ROWS rows, a multiple of nthreads in number, sizes within one row of
+     * each other (1024 rows on 2 threads: 44 blocks of 23-24 rows, 22 per thread) */
+    long n_blocks = (N + BLOCK_ROWS - 1) / BLOCK_ROWS;
+    if (nthreads > 1 && N >= 2L * nthreads) n_blocks = (n_blocks + nthreads - 1) / nthreads * nthreads;
+    if (n_blocks > N) n_blocks = N;
+    const int rows = (int)((N + n_blocks - 1) / n_blocks);
+    job->block_rows = rows;
+    job->n_blocks = n_blocks;
+    int helpers = nthreads - 1;
+    if (helpers > n_blocks - 1) helpers = (int)(n_blocks - 1);
+    const size_t need = gru_scratch_floats(job->m, rows, job->T);
+    float *cached = need <= CACHED_SCRATCH_FLOATS ? cached_scratch() : NULL;
+    float *scratch = cached ? cached : (float *)gru_aligned(sizeof(float) * need);
+    if (!scratch) return -1;
+    gru_pool_run(job, helpers, scratch);  /* (helpers 0: the caller's thread alone) */
+    if (!cached) free(scratch);
+    return atomic_load_explicit(&job->nonfinite, memory_order_relaxed) ? 1 : 0;
+}
+
 /* x (N, T, F) float32 C-contiguous -> out (N, k) probabilities (k = the head's outputs). nthreads: threads in this call
  * (the caller's thread included); when the pool is busy with another caller's job, this call runs
  * on the caller's thread alone (same numbers). x is the model input: the kernel scales it as the
@@ -175,23 +286,41 @@ int gru_run(void *handle, const float *x, long N, long T, float *out, int nthrea
     if (!m || !x || !out || N < 0 || T < 1) return -1;
     if (N == 0) return 0;
     gru_job job;
+    memset(&job, 0, sizeof(job));
     job.m = m; job.x = x; job.T = T; job.N = N; job.out = out;
-    atomic_init(&job.next, 0);
-    atomic_init(&job.nonfinite, 0);
-    if (nthreads < 1) nthreads = 1;
-    /* blocks: at most BLOCK_ROWS rows, a multiple of nthreads in number, sizes within one row of
-     * each other (1024 rows on 2 threads: 44 blocks of 23-24 rows, 22 per thread) */
-    long n_blocks = (N + BLOCK_ROWS - 1) / BLOCK_ROWS;
-    if (nthreads > 1 && N >= 2L * nthreads) n_blocks = (n_blocks + nthreads - 1) / nthreads * nthreads;
-    if (n_blocks > N) n_blocks = N;
-    const int rows = (int)((N + n_blocks - 1) / n_blocks);
-    job.block_rows = rows;
-    job.n_blocks = n_blocks;
-    int helpers = nthreads - 1;
-    if (helpers > n_blocks - 1) helpers = (int)(n_blocks - 1);
-    float *scratch = (float *)gru_aligned(sizeof(float) * gru_scratch_floats(m, rows, T));
-    if (!scratch) return -1;
-    gru_pool_run(&job, helpers, scratch);  /* (helpers 0: the caller's thread alone) */
-    free(scratch);
-    return atomic_load_explicit(&job.nonfinite, memory_order_relaxed) ? 1 : 0;
+    return launch(&job, nthreads);
+}
+
+/* Floats in one stream's state (gru_kernel.h, "Streams"), or -1 when the model cannot stream here (a
+ * reverse or bidirectional layer). */
+int gru_stream_width(void *handle) {
+    const gru_model *m = (const gru_model *)handle;
+    if (!m) return -1;
+    int w = 0;
+    for (int l = 0; l < m->L; l++) {
+        if (m->layer[l].D != 1 || m->layer[l].reverse[0]) return -1;
+        w += m->layer[l].H;
+    }
+    return m->head == HEAD_AVG ? w + m->layer[m->L - 1].H + 1 : w;
+}
+
+/* N streams, each one row of a->state[cur] (N, gru_stream_width), advance by x (N, T, F) (the model
+ * input, unscaled): their new states go to state[1 - cur], out (N, k) the probabilities after the
+ * chunk's last step, and cur flips. Threads, scaling and return codes as gru_run: on 1 (a NaN or an
+ * infinity) or -1, cur stays, state[cur] is untouched and out is meaningless. */
+int gru_stream(gru_stream_args *a) {
+    if (!a) return -1;
+    const gru_model *m = (const gru_model *)a->model;
+    const int w = gru_stream_width(a->model);
+    if (!m || w < 1 || !a->x || (a->cur != 0 && a->cur != 1) || !a->state[0] || !a->state[1] ||
+        a->state[0] == a->state[1] || !a->out || a->N < 0 || a->T < 1 || a->threads > 1024)
+        return -1;
+    if (a->N == 0) return 0;
+    gru_job job;
+    memset(&job, 0, sizeof(job));
+    job.m = m; job.x = a->x; job.T = a->T; job.N = a->N; job.out = a->out;
+    job.st_in = a->state[a->cur]; job.st_out = a->state[1 - a->cur]; job.st_w = w;
+    const int rc = launch(&job, (int)a->threads);
+    if (rc == 0) a->cur = 1 - a->cur;
+    return rc;
 }

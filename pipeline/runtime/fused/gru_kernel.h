@@ -55,6 +55,15 @@
  * direction's state after each step into a sequence buffer (rows, T, D*H), direction d at columns
  * d*H .. d*H+H-1 (unpadded): the layout of x (rows, T, F), so the next layer's cell reads it as its
  * input with F = D*H. Two such buffers (ping-pong) in each thread's scratch (gru_scratch_floats).
+ *
+ * Streams (gru_stream; forward layers only, what stream.onnx covers): N streams advance by a chunk
+ * of T steps each, from a state per stream, one row of st_w floats: [h of layer 0 (H_0), ..., h of
+ * layer L-1 (H_{L-1}), and for the average head the running mean (H_{L-1}) and the step count (1)].
+ * The arithmetic is stream.onnx's: each layer starts from its carried h; the chunk's outputs are
+ * summed in time order from 0 (ReduceSum), mean' = (mean * count + chunk sum) / (count + T) (Mul,
+ * Add, Add, Div), and the head reads mean' (or the last state). A chunk that is the whole sequence
+ * from a zero state gives gru_run's bits. The new states go to a second buffer (state_out): the
+ * caller commits them by swapping only when the call succeeded.
  */
 #ifndef GRU_KERNEL_H
 #define GRU_KERNEL_H
@@ -70,7 +79,7 @@
 
 #define GRU_HIDDEN __attribute__((visibility("hidden")))  /* shared between the files, not exported */
 
-#define GRU_ABI_VERSION 5
+#define GRU_ABI_VERSION 6
 #define TILE 16        /* hidden units per column tile (one zmm) */
 #define BLOCK_ROWS 24  /* rows that run all time steps together, h and the mean resident in L1 */
 #define MAX_SCALE_OPS 8
@@ -124,6 +133,9 @@ typedef struct {
     long n_blocks;
     atomic_long next;             /* next block to take */
     atomic_int nonfinite;         /* set when a scaled input value is NaN or infinite */
+    const float *st_in;           /* streams (gru_stream): (N, st_w) each row one stream's state, read; */
+    float *st_out;                /*   (N, st_w) its state after the chunk, written; NULL: a gru_run call */
+    int st_w;                     /* floats per stream state: gru_stream_width */
 } gru_job;
 
 /* model.c */
@@ -158,5 +170,18 @@ int gru_softmax_kind(void *handle, int kind);
 void gru_destroy(void *handle);
 int gru_set_input_scaling(void *handle, int n, const int *ops, const float *consts);
 int gru_run(void *handle, const float *x, long N, long T, float *out, int nthreads);
+int gru_stream_width(void *handle);
+/* gru_stream's arguments, one struct so that a push is a one-argument call (ctypes converts each
+ * argument: about 0.15 us apiece). Every field 8 bytes: Python keeps it as an int64 array (stream.py). */
+typedef struct {
+    void *model;                  /* gru_create's handle */
+    const float *x;               /* (N, T, F) the model input, unscaled */
+    long N, T;
+    float *state[2];              /* (N, gru_stream_width) each: state[cur] is read, state[1 - cur] written */
+    float *out;                   /* (N, k) */
+    long threads;
+    long cur;                     /* 0 or 1; flipped by a successful call (the new state is committed) */
+} gru_stream_args;
+int gru_stream(gru_stream_args *a);
 
 #endif /* GRU_KERNEL_H */
