@@ -122,7 +122,7 @@ test: $(CLUSTER_STAMP) $(UCR_STAMP) $(NODE_STAMP) java kernel-check
 	$(PY) -m pytest -q
 
 # The fused kernel under AddressSanitizer + UBSan, then ThreadSanitizer: gcc builds its sources (pyproject's
-# ext-module) into two separate libraries, tests/runtime/test_fused.py runs against each with the sanitizer's
+# ext-module) into two separate libraries, tests/runtime/test_fused.py and test_fused_streams.py run against each with the sanitizer's
 # runtime preloaded, and any report fails (tests/runtime/test_kernel_sanitizers.py; ~75 s on the 2-core VM)
 .PHONY: kernel-check
 kernel-check: $(STAMP)

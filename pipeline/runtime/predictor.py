@@ -280,7 +280,9 @@ class Predictor:
 
     def debug_info(self) -> dict[str, Any]:
         """How this Predictor runs batches: the graph form asked for and the fused kernel's state
-        (whether it is used, its ISA, its self-check errors per ISA, or why it is not used)."""
+        (whether it is used, its ISA, its self-check errors per ISA, or why it is not used); and how its
+        streams run: "stream" is None until a stream was opened, then the kernel's stream self-check
+        against stream.onnx (``pipeline.runtime.stream.fused_stream_info``: used, isa, reason, error)."""
         if self._fused_wanted:
             self._fused()
             fused_info = dict(self._fused_state[1])
@@ -289,7 +291,9 @@ class Predictor:
                    else f"not used with graph={self.graph!r}" if self.graph != "auto"
                    else "not used for variable-length or token-input models")
             fused_info = {"used": False, "isa": None, "reason": why, "checks": {}}
-        return {"graph": self.graph, "workers": self.workers, "fused": fused_info}
+        from pipeline.runtime.stream import fused_stream_info
+
+        return {"graph": self.graph, "workers": self.workers, "fused": fused_info, "stream": fused_stream_info(self)}
 
     def _plan(self, n: int, T: int) -> tuple[Any, int]:
         """The session.run to use for ``n`` rows of ``T`` steps, and the rows per call."""

@@ -195,6 +195,8 @@ class FusedKernel:
         Raises NonFiniteInput (state_out and out are then meaningless; state_in is never written)."""
         n, T = X.shape[0], X.shape[1]
         w = self.stream_width
+        if w < 1:
+            raise ValueError("this model has a reverse or bidirectional GRU layer: it cannot be streamed")
         for name, a, shape in (("X", X, (n, T, self.spec.features)), ("state_in", state_in, (n, w)),
                                ("state_out", state_out, (n, w)), ("out", out, (n, self.spec.outputs))):
             if a.dtype != np.float32 or not a.flags.c_contiguous or a.shape != shape:
