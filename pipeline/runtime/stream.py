@@ -226,15 +226,18 @@ class Stream:
         self.probability: Optional[Any] = None
         self._closed = False
         self._fused = plan
+        self._one_step = None  # the shape of one step per stream when the kernel runs (push's fast path)
         if plan is not None:
             self.backend = f"fused kernel ({plan.kernel.isa})"
             # Two state sets (B, width), one row per stream: a push reads rows[cur], writes rows[1 - cur]
             # and flips cur (the C gru_stream_args, kept as an int64 array: a push is a one-argument call).
             self._rows = [np.zeros((self._B, plan.width), np.float32) for _ in range(2)]
-            x, _, _, x_ptr = self._x_buffer(1)
+            x, self._x1, _, x_ptr = self._x_buffer(1)  # the one-step buffer: never evicted
             self._args = plan.kernel.stream_args(x, self._rows[0], self._rows[1], self._proba,
                                                  plan.threads if self._B > 1 else 1)
-            self._args_x = (x_ptr, 1)  # the chunk buffer and length in the struct
+            self._x1_key = self._args_x = (x_ptr, 1)  # the chunk buffer and length in the struct
+            self._one_step = (1, self._F) if n_streams is None else (self._B, 1, self._F)  # push's fast path
+            self._single_binary = n_streams is None and self._k is None
             self._call, self._args_ptr = plan.kernel.lib.gru_stream, self._args.ctypes.data
             self._bindings = []
             return
@@ -304,6 +307,18 @@ class Stream:
                 is then unchanged.
             StreamError: the stream is closed.
         """
+        if type(steps) is np.ndarray and steps.shape == self._one_step and steps.dtype.kind == "f":
+            # one float step per stream on the kernel (the rank, feature and closed checks hold by shape)
+            np.copyto(self._x1, steps, casting="unsafe")
+            if self._args_x is not self._x1_key:
+                self._args[1], self._args[3] = self._x1_key
+                self._args_x = self._x1_key
+            if self._call(self._args_ptr) == 0:
+                if self._single_binary:  # _result(1), inlined for the one-stream binary push
+                    self.steps += 1
+                    p = self.probability = float(self._proba[0, 0])
+                    return p
+                return self._result(1)
         arr = self._check_rank(steps)
         T = arr.shape[-2]
         buf = self._x.get(T)
@@ -312,7 +327,7 @@ class Stream:
         x, view, flat, x_ptr = buf
         np.copyto(view, arr, casting="unsafe")  # raw: the graph (or the kernel) scales
         if self._fused is not None:
-            if self._args_x != (x_ptr, T):
+            if self._args_x[0] != x_ptr or self._args_x[1] != T:
                 self._args[1], self._args[3] = x_ptr, T
                 self._args_x = (x_ptr, T)
             rc = self._call(self._args_ptr)  # commits (flips cur) only on success
@@ -423,6 +438,7 @@ class Stream:
         """Release the buffers; later calls raise StreamError. Closing twice is harmless."""
         if not self._closed:
             self._closed = True
+            self._one_step = None
             for io in self._bindings:
                 io.clear_binding_inputs()
                 io.clear_binding_outputs()

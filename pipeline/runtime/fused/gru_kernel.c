@@ -38,7 +38,12 @@ static inline __attribute__((always_inline)) void head_block_body(const gru_mode
             for (int j = 0; j < H; j++) tv[(size_t)(d * H + j) * rows + i] = avg ? src[j] / steps : src[j];
         }
     float acc[BLOCK_ROWS];
-    for (int c = 0; c < k; c++) {
+    for (int c = 0; c < k && rows == 1; c++) {  /* one row (a single stream's push): the chain in a register */
+        float a = 0.0f;
+        for (int f = 0; f < DH; f++) a = fmaf(tv[f], m->head_w[(size_t)f * k + c], a);
+        out[c] = a + m->head_b[c];
+    }
+    for (int c = 0; c < k && rows > 1; c++) {
         for (int i = 0; i < rows; i++) acc[i] = 0.0f;
         for (int f = 0; f < DH; f++) {
             const float w = m->head_w[(size_t)f * k + c], *v = tv + (size_t)f * rows;
