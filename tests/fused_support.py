@@ -75,7 +75,8 @@ def float64_proba(spec, X: np.ndarray) -> np.ndarray:
             outs.append(Y[:, ::-1] if layer.flip[d] else Y)
             lasts.append(h)
         seq = np.concatenate(outs, axis=2)  # (N, T, D*H)
-    v = seq.mean(axis=1) if spec.head == "avg" else np.concatenate(lasts, axis=1)
+    v = {"avg": seq.mean(axis=1), "max": seq.max(axis=1)}.get(spec.head)  # (N, D*H)
+    v = np.concatenate(lasts, axis=1) if v is None else v
     logits = v @ spec.head_w.astype(np.float64) + spec.head_b.astype(np.float64)  # (N, k)
     if spec.activation == "softmax":
         e = np.exp(logits - logits.max(axis=1, keepdims=True))

@@ -79,7 +79,7 @@ def _fused_layout(kernel, entry: dict) -> tuple[Optional[dict], str]:
     spec = kernel.spec
     width = kernel.stream_width
     if width < 1:
-        return None, "the model has a reverse or bidirectional GRU layer"
+        return None, "the model has a reverse or bidirectional GRU layer, or max pooling"
     layout, off = {}, 0
     for i, layer in enumerate(spec.layers):
         layout[f"h_in_{i}"] = (off, 1, layer.hidden)

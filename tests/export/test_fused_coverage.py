@@ -51,7 +51,7 @@ def _normalization():
     return keras.layers.Normalization(mean=[0.5, -1.0, 2.0], variance=[4.0, 0.25, 9.0])
 
 
-# name -> (the layers after the input, the head the spec must read: "last" or "avg")
+# name -> (the layers after the input, the head the spec must read: "last", "avg" or "max")
 CASES = {
     "go_backwards last": (lambda: [_gru(20, go_backwards=True)], "last"),
     "go_backwards avg": (lambda: [_gru(20, go_backwards=True, return_sequences=True),
@@ -83,6 +83,10 @@ CASES = {
     "reset_after False, True, False stacked last": (lambda: [
         _gru(10, reset_after=False, go_backwards=True, return_sequences=True), _bi(7, return_sequences=True),
         _gru(20, reset_after=False)], "last"),
+    "GRU H=24 max": (lambda: [_gru(24, return_sequences=True), keras.layers.GlobalMaxPooling1D()], "max"),
+    "Normalization + go_backwards + Bidirectional max": (lambda: [
+        _normalization(), _gru(10, go_backwards=True, return_sequences=True), _bi(12, return_sequences=True),
+        keras.layers.GlobalMaxPooling1D()], "max"),
 }
 
 

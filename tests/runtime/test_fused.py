@@ -431,6 +431,9 @@ def _numpy_spec(layers, head: str, seed: int, features: int = 3, outputs: int = 
     ([(5, "bidirectional", 1, (False, False)), (17, "reverse", 0, (True,))], "avg", 10, "softmax"),
     ([(9, "reverse", 1, (True,)), (20, "forward", 1, (False,))], "last", 50, "softmax"),
     ([(7, "bidirectional", 0, (False, False))], "last", 4, "sigmoid"),
+    # max pooling over time (ReduceMax): after a reverse direction in time order, a flipped one, both
+    ([(6, "forward", 1, (False,)), (12, "reverse", 1, (False,))], "max", 1, "sigmoid"),
+    ([(9, "reverse", 0, (True,)), (7, "bidirectional", 1, (False, False))], "max", 10, "softmax"),
 ])
 def test_every_layer_kind_without_a_graph(layers, head, outputs, activation):
     """Stacked, bidirectional, reversed and linear_before_reset=0 layers, binary and k-way heads, specs
@@ -449,6 +452,48 @@ def test_every_layer_kind_without_a_graph(layers, head, outputs, activation):
         kernel = fused.FusedKernel(LIB, spec, ISAS[-1])
         parts = [kernel.run(X[i:i + n], threads=t) for i, n, t in ((0, 1, 2), (1, 2, 2), (3, 7, 1), (10, 40, 2))]
         assert np.array_equal(np.concatenate(parts), runs[ISAS[0]]), f"T={T}"
+
+
+def _max_pooled_model() -> bytes:
+    """exported/model.onnx with its mean over time (ReduceMean axes [0], keepdims 0) made a max over time
+    (ReduceMax, same attributes: what the exporter emits for Keras' GlobalMaxPooling1D)."""
+    proto = type(tiny_model_proto())()
+    proto.ParseFromString((EXPORTED / "model.onnx").read_bytes())
+    (node,) = [n for n in proto.graph.node if n.op_type == "ReduceMean"]
+    node.op_type = "ReduceMax"
+    return proto.SerializeToString()
+
+
+@needs_library
+@pytest.mark.parametrize("isa", ISAS)
+def test_max_pooling_reproduces_model_onnx_bit_for_bit(isa):
+    """GRU -> max over time -> Dense(1, sigmoid): model.onnx's bits for every ISA variant (ReduceMax is
+    exact in any order), on the stress families and the reference rows; a model that pools the max of
+    anything else keeps the onnxruntime path with the reason."""
+    data = _max_pooled_model()
+    spec, why = match_fused(parse_model(data), "x", "probability")
+    assert spec is not None and spec.head == "max", why
+    kernel, sess = fused.FusedKernel(LIB, spec, isa), open_session(data, name="max")
+    assert kernel.stream_width == -1  # no streams for a max over the whole sequence
+    rng = np.random.default_rng(5)
+    families = dict(_stress(50, 8, rng), reference=np.load(EXPORTED / "reference.npz")["X"].astype(np.float32))
+    for name, X in families.items():
+        if isa == "generic" and len(X) > 64:
+            X = X[:64]
+        got, want = kernel.run(X, threads=2), sess.run(None, {"x": X})[0].reshape(-1)
+        if "avx2" in ISAS:
+            assert np.array_equal(got, want), f"{isa} {name}: {int((got != want).sum())} of {len(X)} rows differ"
+        assert np.abs(got - want).max() <= ATOL, f"{isa} {name}"
+    X = families["reference"][:40]
+    k, info = fused.prepare_fused(data, "x", "probability", lambda Z: sess.run(None, {"x": Z})[0].reshape(-1), X,
+                                  isa=isa)
+    assert k is not None and info["used"] and info["checks"][isa]["max_abs_vs_model_onnx"] <= ATOL, info
+    proto = type(tiny_model_proto())()
+    proto.ParseFromString(data)
+    (node,) = [n for n in proto.graph.node if n.op_type == "ReduceMax"]
+    node.input[0] = "x"  # a max over the model input: not a GRU's sequence
+    spec, why = match_fused(parse_model(proto.SerializeToString()), "x", "probability")
+    assert spec is None and "max over time" in why, why
 
 
 # ---------------------------------------------------------------------------- the Predictor

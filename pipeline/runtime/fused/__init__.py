@@ -45,7 +45,7 @@ ISAS = {"avx512": 2, "avx2": 1, "generic": 0}  # best first; values are the C en
 # multiply-add) is slower than the onnxruntime graph, so it serves tests and explicit requests only
 AUTO_ISAS = ("avx512", "avx2")
 SELF_CHECK_ATOL = 1e-6  # max |kernel - model.onnx| on the self-check inputs, else the variant is not used
-_HEADS = {"last": 0, "avg": 1}
+_HEADS = {"last": 0, "avg": 1, "max": 2}  # the C HEAD_*
 _ACTIVATIONS = {"sigmoid": 0, "softmax": 1}  # the C ACT_*: the head's activation over its k outputs
 SOFTMAX_KINDS = {"fma3": 0, "avx512f": 1}  # the C MLAS_SOFTMAX_*: which MLAS softmax kernels the head reproduces
 _SCALE_OPS = {"Sub": 0, "Div": 1, "Mul": 2, "Add": 3}  # the C enum SCALE_*
@@ -172,7 +172,7 @@ class FusedKernel:
     def stream_width(self) -> int:
         """Floats in one stream's state (gru_kernel.h, "Streams": each layer's h, then for the average
         head the running mean and the step count), or -1 when the model has a reverse or
-        bidirectional layer (no stream)."""
+        bidirectional layer or max pooling (no stream)."""
         return int(self.lib.gru_stream_width(self._handle))
 
     def stream_args(self, X: np.ndarray, state_in: np.ndarray, state_out: np.ndarray, out: np.ndarray,
@@ -196,7 +196,7 @@ class FusedKernel:
         n, T = X.shape[0], X.shape[1]
         w = self.stream_width
         if w < 1:
-            raise ValueError("this model has a reverse or bidirectional GRU layer: it cannot be streamed")
+            raise ValueError("this model has a reverse or bidirectional GRU layer or max pooling: it cannot be streamed")
         for name, a, shape in (("X", X, (n, T, self.spec.features)), ("state_in", state_in, (n, w)),
                                ("state_out", state_out, (n, w)), ("out", out, (n, self.spec.outputs))):
             if a.dtype != np.float32 or not a.flags.c_contiguous or a.shape != shape:

@@ -8,6 +8,7 @@
  * Gemm to k outputs, then Sigmoid or MLAS' softmax; the same arithmetic for every variant). Includes gru_kernel.h, ort_activations.h, pool.h. Reads the
  * model and x; writes out and its own scratch.
  */
+#include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -118,7 +119,7 @@ static void step(int isa, int lbr, const gru_cell *c, const float *x, long T, lo
  * plane holding the last state, or the sum when avg; *last (when not NULL): the last state's plane. */
 static float *run_direction(const gru_model *m, const gru_layer *ly, int d, const float *in, long T, int rows,
                             float *planes, float *dst, int out_w, int avg, float *hist, const float *h0,
-                            size_t h0_stride, float **last) {
+                            size_t h0_stride, float **last, int mx) {
     const gru_cell *c = &ly->cell[d];
     const int Hp = c->Hp, H = c->H;
     const size_t plane = (size_t)rows * Hp;
@@ -128,6 +129,9 @@ static float *run_direction(const gru_model *m, const gru_layer *ly, int d, cons
     if (h0)
         for (int i = 0; i < rows; i++) memcpy(hA + (size_t)i * Hp, h0 + (size_t)i * h0_stride, sizeof(float) * H);
     memset(sum, 0, sizeof(float) * plane);
+    if (mx)  /* the running max over time (its padded units stay 0, as their states do) */
+        for (int i = 0; i < rows; i++)
+            for (int j = 0; j < H; j++) sum[(size_t)i * Hp + j] = -INFINITY;
     for (long s = 0; s < T; s++) {
         const long t = ly->reverse[d] ? T - 1 - s : s;
         step(m->isa, ly->lbr, c, in, T, t, rows, hA, hB, sum, avg && !in_time_order, planes + 3 * plane);
@@ -137,13 +141,15 @@ static float *run_direction(const gru_model *m, const gru_layer *ly, int d, cons
                 memcpy(dst + ((size_t)i * T + pos) * out_w + (size_t)d * H, hB + (size_t)i * Hp, sizeof(float) * H);
         }
         if (in_time_order) memcpy(hist + (size_t)t * plane, hB, sizeof(float) * plane);
+        if (mx)
+            for (size_t k = 0; k < plane; k++) sum[k] = hB[k] > sum[k] ? hB[k] : sum[k];
         float *tmp = hA; hA = hB; hB = tmp;
     }
     if (in_time_order)
         for (long t = 0; t < T; t++)
             for (size_t k = 0; k < plane; k++) sum[k] += hist[(size_t)t * plane + k];
     if (last) *last = hA;
-    return avg ? sum : hA;
+    return avg || mx ? sum : hA;
 }
 
 /* x (rows, T, F) -> out (rows, k). scratch: (rows, scratch_w) floats; seq: the sequence buffers
@@ -159,7 +165,7 @@ static void run_block(const gru_model *m, const float *x, long T, int rows, floa
         const size_t dir_planes = (ly->lbr ? 3 : 6) * (size_t)rows * ly->cell[0].Hp;
         for (int d = 0; d < ly->D; d++)
             fin[d] = run_direction(m, ly, d, in, T, rows, scratch + d * dir_planes, dst, ly->D * ly->H, avg, hist,
-                                   NULL, 0, NULL);
+                                   NULL, 0, NULL, last && m->head == HEAD_MAX);
         in = dst;
     }
     head_rows(m, fin, rows, T, m->head == HEAD_AVG, out, tv);
@@ -177,7 +183,7 @@ static void run_stream_block(const gru_model *m, const float *x, long T, int row
         const int last = l == m->L - 1, avg = last && m->head == HEAD_AVG, H = ly->H, Hp = ly->cell[0].Hp;
         float *dst = last ? NULL : seq + (size_t)(l & 1) * rows * T * m->seq_w;
         float *h;
-        float *r = run_direction(m, ly, 0, in, T, rows, scratch, dst, H, avg, NULL, sin + off, (size_t)st_w, &h);
+        float *r = run_direction(m, ly, 0, in, T, rows, scratch, dst, H, avg, NULL, sin + off, (size_t)st_w, &h, 0);
         for (int i = 0; i < rows; i++) memcpy(sout + (size_t)i * st_w + off, h + (size_t)i * Hp, sizeof(float) * H);
         off += (size_t)H;
         if (avg) {  /* r: the chunk's sum; stream.onnx: mean' = (mean * count + sum) / (count + T) */
@@ -303,7 +309,7 @@ int gru_stream_width(void *handle) {
     if (!m) return -1;
     int w = 0;
     for (int l = 0; l < m->L; l++) {
-        if (m->layer[l].D != 1 || m->layer[l].reverse[0]) return -1;
+        if (m->layer[l].D != 1 || m->layer[l].reverse[0] || m->head == HEAD_MAX) return -1;
         w += m->layer[l].H;
     }
     return m->head == HEAD_AVG ? w + m->layer[m->L - 1].H + 1 : w;

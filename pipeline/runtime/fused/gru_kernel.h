@@ -1,7 +1,7 @@
 /* Fused GRU inference kernel: a stack of L >= 1 GRU layers (ONNX GRU, linear_before_reset 1 or 0,
  * i.e. Keras reset_after True or False), each forward, reverse (Keras go_backwards) or bidirectional
  * (its two directions concatenated), every layer but the last handing its whole output sequence to
- * the next -> the last layer's last state or mean over time -> Dense(k) -> sigmoid (binary, k = 1,
+ * the next -> the last layer's last state, mean or max over time -> Dense(k) -> sigmoid (binary, k = 1,
  * or multi-label) or softmax (multi-class), for a whole batch in one call. Plain C, no Python C API:
  * the runtime loads the shared object with ctypes (pipeline/runtime/fused/__init__.py), which
  * releases the GIL during calls.
@@ -34,8 +34,8 @@
  * added onto it). linear_before_reset=0 needs r of every unit before the (r.h).Rn product: each
  * step runs in two phases (z, r, x.Wn and r.h of every unit; then n and h'), through three more
  * (rows, Hp) planes.
- *   head: per direction the mean (sum in the order the graph's ReduceMean adds, then / T) or the last
- *   state, the directions concatenated; per output unit c: logit_c = fma-sum of head . w[:, c], in
+ *   head: per direction the mean (sum in the order the graph's ReduceMean adds, then / T), the max over
+ *   time (ReduceMax: exact in any order) or the last state, the directions concatenated; per output unit c: logit_c = fma-sum of head . w[:, c], in
  *   order, + b_c (onnxruntime's Gemm with its B packed); p_c = Logistic(logit_c) (Sigmoid), or the
  *   row's softmax as MLAS computes it (MlasComputeSoftmax: ort_activations.h, mlas_softmax_row)
  * A reverse direction runs t = T-1 .. 0 and its state after step t is its output at time t (ONNX Y);
@@ -86,7 +86,7 @@
 #define LAYER_INFO 7   /* ints per layer given to gru_create */
 
 enum { ISA_GENERIC = 0, ISA_AVX2 = 1, ISA_AVX512 = 2 };
-enum { HEAD_LAST = 0, HEAD_AVG = 1 };
+enum { HEAD_LAST = 0, HEAD_AVG = 1, HEAD_MAX = 2 };  /* last state, mean or max over time */
 enum { ACT_SIGMOID = 0, ACT_SOFTMAX = 1 };          /* the head's activation over its k outputs */
 enum { MLAS_SOFTMAX_FMA3 = 0, MLAS_SOFTMAX_AVX512F = 1 };  /* which MLAS softmax kernels to reproduce */
 enum { SCALE_SUB = 0, SCALE_DIV = 1, SCALE_MUL = 2, SCALE_ADD = 3 };

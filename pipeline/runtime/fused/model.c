@@ -85,7 +85,7 @@ static int pack_cell(gru_cell *c, int F, int H, const float *W, const float *R, 
  * or no memory. */
 void *gru_create(int F, int L, const int *info, const float *params, int head, const float *head_w,
                  const float *head_b, int n_out, int act, int isa) {
-    if (F < 1 || L < 1 || !info || !params || !head_w || !head_b || (head != HEAD_LAST && head != HEAD_AVG) ||
+    if (F < 1 || L < 1 || !info || !params || !head_w || !head_b || (head != HEAD_LAST && head != HEAD_AVG && head != HEAD_MAX) ||
         n_out < 1 || (act != ACT_SIGMOID && act != ACT_SOFTMAX) || !gru_isa_supported(isa))
         return NULL;
     for (int l = 0; l < L; l++) {

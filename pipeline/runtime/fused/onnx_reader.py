@@ -20,6 +20,7 @@ keeps today's onnxruntime path, with the reason recorded):
     x -> [Sub|Div|Mul|Add by a per-feature constant]* -> Transpose(1,0,2)
       -> GRU -> SEQ(Y) -> GRU -> SEQ(Y) -> ... -> GRU      (one or more GRU layers, stacked)
       -> SEQ(Y) -> ReduceMean(axis 0)                      (average head)
+       | SEQ(Y) -> ReduceMax(axis 0)                       (max pooling head: exact in any order)
        | LAST(Y_h)                                         (last state)
       -> Gemm(D*H -> k) -> Sigmoid | Softmax(axis -1) -> output
                                                  ([Identity]* allowed between any two of these)
@@ -400,7 +401,7 @@ class FusedSpec:
     (N, k) probabilities."""
 
     layers: list           # [FusedLayer], input side first
-    head: str              # "avg" | "last"
+    head: str              # "avg" | "max" | "last"
     head_w: np.ndarray     # (D*H, k) of the last layer (its directions concatenated) x outputs; (D*H,) = k 1
     head_b: Any            # (k,) float32; a float when k is 1
     prefix: list = field(default_factory=list)  # [(op, (F,) float32 constant)] applied to x first, in order
@@ -643,26 +644,27 @@ def match_fused(graph: Graph, input_name: str, output_name: str) -> tuple[Option
     if k < 1:
         return None, "the Dense layer has no output units"
     feat = gemm.inputs[0]
-    mean = g.made_by(feat, "ReduceMean")
+    mean = g.made_by(feat, "ReduceMean") or g.made_by(feat, "ReduceMax")
     if mean is not None:
+        pool = "mean" if mean.op_type == "ReduceMean" else "max"
         if _axes(mean, init) != [0] or _attr(mean, "keepdims", 1, int) != 0:
-            return None, "the pooling is not a mean over time (ReduceMean axes [0], keepdims 0)"
-        head, parts = "avg", g.sequence(_input(mean, 0))
+            return None, f"the pooling is not a {pool} over time ({mean.op_type} axes [0], keepdims 0)"
+        head, parts = ("avg" if pool == "mean" else "max"), g.sequence(_input(mean, 0))
     else:
         head, parts = "last", g.last_states(feat)
     if not parts:
         pooled = g.node(_input(mean, 0) if mean is not None else feat)
         if pooled is not None and pooled.op_type in ("Add", "Mul"):
             return None, "a Bidirectional merge other than concat (fused: merge_mode='concat' only)"
-        reason = "max pooling" if g.made_by(feat, "ReduceMax") else "not a GRU state or its mean over time"
-        return None, f"the Dense layer's input is {reason} (fused: last state or average head)"
+        return None, ("the Dense layer's input is not a GRU state or its mean or max over time (fused: last state, "
+                      "average or max pooling head)")
     gru, why = _one_gru(parts, "the Dense layer's input")
     if gru is None:
         return None, why
     layers: list[FusedLayer] = []
     # the last layer: an average head sums its output sequence in the order the graph pools it
     # (go_backwards: reversed by a Slice, i.e. in processing order); the last state has no order
-    flip: tuple = tuple(f for _, _, f in parts) if head == "avg" else ()
+    flip: tuple = tuple(f for _, _, f in parts) if head != "last" else ()
     for _ in range(len(graph.nodes) + 1):  # a cycle of GRU nodes ends here: more layers than nodes
         layer, why = _gru_layer(gru, init, flip)
         if layer is None:
