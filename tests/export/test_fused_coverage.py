@@ -1,4 +1,5 @@
-"""The fused GRU kernel on the layer kinds beyond one forward GRU with reset_after=True:
+"""The fused GRU kernel on the layer kinds beyond one forward GRU with reset_after=True (also max pooling
+and Dense layers between the pooling and the classifier):
 go_backwards (ONNX direction "reverse"), Bidirectional (direction "bidirectional", merge concat),
 reset_after=False (linear_before_reset=0) and stacked layers of these kinds (return_sequences
 feeding the next), last-state and average heads; and the k-way heads (``K_CASES``: Dense(k, softmax)
@@ -104,6 +105,15 @@ K_CASES = {
     "multilabel k=4 last": (lambda: [_gru(20, go_backwards=True)], "last", 4, "sigmoid"),
     "multilabel k=4 avg": (lambda: [_normalization(), _bi(9, return_sequences=True),
                                     keras.layers.GlobalAveragePooling1D()], "avg", 4, "sigmoid"),
+    # Dense layers between the pooling and the classifier (relu, sigmoid, linear; Dropout between them)
+    "avg + Dense(32, relu) binary": (lambda: [_gru(20, return_sequences=True), keras.layers.GlobalAveragePooling1D(),
+                                              keras.layers.Dense(32, activation="relu")], "avg", 1, "sigmoid"),
+    "Bidirectional last + Dense(16, sigmoid) + Dropout + Dense(8) softmax k=3": (lambda: [
+        _bi(12), keras.layers.Dense(16, activation="sigmoid"), keras.layers.Dropout(0.2), keras.layers.Dense(8)],
+        "last", 3, "softmax"),
+    "max + Dense(64, relu) + Dense(24, relu) multilabel k=4": (lambda: [
+        _normalization(), _gru(40, return_sequences=True), keras.layers.GlobalMaxPooling1D(),
+        keras.layers.Dense(64, activation="relu"), keras.layers.Dense(24, activation="relu")], "max", 4, "sigmoid"),
 }
 
 
@@ -184,6 +194,19 @@ def test_the_cases_are_what_they_claim():
     assert [la.linear_before_reset for la in _spec("reset_after False, True, False stacked last").layers] == [0, 1, 0]
     assert [la.linear_before_reset for la in _spec("reset_after=False H=64 avg").layers] == [0]
     assert not _spec("reset_after=False go_backwards use_bias=False last").layers[0].B.any()
+    assert [(W.shape, act) for W, _, act in _spec("max + Dense(64, relu) + Dense(24, relu) multilabel k=4").dense] == [
+        ((40, 64), "relu"), ((64, 24), "relu")]
+    assert [act for _, _, act in _spec("Bidirectional last + Dense(16, sigmoid) + Dropout + Dense(8) softmax k=3").dense] \
+        == ["sigmoid", "linear"]
+
+
+def test_a_tanh_dense_layer_keeps_the_onnxruntime_path_with_the_reason():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input(shape=(None, F), name="x")
+    x = keras.layers.Dense(8, activation="tanh")(keras.layers.GRU(6)(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(x))
+    spec, why = match_fused(parse_model(export_native(model, "x", OPSET).SerializeToString()), "x", "probability")
+    assert spec is None and "activation Tanh" in why, why
 
 
 @needs_library

@@ -397,10 +397,12 @@ def test_one_to_three_rows_on_two_threads_give_the_same_bits(isa):
         assert all(np.array_equal(a, kernel.run(X[i:i + n], threads=2)) for a, (i, n) in zip(alone, cuts))
 
 
-def _numpy_spec(layers, head: str, seed: int, features: int = 3, outputs: int = 1, activation: str = "sigmoid"):
+def _numpy_spec(layers, head: str, seed: int, features: int = 3, outputs: int = 1, activation: str = "sigmoid",
+                dense=()):
     """A FusedSpec with random, non-saturating weights, built without any graph: ``layers`` is
-    [(H, direction, linear_before_reset, flip per direction)], input side first; the head has
-    ``outputs`` units and ``activation`` (a binary head by default)."""
+    [(H, direction, linear_before_reset, flip per direction)], input side first; ``dense`` [(units,
+    activation)] the Dense layers between the pooling and the head; the head has ``outputs`` units and
+    ``activation`` (a binary head by default)."""
     rng = np.random.default_rng(seed)
     built, F = [], features
     for H, direction, lbr, flip in layers:
@@ -409,16 +411,21 @@ def _numpy_spec(layers, head: str, seed: int, features: int = 3, outputs: int = 
         B = rng.standard_normal((D, 6 * H)).astype(np.float32) * np.float32(0.1)                          # (D, 6H)
         built.append(FusedLayer(W=W, R=R, B=B, direction=direction, flip=flip, linear_before_reset=lbr))
         F = D * H
+    hidden = []
+    for units, act in dense:
+        hidden.append((rng.standard_normal((F, units)).astype(np.float32) * np.float32(0.4),
+                       rng.standard_normal(units).astype(np.float32) * np.float32(0.2), act))
+        F = units
     if outputs == 1 and activation == "sigmoid":
         return FusedSpec(layers=built, head=head, head_w=rng.standard_normal(F).astype(np.float32) * np.float32(0.5),
-                         head_b=0.1)
-    return FusedSpec(layers=built, head=head, activation=activation,
+                         head_b=0.1, dense=hidden)
+    return FusedSpec(layers=built, head=head, activation=activation, dense=hidden,
                      head_w=rng.standard_normal((F, outputs)).astype(np.float32) * np.float32(0.5),
                      head_b=np.float32(0.1) * np.arange(outputs, dtype=np.float32))
 
 
 @needs_library
-@pytest.mark.parametrize("layers,head,outputs,activation", [
+@pytest.mark.parametrize("layers,head,outputs,activation,dense", [(*case, ()) for case in [
     # three layers (both sequence buffers), bidirectional into reverse-and-flipped into forward
     ([(5, "bidirectional", 1, (False, False)), (17, "reverse", 0, (True,)), (20, "forward", 1, (False,))], "avg",
      1, "sigmoid"),
@@ -434,13 +441,19 @@ def _numpy_spec(layers, head: str, seed: int, features: int = 3, outputs: int = 
     # max pooling over time (ReduceMax): after a reverse direction in time order, a flipped one, both
     ([(6, "forward", 1, (False,)), (12, "reverse", 1, (False,))], "max", 1, "sigmoid"),
     ([(9, "reverse", 0, (True,)), (7, "bidirectional", 1, (False, False))], "max", 10, "softmax"),
+]] + [
+    # Dense layers between the pooling and the classifier: wider and narrower than D*H, 1 to 3 of them
+    ([(6, "forward", 1, (False,))], "avg", 1, "sigmoid", [(40, "relu")]),
+    ([(7, "bidirectional", 0, (False, False))], "max", 10, "softmax", [(5, "sigmoid"), (33, "linear"), (9, "relu")]),
+    ([(9, "reverse", 1, (False,))], "last", 4, "sigmoid", [(16, "linear")]),
 ])
-def test_every_layer_kind_without_a_graph(layers, head, outputs, activation):
+def test_every_layer_kind_without_a_graph(layers, head, outputs, activation, dense):
     """Stacked, bidirectional, reversed and linear_before_reset=0 layers, binary and k-way heads, specs
     built in numpy (no Keras: these also run under the sanitizer builds of make kernel-check): within
     1e-5 of float64, every ISA the same bits, and a row's bits independent of its batch and the
     thread count."""
-    spec = _numpy_spec(layers, head, seed=len(layers) * 7 + layers[0][0], outputs=outputs, activation=activation)
+    spec = _numpy_spec(layers, head, seed=len(layers) * 7 + layers[0][0], outputs=outputs, activation=activation,
+                       dense=dense)
     rng = np.random.default_rng(21)
     for T in (1, 9):
         X = rng.standard_normal((50, T, spec.features)).astype(np.float32)

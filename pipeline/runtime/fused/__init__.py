@@ -49,6 +49,7 @@ _HEADS = {"last": 0, "avg": 1, "max": 2}  # the C HEAD_*
 _ACTIVATIONS = {"sigmoid": 0, "softmax": 1}  # the C ACT_*: the head's activation over its k outputs
 SOFTMAX_KINDS = {"fma3": 0, "avx512f": 1}  # the C MLAS_SOFTMAX_*: which MLAS softmax kernels the head reproduces
 _SCALE_OPS = {"Sub": 0, "Div": 1, "Mul": 2, "Add": 3}  # the C enum SCALE_*
+_DENSE_ACTS = {"linear": 0, "relu": 1, "sigmoid": 2}  # the C enum DENSE_*: a hidden Dense layer's activation
 _LAYER_INFO = 7  # ints per layer in gru_create's layer info (the C LAYER_INFO)
 # the C gru_stream_args, one int64 each, in order
 STREAM_ARGS = ("model", "x", "N", "T", "state0", "state1", "out", "threads", "cur")
@@ -100,6 +101,7 @@ def load_library(path: Optional[Path] = None):
                                     ctypes.c_int]
             lib.gru_stream_width.argtypes = [ctypes.c_void_p]
             lib.gru_stream.argtypes = [ctypes.c_void_p]  # gru_stream_args *: STREAM_ARGS int64 fields
+            lib.gru_set_dense.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
             lib.gru_set_input_scaling.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
             result = (lib, "")
         except (OSError, AttributeError) as exc:
@@ -127,7 +129,9 @@ class FusedKernel:
         # per layer W (D, 3H, F), R (D, 3H, H), B (D, 6H), flattened one after the other
         params = np.concatenate([np.asarray(a, np.float32).reshape(-1)
                                  for layer in spec.layers for a in (layer.W, layer.R, layer.B)])
-        hw = np.ascontiguousarray(spec.head_w, np.float32)  # (D*H, k)
+        last = spec.layers[-1]
+        hw = np.ascontiguousarray(spec.head_w if not spec.dense else  # (D*H, k); with Dense layers: gru_set_dense's
+                                  np.zeros((last.directions * last.hidden, spec.outputs)), np.float32)
         hb = np.ascontiguousarray(spec.head_b, np.float32)  # (k,)
         self._handle = lib.gru_create(spec.features, len(spec.layers), info.ctypes.data, params.ctypes.data,
                                       _HEADS[spec.head], hw.ctypes.data, hb.ctypes.data, spec.outputs,
@@ -140,6 +144,12 @@ class FusedKernel:
                                       else np.zeros((0, spec.features)), np.float32)  # (ops, F)
         if lib.gru_set_input_scaling(self._handle, len(ops), ops.ctypes.data, consts.ctypes.data) != 0:
             raise OSError(f"gru_set_input_scaling failed for {len(ops)} operations")
+        if spec.dense:  # Dense layers between the pooling and the head: {units, act}, then W, b per layer, head W
+            units_act = np.array([(W.shape[1], _DENSE_ACTS[act]) for W, _, act in spec.dense], np.int32)
+            dense = np.concatenate([np.asarray(a, np.float32).reshape(-1) for W, b, _ in spec.dense for a in (W, b)]
+                                   + [np.asarray(spec.head_w, np.float32).reshape(-1)])
+            if lib.gru_set_dense(self._handle, len(units_act), units_act.ctypes.data, dense.ctypes.data) != 0:
+                raise OSError(f"gru_set_dense failed for {len(units_act)} Dense layers")
 
     @property
     def softmax_kind(self) -> str:

@@ -32,13 +32,33 @@ static inline __attribute__((always_inline)) void head_block_body(const gru_mode
                                                                   int rows, float steps, int avg, float *out,
                                                                   float *tv) {
     const gru_layer *ly = &m->layer[m->L - 1];
-    const int k = m->n_out, Hp = ly->cell[0].Hp, H = ly->H, DH = ly->D * ly->H;
+    const int k = m->n_out, Hp = ly->cell[0].Hp, H = ly->H;
+    int DH = ly->D * ly->H;
     for (int d = 0; d < ly->D; d++)
         for (int i = 0; i < rows; i++) {
             const float *src = fin[d] + (size_t)i * Hp;
             for (int j = 0; j < H; j++) tv[(size_t)(d * H + j) * rows + i] = avg ? src[j] / steps : src[j];
         }
     float acc[BLOCK_ROWS];
+    float *tv2 = tv + (size_t)m->head_in_w * rows;  /* Dense layers: (units, rows), then swapped with tv */
+    for (int l = 0; l < m->n_dense; l++) {
+        const int U = m->dense_out[l], act = m->dense_act[l];
+        const float *W = m->dense_w[l];
+        for (int u = 0; u < U; u++) {
+            for (int i = 0; i < rows; i++) acc[i] = 0.0f;
+            for (int f = 0; f < DH; f++) {
+                const float w = W[(size_t)f * U + u], *v = tv + (size_t)f * rows;
+                for (int i = 0; i < rows; i++) acc[i] = fmaf(v[i], w, acc[i]);
+            }
+            float *o = tv2 + (size_t)u * rows;
+            for (int i = 0; i < rows; i++) {
+                const float y = acc[i] + m->dense_b[l][u];
+                o[i] = act == DENSE_RELU ? (y > 0.0f ? y : 0.0f) : act == DENSE_SIGMOID ? logistic1(y) : y;
+            }
+        }
+        float *t = tv; tv = tv2; tv2 = t;
+        DH = U;
+    }
     for (int c = 0; c < k && rows == 1; c++) {  /* one row (a single stream's push): the chain in a register */
         float a = 0.0f;
         for (int f = 0; f < DH; f++) a = fmaf(tv[f], m->head_w[(size_t)f * k + c], a);
@@ -76,8 +96,8 @@ __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,avx2,fma"))) static vo
 }
 #endif
 
-/* out (rows, k) from fin[d] (rows, Hp): each direction's last state (or a stream's mean), or its sum
- * when avg (divided by T here). tv: (rows, D*H) floats of scratch. */
+/* out (rows, k) from fin[d] (rows, Hp): each direction's last state (or a stream's mean, or the max),
+ * or its sum when avg (divided by T here). tv: 2 x (rows, head_in_w) floats of scratch. */
 static void head_rows(const gru_model *m, const float *const fin[2], int rows, long T, int avg, float *out,
                       float *tv) {
 #if GRU_X86
@@ -231,11 +251,11 @@ void gru_run_blocks(gru_job *job, float *scratch) {
 
 /* floats of scratch one thread needs: the state planes (rows, scratch_w), the scaled input
  * (rows, T, F), for stacked layers one or two sequences (rows, T, seq_w), when hist_w the
- * last layer's states (T, rows, hist_w), and the head's input (D*H, rows) */
+ * last layer's states (T, rows, hist_w), and the head's input and its Dense layers' (2 x (head_in_w, rows)) */
 size_t gru_scratch_floats(const gru_model *m, int block_rows, long T) {
     const size_t seqs = m->L > 2 ? 2 : (size_t)(m->L - 1);
     return (size_t)block_rows * ((size_t)m->scratch_w + (size_t)T * m->F + seqs * (size_t)T * m->seq_w +
-                                 (size_t)T * m->hist_w + (size_t)m->layer[m->L - 1].D * m->layer[m->L - 1].H);
+                                 (size_t)T * m->hist_w + 2 * (size_t)m->head_in_w);
 }
 
 /* ------------------------------------------------------------------ entry point */

@@ -37,7 +37,9 @@
  *   head: per direction the mean (sum in the order the graph's ReduceMean adds, then / T), the max over
  *   time (ReduceMax: exact in any order) or the last state, the directions concatenated; per output unit c: logit_c = fma-sum of head . w[:, c], in
  *   order, + b_c (onnxruntime's Gemm with its B packed); p_c = Logistic(logit_c) (Sigmoid), or the
- *   row's softmax as MLAS computes it (MlasComputeSoftmax: ort_activations.h, mlas_softmax_row)
+ *   row's softmax as MLAS computes it (MlasComputeSoftmax: ort_activations.h, mlas_softmax_row).
+ *   Dense layers between the pooling and that Gemm (gru_set_dense) are the same Gemm arithmetic per
+ *   unit, then Relu (max with 0: exact) or Logistic, or nothing (linear)
  * A reverse direction runs t = T-1 .. 0 and its state after step t is its output at time t (ONNX Y);
  * a layer direction marked "flip" hands that output to the next layer at time T-1-t instead (Keras
  * go_backwards with return_sequences: the exporter reverses Y along time with a Slice).
@@ -84,12 +86,14 @@
 #define BLOCK_ROWS 24  /* rows that run all time steps together, h and the mean resident in L1 */
 #define MAX_SCALE_OPS 8
 #define LAYER_INFO 7   /* ints per layer given to gru_create */
+#define MAX_DENSE 8    /* Dense layers between the pooling and the classifier */
 
 enum { ISA_GENERIC = 0, ISA_AVX2 = 1, ISA_AVX512 = 2 };
 enum { HEAD_LAST = 0, HEAD_AVG = 1, HEAD_MAX = 2 };  /* last state, mean or max over time */
 enum { ACT_SIGMOID = 0, ACT_SOFTMAX = 1 };          /* the head's activation over its k outputs */
 enum { MLAS_SOFTMAX_FMA3 = 0, MLAS_SOFTMAX_AVX512F = 1 };  /* which MLAS softmax kernels to reproduce */
 enum { SCALE_SUB = 0, SCALE_DIV = 1, SCALE_MUL = 2, SCALE_ADD = 3 };
+enum { DENSE_LINEAR = 0, DENSE_RELU = 1, DENSE_SIGMOID = 2 };  /* a hidden Dense layer's activation */
 
 typedef struct {                  /* one direction of one layer: what the tiles read */
     int F, H, Hp;                 /* inputs, hidden units, hidden units padded to a multiple of TILE */
@@ -121,6 +125,11 @@ typedef struct {
     int n_scale;                  /* the graph's per-feature input scaling, applied first, in order */
     int scale_op[MAX_SCALE_OPS];  /* SCALE_* */
     float *scale_c;               /* (n_scale, F) */
+    int n_dense;                  /* Dense layers between the pooling and the head's Gemm, input side first */
+    int dense_out[MAX_DENSE], dense_act[MAX_DENSE];  /* units, DENSE_* */
+    float *dense_w[MAX_DENSE];    /* (inputs, units): the Gemm's B, not transposed */
+    float *dense_b[MAX_DENSE];    /* (units,) */
+    int head_in_w;                /* the widest vector the head reads: D*H of the last layer, or a Dense's units */
 } gru_model;
 
 /* One gru_run call: N rows cut into n_blocks blocks that the caller and its helpers take in turn. */
@@ -169,6 +178,7 @@ void *gru_create(int F, int L, const int *info, const float *params, int head, c
 int gru_softmax_kind(void *handle, int kind);
 void gru_destroy(void *handle);
 int gru_set_input_scaling(void *handle, int n, const int *ops, const float *consts);
+int gru_set_dense(void *handle, int n, const int *units_act, const float *params);
 int gru_run(void *handle, const float *x, long N, long T, float *out, int nthreads);
 int gru_stream_width(void *handle);
 /* gru_stream's arguments, one struct so that a push is a one-argument call (ctypes converts each

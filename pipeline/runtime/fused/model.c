@@ -48,6 +48,7 @@ void gru_destroy(void *handle) {
         for (int l = 0; l < m->L; l++)
             for (int d = 0; d < 2; d++) free_cell(&m->layer[l].cell[d]);
     free(m->layer); free(m->head_w); free(m->head_b); free(m->scale_c);
+    for (int i = 0; i < m->n_dense; i++) { free(m->dense_w[i]); free(m->dense_b[i]); }
     free(m);
 }
 
@@ -125,6 +126,7 @@ void *gru_create(int F, int L, const int *info, const float *params, int head, c
     m->head_b = (float *)gru_aligned(sizeof(float) * (size_t)n_out);
     if (!m->head_w || !m->head_b) { gru_destroy(m); return NULL; }
     memcpy(m->head_w, head_w, sizeof(float) * (size_t)Fl * n_out);
+    m->head_in_w = Fl;
     memcpy(m->head_b, head_b, sizeof(float) * (size_t)n_out);
     return m;
 }
@@ -167,6 +169,51 @@ int gru_set_input_scaling(void *handle, int n, const int *ops, const float *cons
     free(m->scale_c);
     m->scale_c = c;
     m->n_scale = n;
+    return 0;
+}
+
+/* Dense layers between the pooling and the head's Gemm, input side first: units_act (n, 2) {units,
+ * DENSE_*}; params: each layer's W (inputs, units) then b (units,), one layer after the other, a
+ * layer's inputs being the previous one's units (the first's: the last GRU layer's D*H), then the
+ * head's Gemm weights (units of the last Dense, k), which replace the ones gru_create took. Returns
+ * 0, or -1 (bad arguments, no memory) with the model unchanged. Call once, before the first run. */
+int gru_set_dense(void *handle, int n, const int *units_act, const float *params) {
+    gru_model *m = (gru_model *)handle;
+    if (!m || m->n_dense || n < 0 || n > MAX_DENSE || (n && (!units_act || !params))) return -1;
+    const gru_layer *last = &m->layer[m->L - 1];
+    int in = last->D * last->H, widest = in;
+    const float *p = params;
+    float *w[MAX_DENSE] = {0}, *b[MAX_DENSE] = {0};
+    int ok = 1;
+    for (int i = 0; i < n && ok; i++) {
+        const int units = units_act[2 * i], act = units_act[2 * i + 1];
+        if (units < 1 || act < DENSE_LINEAR || act > DENSE_SIGMOID) { ok = 0; break; }
+        w[i] = (float *)gru_aligned(sizeof(float) * (size_t)in * units);
+        b[i] = (float *)gru_aligned(sizeof(float) * (size_t)units);
+        if (!w[i] || !b[i]) { ok = 0; break; }
+        memcpy(w[i], p, sizeof(float) * (size_t)in * units);
+        memcpy(b[i], p + (size_t)in * units, sizeof(float) * (size_t)units);
+        p += (size_t)(in + 1) * units;
+        in = units;
+        if (units > widest) widest = units;
+    }
+    float *hw = ok && n ? (float *)gru_aligned(sizeof(float) * (size_t)in * m->n_out) : NULL;
+    if (!ok || (n && !hw)) {
+        for (int i = 0; i < n; i++) { free(w[i]); free(b[i]); }
+        free(hw);
+        return -1;
+    }
+    if (n) {
+        memcpy(hw, p, sizeof(float) * (size_t)in * m->n_out);
+        free(m->head_w);
+        m->head_w = hw;
+    }
+    for (int i = 0; i < n; i++) {
+        m->dense_w[i] = w[i]; m->dense_b[i] = b[i];
+        m->dense_out[i] = units_act[2 * i]; m->dense_act[i] = units_act[2 * i + 1];
+    }
+    m->n_dense = n;
+    m->head_in_w = widest;
     return 0;
 }
 

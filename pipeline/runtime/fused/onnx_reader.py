@@ -22,7 +22,8 @@ keeps today's onnxruntime path, with the reason recorded):
       -> SEQ(Y) -> ReduceMean(axis 0)                      (average head)
        | SEQ(Y) -> ReduceMax(axis 0)                       (max pooling head: exact in any order)
        | LAST(Y_h)                                         (last state)
-      -> Gemm(D*H -> k) -> Sigmoid | Softmax(axis -1) -> output
+      -> [Gemm(-> units) [-> Relu | Sigmoid]]*                (Dense layers: linear, relu, sigmoid)
+      -> Gemm(D*H or units -> k) -> Sigmoid | Softmax(axis -1) -> output
                                                  ([Identity]* allowed between any two of these)
 
     the head: Gemm to k >= 1 units (transA 0, alpha = beta = 1, constant float32 B and bias) then
@@ -406,6 +407,9 @@ class FusedSpec:
     head_b: Any            # (k,) float32; a float when k is 1
     prefix: list = field(default_factory=list)  # [(op, (F,) float32 constant)] applied to x first, in order
     activation: str = "sigmoid"  # "sigmoid" (each of the k outputs) | "softmax" (over the k outputs)
+    # Dense layers between the pooling and the head's Gemm, input side first: [(W (inputs, units) float32,
+    # b (units,) float32, "linear" | "relu" | "sigmoid")]; head_w then has the last one's units as rows
+    dense: list = field(default_factory=list)
 
     def __post_init__(self) -> None:
         w = np.asarray(self.head_w, np.float32)
@@ -613,6 +617,27 @@ def _gru_layer(gru: Node, init: dict, flip: tuple) -> tuple[Optional[FusedLayer]
                       direction=direction, flip=tuple(flip) or (False,) * D, linear_before_reset=int(lbr)), ""
 
 
+_MAX_DENSE = 8  # the C MAX_DENSE
+
+
+def _gemm_weights(gemm: Node, init: dict) -> tuple[Optional[np.ndarray], Optional[np.ndarray], str]:
+    """(W (inputs, units), b (units,), "") of a Dense layer's Gemm (transA 0, alpha = beta = 1, constant
+    float32 weights and bias, or no bias), else (None, None, reason)."""
+    transB = _attr(gemm, "transB", 0, int)
+    if (len(gemm.inputs) < 2 or _attr(gemm, "transA", 0, int) != 0 or _attr(gemm, "alpha", 1.0, float) != 1.0
+            or _attr(gemm, "beta", 1.0, float) != 1.0 or transB not in (0, 1)):
+        return None, None, "its Gemm has transA/alpha/beta options"
+    W = init.get(gemm.inputs[1])
+    if W is None or W.dtype != np.float32 or W.ndim != 2 or min(W.shape) < 1:
+        return None, None, "it has no constant float32 (inputs, units) weights"
+    W = np.ascontiguousarray(W.T if transB else W)  # (inputs, units)
+    U = W.shape[1]
+    b = init.get(gemm.inputs[2]) if len(gemm.inputs) > 2 and gemm.inputs[2] else np.zeros(U, np.float32)
+    if b is None or b.dtype != np.float32 or b.size not in (1, U) or (b.ndim > 1 and b.shape[-1] != b.size):
+        return None, None, f"its bias is not a float32 constant of 1 or {U} values"
+    return W, np.broadcast_to(b.reshape(-1), (U,)).astype(np.float32), ""
+
+
 def match_fused(graph: Graph, input_name: str, output_name: str) -> tuple[Optional[FusedSpec], str]:
     """(spec, "") when the graph is the shape the kernel covers, else (None, reason)."""
     g = _Graph(graph)
@@ -643,7 +668,28 @@ def match_fused(graph: Graph, input_name: str, output_name: str) -> tuple[Option
         return None, f"the Dense layer's bias is not a float32 constant of 1 or {k} values (one per unit)"
     if k < 1:
         return None, "the Dense layer has no output units"
-    feat = gemm.inputs[0]
+    feat, dense = gemm.inputs[0], []
+    for _ in range(len(graph.nodes) + 1):  # Dense layers between the pooling and the head, output side first
+        act_node = g.node(feat)
+        act_name = {"Relu": "relu", "Sigmoid": "sigmoid"}.get(act_node.op_type) if act_node is not None else None
+        hidden = g.made_by(_input(act_node, 0), "Gemm") if act_name else g.made_by(feat, "Gemm")
+        if hidden is None:
+            if act_node is not None and act_node.op_type in ("Tanh", "Softmax", "LeakyRelu", "Elu", "HardSigmoid"):
+                return None, (f"a Dense layer with activation {act_node.op_type} between the pooling and the "
+                              "classifier (fused: linear, relu, sigmoid)")
+            break
+        W_h, b_h, why = _gemm_weights(hidden, init)
+        if W_h is None:
+            return None, f"a Dense layer between the pooling and the classifier: {why}"
+        if len(dense) == _MAX_DENSE:
+            return None, f"more than {_MAX_DENSE} Dense layers between the pooling and the classifier"
+        dense.insert(0, (W_h, b_h, act_name or "linear"))
+        feat = hidden.inputs[0]
+    else:
+        return None, "the Dense layers feed each other in a cycle"
+    for (W_a, _, _), (W_b, _, _) in zip(dense, dense[1:] + [(dW, None, None)]):
+        if W_a.shape[1] != W_b.shape[0]:
+            return None, f"a Dense layer of {W_b.shape[0]} inputs is fed {W_a.shape[1]} values"
     mean = g.made_by(feat, "ReduceMean") or g.made_by(feat, "ReduceMax")
     if mean is not None:
         pool = "mean" if mean.op_type == "ReduceMean" else "max"
@@ -689,8 +735,9 @@ def match_fused(graph: Graph, input_name: str, output_name: str) -> tuple[Option
     if _attr(tr, "perm", [], list) != [1, 0, 2]:
         return None, "the GRU input is not the model input transposed to time-major"
     last = layers[-1]
-    if dW.shape[0] != last.directions * last.hidden:
-        return None, f"the Dense layer has {dW.shape[0]} inputs, the GRU gives {last.directions * last.hidden}"
+    first_in = dense[0][0].shape[0] if dense else dW.shape[0]
+    if first_in != last.directions * last.hidden:
+        return None, f"the Dense layer has {first_in} inputs, the GRU gives {last.directions * last.hidden}"
     F = layers[0].features
     prefix, cur = [], _input(tr, 0)
     producer = g.producer
@@ -712,4 +759,4 @@ def match_fused(graph: Graph, input_name: str, output_name: str) -> tuple[Option
         prefix.insert(0, (n.op_type, np.broadcast_to(const.reshape(-1), (F,)).astype(np.float32)))
     return FusedSpec(layers=layers, head=head, head_w=np.ascontiguousarray(dW),
                      head_b=np.broadcast_to(db.reshape(-1), (k,)).astype(np.float32), prefix=prefix,
-                     activation=activation), ""
+                     activation=activation, dense=dense), ""
