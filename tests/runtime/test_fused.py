@@ -400,17 +400,18 @@ def test_one_to_three_rows_on_two_threads_give_the_same_bits(isa):
 def _numpy_spec(layers, head: str, seed: int, features: int = 3, outputs: int = 1, activation: str = "sigmoid",
                 dense=()):
     """A FusedSpec with random, non-saturating weights, built without any graph: ``layers`` is
-    [(H, direction, linear_before_reset, flip per direction)], input side first; ``dense`` [(units,
+    [(H, direction, linear_before_reset, flip per direction[, Bidirectional merge])], input side first; ``dense`` [(units,
     activation)] the Dense layers between the pooling and the head; the head has ``outputs`` units and
     ``activation`` (a binary head by default)."""
     rng = np.random.default_rng(seed)
     built, F = [], features
-    for H, direction, lbr, flip in layers:
+    for H, direction, lbr, flip, *merge in layers:
         D = 2 if direction == "bidirectional" else 1
         W, R = (rng.standard_normal((D, 3 * H, k)).astype(np.float32) * np.float32(0.4) for k in (F, H))  # (D, 3H, F|H)
         B = rng.standard_normal((D, 6 * H)).astype(np.float32) * np.float32(0.1)                          # (D, 6H)
-        built.append(FusedLayer(W=W, R=R, B=B, direction=direction, flip=flip, linear_before_reset=lbr))
-        F = D * H
+        built.append(FusedLayer(W=W, R=R, B=B, direction=direction, flip=flip, linear_before_reset=lbr,
+                                merge=merge[0] if merge else "concat"))
+        F = built[-1].width
     hidden = []
     for units, act in dense:
         hidden.append((rng.standard_normal((F, units)).astype(np.float32) * np.float32(0.4),
@@ -446,6 +447,14 @@ def _numpy_spec(layers, head: str, seed: int, features: int = 3, outputs: int = 
     ([(6, "forward", 1, (False,))], "avg", 1, "sigmoid", [(40, "relu")]),
     ([(7, "bidirectional", 0, (False, False))], "max", 10, "softmax", [(5, "sigmoid"), (33, "linear"), (9, "relu")]),
     ([(9, "reverse", 1, (False,))], "last", 4, "sigmoid", [(16, "linear")]),
+    # Bidirectional merges sum, mul, ave: last state, mean, max; merged into a next layer
+    ([(8, "bidirectional", 1, (False, False), "sum")], "last", 1, "sigmoid", ()),
+    ([(8, "bidirectional", 0, (False, False), "mul")], "avg", 3, "softmax", ()),
+    ([(11, "bidirectional", 1, (False, False), "ave")], "max", 1, "sigmoid", [(6, "relu")]),
+    ([(5, "bidirectional", 1, (False, False), "ave"), (7, "bidirectional", 0, (False, False), "sum"),
+      (9, "forward", 1, (False,))], "avg", 1, "sigmoid", ()),
+    ([(6, "bidirectional", 0, (False, False), "mul"), (10, "bidirectional", 1, (False, False), "ave")], "avg", 4,
+     "sigmoid", ()),
 ])
 def test_every_layer_kind_without_a_graph(layers, head, outputs, activation, dense):
     """Stacked, bidirectional, reversed and linear_before_reset=0 layers, binary and k-way heads, specs

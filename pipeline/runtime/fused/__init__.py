@@ -50,7 +50,8 @@ _ACTIVATIONS = {"sigmoid": 0, "softmax": 1}  # the C ACT_*: the head's activatio
 SOFTMAX_KINDS = {"fma3": 0, "avx512f": 1}  # the C MLAS_SOFTMAX_*: which MLAS softmax kernels the head reproduces
 _SCALE_OPS = {"Sub": 0, "Div": 1, "Mul": 2, "Add": 3}  # the C enum SCALE_*
 _DENSE_ACTS = {"linear": 0, "relu": 1, "sigmoid": 2}  # the C enum DENSE_*: a hidden Dense layer's activation
-_LAYER_INFO = 7  # ints per layer in gru_create's layer info (the C LAYER_INFO)
+_LAYER_INFO = 8  # ints per layer in gru_create's layer info (the C LAYER_INFO)
+_MERGES = {"concat": 0, "sum": 1, "mul": 2, "ave": 3}  # the C MERGE_*: a Bidirectional layer's merge_mode
 # the C gru_stream_args, one int64 each, in order
 STREAM_ARGS = ("model", "x", "N", "T", "state0", "state1", "out", "threads", "cur")
 
@@ -120,18 +121,19 @@ class FusedKernel:
 
     def __init__(self, lib, spec: FusedSpec, isa: str) -> None:
         self.lib, self.spec, self.isa = lib, spec, isa
-        # per layer {H, D, linear_before_reset, reverse0, flip0, reverse1, flip1} (gru_create's layer info)
+        # per layer {H, D, linear_before_reset, reverse0, flip0, reverse1, flip1, merge} (gru_create's layer info)
         info = np.zeros((len(spec.layers), _LAYER_INFO), np.int32)
         for row, layer in zip(info, spec.layers):
             row[:3] = layer.hidden, layer.directions, layer.linear_before_reset
             for d in range(layer.directions):
                 row[3 + 2 * d:5 + 2 * d] = layer.reverse(d), layer.flip[d]
+            row[7] = _MERGES[layer.merge]
         # per layer W (D, 3H, F), R (D, 3H, H), B (D, 6H), flattened one after the other
         params = np.concatenate([np.asarray(a, np.float32).reshape(-1)
                                  for layer in spec.layers for a in (layer.W, layer.R, layer.B)])
         last = spec.layers[-1]
         hw = np.ascontiguousarray(spec.head_w if not spec.dense else  # (D*H, k); with Dense layers: gru_set_dense's
-                                  np.zeros((last.directions * last.hidden, spec.outputs)), np.float32)
+                                  np.zeros((last.width, spec.outputs)), np.float32)
         hb = np.ascontiguousarray(spec.head_b, np.float32)  # (k,)
         self._handle = lib.gru_create(spec.features, len(spec.layers), info.ctypes.data, params.ctypes.data,
                                       _HEADS[spec.head], hw.ctypes.data, hb.ctypes.data, spec.outputs,

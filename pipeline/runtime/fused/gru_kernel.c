@@ -32,9 +32,9 @@ static inline __attribute__((always_inline)) void head_block_body(const gru_mode
                                                                   int rows, float steps, int avg, float *out,
                                                                   float *tv) {
     const gru_layer *ly = &m->layer[m->L - 1];
-    const int k = m->n_out, Hp = ly->cell[0].Hp, H = ly->H;
-    int DH = ly->D * ly->H;
-    for (int d = 0; d < ly->D; d++)
+    const int k = m->n_out, Hp = ly->cell[0].Hp, H = ly->H, D = ly->merge == MERGE_CONCAT ? ly->D : 1;
+    int DH = D * ly->H;
+    for (int d = 0; d < D; d++)
         for (int i = 0; i < rows; i++) {
             const float *src = fin[d] + (size_t)i * Hp;
             for (int j = 0; j < H; j++) tv[(size_t)(d * H + j) * rows + i] = avg ? src[j] / steps : src[j];
@@ -108,6 +108,12 @@ static void head_rows(const gru_model *m, const float *const fin[2], int rows, l
 }
 
 /* ------------------------------------------------------------------ one block of rows, all layers */
+/* A bidirectional layer's merge of forward a and reverse b (MERGE_SUM, _MUL, _AVE), as the graph's
+ * Add, Mul, or Add then Mul by 0.5 compute it. */
+static inline float merge1(int op, float a, float b) {
+    return op == MERGE_SUM ? a + b : op == MERGE_MUL ? a * b : (a + b) * 0.5f;
+}
+
 /* One time step of one direction, all hidden units, in the model's ISA. tmp: 3 planes (rows, Hp)
  * for lbr=0. */
 static void step(int isa, int lbr, const gru_cell *c, const float *x, long T, long t, int rows,
@@ -139,7 +145,7 @@ static void step(int isa, int lbr, const gru_cell *c, const float *x, long T, lo
  * plane holding the last state, or the sum when avg; *last (when not NULL): the last state's plane. */
 static float *run_direction(const gru_model *m, const gru_layer *ly, int d, const float *in, long T, int rows,
                             float *planes, float *dst, int out_w, int avg, float *hist, const float *h0,
-                            size_t h0_stride, float **last, int mx) {
+                            size_t h0_stride, float **last, int mx, int to_hist) {
     const gru_cell *c = &ly->cell[d];
     const int Hp = c->Hp, H = c->H;
     const size_t plane = (size_t)rows * Hp;
@@ -157,10 +163,18 @@ static float *run_direction(const gru_model *m, const gru_layer *ly, int d, cons
         step(m->isa, ly->lbr, c, in, T, t, rows, hA, hB, sum, avg && !in_time_order, planes + 3 * plane);
         if (dst) {
             const long pos = ly->flip[d] ? T - 1 - t : t;
-            for (int i = 0; i < rows; i++)
-                memcpy(dst + ((size_t)i * T + pos) * out_w + (size_t)d * H, hB + (size_t)i * Hp, sizeof(float) * H);
+            for (int i = 0; i < rows; i++) {
+                float *o = dst + ((size_t)i * T + pos) * out_w;
+                const float *h = hB + (size_t)i * Hp;
+                if (ly->merge != MERGE_CONCAT && d == 1)  /* the forward direction's value is there already */
+                    for (int j = 0; j < H; j++) o[j] = merge1(ly->merge, o[j], h[j]);
+                else
+                    memcpy(o + (size_t)d * H, h, sizeof(float) * H);
+            }
         }
-        if (in_time_order) memcpy(hist + (size_t)t * plane, hB, sizeof(float) * plane);
+        if (in_time_order || (to_hist && d == 0)) memcpy(hist + (size_t)t * plane, hB, sizeof(float) * plane);
+        if (to_hist && d == 1)  /* the merged sequence, in time order */
+            for (size_t k = 0; k < plane; k++) hist[(size_t)t * plane + k] = merge1(ly->merge, hist[(size_t)t * plane + k], hB[k]);
         if (mx)
             for (size_t k = 0; k < plane; k++) sum[k] = hB[k] > sum[k] ? hB[k] : sum[k];
         float *tmp = hA; hA = hB; hB = tmp;
@@ -183,9 +197,30 @@ static void run_block(const gru_model *m, const float *x, long T, int rows, floa
         const int last = l == m->L - 1, avg = last && m->head == HEAD_AVG;
         float *dst = last ? NULL : seq + (size_t)(l & 1) * rows * T * m->seq_w;
         const size_t dir_planes = (ly->lbr ? 3 : 6) * (size_t)rows * ly->cell[0].Hp;
+        const int merged = ly->merge != MERGE_CONCAT, pooled_merge = last && merged && m->head != HEAD_LAST;
         for (int d = 0; d < ly->D; d++)
-            fin[d] = run_direction(m, ly, d, in, T, rows, scratch + d * dir_planes, dst, ly->D * ly->H, avg, hist,
-                                   NULL, 0, NULL, last && m->head == HEAD_MAX);
+            fin[d] = run_direction(m, ly, d, in, T, rows, scratch + d * dir_planes, dst, merged ? ly->H : ly->D * ly->H,
+                                   avg && !merged, hist, NULL, 0, NULL, last && !merged && m->head == HEAD_MAX,
+                                   pooled_merge);
+        if (last && merged) {  /* fin[0] (the forward direction's plane) becomes the merged head input */
+            const size_t plane = (size_t)rows * ly->cell[0].Hp;
+            float *p = (float *)fin[0];  /* this block's scratch */
+            if (!pooled_merge)
+                for (size_t k = 0; k < plane; k++) p[k] = merge1(ly->merge, p[k], fin[1][k]);
+            else if (m->head == HEAD_AVG) {  /* ReduceMean of the merged sequence: its sum in time order */
+                memset(p, 0, sizeof(float) * plane);
+                for (long t = 0; t < T; t++)
+                    for (size_t k = 0; k < plane; k++) p[k] += hist[(size_t)t * plane + k];
+            } else {
+                memcpy(p, hist, sizeof(float) * plane);
+                for (long t = 1; t < T; t++)
+                    for (size_t k = 0; k < plane; k++) {
+                        const float v = hist[(size_t)t * plane + k];
+                        p[k] = v > p[k] ? v : p[k];
+                    }
+            }
+            fin[1] = NULL;
+        }
         in = dst;
     }
     head_rows(m, fin, rows, T, m->head == HEAD_AVG, out, tv);
@@ -203,7 +238,7 @@ static void run_stream_block(const gru_model *m, const float *x, long T, int row
         const int last = l == m->L - 1, avg = last && m->head == HEAD_AVG, H = ly->H, Hp = ly->cell[0].Hp;
         float *dst = last ? NULL : seq + (size_t)(l & 1) * rows * T * m->seq_w;
         float *h;
-        float *r = run_direction(m, ly, 0, in, T, rows, scratch, dst, H, avg, NULL, sin + off, (size_t)st_w, &h, 0);
+        float *r = run_direction(m, ly, 0, in, T, rows, scratch, dst, H, avg, NULL, sin + off, (size_t)st_w, &h, 0, 0);
         for (int i = 0; i < rows; i++) memcpy(sout + (size_t)i * st_w + off, h + (size_t)i * Hp, sizeof(float) * H);
         off += (size_t)H;
         if (avg) {  /* r: the chunk's sum; stream.onnx: mean' = (mean * count + sum) / (count + T) */

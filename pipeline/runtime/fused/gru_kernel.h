@@ -53,6 +53,12 @@
  *   wpack[j][k][gate][16]   (Hp/16, F + H, 3, 16)
  * The AVX2 kernel reads each 16-wide tile as two 8-wide halves.
  *
+ * A bidirectional layer merged by sum, mul or ave (MERGE_*) hands on H values per step: its forward
+ * direction writes a_t, the reverse one then b_t merged into it (in the next layer's input, or in
+ * the time-ordered buffer hist that the last layer's mean or max then reads in time order, as the
+ * graph's ReduceMean/ReduceMax read the merged sequence); a last-state head reads the merge of the
+ * two last states.
+ *
  * Stacked layers: a block of rows runs layer by layer. A layer that is not the last writes each
  * direction's state after each step into a sequence buffer (rows, T, D*H), direction d at columns
  * d*H .. d*H+H-1 (unpadded): the layout of x (rows, T, F), so the next layer's cell reads it as its
@@ -85,11 +91,14 @@
 #define TILE 16        /* hidden units per column tile (one zmm) */
 #define BLOCK_ROWS 24  /* rows that run all time steps together, h and the mean resident in L1 */
 #define MAX_SCALE_OPS 8
-#define LAYER_INFO 7   /* ints per layer given to gru_create */
+#define LAYER_INFO 8   /* ints per layer given to gru_create */
 #define MAX_DENSE 8    /* Dense layers between the pooling and the classifier */
 
 enum { ISA_GENERIC = 0, ISA_AVX2 = 1, ISA_AVX512 = 2 };
-enum { HEAD_LAST = 0, HEAD_AVG = 1, HEAD_MAX = 2 };  /* last state, mean or max over time */
+enum { HEAD_LAST = 0, HEAD_AVG = 1, HEAD_MAX = 2 };
+/* how a bidirectional layer joins its directions (Keras merge_mode): concatenated, or one value per
+ * unit: a + b, a * b, (a + b) * 0.5 (the graph's Add, Mul, Add then Mul by 0.5), a forward, b reverse */
+enum { MERGE_CONCAT = 0, MERGE_SUM = 1, MERGE_MUL = 2, MERGE_AVE = 3 };  /* last state, mean or max over time */
 enum { ACT_SIGMOID = 0, ACT_SOFTMAX = 1 };          /* the head's activation over its k outputs */
 enum { MLAS_SOFTMAX_FMA3 = 0, MLAS_SOFTMAX_AVX512F = 1 };  /* which MLAS softmax kernels to reproduce */
 enum { SCALE_SUB = 0, SCALE_DIV = 1, SCALE_MUL = 2, SCALE_ADD = 3 };
@@ -106,6 +115,7 @@ typedef struct {
     int lbr;                      /* linear_before_reset: 1 (one phase per step) or 0 (two phases) */
     int reverse[2];               /* direction d runs t = T-1 .. 0 */
     int flip[2];                  /* direction d's output of time t goes to time T-1-t of the next layer */
+    int merge;                    /* MERGE_*: D=2 only; not concat: the layer hands on H values, not 2H */
     gru_cell cell[2];
 } gru_layer;
 

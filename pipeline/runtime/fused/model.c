@@ -77,11 +77,11 @@ static int pack_cell(gru_cell *c, int F, int H, const float *W, const float *R, 
 }
 
 /* F: the model's input features; L layers. info: LAYER_INFO ints per layer,
- *   {H, D, linear_before_reset (1 or 0), reverse0, flip0, reverse1, flip1}
+ *   {H, D, linear_before_reset (1 or 0), reverse0, flip0, reverse1, flip1, merge (MERGE_*)}
  * (reverse_d: direction d runs backwards in time; flip_d: its output sequence is handed on reversed
  * in time). params: per layer, the ONNX initializers one after the other: W (D, 3H, F_l),
- * R (D, 3H, H), B (D, 6H), where F_0 = F and F_l = D_{l-1} * H_{l-1}. head_w: (D * H, n_out) of the
- * last layer (the Gemm's B, not transposed), head_b: (n_out,); act: ACT_SIGMOID (each output) or
+ * R (D, 3H, H), B (D, 6H), where F_0 = F and F_l = the values layer l-1 hands on (D*H, or H when
+ * merged). head_w: (the last layer's values, n_out) (the Gemm's B, not transposed), head_b: (n_out,); act: ACT_SIGMOID (each output) or
  * ACT_SOFTMAX (over the n_out outputs of a row). Returns NULL on bad arguments, an unsupported ISA
  * or no memory. */
 void *gru_create(int F, int L, const int *info, const float *params, int head, const float *head_w,
@@ -91,7 +91,9 @@ void *gru_create(int F, int L, const int *info, const float *params, int head, c
         return NULL;
     for (int l = 0; l < L; l++) {
         const int *in = info + (size_t)l * LAYER_INFO;
-        if (in[0] < 1 || (in[1] != 1 && in[1] != 2) || (in[2] != 0 && in[2] != 1)) return NULL;
+        if (in[0] < 1 || (in[1] != 1 && in[1] != 2) || (in[2] != 0 && in[2] != 1) || in[7] < MERGE_CONCAT ||
+            in[7] > MERGE_AVE || (in[7] != MERGE_CONCAT && in[1] != 2))
+            return NULL;
     }
     gru_model *m = (gru_model *)calloc(1, sizeof(gru_model));
     if (!m) return NULL;
@@ -104,7 +106,7 @@ void *gru_create(int F, int L, const int *info, const float *params, int head, c
     for (int l = 0; l < L; l++) {
         const int *in = info + (size_t)l * LAYER_INFO;
         gru_layer *ly = &m->layer[l];
-        ly->H = in[0]; ly->D = in[1]; ly->lbr = in[2];
+        ly->H = in[0]; ly->D = in[1]; ly->lbr = in[2]; ly->merge = in[7];
         const int H = ly->H, D = ly->D;
         const float *W = p, *R = W + (size_t)D * 3 * H * Fl, *B = R + (size_t)D * 3 * H * H;
         p = B + (size_t)D * 6 * H;
@@ -116,12 +118,15 @@ void *gru_create(int F, int L, const int *info, const float *params, int head, c
         }
         int width = D * ly->cell[0].Hp * (ly->lbr ? 3 : 6);
         if (width > m->scratch_w) m->scratch_w = width;
-        if (l < L - 1 && D * H > m->seq_w) m->seq_w = D * H;
-        Fl = D * H;
+        const int out_w = ly->merge == MERGE_CONCAT ? D * H : H;  /* values per step handed on */
+        if (l < L - 1 && out_w > m->seq_w) m->seq_w = out_w;
+        Fl = out_w;
     }
     const gru_layer *last = &m->layer[L - 1];
     for (int d = 0; d < last->D; d++)
-        if (head == HEAD_AVG && last->reverse[d] && !last->flip[d]) m->hist_w = last->cell[0].Hp;
+        if ((head == HEAD_AVG && last->reverse[d] && !last->flip[d]) ||
+            (head != HEAD_LAST && last->merge != MERGE_CONCAT))
+            m->hist_w = last->cell[0].Hp;
     m->head_w = (float *)gru_aligned(sizeof(float) * (size_t)Fl * n_out);
     m->head_b = (float *)gru_aligned(sizeof(float) * (size_t)n_out);
     if (!m->head_w || !m->head_b) { gru_destroy(m); return NULL; }
@@ -181,7 +186,7 @@ int gru_set_dense(void *handle, int n, const int *units_act, const float *params
     gru_model *m = (gru_model *)handle;
     if (!m || m->n_dense || n < 0 || n > MAX_DENSE || (n && (!units_act || !params))) return -1;
     const gru_layer *last = &m->layer[m->L - 1];
-    int in = last->D * last->H, widest = in;
+    int in = last->merge == MERGE_CONCAT ? last->D * last->H : last->H, widest = in;
     const float *p = params;
     float *w[MAX_DENSE] = {0}, *b[MAX_DENSE] = {0};
     int ok = 1;

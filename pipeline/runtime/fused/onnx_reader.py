@@ -42,7 +42,8 @@ keeps today's onnxruntime path, with the reason recorded):
 A reverse GRU is Keras' go_backwards: the exporter reverses its output sequence with the Slice, so a
 stacked layer after it reads the outputs in processing order (a mean over time does not depend on
 the order). A bidirectional GRU is Keras' Bidirectional with merge_mode="concat" (forward direction
-first); other merges (sum, mul, ave) are not covered. Stacked layers are Keras GRU / Bidirectional
+first), or "sum", "mul", "ave": Add(a, b), Mul(a, b), Mul(Add(a, b), 0.5) of its two directions'
+sequences (SEQ without the Concat) or last states (LAST without the Concat). Stacked layers are Keras GRU / Bidirectional
 layers with return_sequences=True feeding the next (Dropout between them is no node).
 """
 
@@ -378,6 +379,12 @@ class FusedLayer:
     direction: str         # "forward" | "reverse" | "bidirectional" (direction 0 forward, 1 reverse)
     flip: tuple = ()       # per direction: its output sequence reaches the next layer (or the mean) reversed in time
     linear_before_reset: int = 1
+    merge: str = "concat"  # bidirectional: "concat" (2H values per step) or "sum" | "mul" | "ave" (H values)
+
+    @property
+    def width(self) -> int:
+        """Values per step this layer hands on: D*H, or H for a merge other than concat."""
+        return self.hidden if self.merge != "concat" else self.directions * self.hidden
 
     @property
     def hidden(self) -> int:
@@ -541,6 +548,32 @@ class _Graph:
         part = self.direction_part(_input(sq, 0), 1, 0)
         return None if part is None else [part]
 
+    def merged(self, name: str, kind: str) -> tuple[Optional[list], str]:
+        """(parts, merge) when ``name`` is a Bidirectional merge of a GRU's two directions (kind "sequence":
+        their output sequences, unreversed; "last": their last states): Add(a, b) ("sum"), Mul(a, b)
+        ("mul") or Mul(Add(a, b), 0.5) ("ave"), a the forward direction and b the reverse one; else
+        (None, "concat")."""
+        n = self.node(name)
+        if n is None or n.op_type not in ("Add", "Mul") or len(n.inputs) != 2:
+            return None, "concat"
+        merge = "sum" if n.op_type == "Add" else "mul"
+        consts = [i for i in n.inputs if i in self.init]
+        if n.op_type == "Mul" and len(consts) == 1:  # ave: (a + b) * 0.5
+            c = self.init[consts[0]]
+            inner = self.made_by(n.inputs[1 - n.inputs.index(consts[0])], "Add")
+            if c.dtype != np.float32 or c.size != 1 or float(c.reshape(-1)[0]) != 0.5 or inner is None:
+                return None, "concat"
+            n, merge = inner, "ave"
+        if len(n.inputs) != 2 or any(i in self.init for i in n.inputs):
+            return None, "concat"
+        get = self.sequence if kind == "sequence" else self.last_states
+        a, b = get(n.inputs[0]), get(n.inputs[1])
+        if not a or not b or len(a) != 1 or len(b) != 1 or [p[1] for p in a + b] != [0, 1] or a[0][0] is not b[0][0]:
+            return None, "concat"
+        if kind == "sequence" and (a[0][2] or b[0][2]):  # reversed in time by a Slice: not what Keras merges
+            return None, "concat"
+        return a + b, merge
+
     def sequence(self, name: str) -> Optional[list[tuple[Node, int, bool]]]:
         """[(GRU, direction, flipped)] when ``name`` (time, batch, D*H) is a GRU's output sequence,
         directions concatenated: Squeeze(Y, axis 1) or Squeeze(Split(Y, axis 1)[d], axis 1), reversed
@@ -695,13 +728,14 @@ def match_fused(graph: Graph, input_name: str, output_name: str) -> tuple[Option
         pool = "mean" if mean.op_type == "ReduceMean" else "max"
         if _axes(mean, init) != [0] or _attr(mean, "keepdims", 1, int) != 0:
             return None, f"the pooling is not a {pool} over time ({mean.op_type} axes [0], keepdims 0)"
-        head, parts = ("avg" if pool == "mean" else "max"), g.sequence(_input(mean, 0))
+        head, src = ("avg" if pool == "mean" else "max"), _input(mean, 0)
+        parts, merge = g.sequence(src), "concat"
     else:
-        head, parts = "last", g.last_states(feat)
+        head, src = "last", feat
+        parts, merge = g.last_states(feat), "concat"
     if not parts:
-        pooled = g.node(_input(mean, 0) if mean is not None else feat)
-        if pooled is not None and pooled.op_type in ("Add", "Mul"):
-            return None, "a Bidirectional merge other than concat (fused: merge_mode='concat' only)"
+        parts, merge = g.merged(src, "sequence" if head != "last" else "last")
+    if not parts:
         return None, ("the Dense layer's input is not a GRU state or its mean or max over time (fused: last state, "
                       "average or max pooling head)")
     gru, why = _one_gru(parts, "the Dense layer's input")
@@ -715,14 +749,17 @@ def match_fused(graph: Graph, input_name: str, output_name: str) -> tuple[Option
         layer, why = _gru_layer(gru, init, flip)
         if layer is None:
             return None, why
-        if layers and layers[0].features != layer.directions * layer.hidden:
-            return None, f"a GRU of {layers[0].features} inputs is fed {layer.directions * layer.hidden} values per step"
+        layer.merge = merge
+        if layers and layers[0].features != layer.width:
+            return None, f"a GRU of {layers[0].features} inputs is fed {layer.width} values per step"
         layers.insert(0, layer)
         x = _input(gru, 0)
         tr = g.made_by(x, "Transpose")
         if tr is not None:
             break
-        parts = g.sequence(x)
+        parts, merge = g.sequence(x), "concat"
+        if not parts:
+            parts, merge = g.merged(x, "sequence")
         if not parts:
             return None, ("the GRU input is neither the model input transposed to time-major nor the output "
                           "sequence of another GRU")
@@ -736,8 +773,8 @@ def match_fused(graph: Graph, input_name: str, output_name: str) -> tuple[Option
         return None, "the GRU input is not the model input transposed to time-major"
     last = layers[-1]
     first_in = dense[0][0].shape[0] if dense else dW.shape[0]
-    if first_in != last.directions * last.hidden:
-        return None, f"the Dense layer has {first_in} inputs, the GRU gives {last.directions * last.hidden}"
+    if first_in != last.width:
+        return None, f"the Dense layer has {first_in} inputs, the GRU gives {last.width}"
     F = layers[0].features
     prefix, cur = [], _input(tr, 0)
     producer = g.producer
