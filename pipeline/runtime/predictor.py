@@ -173,7 +173,7 @@ class Predictor:
     def _fused_covers(self) -> bool:
         """Whether the fused kernel may cover this kind of model: float features and a fixed length (the
         kernel's own reader, ``fused.onnx_reader.match_fused``, then decides on the layers and the head)."""
-        return self.input_kind == "features" and self.lengths_name is None
+        return self.input_kind in ("features", "tokens") and self.lengths_name is None
 
     def _check_graph_matches_manifest(self) -> None:
         """Refuse a manifest that does not describe this model.onnx: input/output names, input shape
@@ -253,23 +253,25 @@ class Predictor:
         from pipeline.runtime import fused
 
         model_info = self.manifest["model"]
+        tokens = self.input_kind == "tokens"
         data = (self.model_dir / model_info.get("file", artifact.MODEL_FILE)).read_bytes()
         if hashlib.sha256(data).hexdigest() != model_info.get("sha256"):  # the bytes the session was checked on
             return None, {"used": False, "isa": None, "reason": "model.onnx changed since load", "checks": {}}
         ref_X, keras = None, None
         try:
             with np.load(self.model_dir / artifact.REFERENCE_FILE, allow_pickle=False) as ref:
-                X = np.asarray(ref["X"], np.float32)  # (N, T, F) raw: what model.onnx takes (it scales itself)
+                X = np.asarray(ref["X"], np.int64 if tokens else np.float32)  # (N, T, F) raw ((N, T) ids)
                 full = (np.asarray(ref["lengths"]) >= X.shape[1]) if "lengths" in ref.files else np.ones(len(X), bool)
-                full &= np.isfinite(X).all(axis=(1, 2))  # whole, finite rows: what Keras' numbers are for
-                if X.ndim == 3 and full.any():
+                full &= np.isfinite(X).all(axis=tuple(range(1, X.ndim)))  # whole, finite rows: Keras' numbers
+                if X.ndim == (2 if tokens else 3) and full.any():
                     ref_X = X[full]
                     if "keras_proba" in ref.files:
                         keras = np.asarray(ref["keras_proba"], np.float64).reshape(len(X), *self._out_shape[1:])[full]
         except (OSError, KeyError, ValueError):
             ref_X = None  # the stress rows alone
         T = ref_X.shape[1] if ref_X is not None else (self.timesteps or 20)
-        check_X = fused.self_check_inputs(ref_X, self.n_features, T)
+        check_X = (fused.self_check_ids(ref_X, int(self.vocabulary_size or 1), T) if tokens
+                   else fused.self_check_inputs(ref_X, self.n_features, T))
 
         def onnx_proba(Z: np.ndarray) -> np.ndarray:  # SMALL_BATCH-row calls: a small working set (peak RSS)
             return np.concatenate([self._session.run([self.output_name], {self.input_name: Z[i:i + SMALL_BATCH]})[0]
@@ -289,7 +291,7 @@ class Predictor:
         else:
             why = ("disabled (fused=False)" if self.graph == "auto" and self._fused_covers()
                    else f"not used with graph={self.graph!r}" if self.graph != "auto"
-                   else "not used for variable-length or token-input models")
+                   else "not used for variable-length models (a lengths input)")
             fused_info = {"used": False, "isa": None, "reason": why, "checks": {}}
         from pipeline.runtime.stream import fused_stream_info
 
@@ -306,7 +308,8 @@ class Predictor:
 
     def _run(self, X: np.ndarray, lens: Optional[np.ndarray] = None) -> np.ndarray:
         """(n, T, F) float32 raw (or (n, T) int64 ids) [+ (n,) int64 lengths] -> (n,) or (n, k) float32."""
-        kernel = self._fused() if X.dtype == np.float32 and lens is None else None
+        kernel = self._fused() if X.dtype == (np.int64 if self.input_kind == "tokens" else np.float32) and lens is None \
+            else None
         if kernel is not None:  # the whole batch in one native call, threads inside it (it scales like the graph)
             return kernel.run(X, self.workers).reshape(self._out_shape)  # (n,) or (n, k)
         n = X.shape[0]

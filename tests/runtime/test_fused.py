@@ -518,6 +518,26 @@ def test_max_pooling_reproduces_model_onnx_bit_for_bit(isa):
     assert spec is None and "max over time" in why, why
 
 
+@needs_library
+def test_token_ids_select_the_embedding_rows_inside_the_kernel():
+    """A token spec (Embedding table (V, F) before the first layer): ids (N, T) give the bits of the same
+    spec run on the embedded float rows, for every ISA; an id outside [0, V) is refused; no streams."""
+    from dataclasses import replace
+
+    spec = _numpy_spec([(9, "bidirectional", 1, (False, False), "sum"), (7, "forward", 0, (False,))], "avg", 7,
+                       outputs=3, activation="softmax")
+    table = np.random.default_rng(3).standard_normal((25, spec.features)).astype(np.float32)  # (V, F)
+    ids = np.random.default_rng(4).integers(0, 25, (41, 6))
+    for isa in ISAS:
+        tokens = fused.FusedKernel(LIB, replace(spec, embedding=table), isa)
+        assert np.array_equal(tokens.run(ids, threads=2), fused.FusedKernel(LIB, spec, isa).run(table[ids], threads=2))
+        assert tokens.stream_width == -1
+        with pytest.raises(ValueError, match="outside the Embedding table"):
+            tokens.run(np.array([[0, 25]]))
+        with pytest.raises(ValueError, match="outside the Embedding table"):
+            tokens.run(np.array([[-1, 3]]))
+
+
 # ---------------------------------------------------------------------------- the Predictor
 @needs_library
 def test_predictor_uses_the_best_isa_after_its_self_check():

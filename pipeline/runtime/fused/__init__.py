@@ -35,7 +35,7 @@ from pipeline.errors import NonFiniteInput
 from pipeline.runtime.fused.onnx_reader import FusedSpec, OnnxReadError, match_fused, parse_model
 
 __all__ = ["ISAS", "LIBRARY_MODULE", "FusedKernel", "library_path", "load_library", "supported_isas",
-           "prepare_fused", "SELF_CHECK_ATOL", "STREAM_ARGS"]
+           "prepare_fused", "self_check_ids", "SELF_CHECK_ATOL", "STREAM_ARGS"]
 
 LIBRARY_MODULE = "pipeline.runtime.fused._gru_kernel"  # the ext-module name in pyproject.toml
 LIBRARY_ENV = "GRU_KERNEL_LIBRARY"  # a library path to load instead of the installed one (sanitizer builds)
@@ -103,6 +103,9 @@ def load_library(path: Optional[Path] = None):
             lib.gru_stream_width.argtypes = [ctypes.c_void_p]
             lib.gru_stream.argtypes = [ctypes.c_void_p]  # gru_stream_args *: STREAM_ARGS int64 fields
             lib.gru_set_dense.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
+            lib.gru_set_embedding.argtypes = [ctypes.c_void_p, ctypes.c_long, ctypes.c_void_p]
+            lib.gru_run_ids.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_long, ctypes.c_long, ctypes.c_void_p,
+                                        ctypes.c_int]
             lib.gru_set_input_scaling.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
             result = (lib, "")
         except (OSError, AttributeError) as exc:
@@ -146,6 +149,10 @@ class FusedKernel:
                                       else np.zeros((0, spec.features)), np.float32)  # (ops, F)
         if lib.gru_set_input_scaling(self._handle, len(ops), ops.ctypes.data, consts.ctypes.data) != 0:
             raise OSError(f"gru_set_input_scaling failed for {len(ops)} operations")
+        if spec.embedding is not None:  # a token model: ids select the Embedding table's rows
+            table = np.ascontiguousarray(spec.embedding, np.float32)  # (vocab, F)
+            if lib.gru_set_embedding(self._handle, len(table), table.ctypes.data) != 0:
+                raise OSError(f"gru_set_embedding failed for a ({len(table)}, {table.shape[1]}) table")
         if spec.dense:  # Dense layers between the pooling and the head: {units, act}, then W, b per layer, head W
             units_act = np.array([(W.shape[1], _DENSE_ACTS[act]) for W, _, act in spec.dense], np.int32)
             dense = np.concatenate([np.asarray(a, np.float32).reshape(-1) for W, b, _ in spec.dense for a in (W, b)]
@@ -165,17 +172,23 @@ class FusedKernel:
         self.lib.gru_softmax_kind(self._handle, SOFTMAX_KINDS[name])
 
     def run(self, X: np.ndarray, threads: int = 1) -> np.ndarray:
-        """(N, T, F) model input (what model.onnx takes) -> (N,) float32 p(class 1) for a binary head
-        (one sigmoid output), else (N, k) float32: the k softmax probabilities or k sigmoid outputs.
+        """(N, T, F) model input (what model.onnx takes; a token model: (N, T) int64 ids) -> (N,) float32
+        p(class 1) for a binary head (one sigmoid output), else (N, k) float32: the k softmax probabilities
+        or k sigmoid outputs.
 
-        Raises NonFiniteInput when a value, once scaled as the graph scales it, is NaN or infinite."""
-        X = np.ascontiguousarray(X, np.float32)
+        Raises NonFiniteInput when a value, once scaled as the graph scales it, is NaN or infinite;
+        ValueError for an id outside the Embedding table."""
+        tokens = self.spec.embedding is not None
+        X = np.ascontiguousarray(X, np.int64 if tokens else np.float32)
         n, T = X.shape[0], X.shape[1]
         out = np.empty(n if self.spec.binary else (n, self.spec.outputs), np.float32)
         if n:
-            rc = self.lib.gru_run(self._handle, X.ctypes.data, n, T, out.ctypes.data, int(threads))
+            run = self.lib.gru_run_ids if tokens else self.lib.gru_run
+            rc = run(self._handle, X.ctypes.data, n, T, out.ctypes.data, int(threads))
             if rc == 1:
                 raise NonFiniteInput("the scaled model input holds a NaN or an infinity")
+            if rc == 2:
+                raise ValueError(f"a token id lies outside the Embedding table's {len(self.spec.embedding)} rows")
             if rc != 0:
                 raise MemoryError("the fused GRU kernel could not allocate its buffers")
         return out
@@ -184,7 +197,7 @@ class FusedKernel:
     def stream_width(self) -> int:
         """Floats in one stream's state (gru_kernel.h, "Streams": each layer's h, then for the average
         head the running mean and the step count), or -1 when the model has a reverse or
-        bidirectional layer or max pooling (no stream)."""
+        bidirectional layer, max pooling or token ids (no stream on the kernel)."""
         return int(self.lib.gru_stream_width(self._handle))
 
     def stream_args(self, X: np.ndarray, state_in: np.ndarray, state_out: np.ndarray, out: np.ndarray,
@@ -241,6 +254,18 @@ def self_check_inputs(reference_X: Optional[np.ndarray], F: int, T: int) -> np.n
     return np.concatenate(parts + stress)
 
 
+def self_check_ids(reference_ids: Optional[np.ndarray], vocab: int, T: int) -> np.ndarray:
+    """(N, T) int64 token ids the kernel must reproduce model.onnx on: the artifact's reference rows and
+    stress rows (id 0, the last id, constant rows, pseudo-random ids; odd batch)."""
+    u = (np.sin(np.arange(41 * T, dtype=np.float64) * 12.9898) * 43758.547) % 1  # [0, 1) without numpy.random
+    ids = (u * vocab).astype(np.int64).clip(0, vocab - 1).reshape(41, T)
+    stress = [np.zeros((2, T), np.int64), np.full((2, T), vocab - 1, np.int64),
+              np.repeat(ids[:3, :1], T, axis=1), ids]
+    parts = ([reference_ids.astype(np.int64)] if reference_ids is not None and reference_ids.ndim == 2
+             and reference_ids.shape[1] == T and ((reference_ids >= 0) & (reference_ids < vocab)).all() else [])
+    return np.concatenate(parts + stress)
+
+
 def prepare_fused(model_bytes: bytes, input_name: str, output_name: str, onnx_proba: Callable[[np.ndarray], np.ndarray],
                   check_X: np.ndarray, keras: Optional[np.ndarray] = None,
                   isa: Optional[str] = None, threads: int = 1, library: Optional[Path] = None
@@ -281,8 +306,13 @@ def prepare_fused(model_bytes: bytes, input_name: str, output_name: str, onnx_pr
         info["reason"] = (f"this CPU runs none of {list(AUTO_ISAS)}; the generic C variant is slower than the "
                           "onnxruntime graph, so it runs only when asked for (isa='generic')")
         return None, info
-    X = np.ascontiguousarray(check_X, np.float32)
-    if X.ndim != 3 or X.shape[2] != spec.features:
+    if spec.embedding is not None:  # token ids (N, T)
+        X = np.ascontiguousarray(check_X, np.int64)
+        bad_shape = X.ndim != 2 or X.size == 0 or X.min() < 0 or X.max() >= len(spec.embedding)
+    else:
+        X = np.ascontiguousarray(check_X, np.float32)
+        bad_shape = X.ndim != 3 or X.shape[2] != spec.features
+    if bad_shape:
         info["reason"] = f"self-check inputs of shape {X.shape} do not fit the model's {spec.features} features"
         return None, info
     ref = np.asarray(onnx_proba(X), np.float32).reshape(len(X), -1)  # (N, 1) or (N, k)
@@ -290,7 +320,7 @@ def prepare_fused(model_bytes: bytes, input_name: str, output_name: str, onnx_pr
         try:
             kernel = FusedKernel(lib, spec, name)
             got = kernel.run(X, threads).reshape(len(X), -1)
-        except (OSError, MemoryError, NonFiniteInput) as exc:
+        except (OSError, MemoryError, NonFiniteInput, ValueError) as exc:
             info["checks"][name] = {"passed": False, "error": str(exc)[:160]}
             continue
         err = float(np.max(np.abs(got.astype(np.float64) - ref))) if np.isfinite(got).all() else float("inf")

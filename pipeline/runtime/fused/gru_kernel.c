@@ -273,7 +273,10 @@ void gru_run_blocks(gru_job *job, float *scratch) {
         if (b >= job->n_blocks) break;
         long r0 = b * job->N / job->n_blocks;  /* block b: rows [b N / n, (b + 1) N / n), sizes within 1 */
         int rows = (int)((b + 1) * job->N / job->n_blocks - r0);
-        if (gru_scale_rows(m, job->x + (size_t)r0 * job->T * m->F, xs, (size_t)rows * job->T))
+        if (job->ids) {  /* token ids: their Embedding rows (a bad id: the caller discards the output) */
+            if (gru_embed_rows(m, job->ids + (size_t)r0 * job->T, xs, (size_t)rows * job->T))
+                atomic_store_explicit(&job->nonfinite, 2, memory_order_relaxed);
+        } else if (gru_scale_rows(m, job->x + (size_t)r0 * job->T * m->F, xs, (size_t)rows * job->T))
             atomic_store_explicit(&job->nonfinite, 1, memory_order_relaxed);  /* the caller discards the output */
         if (job->st_out)
             run_stream_block(m, xs, job->T, rows, job->st_in + (size_t)r0 * job->st_w,
@@ -339,7 +342,7 @@ static int launch(gru_job *job, int nthreads) {
     if (!scratch) return -1;
     gru_pool_run(job, helpers, scratch);  /* (helpers 0: the caller's thread alone) */
     if (!cached) free(scratch);
-    return atomic_load_explicit(&job->nonfinite, memory_order_relaxed) ? 1 : 0;
+    return atomic_load_explicit(&job->nonfinite, memory_order_relaxed);
 }
 
 /* x (N, T, F) float32 C-contiguous -> out (N, k) probabilities (k = the head's outputs). nthreads: threads in this call
@@ -349,7 +352,7 @@ static int launch(gru_job *job, int nthreads) {
  * scaled input value is NaN or infinite (out is then meaningless); -1 on bad arguments / no memory. */
 int gru_run(void *handle, const float *x, long N, long T, float *out, int nthreads) {
     const gru_model *m = (const gru_model *)handle;
-    if (!m || !x || !out || N < 0 || T < 1) return -1;
+    if (!m || m->embed || !x || !out || N < 0 || T < 1) return -1;
     if (N == 0) return 0;
     gru_job job;
     memset(&job, 0, sizeof(job));
@@ -357,11 +360,23 @@ int gru_run(void *handle, const float *x, long N, long T, float *out, int nthrea
     return launch(&job, nthreads);
 }
 
+/* A token model (gru_set_embedding): ids (N, T) int64 -> out (N, k), as gru_run. Returns 0; 2 when an id
+ * lies outside [0, vocab) (out is then meaningless); -1 on bad arguments / no memory. */
+int gru_run_ids(void *handle, const int64_t *ids, long N, long T, float *out, int nthreads) {
+    const gru_model *m = (const gru_model *)handle;
+    if (!m || !m->embed || !ids || !out || N < 0 || T < 1) return -1;
+    if (N == 0) return 0;
+    gru_job job;
+    memset(&job, 0, sizeof(job));
+    job.m = m; job.ids = ids; job.T = T; job.N = N; job.out = out;
+    return launch(&job, nthreads);
+}
+
 /* Floats in one stream's state (gru_kernel.h, "Streams"), or -1 when the model cannot stream here (a
  * reverse or bidirectional layer). */
 int gru_stream_width(void *handle) {
     const gru_model *m = (const gru_model *)handle;
-    if (!m) return -1;
+    if (!m || m->embed) return -1;  /* token models stream on stream.onnx */
     int w = 0;
     for (int l = 0; l < m->L; l++) {
         if (m->layer[l].D != 1 || m->layer[l].reverse[0] || m->head == HEAD_MAX) return -1;

@@ -78,6 +78,7 @@
 
 #include <stdatomic.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #if defined(__x86_64__) || defined(__i386__)
 #define GRU_X86 1
@@ -135,6 +136,8 @@ typedef struct {
     int n_scale;                  /* the graph's per-feature input scaling, applied first, in order */
     int scale_op[MAX_SCALE_OPS];  /* SCALE_* */
     float *scale_c;               /* (n_scale, F) */
+    long vocab;                   /* > 0: a token model, its input ids (N, T) int64 read from embed (vocab, F) */
+    float *embed;                 /* the Embedding table (gru_set_embedding); the ids' rows are the GRU input */
     int n_dense;                  /* Dense layers between the pooling and the head's Gemm, input side first */
     int dense_out[MAX_DENSE], dense_act[MAX_DENSE];  /* units, DENSE_* */
     float *dense_w[MAX_DENSE];    /* (inputs, units): the Gemm's B, not transposed */
@@ -146,12 +149,13 @@ typedef struct {
 typedef struct {
     const gru_model *m;
     const float *x;               /* (N, T, F) the model input, unscaled, never written */
+    const int64_t *ids;           /* or (N, T) token ids (gru_run_ids): their Embedding rows are the input */
     long T, N;
     float *out;                   /* (N, k) each block writes its own rows */
     int block_rows;               /* the largest block's rows */
     long n_blocks;
     atomic_long next;             /* next block to take */
-    atomic_int nonfinite;         /* set when a scaled input value is NaN or infinite */
+    atomic_int nonfinite;         /* set when a scaled input value is NaN or infinite (2: an id outside [0, vocab)) */
     const float *st_in;           /* streams (gru_stream): (N, st_w) each row one stream's state, read; */
     float *st_out;                /*   (N, st_w) its state after the chunk, written; NULL: a gru_run call */
     int st_w;                     /* floats per stream state: gru_stream_width */
@@ -160,6 +164,7 @@ typedef struct {
 /* model.c */
 GRU_HIDDEN void *gru_aligned(size_t bytes);  /* zeroed, 64-byte aligned; NULL when out of memory */
 GRU_HIDDEN int gru_scale_rows(const gru_model *m, const float *src, float *dst, size_t steps);
+GRU_HIDDEN int gru_embed_rows(const gru_model *m, const int64_t *ids, float *dst, size_t steps);
 
 /* gru_kernel.c: take the job's blocks until none is left; scratch: gru_scratch_floats floats */
 GRU_HIDDEN void gru_run_blocks(gru_job *job, float *scratch);
@@ -189,6 +194,8 @@ int gru_softmax_kind(void *handle, int kind);
 void gru_destroy(void *handle);
 int gru_set_input_scaling(void *handle, int n, const int *ops, const float *consts);
 int gru_set_dense(void *handle, int n, const int *units_act, const float *params);
+int gru_set_embedding(void *handle, long vocab, const float *table);
+int gru_run_ids(void *handle, const int64_t *ids, long N, long T, float *out, int nthreads);
 int gru_run(void *handle, const float *x, long N, long T, float *out, int nthreads);
 int gru_stream_width(void *handle);
 /* gru_stream's arguments, one struct so that a push is a one-argument call (ctypes converts each

@@ -47,7 +47,7 @@ void gru_destroy(void *handle) {
     if (m->layer)
         for (int l = 0; l < m->L; l++)
             for (int d = 0; d < 2; d++) free_cell(&m->layer[l].cell[d]);
-    free(m->layer); free(m->head_w); free(m->head_b); free(m->scale_c);
+    free(m->layer); free(m->head_w); free(m->head_b); free(m->scale_c); free(m->embed);
     for (int i = 0; i < m->n_dense; i++) { free(m->dense_w[i]); free(m->dense_b[i]); }
     free(m);
 }
@@ -220,6 +220,32 @@ int gru_set_dense(void *handle, int n, const int *units_act, const float *params
     m->n_dense = n;
     m->head_in_w = widest;
     return 0;
+}
+
+/* A token model: its input is ids (N, T) int64 and each id's row of table (vocab, F) float32 (the
+ * graph's Gather of the Embedding table, exact) is the first GRU layer's input. Returns 0, or -1 (bad
+ * arguments, no memory, already set). */
+int gru_set_embedding(void *handle, long vocab, const float *table) {
+    gru_model *m = (gru_model *)handle;
+    if (!m || m->embed || vocab < 1 || !table || m->n_scale) return -1;
+    float *e = (float *)gru_aligned(sizeof(float) * (size_t)vocab * m->F);
+    if (!e) return -1;
+    memcpy(e, table, sizeof(float) * (size_t)vocab * m->F);
+    m->embed = e;
+    m->vocab = vocab;
+    return 0;
+}
+
+/* dst (n steps, F) = the Embedding rows of ids; returns 1 if an id lies outside [0, vocab) (its row is
+ * then zeros). */
+int gru_embed_rows(const gru_model *m, const int64_t *ids, float *dst, size_t steps) {
+    int bad = 0;
+    for (size_t s = 0; s < steps; s++) {
+        const int64_t id = ids[s];
+        if (id < 0 || id >= m->vocab) { bad = 1; memset(dst + s * m->F, 0, sizeof(float) * m->F); continue; }
+        memcpy(dst + s * m->F, m->embed + (size_t)id * m->F, sizeof(float) * m->F);
+    }
+    return bad;
 }
 
 /* dst (n steps, F) = the scaled src; returns 1 if any scaled value is NaN or infinite (a NaN or

@@ -18,6 +18,7 @@ with no re-export, and the export side is untouched. The graph shape recognised 
 keeps today's onnxruntime path, with the reason recorded):
 
     x -> [Sub|Div|Mul|Add by a per-feature constant]* -> Transpose(1,0,2)
+      (token models: ids x [-> Cast(int64)] -> Gather(Embedding table, axis 0) -> Transpose(1,0,2))
       -> GRU -> SEQ(Y) -> GRU -> SEQ(Y) -> ... -> GRU      (one or more GRU layers, stacked)
       -> SEQ(Y) -> ReduceMean(axis 0)                      (average head)
        | SEQ(Y) -> ReduceMax(axis 0)                       (max pooling head: exact in any order)
@@ -417,6 +418,8 @@ class FusedSpec:
     # Dense layers between the pooling and the head's Gemm, input side first: [(W (inputs, units) float32,
     # b (units,) float32, "linear" | "relu" | "sigmoid")]; head_w then has the last one's units as rows
     dense: list = field(default_factory=list)
+    # a token model: the Embedding table (vocab, F) float32 whose rows the (N, T) int64 ids select (Gather)
+    embedding: Optional[np.ndarray] = None
 
     def __post_init__(self) -> None:
         w = np.asarray(self.head_w, np.float32)
@@ -778,6 +781,19 @@ def match_fused(graph: Graph, input_name: str, output_name: str) -> tuple[Option
     F = layers[0].features
     prefix, cur = [], _input(tr, 0)
     producer = g.producer
+    gather = g.made_by(cur, "Gather")
+    if gather is not None:  # a token model: x (N, T) ids [-> Cast to int64] -> Gather(table, ids, axis 0)
+        table = init.get(_input(gather, 0))
+        ids = g.resolve(_input(gather, 1))
+        cast = producer.get(ids)
+        if cast is not None and cast.op_type == "Cast" and _attr(cast, "to", 0, int) == _INT64:
+            ids = g.resolve(_input(cast, 0))
+        if (table is None or table.dtype != np.float32 or table.ndim != 2 or table.shape[1] != F
+                or _attr(gather, "axis", 0, int) != 0 or ids != input_name):
+            return None, "the GRU input is a Gather that is not an Embedding lookup of the model input"
+        return FusedSpec(layers=layers, head=head, head_w=np.ascontiguousarray(dW),
+                         head_b=np.broadcast_to(db.reshape(-1), (k,)).astype(np.float32), activation=activation,
+                         dense=dense, embedding=np.ascontiguousarray(table)), ""
     while cur != input_name:
         if len(prefix) > len(graph.nodes):
             return None, "the input scaling nodes form a cycle"
