@@ -103,6 +103,8 @@ def load_library(path: Optional[Path] = None):
             lib.gru_stream_width.argtypes = [ctypes.c_void_p]
             lib.gru_stream.argtypes = [ctypes.c_void_p]  # gru_stream_args *: STREAM_ARGS int64 fields
             lib.gru_set_dense.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
+            lib.gru_run_lens.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+                                         ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_int]
             lib.gru_set_embedding.argtypes = [ctypes.c_void_p, ctypes.c_long, ctypes.c_void_p]
             lib.gru_run_ids.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_long, ctypes.c_long, ctypes.c_void_p,
                                         ctypes.c_int]
@@ -193,6 +195,28 @@ class FusedKernel:
                 raise MemoryError("the fused GRU kernel could not allocate its buffers")
         return out
 
+    def run_lengths(self, X: np.ndarray, lengths: np.ndarray, threads: int = 1) -> np.ndarray:
+        """Variable length: (N, T, F) right-padded model input and (N,) lengths in 1 .. T (row i is real for its
+        first lengths[i] steps; what follows is never read) -> as ``run``. The rows run longest first.
+
+        Raises NonFiniteInput (a NaN or an infinity in a real step, once scaled); ValueError for lengths
+        outside 1 .. T or a model with reverse or bidirectional layers."""
+        X = np.ascontiguousarray(X, np.float32)
+        n, T = X.shape[0], X.shape[1]
+        lens = np.ascontiguousarray(lengths, np.int64).reshape(-1)
+        if lens.shape != (n,) or (n and (lens.min() < 1 or lens.max() > T)):
+            raise ValueError(f"lengths: expected {n} values in 1 .. {T}")
+        order = np.ascontiguousarray(np.argsort(-lens, kind="stable"), np.int64)  # longest first
+        out = np.empty(n if self.spec.binary else (n, self.spec.outputs), np.float32)
+        if n:
+            rc = self.lib.gru_run_lens(self._handle, X.ctypes.data, lens.ctypes.data, order.ctypes.data, n, T,
+                                       out.ctypes.data, int(threads))
+            if rc == 1:
+                raise NonFiniteInput("the scaled model input holds a NaN or an infinity")
+            if rc != 0:
+                raise ValueError("the fused GRU kernel runs variable-length rows only through forward GRU layers")
+        return out
+
     @property
     def stream_width(self) -> int:
         """Floats in one stream's state (gru_kernel.h, "Streams": each layer's h, then for the average
@@ -266,9 +290,10 @@ def self_check_ids(reference_ids: Optional[np.ndarray], vocab: int, T: int) -> n
     return np.concatenate(parts + stress)
 
 
-def prepare_fused(model_bytes: bytes, input_name: str, output_name: str, onnx_proba: Callable[[np.ndarray], np.ndarray],
+def prepare_fused(model_bytes: bytes, input_name: str, output_name: str, onnx_proba: Callable[..., np.ndarray],
                   check_X: np.ndarray, keras: Optional[np.ndarray] = None,
-                  isa: Optional[str] = None, threads: int = 1, library: Optional[Path] = None
+                  isa: Optional[str] = None, threads: int = 1, library: Optional[Path] = None,
+                  lengths_name: Optional[str] = None, check_lengths: Optional[np.ndarray] = None
                   ) -> tuple[Optional[FusedKernel], dict]:
     """Build the fused kernel for a model, or say why not.
 
@@ -282,6 +307,8 @@ def prepare_fused(model_bytes: bytes, input_name: str, output_name: str, onnx_pr
         isa: force one variant (tests); None = the best of AUTO_ISAS this CPU runs that passes its
             self-check.
         library: a library path instead of the installed one (tests).
+        lengths_name: a variable-length graph's lengths input; then ``check_lengths`` (N,) are the
+            self-check rows' lengths and ``onnx_proba(X, lengths)`` takes them.
     Returns:
         (kernel or None, info): info has "used", "isa", "reason", "checks" (per ISA: max errors or why not).
     """
@@ -291,7 +318,7 @@ def prepare_fused(model_bytes: bytes, input_name: str, output_name: str, onnx_pr
         info["reason"] = why
         return None, info
     try:
-        spec, why = match_fused(parse_model(model_bytes), input_name, output_name)
+        spec, why = match_fused(parse_model(model_bytes), input_name, output_name, lengths_name)
     except OnnxReadError as exc:  # the reader's one error; match_fused returns a reason, never raises
         spec, why = None, f"model.onnx could not be read for the fused kernel: {exc}"
     if spec is None:
@@ -315,11 +342,15 @@ def prepare_fused(model_bytes: bytes, input_name: str, output_name: str, onnx_pr
     if bad_shape:
         info["reason"] = f"self-check inputs of shape {X.shape} do not fit the model's {spec.features} features"
         return None, info
-    ref = np.asarray(onnx_proba(X), np.float32).reshape(len(X), -1)  # (N, 1) or (N, k)
+    if spec.lengths and (check_lengths is None or len(check_lengths) != len(X)):
+        info["reason"] = "a variable-length model needs the self-check rows' lengths"
+        return None, info
+    ref = np.asarray(onnx_proba(X, check_lengths) if spec.lengths else onnx_proba(X), np.float32).reshape(len(X), -1)
     for name in candidates:
         try:
             kernel = FusedKernel(lib, spec, name)
-            got = kernel.run(X, threads).reshape(len(X), -1)
+            got = (kernel.run_lengths(X, check_lengths, threads) if spec.lengths else kernel.run(X, threads)
+                   ).reshape(len(X), -1)
         except (OSError, MemoryError, NonFiniteInput, ValueError) as exc:
             info["checks"][name] = {"passed": False, "error": str(exc)[:160]}
             continue

@@ -30,14 +30,15 @@
  * time took 0.3 us a row, more than the step itself. */
 static inline __attribute__((always_inline)) void head_block_body(const gru_model *m, const float *const fin[2],
                                                                   int rows, float steps, int avg, float *out,
-                                                                  float *tv) {
+                                                                  float *tv, const int64_t *rl) {
     const gru_layer *ly = &m->layer[m->L - 1];
     const int k = m->n_out, Hp = ly->cell[0].Hp, H = ly->H, D = ly->merge == MERGE_CONCAT ? ly->D : 1;
     int DH = D * ly->H;
     for (int d = 0; d < D; d++)
         for (int i = 0; i < rows; i++) {
             const float *src = fin[d] + (size_t)i * Hp;
-            for (int j = 0; j < H; j++) tv[(size_t)(d * H + j) * rows + i] = avg ? src[j] / steps : src[j];
+            const float si = rl ? (float)rl[i] : steps;  /* a row's own length (variable length) */
+            for (int j = 0; j < H; j++) tv[(size_t)(d * H + j) * rows + i] = avg ? src[j] / si : src[j];
         }
     float acc[BLOCK_ROWS];
     float *tv2 = tv + (size_t)m->head_in_w * rows;  /* Dense layers: (units, rows), then swapped with tv */
@@ -79,32 +80,33 @@ static inline __attribute__((always_inline)) void head_block_body(const gru_mode
 }
 
 static void head_block_generic(const gru_model *m, const float *const fin[2], int rows, float steps, int avg,
-                               float *out, float *tv) {
-    head_block_body(m, fin, rows, steps, avg, out, tv);
+                               float *out, float *tv, const int64_t *rl) {
+    head_block_body(m, fin, rows, steps, avg, out, tv, rl);
 }
 
 #if GRU_X86
 __attribute__((target("avx2,fma"))) static void head_block_avx2(const gru_model *m, const float *const fin[2],
                                                                  int rows, float steps, int avg, float *out,
-                                                                 float *tv) {
-    head_block_body(m, fin, rows, steps, avg, out, tv);
+                                                                 float *tv, const int64_t *rl) {
+    head_block_body(m, fin, rows, steps, avg, out, tv, rl);
 }
 
 __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,avx2,fma"))) static void head_block_avx512(
-    const gru_model *m, const float *const fin[2], int rows, float steps, int avg, float *out, float *tv) {
-    head_block_body(m, fin, rows, steps, avg, out, tv);
+    const gru_model *m, const float *const fin[2], int rows, float steps, int avg, float *out, float *tv,
+    const int64_t *rl) {
+    head_block_body(m, fin, rows, steps, avg, out, tv, rl);
 }
 #endif
 
 /* out (rows, k) from fin[d] (rows, Hp): each direction's last state (or a stream's mean, or the max),
  * or its sum when avg (divided by T here). tv: 2 x (rows, head_in_w) floats of scratch. */
 static void head_rows(const gru_model *m, const float *const fin[2], int rows, long T, int avg, float *out,
-                      float *tv) {
+                      float *tv, const int64_t *rl) {
 #if GRU_X86
-    if (m->isa == ISA_AVX512) { head_block_avx512(m, fin, rows, (float)T, avg, out, tv); return; }
-    if (m->isa == ISA_AVX2) { head_block_avx2(m, fin, rows, (float)T, avg, out, tv); return; }
+    if (m->isa == ISA_AVX512) { head_block_avx512(m, fin, rows, (float)T, avg, out, tv, rl); return; }
+    if (m->isa == ISA_AVX2) { head_block_avx2(m, fin, rows, (float)T, avg, out, tv, rl); return; }
 #endif
-    head_block_generic(m, fin, rows, (float)T, avg, out, tv);
+    head_block_generic(m, fin, rows, (float)T, avg, out, tv, rl);
 }
 
 /* ------------------------------------------------------------------ one block of rows, all layers */
@@ -223,7 +225,50 @@ static void run_block(const gru_model *m, const float *x, long T, int rows, floa
         }
         in = dst;
     }
-    head_rows(m, fin, rows, T, m->head == HEAD_AVG, out, tv);
+    head_rows(m, fin, rows, T, m->head == HEAD_AVG, out, tv, NULL);
+}
+
+/* Variable length: direction 0 (forward) of layer ly over a block whose rows (longest first) are real
+ * for their first rl[i] steps; in (rows, T, F) at a stride of T steps; runs rl[0] steps. planes and
+ * dst as run_direction. Returns the plane of the last states, or of the sums when avg. */
+static float *run_direction_lens(const gru_model *m, const gru_layer *ly, const float *in, long T, int rows,
+                                 const int64_t *rl, float *planes, float *dst, int out_w, int avg) {
+    const gru_cell *c = &ly->cell[0];
+    const int Hp = c->Hp, H = c->H;
+    const size_t plane = (size_t)rows * Hp;
+    float *hA = planes, *hB = planes + plane, *sum = planes + 2 * plane;
+    memset(hA, 0, sizeof(float) * plane);
+    memset(sum, 0, sizeof(float) * plane);
+    int active = rows;
+    for (long t = 0; t < rl[0]; t++) {
+        int a = active;
+        while (a > 0 && rl[a - 1] <= t) a--;
+        if (a < active) {  /* rows a .. active-1 ended: their last state stays in both planes */
+            memcpy(hB + (size_t)a * Hp, hA + (size_t)a * Hp, sizeof(float) * (size_t)(active - a) * Hp);
+            active = a;
+        }
+        step(m->isa, ly->lbr, c, in, T, t, active, hA, hB, sum, avg, planes + 3 * plane);
+        if (dst)
+            for (int i = 0; i < active; i++)
+                memcpy(dst + ((size_t)i * T + t) * out_w, hB + (size_t)i * Hp, sizeof(float) * H);
+        float *tmp = hA; hA = hB; hB = tmp;
+    }
+    return avg ? sum : hA;
+}
+
+/* Variable length: x (rows, T, F) scaled, rows longest first with lengths rl -> out (rows, k). */
+static void run_block_lens(const gru_model *m, const float *x, long T, int rows, const int64_t *rl, float *out,
+                           float *scratch, float *seq, float *tv) {
+    const float *in = x;
+    const float *fin[2] = {NULL, NULL};
+    for (int l = 0; l < m->L; l++) {
+        const gru_layer *ly = &m->layer[l];
+        const int last = l == m->L - 1;
+        float *dst = last ? NULL : seq + (size_t)(l & 1) * rows * T * m->seq_w;
+        fin[0] = run_direction_lens(m, ly, in, T, rows, rl, scratch, dst, ly->H, last && m->head == HEAD_AVG);
+        in = dst;
+    }
+    head_rows(m, fin, rows, T, m->head == HEAD_AVG, out, tv, rl);
 }
 
 /* Streams: x (rows, T, F) scaled, sin (rows, st_w) -> sout (rows, st_w), out (rows, k); the state
@@ -256,7 +301,7 @@ static void run_stream_block(const gru_model *m, const float *x, long T, int row
         fin[0] = r;
         in = dst;
     }
-    head_rows(m, fin, rows, T, 0, out, tv);
+    head_rows(m, fin, rows, T, 0, out, tv, NULL);
 }
 
 /* ------------------------------------------------------------------ the blocks of one call */
@@ -268,11 +313,28 @@ void gru_run_blocks(gru_job *job, float *scratch) {
     float *seq = xs + (size_t)job->block_rows * job->T * m->F;
     float *hist = seq + (size_t)(m->L > 2 ? 2 : m->L - 1) * job->block_rows * job->T * m->seq_w;
     float *tv = hist + (size_t)job->block_rows * job->T * m->hist_w;
+    float *ob = tv + 2 * (size_t)m->head_in_w * job->block_rows;  /* variable length: (rows, k) before the scatter */
+    int64_t rl[BLOCK_ROWS];
     for (;;) {
         const long b = atomic_fetch_add_explicit(&job->next, 1, memory_order_relaxed);
         if (b >= job->n_blocks) break;
         long r0 = b * job->N / job->n_blocks;  /* block b: rows [b N / n, (b + 1) N / n), sizes within 1 */
         int rows = (int)((b + 1) * job->N / job->n_blocks - r0);
+        if (job->lens) {  /* variable length: rows order[r0 ..], longest first; only their real steps are read */
+            int bad = 0;
+            for (int i = 0; i < rows; i++) {
+                const int64_t row = job->order[r0 + i];
+                rl[i] = job->lens[row];
+                bad |= gru_scale_rows(m, job->x + (size_t)row * job->T * m->F, xs + (size_t)i * job->T * m->F,
+                                      (size_t)rl[i]);
+            }
+            if (bad) atomic_store_explicit(&job->nonfinite, 1, memory_order_relaxed);
+            run_block_lens(m, xs, job->T, rows, rl, ob, scratch, seq, tv);
+            for (int i = 0; i < rows; i++)
+                memcpy(job->out + (size_t)job->order[r0 + i] * m->n_out, ob + (size_t)i * m->n_out,
+                       sizeof(float) * m->n_out);
+            continue;
+        }
         if (job->ids) {  /* token ids: their Embedding rows (a bad id: the caller discards the output) */
             if (gru_embed_rows(m, job->ids + (size_t)r0 * job->T, xs, (size_t)rows * job->T))
                 atomic_store_explicit(&job->nonfinite, 2, memory_order_relaxed);
@@ -293,7 +355,7 @@ void gru_run_blocks(gru_job *job, float *scratch) {
 size_t gru_scratch_floats(const gru_model *m, int block_rows, long T) {
     const size_t seqs = m->L > 2 ? 2 : (size_t)(m->L - 1);
     return (size_t)block_rows * ((size_t)m->scratch_w + (size_t)T * m->F + seqs * (size_t)T * m->seq_w +
-                                 (size_t)T * m->hist_w + 2 * (size_t)m->head_in_w);
+                                 (size_t)T * m->hist_w + 2 * (size_t)m->head_in_w + (size_t)m->n_out);
 }
 
 /* ------------------------------------------------------------------ entry point */
@@ -369,6 +431,27 @@ int gru_run_ids(void *handle, const int64_t *ids, long N, long T, float *out, in
     gru_job job;
     memset(&job, 0, sizeof(job));
     job.m = m; job.ids = ids; job.T = T; job.N = N; job.out = out;
+    return launch(&job, nthreads);
+}
+
+/* Variable length: x (N, T, F) right-padded, row i real for its first lens[i] steps (1 .. T; what follows
+ * is never read, whatever it holds), order (N,) the rows sorted longest first (any order of equal
+ * lengths) -> out (N, k) in row order. Forward layers only. Returns as gru_run (1: a NaN or an infinity
+ * in a real step). */
+int gru_run_lens(void *handle, const float *x, const int64_t *lens, const int64_t *order, long N, long T, float *out,
+                 int nthreads) {
+    const gru_model *m = (const gru_model *)handle;
+    if (!m || m->embed || !x || !lens || !order || !out || N < 0 || T < 1) return -1;
+    for (int l = 0; l < m->L; l++)
+        if (m->layer[l].D != 1 || m->layer[l].reverse[0]) return -1;
+    for (long p = 0; p < N; p++) {  /* a permutation, longest first, every length in 1 .. T */
+        const int64_t r = order[p];
+        if (r < 0 || r >= N || lens[r] < 1 || lens[r] > T || (p && lens[order[p - 1]] < lens[r])) return -1;
+    }
+    if (N == 0) return 0;
+    gru_job job;
+    memset(&job, 0, sizeof(job));
+    job.m = m; job.x = x; job.T = T; job.N = N; job.out = out; job.lens = lens; job.order = order;
     return launch(&job, nthreads);
 }
 

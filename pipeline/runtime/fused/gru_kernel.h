@@ -59,6 +59,13 @@
  * graph's ReduceMean/ReduceMax read the merged sequence); a last-state head reads the merge of the
  * two last states.
  *
+ * Variable length (gru_run_lens; forward layers): row i is real for its first lens[i] steps and
+ * padding after, never read. The rows run longest first (order), so the rows of a block still running
+ * at step t are a prefix of it: each step runs that prefix, a row that ends keeps its last state, and a
+ * block stops at its longest row. The mean is over each row's own steps (sum in time order / its
+ * length: the graph's ReduceSum of the masked outputs, which adds zeros after them, then Div by the
+ * count), so each row gets the bits it gets alone, unpadded.
+ *
  * Stacked layers: a block of rows runs layer by layer. A layer that is not the last writes each
  * direction's state after each step into a sequence buffer (rows, T, D*H), direction d at columns
  * d*H .. d*H+H-1 (unpadded): the layout of x (rows, T, F), so the next layer's cell reads it as its
@@ -150,6 +157,8 @@ typedef struct {
     const gru_model *m;
     const float *x;               /* (N, T, F) the model input, unscaled, never written */
     const int64_t *ids;           /* or (N, T) token ids (gru_run_ids): their Embedding rows are the input */
+    const int64_t *lens, *order;  /* gru_run_lens: row lengths (N,), and the rows longest first (N,): sorted
+                                     position p runs row order[p] (blocks of similar lengths) */
     long T, N;
     float *out;                   /* (N, k) each block writes its own rows */
     int block_rows;               /* the largest block's rows */
@@ -196,6 +205,8 @@ int gru_set_input_scaling(void *handle, int n, const int *ops, const float *cons
 int gru_set_dense(void *handle, int n, const int *units_act, const float *params);
 int gru_set_embedding(void *handle, long vocab, const float *table);
 int gru_run_ids(void *handle, const int64_t *ids, long N, long T, float *out, int nthreads);
+int gru_run_lens(void *handle, const float *x, const int64_t *lens, const int64_t *order, long N, long T, float *out,
+                 int nthreads);
 int gru_run(void *handle, const float *x, long N, long T, float *out, int nthreads);
 int gru_stream_width(void *handle);
 /* gru_stream's arguments, one struct so that a push is a one-argument call (ctypes converts each

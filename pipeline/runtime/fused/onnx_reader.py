@@ -420,6 +420,7 @@ class FusedSpec:
     dense: list = field(default_factory=list)
     # a token model: the Embedding table (vocab, F) float32 whose rows the (N, T) int64 ids select (Gather)
     embedding: Optional[np.ndarray] = None
+    lengths: bool = False  # a variable-length graph: (N,) lengths in, each row real for its first lengths[i] steps
 
     def __post_init__(self) -> None:
         w = np.asarray(self.head_w, np.float32)
@@ -616,7 +617,7 @@ def _one_gru(parts: list, what: str) -> tuple[Optional[Node], str]:
     return gru, ""
 
 
-def _gru_layer(gru: Node, init: dict, flip: tuple) -> tuple[Optional[FusedLayer], str]:
+def _gru_layer(gru: Node, init: dict, flip: tuple, lengths: bool = False) -> tuple[Optional[FusedLayer], str]:
     """The weights of one GRU node when its options are ones the kernel covers, else (None, reason)."""
     direction = _attr(gru, "direction", "forward", str)
     if direction not in _DIRECTIONS:
@@ -637,7 +638,7 @@ def _gru_layer(gru: Node, init: dict, flip: tuple) -> tuple[Optional[FusedLayer]
     if _attr(gru, "layout", 0, int) != 0:
         return None, "GRU layout=1"
     ins = [_input(gru, i) for i in range(6)]
-    if ins[4] or ins[5]:
+    if (ins[4] and not lengths) or ins[5]:
         return None, "GRU with sequence_lens or initial_h (masked or stateful models keep the onnxruntime path)"
     W, R = init.get(ins[1]), init.get(ins[2])
     B = init.get(ins[3]) if ins[3] else None
@@ -674,12 +675,33 @@ def _gemm_weights(gemm: Node, init: dict) -> tuple[Optional[np.ndarray], Optiona
     return W, np.broadcast_to(b.reshape(-1), (U,)).astype(np.float32), ""
 
 
-def match_fused(graph: Graph, input_name: str, output_name: str) -> tuple[Optional[FusedSpec], str]:
-    """(spec, "") when the graph is the shape the kernel covers, else (None, reason)."""
+def _masked_mean(g: "_Graph", name: str) -> Optional[str]:
+    """The (time, batch, H) sequence whose mean over each row's real steps ``name`` is, in a variable-length
+    graph: Div(ReduceSum(Mul(seq | Where(real, seq, last), mask), axis 0), ReduceSum(mask, axis 0))."""
+    div = g.made_by(name, "Div")
+    num = g.made_by(_input(div, 0), "ReduceSum") if div is not None else None
+    den = g.made_by(_input(div, 1), "ReduceSum") if div is not None else None
+    if num is None or den is None or _axes(num, g.init) != [0] or _axes(den, g.init) != [0] \
+            or _attr(num, "keepdims", 1, int) != 0:
+        return None
+    mul = g.made_by(_input(num, 0), "Mul")
+    if mul is None or g.resolve(_input(mul, 1)) != g.resolve(_input(den, 0)):
+        return None
+    seq = _input(mul, 0)
+    where = g.made_by(seq, "Where")  # Keras' last output carried over padded steps: masked out next
+    return _input(where, 1) if where is not None else seq
+
+
+def match_fused(graph: Graph, input_name: str, output_name: str,
+                lengths_name: Optional[str] = None) -> tuple[Optional[FusedSpec], str]:
+    """(spec, "") when the graph is the shape the kernel covers, else (None, reason). ``lengths_name``: the
+    graph's second input of a variable-length model (the spec then has ``lengths``: forward GRU layers, an
+    average over each row's real steps, and the input padded past the lengths by a Where)."""
     g = _Graph(graph)
     init = g.init
-    if graph.inputs != [input_name] or graph.outputs != [output_name]:
-        return None, f"expected one input {input_name!r} and one output {output_name!r}"
+    if graph.inputs != [input_name] + ([lengths_name] if lengths_name else []) or graph.outputs != [output_name]:
+        return None, (f"expected the input {input_name!r}{f' and {lengths_name!r}' if lengths_name else ''} and one "
+                      f"output {output_name!r}")
     act = g.node(output_name)
     if act is None or act.op_type not in ("Sigmoid", "Softmax"):
         return None, ("the output is not a Sigmoid or Softmax (fused: Dense(k) heads with sigmoid, or softmax "
@@ -727,7 +749,14 @@ def match_fused(graph: Graph, input_name: str, output_name: str) -> tuple[Option
         if W_a.shape[1] != W_b.shape[0]:
             return None, f"a Dense layer of {W_b.shape[0]} inputs is fed {W_a.shape[1]} values"
     mean = g.made_by(feat, "ReduceMean") or g.made_by(feat, "ReduceMax")
-    if mean is not None:
+    if lengths_name:
+        src = _masked_mean(g, feat)
+        if src is None:
+            return None, ("variable length: the Dense layer's input is not the mean over each row's real steps "
+                          "(fused: average head)")
+        head, merge = "avg", "concat"
+        parts = g.sequence(src)
+    elif mean is not None:
         pool = "mean" if mean.op_type == "ReduceMean" else "max"
         if _axes(mean, init) != [0] or _attr(mean, "keepdims", 1, int) != 0:
             return None, f"the pooling is not a {pool} over time ({mean.op_type} axes [0], keepdims 0)"
@@ -736,7 +765,7 @@ def match_fused(graph: Graph, input_name: str, output_name: str) -> tuple[Option
     else:
         head, src = "last", feat
         parts, merge = g.last_states(feat), "concat"
-    if not parts:
+    if not parts and not lengths_name:
         parts, merge = g.merged(src, "sequence" if head != "last" else "last")
     if not parts:
         return None, ("the Dense layer's input is not a GRU state or its mean or max over time (fused: last state, "
@@ -749,9 +778,11 @@ def match_fused(graph: Graph, input_name: str, output_name: str) -> tuple[Option
     # (go_backwards: reversed by a Slice, i.e. in processing order); the last state has no order
     flip: tuple = tuple(f for _, _, f in parts) if head != "last" else ()
     for _ in range(len(graph.nodes) + 1):  # a cycle of GRU nodes ends here: more layers than nodes
-        layer, why = _gru_layer(gru, init, flip)
+        layer, why = _gru_layer(gru, init, flip, lengths=bool(lengths_name))
         if layer is None:
             return None, why
+        if lengths_name and (layer.direction != "forward" or any(layer.flip)):
+            return None, "variable length with a reverse or bidirectional GRU layer (fused: forward layers)"
         layer.merge = merge
         if layers and layers[0].features != layer.width:
             return None, f"a GRU of {layers[0].features} inputs is fed {layer.width} values per step"
@@ -760,6 +791,9 @@ def match_fused(graph: Graph, input_name: str, output_name: str) -> tuple[Option
         tr = g.made_by(x, "Transpose")
         if tr is not None:
             break
+        carried = g.made_by(x, "Where") if lengths_name else None
+        if carried is not None:  # Keras' last output carried over padded steps: the next GRU never reads them
+            x = _input(carried, 1)
         parts, merge = g.sequence(x), "concat"
         if not parts:
             parts, merge = g.merged(x, "sequence")
@@ -781,7 +815,12 @@ def match_fused(graph: Graph, input_name: str, output_name: str) -> tuple[Option
     F = layers[0].features
     prefix, cur = [], _input(tr, 0)
     producer = g.producer
-    gather = g.made_by(cur, "Gather")
+    if lengths_name:  # the model input past each row's length replaced by padding: Where(real, x, pad)
+        where = g.made_by(cur, "Where")
+        if where is None or _input(where, 2) not in init:
+            return None, "variable length: the GRU input is not the padded model input (Where(real, x, pad))"
+        cur = g.resolve(_input(where, 1))
+    gather = g.made_by(cur, "Gather") if not lengths_name else None
     if gather is not None:  # a token model: x (N, T) ids [-> Cast to int64] -> Gather(table, ids, axis 0)
         table = init.get(_input(gather, 0))
         ids = g.resolve(_input(gather, 1))
@@ -812,4 +851,4 @@ def match_fused(graph: Graph, input_name: str, output_name: str) -> tuple[Option
         prefix.insert(0, (n.op_type, np.broadcast_to(const.reshape(-1), (F,)).astype(np.float32)))
     return FusedSpec(layers=layers, head=head, head_w=np.ascontiguousarray(dW),
                      head_b=np.broadcast_to(db.reshape(-1), (k,)).astype(np.float32), prefix=prefix,
-                     activation=activation, dense=dense), ""
+                     activation=activation, dense=dense, lengths=bool(lengths_name)), ""
