@@ -1,12 +1,16 @@
-/* The entry point gru_run: one call scores a batch; its rows are cut into blocks that the caller's
- * thread and the pool's workers take in turn, and each block runs every layer, direction and time
- * step, then the head. The kernel's design, numerics and layouts: gru_kernel.h.
+/* The entry points: one call scores a batch; its rows are cut into blocks that the caller's thread and
+ * the pool's workers take in turn, and each block runs every layer, direction and time step, then the
+ * head. The kernel's design, numerics and layouts: gru_kernel.h.
  *
- * Owns: gru_run and gru_stream / gru_stream_width (streams: one chunk for each of N streams from their
- * carried states, run_stream_block), the blocks of one call (gru_run_blocks, gru_scratch_floats), one block through all
- * layers (run_block, run_direction), the ISA dispatch of a time step (step) and the head (head_rows:
- * Gemm to k outputs, then Sigmoid or MLAS' softmax; the same arithmetic for every variant). Includes gru_kernel.h, ort_activations.h, pool.h. Reads the
- * model and x; writes out and its own scratch.
+ * Owns: gru_run (fixed length), gru_run_ids (token ids), gru_run_lens (variable length: run_block_lens,
+ * run_direction_lens), gru_stream / gru_stream_width (one chunk for each of N streams from their
+ * carried states: run_stream_block); the blocks of one call (launch, gru_run_blocks,
+ * gru_scratch_floats, the calling thread's cached scratch); one block through all layers (run_block,
+ * run_direction, the Bidirectional merges merge1, max pooling); the ISA dispatch of a time step (step);
+ * the head (head_rows: Dense layers, then the Gemm to k outputs and Sigmoid or MLAS' softmax, rows as
+ * vector lanes; the same arithmetic for every variant). Includes gru_kernel.h, ort_activations.h,
+ * pool.h. Reads the model, x / ids / lengths and stream states; writes out, the new stream states and
+ * its own scratch.
  */
 #include <math.h>
 #include <pthread.h>

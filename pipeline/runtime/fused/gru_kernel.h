@@ -10,12 +10,13 @@
  * and the functions one file calls in another (hidden: the library exports only the gru_* API).
  * The files, each including this header:
  *   model.c            CPU features, weight packing (gru_create / gru_destroy), the model input's
- *                      per-feature scaling with its NaN/infinity scan
+ *                      per-feature scaling with its NaN/infinity scan, Dense layers, Embedding table
  *   ort_activations.h  onnxruntime's activation functions: scalar, and ORT_ACTIVATIONS for vectors
  *   kernel_generic.c   one time step in plain C (every CPU)
  *   kernel_avx2.c      one time step with AVX2 + FMA      } per-function target attributes: one
  *   kernel_avx512.c    one time step with AVX-512         } build holds every variant
- *   gru_kernel.c       the entry point gru_run: row blocks, layers, directions, the head
+ *   gru_kernel.c       the entry points gru_run, gru_run_ids, gru_run_lens, gru_stream: row blocks,
+ *                      layers, directions, merges, the head
  *   pool.c / pool.h    the worker threads of a call (one struct, C11 atomics + mutex/condvar)
  * Built by setuptools (pyproject.toml, [[tool.setuptools.ext-modules]]) with -O3 -ffp-contract=off
  * -fno-math-errno: no fused multiply-add the source did not write.

@@ -1,10 +1,12 @@
-/* The model: CPU features, weight packing and the model input's scaling.
+/* The model: CPU features, weight packing, the model input's scaling, Dense layers and Embedding table.
  *
  * Owns: gru_abi_version, gru_isa_supported (the CPU features each variant needs), gru_create /
  * gru_destroy (the ONNX weights packed into column tiles, see gru_kernel.h "Layout"; the head's
  * Gemm weights and activation), gru_softmax_kind (which MLAS softmax kernels the head reproduces),
  * gru_set_input_scaling and gru_scale_rows (the graph's Sub/Div/Mul/Add by per-feature constants,
- * the same float32 operations, with a NaN/infinity scan of the scaled values).
+ * the same float32 operations, with a NaN/infinity scan of the scaled values), gru_set_dense (Dense
+ * layers between the pooling and the head), gru_set_embedding and gru_embed_rows (token models: the
+ * ids' table rows).
  * Includes gru_kernel.h. Reads: the arrays the caller passes. Writes: the model it allocates.
  */
 #include <math.h>
