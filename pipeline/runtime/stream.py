@@ -236,6 +236,7 @@ class Stream:
             self._args = plan.kernel.stream_args(x, self._rows[0], self._rows[1], self._proba,
                                                  plan.threads if self._B > 1 else 1)
             self._x1_key = self._args_x = (x_ptr, 1)  # the chunk buffer and length in the struct
+            self._bound_t = [1, 1]  # _x_buffer keeps these lengths' buffers (a push re-points the struct anyway)
             self._one_step = (1, self._F) if n_streams is None else (self._B, 1, self._F)  # push's fast path
             self._single_binary = n_streams is None and self._k is None
             self._call, self._args_ptr = plan.kernel.lib.gru_stream, self._args.ctypes.data

@@ -132,6 +132,20 @@ def test_states_move_between_the_kernel_and_stream_onnx():
             assert np.array_equal(np.asarray(k.push(x[..., 20:, :])), first)
 
 
+def test_many_chunk_lengths_on_one_kernel_stream():
+    """More distinct chunk lengths than the Stream keeps input buffers for (their cache evicts): the numbers
+    stay the one-chunk ones within 1e-6, and the last step's equal whole-sequence predict_proba."""
+    p = Predictor.load(EXPORTED)
+    X = np.load(EXPORTED / "reference.npz")["X"][:3]
+    with p.stream(3) as s:
+        assert s.backend.startswith("fused")
+        t = 0
+        for n in (1, 2, 3, 4, 5, 6, 7, 8, 9, 1, 4):  # 50 steps, 9 distinct lengths
+            got = s.push(X[:, t:t + n])
+            t += n
+        assert t == 50 and np.abs(got - p.predict_proba(X)).max() <= ATOL
+
+
 def test_one_streams_state_never_touches_another():
     """n streams in one Stream are n independent sequences: each stream's numbers are the bits it gets
     alone, whatever the other streams push (here: garbage-sized values in the others)."""
