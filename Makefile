@@ -53,7 +53,8 @@ help:
 	@echo "make check           lint and the quick tests: no training, TensorFlow, Ray, Spark or venvs (~1.5 min)"
 	@echo "make kernel-check    the fused kernel's tests under AddressSanitizer+UBSan and ThreadSanitizer (~75 s)"
 	@echo "make bench           runtime vs Keras, tf.function, tf2onnx, OpenVINO, LiteRT; cold start,"
-	@echo "                     memory, install size, targets; streaming (bench-results/)"
+	@echo "                     memory, install size, targets; streaming (kernel and stream.onnx); variable-length"
+	@echo "                     batches vs OpenVINO on the two-input graph (bench-results/)"
 	@echo "make lint            ruff (pyflakes + pycodestyle errors) over the whole tree, and the layer"
 	@echo "                     contracts of pyproject.toml (lint-imports: imports point one way down)"
 	@echo "make bench-cluster   Parquet batch scoring: in-process Predictor vs gru-predict --engine local,"
@@ -124,7 +125,7 @@ test: $(CLUSTER_STAMP) $(UCR_STAMP) $(NODE_STAMP) java kernel-check
 	$(PY) -m pytest -q
 
 # The fused kernel under AddressSanitizer + UBSan, then ThreadSanitizer: gcc builds its sources (pyproject's
-# ext-module) into two separate libraries, tests/runtime/test_fused.py runs against each with the sanitizer's
+# ext-module) into two separate libraries, tests/runtime/test_fused.py and test_fused_streams.py run against each with the sanitizer's
 # runtime preloaded, and any report fails (tests/runtime/test_kernel_sanitizers.py; ~75 s on the 2-core VM)
 .PHONY: kernel-check
 kernel-check: $(STAMP)
@@ -132,6 +133,7 @@ kernel-check: $(STAMP)
 
 bench: $(BENCH_STAMP)
 	$(PY) tools/bench.py
+	$(PY) tools/bench_lengths.py > bench-results/lengths.md && cat bench-results/lengths.md
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

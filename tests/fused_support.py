@@ -74,8 +74,17 @@ def float64_proba(spec, X: np.ndarray) -> np.ndarray:
                 Y[:, t] = h
             outs.append(Y[:, ::-1] if layer.flip[d] else Y)
             lasts.append(h)
-        seq = np.concatenate(outs, axis=2)  # (N, T, D*H)
-    v = seq.mean(axis=1) if spec.head == "avg" else np.concatenate(lasts, axis=1)
+        merge = getattr(layer, "merge", "concat")
+        if merge == "concat":
+            seq = np.concatenate(outs, axis=2)  # (N, T, D*H)
+        else:  # a Bidirectional merge: (N, T, H)
+            op = {"sum": np.add, "mul": np.multiply, "ave": lambda a, b: (a + b) * 0.5}[merge]
+            seq, lasts = op(outs[0], outs[1]), [op(lasts[0], lasts[1])]
+    v = {"avg": seq.mean(axis=1), "max": seq.max(axis=1)}.get(spec.head)  # (N, D*H)
+    v = np.concatenate(lasts, axis=1) if v is None else v
+    for W, b, act in getattr(spec, "dense", []):  # Dense layers between the pooling and the head
+        v = v @ W.astype(np.float64) + b.astype(np.float64)
+        v = np.maximum(v, 0) if act == "relu" else 1 / (1 + np.exp(-v)) if act == "sigmoid" else v
     logits = v @ spec.head_w.astype(np.float64) + spec.head_b.astype(np.float64)  # (N, k)
     if spec.activation == "softmax":
         e = np.exp(logits - logits.max(axis=1, keepdims=True))

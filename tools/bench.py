@@ -80,9 +80,9 @@ def main(argv=None) -> int:
 
     stream_md, stream_rows = "", []
     if not args.quick and pred.manifest.get("stream", {}).get("supported"):
-        from benchmarks.streaming import bench_stream, format_results
+        from benchmarks.streaming import bench_stream, format_results, rows_roof
 
-        stream_rows = bench_stream(pred)
+        stream_rows = rows_roof(bench_stream(pred), roof, pred)  # the kernel and stream.onnx side by side
         stream_md = format_results(stream_rows)
     peers_ran = [p.name for p in peers]
     load_after = os.getloadavg()

@@ -171,9 +171,10 @@ class Predictor:
         return float(self.decision["threshold"]) if self.decision.get("rule") == "threshold" else None
 
     def _fused_covers(self) -> bool:
-        """Whether the fused kernel may cover this kind of model: float features and a fixed length (the
-        kernel's own reader, ``fused.onnx_reader.match_fused``, then decides on the layers and the head)."""
-        return self.input_kind == "features" and self.lengths_name is None
+        """Whether the fused kernel may cover this kind of model: float features (fixed or variable length) or
+        fixed-length token ids (the kernel's own reader, ``fused.onnx_reader.match_fused``, then decides on
+        the layers and the head)."""
+        return self.input_kind == "features" or (self.input_kind == "tokens" and self.lengths_name is None)
 
     def _check_graph_matches_manifest(self) -> None:
         """Refuse a manifest that does not describe this model.onnx: input/output names, input shape
@@ -253,43 +254,61 @@ class Predictor:
         from pipeline.runtime import fused
 
         model_info = self.manifest["model"]
+        tokens = self.input_kind == "tokens"
         data = (self.model_dir / model_info.get("file", artifact.MODEL_FILE)).read_bytes()
         if hashlib.sha256(data).hexdigest() != model_info.get("sha256"):  # the bytes the session was checked on
             return None, {"used": False, "isa": None, "reason": "model.onnx changed since load", "checks": {}}
         ref_X, keras = None, None
         try:
             with np.load(self.model_dir / artifact.REFERENCE_FILE, allow_pickle=False) as ref:
-                X = np.asarray(ref["X"], np.float32)  # (N, T, F) raw: what model.onnx takes (it scales itself)
+                X = np.asarray(ref["X"], np.int64 if tokens else np.float32)  # (N, T, F) raw ((N, T) ids)
                 full = (np.asarray(ref["lengths"]) >= X.shape[1]) if "lengths" in ref.files else np.ones(len(X), bool)
-                full &= np.isfinite(X).all(axis=(1, 2))  # whole, finite rows: what Keras' numbers are for
-                if X.ndim == 3 and full.any():
+                full &= np.isfinite(X).all(axis=tuple(range(1, X.ndim)))  # whole, finite rows: Keras' numbers
+                if X.ndim == (2 if tokens else 3) and full.any():
                     ref_X = X[full]
                     if "keras_proba" in ref.files:
                         keras = np.asarray(ref["keras_proba"], np.float64).reshape(len(X), *self._out_shape[1:])[full]
         except (OSError, KeyError, ValueError):
             ref_X = None  # the stress rows alone
         T = ref_X.shape[1] if ref_X is not None else (self.timesteps or 20)
-        check_X = fused.self_check_inputs(ref_X, self.n_features, T)
+        check_X = (fused.self_check_ids(ref_X, int(self.vocabulary_size or 1), T) if tokens
+                   else fused.self_check_inputs(ref_X, self.n_features, T))
+        check_lens = None
+        if self.lengths_name is not None:  # every length from 1 to T over the rows, NaN past each (never read)
+            check_lens = (1 + (np.arange(len(check_X)) * 7919) % T).astype(np.int64)
+            check_lens[:2] = T, 1
+            check_X = check_X.copy()
+            for i, n in enumerate(check_lens):
+                check_X[i, n:] = np.nan
+            keras = None  # Keras' numbers are for the full reference rows
 
-        def onnx_proba(Z: np.ndarray) -> np.ndarray:  # SMALL_BATCH-row calls: a small working set (peak RSS)
-            return np.concatenate([self._session.run([self.output_name], {self.input_name: Z[i:i + SMALL_BATCH]})[0]
-                                   .reshape(self._out_shape) for i in range(0, len(Z), SMALL_BATCH)])
+        def onnx_proba(Z: np.ndarray, L: Optional[np.ndarray] = None) -> np.ndarray:  # SMALL_BATCH-row calls
+            def feed(i: int) -> dict:
+                f = {self.input_name: Z[i:i + SMALL_BATCH]}
+                return f if L is None else {**f, self.lengths_name: L[i:i + SMALL_BATCH]}
+            return np.concatenate([self._session.run([self.output_name], feed(i))[0].reshape(self._out_shape)
+                                   for i in range(0, len(Z), SMALL_BATCH)])
 
         return fused.prepare_fused(data, self.input_name, self.output_name, onnx_proba, check_X,
-                                   keras=keras, threads=self.workers)
+                                   keras=keras, threads=self.workers, lengths_name=self.lengths_name,
+                                   check_lengths=check_lens)
 
     def debug_info(self) -> dict[str, Any]:
         """How this Predictor runs batches: the graph form asked for and the fused kernel's state
-        (whether it is used, its ISA, its self-check errors per ISA, or why it is not used)."""
+        (whether it is used, its ISA, its self-check errors per ISA, or why it is not used); and how its
+        streams run: "stream" is None until a stream was opened, then the kernel's stream self-check
+        against stream.onnx (``pipeline.runtime.stream.fused_stream_info``: used, isa, reason, error)."""
         if self._fused_wanted:
             self._fused()
             fused_info = dict(self._fused_state[1])
         else:
             why = ("disabled (fused=False)" if self.graph == "auto" and self._fused_covers()
                    else f"not used with graph={self.graph!r}" if self.graph != "auto"
-                   else "not used for variable-length or token-input models")
+                   else "not used for variable-length token models")
             fused_info = {"used": False, "isa": None, "reason": why, "checks": {}}
-        return {"graph": self.graph, "workers": self.workers, "fused": fused_info}
+        from pipeline.runtime.stream import fused_stream_info
+
+        return {"graph": self.graph, "workers": self.workers, "fused": fused_info, "stream": fused_stream_info(self)}
 
     def _plan(self, n: int, T: int) -> tuple[Any, int]:
         """The session.run to use for ``n`` rows of ``T`` steps, and the rows per call."""
@@ -302,8 +321,11 @@ class Predictor:
 
     def _run(self, X: np.ndarray, lens: Optional[np.ndarray] = None) -> np.ndarray:
         """(n, T, F) float32 raw (or (n, T) int64 ids) [+ (n,) int64 lengths] -> (n,) or (n, k) float32."""
-        kernel = self._fused() if X.dtype == np.float32 and lens is None else None
+        kernel = self._fused() if X.dtype == (np.int64 if self.input_kind == "tokens" else np.float32) \
+            and (lens is None) == (self.lengths_name is None) else None
         if kernel is not None:  # the whole batch in one native call, threads inside it (it scales like the graph)
+            if lens is not None:  # variable length: the rows longest first, each over its own steps
+                return kernel.run_lengths(X, lens, self.workers).reshape(self._out_shape)
             return kernel.run(X, self.workers).reshape(self._out_shape)  # (n,) or (n, k)
         n = X.shape[0]
         x_name, len_name, out_name, shape = self.input_name, self.lengths_name, [self.output_name], self._out_shape

@@ -28,9 +28,15 @@ Example:
     >>> s = p.stream(n_streams=64)            # 64 independent streams in lockstep
     >>> s.push(block)                         # (64, T_chunk, F) -> (64,) float32 ((64, k) for k classes)
 
-Speed: inputs and states live in preallocated buffers bound once to onnxruntime (IOBinding);
-two bindings alternate so h_out of one push is h_in of the next without copies. A push with
-one step of one stream costs a few microseconds plus the graph itself.
+Two backends, the same numbers (within 1e-6; bit for bit where the arithmetic allows) and the same
+states. When the Predictor runs the fused GRU kernel (``Predictor.debug_info()["fused"]``), a
+stream runs it too: one native call per push advances every stream of the Stream (threads inside
+the call), from states kept as one float32 row per stream (``fused.FusedKernel.stream``), and the
+kernel's stream arithmetic is checked against stream.onnx once per Predictor (``fused_stream_info``).
+Otherwise, or when that check fails, a push runs stream.onnx on onnxruntime: inputs and states live
+in preallocated buffers bound once (IOBinding); two bindings alternate so h_out of one push is h_in
+of the next without copies. ``Stream.backend`` and ``repr`` say which runs, and why not the kernel.
+get_state/set_state take and give the same dict either way, so a state moves between the two.
 
 A ``Stream`` is not thread-safe; open one per thread (they share the loaded session).
 """
@@ -38,6 +44,7 @@ A ``Stream`` is not thread-safe; open one per thread (they share the loaded sess
 from __future__ import annotations
 
 import math
+import threading
 import weakref
 from pathlib import Path
 from typing import Any, Iterable, Optional, TextIO
@@ -54,6 +61,101 @@ __all__ = ["Stream", "open_stream_session", "stream_csv"]
 
 _SESSIONS: "weakref.WeakKeyDictionary[Any, ort.InferenceSession]" = weakref.WeakKeyDictionary()
 _X_CACHE = 8  # distinct chunk lengths whose input buffers are kept per stream
+_FUSED: "weakref.WeakKeyDictionary[Any, tuple]" = weakref.WeakKeyDictionary()  # predictor -> (plan or None, info)
+_fused_lock = threading.Lock()
+CHECK_CHUNKS = (1, 2, 4)  # the kernel's stream self-check: chunk lengths pushed in turn through both backends
+
+
+class _FusedPlan:
+    """The kernel's stream form for one Predictor: the kernel, the floats per stream state and where
+    each stream.onnx state lives in that row: {name: (offset, D, H)}."""
+
+    def __init__(self, kernel, width: int, layout: dict[str, tuple[int, int, int]], threads: int) -> None:
+        self.kernel, self.width, self.layout, self.threads = kernel, width, layout, threads
+
+
+def _fused_layout(kernel, entry: dict) -> tuple[Optional[dict], str]:
+    """{state name: (offset, D, H)} in a kernel state row for stream.onnx's states, or (None, why not)."""
+    spec = kernel.spec
+    width = kernel.stream_width
+    if width < 1:
+        return None, "the model has a reverse or bidirectional GRU layer, or max pooling"
+    layout, off = {}, 0
+    for i, layer in enumerate(spec.layers):
+        layout[f"h_in_{i}"] = (off, 1, layer.hidden)
+        off += layer.hidden
+    if spec.head == "avg":
+        layout["avg_mean_in"] = (off, 1, spec.layers[-1].hidden)
+        layout["avg_count_in"] = (off + spec.layers[-1].hidden, 1, 1)
+    got = {s["input"]: tuple(int(v) for v in s["shape"]) for s in entry["states"]}
+    if got != {name: (D, H) for name, (_, D, H) in layout.items()}:
+        return None, f"stream.onnx's states {got} are not the kernel's {[*layout]}"
+    return layout, ""
+
+
+def fused_stream_info(predictor) -> Optional[dict]:
+    """The kernel's stream self-check for ``predictor`` once a stream was opened on it, else None:
+    {"used": bool, "isa", "reason", "max_abs_vs_stream_onnx"}."""
+    got = _FUSED.get(predictor)
+    return None if got is None else dict(got[1])
+
+
+def _fused_plan(predictor, sess: ort.InferenceSession, entry: dict) -> Optional[_FusedPlan]:
+    """The Predictor's kernel in its stream form, checked against stream.onnx once (cached), or None."""
+    got = _FUSED.get(predictor)
+    if got is None:
+        with _fused_lock:
+            got = _FUSED.get(predictor)
+            if got is None:
+                got = _FUSED[predictor] = _prepare_fused_plan(predictor, sess, entry)
+    return got[0]
+
+
+def _prepare_fused_plan(predictor, sess: ort.InferenceSession, entry: dict) -> tuple[Optional[_FusedPlan], dict]:
+    info: dict = {"used": False, "isa": None, "reason": "", "max_abs_vs_stream_onnx": None}
+    kernel = predictor._fused()
+    if kernel is None:
+        info["reason"] = "the Predictor does not run the fused kernel: " + (
+            predictor.debug_info()["fused"].get("reason") or "unknown")
+        return None, info
+    if predictor.mask_value is not None:
+        info["reason"] = "the model has its own Masking value (pushed steps are checked against it)"
+        return None, info
+    layout, why = _fused_layout(kernel, entry)
+    if layout is None:
+        info["reason"] = why
+        return None, info
+    plan = _FusedPlan(kernel, kernel.stream_width, layout, predictor.workers)
+    from pipeline.runtime.fused import SELF_CHECK_ATOL, self_check_inputs
+
+    X = self_check_inputs(None, predictor.n_features, sum(CHECK_CHUNKS))  # (50, 7, F) stress rows
+    n, err = len(X), 0.0
+    ours = [np.zeros((n, plan.width), np.float32) for _ in range(2)]
+    out = np.zeros((n, kernel.spec.outputs), np.float32)
+    theirs = {s["input"]: np.zeros((s["shape"][0], n, s["shape"][1]), np.float32) for s in entry["states"]}
+    out_names = [entry["output"]] + [s["output"] for s in entry["states"]]
+    t0 = 0
+    try:
+        for T in CHECK_CHUNKS:
+            chunk = np.ascontiguousarray(X[:, t0:t0 + T])
+            kernel.stream(chunk, ours[0], ours[1], out, plan.threads)
+            ours.reverse()
+            res = sess.run(out_names, {entry["input"]: chunk, **theirs})
+            theirs = {s["input"]: v for s, v in zip(entry["states"], res[1:])}
+            err = max(err, float(np.max(np.abs(out - res[0].reshape(n, -1)))))
+            for name, (off, D, H) in layout.items():
+                mine = ours[0][:, off:off + H]
+                err = max(err, float(np.max(np.abs(mine - theirs[name][0]))))
+            t0 += T
+    except Exception as exc:  # noqa: BLE001 - any failure keeps stream.onnx, with the reason
+        info["reason"] = f"the kernel's stream self-check failed: {type(exc).__name__}: {str(exc)[:160]}"
+        return None, info
+    info["max_abs_vs_stream_onnx"] = err
+    if not err <= SELF_CHECK_ATOL:
+        info["reason"] = f"the kernel's streams are {err:.3g} from stream.onnx (> {SELF_CHECK_ATOL:g})"
+        return None, info
+    info.update(used=True, isa=kernel.isa)
+    return plan, info
 
 
 def open_stream_session(predictor) -> tuple[ort.InferenceSession, dict[str, Any]]:
@@ -99,12 +201,13 @@ class Stream:
         probability: result of the last push (None before the first): see the module docstring.
     """
 
-    def __init__(self, predictor, n_streams: Optional[int]) -> None:
+    def __init__(self, predictor, n_streams: Optional[int], fused: bool = True) -> None:
         if n_streams is not None and (isinstance(n_streams, bool) or not isinstance(n_streams, (int, np.integer))
                                       or n_streams < 1):
             raise StreamError(f"n_streams: expected None or a positive integer, got {n_streams!r}")
         sess, entry = open_stream_session(predictor)
         self._sess = sess
+        plan = _fused_plan(predictor, sess, entry) if fused else None
         self.n_streams = None if n_streams is None else int(n_streams)
         self._B = 1 if n_streams is None else int(n_streams)
         self._F = predictor.n_features
@@ -117,9 +220,32 @@ class Stream:
         self._state_names = [s["input"] for s in entry["states"]]
         self._state_out = [s["output"] for s in entry["states"]]
         self._state_dh = [tuple(int(v) for v in s["shape"]) for s in entry["states"]]  # (D, H)
+        self._proba = np.zeros((self._B, self._k or 1), np.float32)  # (B, 1) p(class 1) or (B, k)
+        self._x: dict[int, tuple] = {}               # chunk length -> input buffer and views
+        self.steps = 0
+        self.probability: Optional[Any] = None
+        self._closed = False
+        self._fused = plan
+        self._one_step = None  # the shape of one step per stream when the kernel runs (push's fast path)
+        if plan is not None:
+            self.backend = f"fused kernel ({plan.kernel.isa})"
+            # Two state sets (B, width), one row per stream: a push reads rows[cur], writes rows[1 - cur]
+            # and flips cur (the C gru_stream_args, kept as an int64 array: a push is a one-argument call).
+            self._rows = [np.zeros((self._B, plan.width), np.float32) for _ in range(2)]
+            x, self._x1, _, x_ptr = self._x_buffer(1)  # the one-step buffer: never evicted
+            self._args = plan.kernel.stream_args(x, self._rows[0], self._rows[1], self._proba,
+                                                 plan.threads if self._B > 1 else 1)
+            self._x1_key = self._args_x = (x_ptr, 1)  # the chunk buffer and length in the struct
+            self._bound_t = [1, 1]  # _x_buffer keeps these lengths' buffers (a push re-points the struct anyway)
+            self._one_step = (1, self._F) if n_streams is None else (self._B, 1, self._F)  # push's fast path
+            self._single_binary = n_streams is None and self._k is None
+            self._call, self._args_ptr = plan.kernel.lib.gru_stream, self._args.ctypes.data
+            self._bindings = []
+            return
+        why = "fused=False" if not fused else (fused_stream_info(predictor) or {}).get("reason", "")
+        self.backend = f"stream.onnx ({why})" if why else "stream.onnx"
         # Two buffer sets: binding k reads states[k] and writes states[1 - k].
         self._states = [[np.zeros((D, self._B, H), np.float32) for D, H in self._state_dh] for _ in range(2)]
-        self._proba = np.zeros((self._B, self._k or 1), np.float32)  # (B, 1) p(class 1) or (B, k)
         self._bindings = [sess.io_binding() for _ in range(2)]
         for k, io in enumerate(self._bindings):
             for name, out_name, h_in, h_out in zip(self._state_names, self._state_out,
@@ -127,19 +253,16 @@ class Stream:
                 io.bind_input(name, "cpu", 0, np.float32, list(h_in.shape), h_in.ctypes.data)
                 io.bind_output(out_name, "cpu", 0, np.float32, list(h_out.shape), h_out.ctypes.data)
             io.bind_output(self._output, "cpu", 0, np.float32, list(self._proba.shape), self._proba.ctypes.data)
-        self._x: dict[int, tuple] = {}               # chunk length -> input buffer and views
         self._bound_t = [0, 0]                       # chunk length currently bound in each binding
         self._cur = 0
         self._run = sess._sess.run_with_iobinding    # the C call, without the Python wrapper
         self._run_options = ort.RunOptions()
-        self.steps = 0
-        self.probability: Optional[Any] = None
-        self._closed = False
 
     @classmethod
-    def open(cls, predictor, n_streams: Optional[int] = None) -> "Stream":
-        """Open a stream on a loaded ``Predictor``; states start at zero (like Keras)."""
-        return cls(predictor, n_streams)
+    def open(cls, predictor, n_streams: Optional[int] = None, fused: bool = True) -> "Stream":
+        """Open a stream on a loaded ``Predictor``; states start at zero (like Keras). ``fused=False``
+        keeps stream.onnx even where the kernel would run."""
+        return cls(predictor, n_streams, fused)
 
     # ------------------------------------------------------------------ pushing
     def _x_buffer(self, T: int) -> tuple:
@@ -148,7 +271,7 @@ class Stream:
             self._x = {t: b for t, b in self._x.items() if t in self._bound_t or t == 1}
         x = np.empty((self._B, T, self._F), np.float32)
         flat = x.reshape(-1)
-        entry = self._x[T] = (x, x[0] if self.n_streams is None else x, flat)
+        entry = self._x[T] = (x, x[0] if self.n_streams is None else x, flat, x.ctypes.data)
         return entry
 
     def _check_rank(self, steps) -> np.ndarray:
@@ -185,13 +308,36 @@ class Stream:
                 is then unchanged.
             StreamError: the stream is closed.
         """
+        if type(steps) is np.ndarray and steps.shape == self._one_step and steps.dtype.kind == "f":
+            # one float step per stream on the kernel (the rank, feature and closed checks hold by shape)
+            np.copyto(self._x1, steps, casting="unsafe")
+            if self._args_x is not self._x1_key:
+                self._args[1], self._args[3] = self._x1_key
+                self._args_x = self._x1_key
+            if self._call(self._args_ptr) == 0:
+                if self._single_binary:  # _result(1), inlined for the one-stream binary push
+                    self.steps += 1
+                    p = self.probability = float(self._proba[0, 0])
+                    return p
+                return self._result(1)
         arr = self._check_rank(steps)
         T = arr.shape[-2]
         buf = self._x.get(T)
         if buf is None:
             buf = self._x_buffer(T)
-        x, view, flat = buf
-        np.copyto(view, arr, casting="unsafe")  # raw: the graph scales
+        x, view, flat, x_ptr = buf
+        np.copyto(view, arr, casting="unsafe")  # raw: the graph (or the kernel) scales
+        if self._fused is not None:
+            if self._args_x[0] != x_ptr or self._args_x[1] != T:
+                self._args[1], self._args[3] = x_ptr, T
+                self._args_x = (x_ptr, T)
+            rc = self._call(self._args_ptr)  # commits (flips cur) only on success
+            if rc:  # a NaN or an infinity, raw or scaled (the state is untouched): name it
+                if rc == 1:
+                    self._check_values(arr, x)
+                    raise InputError("steps: expected finite values; the scaled features are not finite")
+                raise MemoryError("the fused GRU kernel could not run the streams")
+            return self._result(T)
         # x.x is finite iff no value is NaN/Inf and every |x| < 1.8e19, which the scaling cannot
         # overflow (checked at open): the cheapest full check numpy offers for tiny arrays.
         if not (self._dot_check and math.isfinite(flat.dot(flat))):
@@ -206,6 +352,9 @@ class Stream:
             self._bound_t[k] = T
         self._run(io._iobinding, self._run_options)
         self._cur = 1 - k  # commit: the outputs just written are now the state
+        return self._result(T)
+
+    def _result(self, T: int) -> Any:
         self.steps += T
         p = self._proba
         if self._k is None:
@@ -235,7 +384,7 @@ class Stream:
     def reset(self) -> None:
         """Forget everything pushed: zero states (a new sequence starts)."""
         self._check_open()
-        for s in self._states[self._cur]:
+        for s in ([self._rows[self._args[8]]] if self._fused is not None else self._states[self._cur]):
             s.fill(0.0)
         self.steps = 0
         self.probability = None
@@ -244,6 +393,13 @@ class Stream:
         """Copies of the hidden states: {name: (D, H)} for one stream, {name: (n_streams, D, H)} for many."""
         self._check_open()
         out = {}
+        if self._fused is not None:
+            rows = self._rows[self._args[8]]  # (B, width): the current state
+            for name in self._state_names:
+                off, D, H = self._fused.layout[name]
+                s = rows[:, off:off + H]  # (B, H): D is 1 for every stream the kernel runs
+                out[name] = s[:1].copy() if self.n_streams is None else np.ascontiguousarray(s[:, None, :])
+            return out
         for name, s in zip(self._state_names, self._states[self._cur]):
             out[name] = s[:, 0, :].copy() if self.n_streams is None else s.transpose(1, 0, 2).copy()
         return out
@@ -264,8 +420,14 @@ class Stream:
             if not np.isfinite(arr).all():
                 raise InputError(f"state[{name!r}]: expected finite values")
             new.append(arr)
-        for buf, arr in zip(self._states[self._cur], new):
-            buf[...] = arr[:, None, :] if self.n_streams is None else arr.transpose(1, 0, 2)
+        if self._fused is not None:
+            rows = self._rows[self._args[8]]
+            for name, arr in zip(self._state_names, new):
+                off, _, H = self._fused.layout[name]
+                rows[:, off:off + H] = arr.reshape(self._B, H)  # (D=1, H) or (B, 1, H)
+        else:
+            for buf, arr in zip(self._states[self._cur], new):
+                buf[...] = arr[:, None, :] if self.n_streams is None else arr.transpose(1, 0, 2)
         self.probability = None
 
     # ------------------------------------------------------------------ lifetime
@@ -277,6 +439,7 @@ class Stream:
         """Release the buffers; later calls raise StreamError. Closing twice is harmless."""
         if not self._closed:
             self._closed = True
+            self._one_step = None
             for io in self._bindings:
                 io.clear_binding_inputs()
                 io.clear_binding_outputs()
@@ -295,7 +458,7 @@ class Stream:
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"{self.steps} steps"
-        return f"Stream(n_streams={self.n_streams}, features={self._F}, {state})"
+        return f"Stream(n_streams={self.n_streams}, features={self._F}, {state}, backend={self.backend})"
 
 
 def parse_row(line: str, n_features: int, lineno: int) -> np.ndarray:

@@ -268,3 +268,70 @@ def test_unmasked_token_model_with_a_dynamic_time_axis(tmp_path):
     got = p.predict_proba(rows)
     assert np.array_equal(got, np.concatenate([p.predict_proba(r[None]) for r in rows]))
     assert np.abs(got - np.array([_p1(model, r[None])[0] for r in rows])).max() <= ATOL
+
+
+def test_token_models_run_on_the_fused_kernel_bit_for_bit(tmp_path, monkeypatch):
+    """Embedding (no mask_zero) -> Bidirectional GRU -> Dense(k, softmax), fixed length: the Predictor runs the
+    fused kernel (the ids select the Embedding rows inside it) after its self-check on id rows, for every
+    ISA variant, with model.onnx's bits (within 1e-6 on a CPU where onnxruntime has no FMA kernels); an id
+    outside the vocabulary is still refused with the one-line error."""
+    from pipeline.errors import InputError
+    from pipeline.runtime import fused
+
+    inputs = keras.Input((T,), dtype="int64")
+    x = keras.layers.Bidirectional(keras.layers.GRU(12, return_sequences=True), merge_mode="ave")(
+        keras.layers.Embedding(V, 6)(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(keras.layers.GlobalAveragePooling1D()(x)))
+    ids = np.random.default_rng(0).integers(0, V, (40, T))
+    y = np.arange(40) % 3
+    _, out = _export(tmp_path, model, ids, "tok", y=y)
+    want = Predictor.load(out, fused=False).predict_proba(ids)
+    lib, _ = fused.load_library()
+    if lib is None:
+        pytest.skip("fused library not built")
+    isas = fused.supported_isas(lib)
+    for isa in isas:
+        monkeypatch.setattr(fused, "AUTO_ISAS", (isa,))
+        p = Predictor.load(out)
+        got = p.predict_proba(ids)
+        info = p.debug_info()["fused"]
+        assert info["used"] and info["isa"] == isa, info
+        assert np.array_equal(got, want) if "avx2" in isas else np.abs(got - want).max() <= 1e-6, isa
+        rows = [ids[0], ids[1, :4]]  # a list of rows of different lengths: each as alone
+        assert np.array_equal(p.predict_proba(rows)[0], got[0])
+        with pytest.raises(InputError):
+            p.predict_proba(np.full((1, T), V))
+
+
+def test_variable_length_models_run_on_the_fused_kernel_bit_for_bit(tmp_path, monkeypatch):
+    """A variable-length export (lengths input; Masking(PAD_VALUE) -> GRU -> GRU(reset_after=False) -> mean over
+    the real steps -> Dense(1, sigmoid)): the Predictor runs the fused kernel (rows longest first, each over
+    its own steps) after a self-check over every length, for every ISA variant, with model.onnx's bits (1e-6
+    where onnxruntime has no FMA kernels), from a padded array with lengths and from a list of rows."""
+    from pipeline.runtime import fused
+    from pipeline.training.model import PAD_VALUE
+
+    inputs = keras.Input((None, F))
+    x = keras.layers.Masking(mask_value=PAD_VALUE)(inputs)
+    x = keras.layers.GRU(10, return_sequences=True)(x)
+    x = keras.layers.GRU(7, reset_after=False, return_sequences=True)(x)
+    model = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(keras.layers.GlobalAveragePooling1D()(x)))
+    X = _features(48)
+    lens = np.random.default_rng(3).integers(1, T + 1, 48)
+    for i, n in enumerate(lens):
+        X[i, n:] = 0.0
+    _, out = _export(tmp_path, model, X, "var", lengths=lens, y=np.arange(48) % 2)
+    X[np.arange(T)[None, :] >= lens[:, None]] = np.nan  # past each length: never read
+    want = Predictor.load(out, fused=False).predict_proba(X, lengths=lens)
+    lib, _ = fused.load_library()
+    if lib is None:
+        pytest.skip("fused library not built")
+    isas = fused.supported_isas(lib)
+    for isa in isas:
+        monkeypatch.setattr(fused, "AUTO_ISAS", (isa,))
+        p = Predictor.load(out)
+        got = p.predict_proba(X, lengths=lens)
+        info = p.debug_info()["fused"]
+        assert info["used"] and info["isa"] == isa and info["checks"][isa]["max_abs_vs_model_onnx"] <= 1e-6, info
+        assert np.array_equal(got, want) if "avx2" in isas else np.abs(got - want).max() <= 1e-6, isa
+        assert np.array_equal(p.predict_proba([X[i, :n] for i, n in enumerate(lens)]), got)

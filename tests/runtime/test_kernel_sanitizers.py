@@ -1,5 +1,5 @@
 """``make kernel-check``: the fused kernel built under AddressSanitizer + UndefinedBehaviorSanitizer
-and, separately, under ThreadSanitizer, each running tests/runtime/test_fused.py in a child python;
+and, separately, under ThreadSanitizer, each running tests/runtime/test_fused.py and test_fused_streams.py in a child python;
 any sanitizer report fails the check.
 
 Owns: the two sanitizer builds and their runs. Imports: os, subprocess, sys, shutil, pathlib,
@@ -46,7 +46,7 @@ except ModuleNotFoundError:  # Python 3.10: the build extra's tomli
     import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parents[2]
-FUSED_TESTS = "tests/runtime/test_fused.py"
+FUSED_TESTS = ["tests/runtime/test_fused.py", "tests/runtime/test_fused_streams.py"]
 SANITIZE_FLAGS = ["-O1", "-g", "-fno-omit-frame-pointer"]  # after the project's flags: -O1 replaces -O3
 TSAN_SUPPRESSIONS = "race:onnxruntime_pybind11_state\n"
 # name -> (compile flags, runtime to preload, options variable -> options)
@@ -94,7 +94,7 @@ def test_fused_tests_pass_under_the_sanitizer(sanitizer, tmp_path):
     env = dict(os.environ, GRU_KERNEL_LIBRARY=str(library), LD_PRELOAD=str(runtime), PYTHONDONTWRITEBYTECODE="1")
     for var, value in options.items():  # every report to logs/<var>.<pid>
         env[var] = value.format(suppressions=tmp_path / "tsan.supp") + f":log_path={logs / var.lower()}"
-    child = subprocess.run([sys.executable, "-m", "pytest", "-q", "-s", "-rs", "-p", "no:cacheprovider", FUSED_TESTS],
+    child = subprocess.run([sys.executable, "-m", "pytest", "-q", "-s", "-rs", "-p", "no:cacheprovider", *FUSED_TESTS],
                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     reports = "\n".join(f"--- {p.name}\n{p.read_text()[:6000]}" for p in sorted(logs.iterdir()))
     found = re.search(r"runtime error:|Sanitizer", child.stderr)

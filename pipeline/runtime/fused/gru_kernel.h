@@ -1,7 +1,7 @@
 /* Fused GRU inference kernel: a stack of L >= 1 GRU layers (ONNX GRU, linear_before_reset 1 or 0,
  * i.e. Keras reset_after True or False), each forward, reverse (Keras go_backwards) or bidirectional
  * (its two directions concatenated), every layer but the last handing its whole output sequence to
- * the next -> the last layer's last state or mean over time -> Dense(k) -> sigmoid (binary, k = 1,
+ * the next -> the last layer's last state, mean or max over time -> Dense(k) -> sigmoid (binary, k = 1,
  * or multi-label) or softmax (multi-class), for a whole batch in one call. Plain C, no Python C API:
  * the runtime loads the shared object with ctypes (pipeline/runtime/fused/__init__.py), which
  * releases the GIL during calls.
@@ -10,12 +10,13 @@
  * and the functions one file calls in another (hidden: the library exports only the gru_* API).
  * The files, each including this header:
  *   model.c            CPU features, weight packing (gru_create / gru_destroy), the model input's
- *                      per-feature scaling with its NaN/infinity scan
+ *                      per-feature scaling with its NaN/infinity scan, Dense layers, Embedding table
  *   ort_activations.h  onnxruntime's activation functions: scalar, and ORT_ACTIVATIONS for vectors
  *   kernel_generic.c   one time step in plain C (every CPU)
  *   kernel_avx2.c      one time step with AVX2 + FMA      } per-function target attributes: one
  *   kernel_avx512.c    one time step with AVX-512         } build holds every variant
- *   gru_kernel.c       the entry point gru_run: row blocks, layers, directions, the head
+ *   gru_kernel.c       the entry points gru_run, gru_run_ids, gru_run_lens, gru_stream: row blocks,
+ *                      layers, directions, merges, the head
  *   pool.c / pool.h    the worker threads of a call (one struct, C11 atomics + mutex/condvar)
  * Built by setuptools (pyproject.toml, [[tool.setuptools.ext-modules]]) with -O3 -ffp-contract=off
  * -fno-math-errno: no fused multiply-add the source did not write.
@@ -34,10 +35,12 @@
  * added onto it). linear_before_reset=0 needs r of every unit before the (r.h).Rn product: each
  * step runs in two phases (z, r, x.Wn and r.h of every unit; then n and h'), through three more
  * (rows, Hp) planes.
- *   head: per direction the mean (sum in the order the graph's ReduceMean adds, then / T) or the last
- *   state, the directions concatenated; per output unit c: logit_c = fma-sum of head . w[:, c], in
+ *   head: per direction the mean (sum in the order the graph's ReduceMean adds, then / T), the max over
+ *   time (ReduceMax: exact in any order) or the last state, the directions concatenated; per output unit c: logit_c = fma-sum of head . w[:, c], in
  *   order, + b_c (onnxruntime's Gemm with its B packed); p_c = Logistic(logit_c) (Sigmoid), or the
- *   row's softmax as MLAS computes it (MlasComputeSoftmax: ort_activations.h, mlas_softmax_row)
+ *   row's softmax as MLAS computes it (MlasComputeSoftmax: ort_activations.h, mlas_softmax_row).
+ *   Dense layers between the pooling and that Gemm (gru_set_dense) are the same Gemm arithmetic per
+ *   unit, then Relu (max with 0: exact) or Logistic, or nothing (linear)
  * A reverse direction runs t = T-1 .. 0 and its state after step t is its output at time t (ONNX Y);
  * a layer direction marked "flip" hands that output to the next layer at time T-1-t instead (Keras
  * go_backwards with return_sequences: the exporter reverses Y along time with a Slice).
@@ -51,16 +54,39 @@
  *   wpack[j][k][gate][16]   (Hp/16, F + H, 3, 16)
  * The AVX2 kernel reads each 16-wide tile as two 8-wide halves.
  *
+ * A bidirectional layer merged by sum, mul or ave (MERGE_*) hands on H values per step: its forward
+ * direction writes a_t, the reverse one then b_t merged into it (in the next layer's input, or in
+ * the time-ordered buffer hist that the last layer's mean or max then reads in time order, as the
+ * graph's ReduceMean/ReduceMax read the merged sequence); a last-state head reads the merge of the
+ * two last states.
+ *
+ * Variable length (gru_run_lens; forward layers): row i is real for its first lens[i] steps and
+ * padding after, never read. The rows run longest first (order), so the rows of a block still running
+ * at step t are a prefix of it: each step runs that prefix, a row that ends keeps its last state, and a
+ * block stops at its longest row. The mean is over each row's own steps (sum in time order / its
+ * length: the graph's ReduceSum of the masked outputs, which adds zeros after them, then Div by the
+ * count), so each row gets the bits it gets alone, unpadded.
+ *
  * Stacked layers: a block of rows runs layer by layer. A layer that is not the last writes each
  * direction's state after each step into a sequence buffer (rows, T, D*H), direction d at columns
  * d*H .. d*H+H-1 (unpadded): the layout of x (rows, T, F), so the next layer's cell reads it as its
  * input with F = D*H. Two such buffers (ping-pong) in each thread's scratch (gru_scratch_floats).
+ *
+ * Streams (gru_stream; forward layers only, what stream.onnx covers): N streams advance by a chunk
+ * of T steps each, from a state per stream, one row of st_w floats: [h of layer 0 (H_0), ..., h of
+ * layer L-1 (H_{L-1}), and for the average head the running mean (H_{L-1}) and the step count (1)].
+ * The arithmetic is stream.onnx's: each layer starts from its carried h; the chunk's outputs are
+ * summed in time order from 0 (ReduceSum), mean' = (mean * count + chunk sum) / (count + T) (Mul,
+ * Add, Add, Div), and the head reads mean' (or the last state). A chunk that is the whole sequence
+ * from a zero state gives gru_run's bits. The new states go to a second buffer (state_out): the
+ * caller commits them by swapping only when the call succeeded.
  */
 #ifndef GRU_KERNEL_H
 #define GRU_KERNEL_H
 
 #include <stdatomic.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #if defined(__x86_64__) || defined(__i386__)
 #define GRU_X86 1
@@ -70,17 +96,22 @@
 
 #define GRU_HIDDEN __attribute__((visibility("hidden")))  /* shared between the files, not exported */
 
-#define GRU_ABI_VERSION 5
+#define GRU_ABI_VERSION 6
 #define TILE 16        /* hidden units per column tile (one zmm) */
 #define BLOCK_ROWS 24  /* rows that run all time steps together, h and the mean resident in L1 */
 #define MAX_SCALE_OPS 8
-#define LAYER_INFO 7   /* ints per layer given to gru_create */
+#define LAYER_INFO 8   /* ints per layer given to gru_create */
+#define MAX_DENSE 8    /* Dense layers between the pooling and the classifier */
 
 enum { ISA_GENERIC = 0, ISA_AVX2 = 1, ISA_AVX512 = 2 };
-enum { HEAD_LAST = 0, HEAD_AVG = 1 };
+enum { HEAD_LAST = 0, HEAD_AVG = 1, HEAD_MAX = 2 };
+/* how a bidirectional layer joins its directions (Keras merge_mode): concatenated, or one value per
+ * unit: a + b, a * b, (a + b) * 0.5 (the graph's Add, Mul, Add then Mul by 0.5), a forward, b reverse */
+enum { MERGE_CONCAT = 0, MERGE_SUM = 1, MERGE_MUL = 2, MERGE_AVE = 3 };  /* last state, mean or max over time */
 enum { ACT_SIGMOID = 0, ACT_SOFTMAX = 1 };          /* the head's activation over its k outputs */
 enum { MLAS_SOFTMAX_FMA3 = 0, MLAS_SOFTMAX_AVX512F = 1 };  /* which MLAS softmax kernels to reproduce */
 enum { SCALE_SUB = 0, SCALE_DIV = 1, SCALE_MUL = 2, SCALE_ADD = 3 };
+enum { DENSE_LINEAR = 0, DENSE_RELU = 1, DENSE_SIGMOID = 2 };  /* a hidden Dense layer's activation */
 
 typedef struct {                  /* one direction of one layer: what the tiles read */
     int F, H, Hp;                 /* inputs, hidden units, hidden units padded to a multiple of TILE */
@@ -93,6 +124,7 @@ typedef struct {
     int lbr;                      /* linear_before_reset: 1 (one phase per step) or 0 (two phases) */
     int reverse[2];               /* direction d runs t = T-1 .. 0 */
     int flip[2];                  /* direction d's output of time t goes to time T-1-t of the next layer */
+    int merge;                    /* MERGE_*: D=2 only; not concat: the layer hands on H values, not 2H */
     gru_cell cell[2];
 } gru_layer;
 
@@ -112,23 +144,37 @@ typedef struct {
     int n_scale;                  /* the graph's per-feature input scaling, applied first, in order */
     int scale_op[MAX_SCALE_OPS];  /* SCALE_* */
     float *scale_c;               /* (n_scale, F) */
+    long vocab;                   /* > 0: a token model, its input ids (N, T) int64 read from embed (vocab, F) */
+    float *embed;                 /* the Embedding table (gru_set_embedding); the ids' rows are the GRU input */
+    int n_dense;                  /* Dense layers between the pooling and the head's Gemm, input side first */
+    int dense_out[MAX_DENSE], dense_act[MAX_DENSE];  /* units, DENSE_* */
+    float *dense_w[MAX_DENSE];    /* (inputs, units): the Gemm's B, not transposed */
+    float *dense_b[MAX_DENSE];    /* (units,) */
+    int head_in_w;                /* the widest vector the head reads: D*H of the last layer, or a Dense's units */
 } gru_model;
 
 /* One gru_run call: N rows cut into n_blocks blocks that the caller and its helpers take in turn. */
 typedef struct {
     const gru_model *m;
     const float *x;               /* (N, T, F) the model input, unscaled, never written */
+    const int64_t *ids;           /* or (N, T) token ids (gru_run_ids): their Embedding rows are the input */
+    const int64_t *lens, *order;  /* gru_run_lens: row lengths (N,), and the rows longest first (N,): sorted
+                                     position p runs row order[p] (blocks of similar lengths) */
     long T, N;
     float *out;                   /* (N, k) each block writes its own rows */
     int block_rows;               /* the largest block's rows */
     long n_blocks;
     atomic_long next;             /* next block to take */
-    atomic_int nonfinite;         /* set when a scaled input value is NaN or infinite */
+    atomic_int nonfinite;         /* set when a scaled input value is NaN or infinite (2: an id outside [0, vocab)) */
+    const float *st_in;           /* streams (gru_stream): (N, st_w) each row one stream's state, read; */
+    float *st_out;                /*   (N, st_w) its state after the chunk, written; NULL: a gru_run call */
+    int st_w;                     /* floats per stream state: gru_stream_width */
 } gru_job;
 
 /* model.c */
 GRU_HIDDEN void *gru_aligned(size_t bytes);  /* zeroed, 64-byte aligned; NULL when out of memory */
 GRU_HIDDEN int gru_scale_rows(const gru_model *m, const float *src, float *dst, size_t steps);
+GRU_HIDDEN int gru_embed_rows(const gru_model *m, const int64_t *ids, float *dst, size_t steps);
 
 /* gru_kernel.c: take the job's blocks until none is left; scratch: gru_scratch_floats floats */
 GRU_HIDDEN void gru_run_blocks(gru_job *job, float *scratch);
@@ -157,6 +203,24 @@ void *gru_create(int F, int L, const int *info, const float *params, int head, c
 int gru_softmax_kind(void *handle, int kind);
 void gru_destroy(void *handle);
 int gru_set_input_scaling(void *handle, int n, const int *ops, const float *consts);
+int gru_set_dense(void *handle, int n, const int *units_act, const float *params);
+int gru_set_embedding(void *handle, long vocab, const float *table);
+int gru_run_ids(void *handle, const int64_t *ids, long N, long T, float *out, int nthreads);
+int gru_run_lens(void *handle, const float *x, const int64_t *lens, const int64_t *order, long N, long T, float *out,
+                 int nthreads);
 int gru_run(void *handle, const float *x, long N, long T, float *out, int nthreads);
+int gru_stream_width(void *handle);
+/* gru_stream's arguments, one struct so that a push is a one-argument call (ctypes converts each
+ * argument: about 0.15 us apiece). Every field 8 bytes: Python keeps it as an int64 array (stream.py). */
+typedef struct {
+    void *model;                  /* gru_create's handle */
+    const float *x;               /* (N, T, F) the model input, unscaled */
+    long N, T;
+    float *state[2];              /* (N, gru_stream_width) each: state[cur] is read, state[1 - cur] written */
+    float *out;                   /* (N, k) */
+    long threads;
+    long cur;                     /* 0 or 1; flipped by a successful call (the new state is committed) */
+} gru_stream_args;
+int gru_stream(gru_stream_args *a);
 
 #endif /* GRU_KERNEL_H */

@@ -1,10 +1,12 @@
-/* The model: CPU features, weight packing and the model input's scaling.
+/* The model: CPU features, weight packing, the model input's scaling, Dense layers and Embedding table.
  *
  * Owns: gru_abi_version, gru_isa_supported (the CPU features each variant needs), gru_create /
  * gru_destroy (the ONNX weights packed into column tiles, see gru_kernel.h "Layout"; the head's
  * Gemm weights and activation), gru_softmax_kind (which MLAS softmax kernels the head reproduces),
  * gru_set_input_scaling and gru_scale_rows (the graph's Sub/Div/Mul/Add by per-feature constants,
- * the same float32 operations, with a NaN/infinity scan of the scaled values).
+ * the same float32 operations, with a NaN/infinity scan of the scaled values), gru_set_dense (Dense
+ * layers between the pooling and the head), gru_set_embedding and gru_embed_rows (token models: the
+ * ids' table rows).
  * Includes gru_kernel.h. Reads: the arrays the caller passes. Writes: the model it allocates.
  */
 #include <math.h>
@@ -47,7 +49,8 @@ void gru_destroy(void *handle) {
     if (m->layer)
         for (int l = 0; l < m->L; l++)
             for (int d = 0; d < 2; d++) free_cell(&m->layer[l].cell[d]);
-    free(m->layer); free(m->head_w); free(m->head_b); free(m->scale_c);
+    free(m->layer); free(m->head_w); free(m->head_b); free(m->scale_c); free(m->embed);
+    for (int i = 0; i < m->n_dense; i++) { free(m->dense_w[i]); free(m->dense_b[i]); }
     free(m);
 }
 
@@ -76,21 +79,23 @@ static int pack_cell(gru_cell *c, int F, int H, const float *W, const float *R, 
 }
 
 /* F: the model's input features; L layers. info: LAYER_INFO ints per layer,
- *   {H, D, linear_before_reset (1 or 0), reverse0, flip0, reverse1, flip1}
+ *   {H, D, linear_before_reset (1 or 0), reverse0, flip0, reverse1, flip1, merge (MERGE_*)}
  * (reverse_d: direction d runs backwards in time; flip_d: its output sequence is handed on reversed
  * in time). params: per layer, the ONNX initializers one after the other: W (D, 3H, F_l),
- * R (D, 3H, H), B (D, 6H), where F_0 = F and F_l = D_{l-1} * H_{l-1}. head_w: (D * H, n_out) of the
- * last layer (the Gemm's B, not transposed), head_b: (n_out,); act: ACT_SIGMOID (each output) or
+ * R (D, 3H, H), B (D, 6H), where F_0 = F and F_l = the values layer l-1 hands on (D*H, or H when
+ * merged). head_w: (the last layer's values, n_out) (the Gemm's B, not transposed), head_b: (n_out,); act: ACT_SIGMOID (each output) or
  * ACT_SOFTMAX (over the n_out outputs of a row). Returns NULL on bad arguments, an unsupported ISA
  * or no memory. */
 void *gru_create(int F, int L, const int *info, const float *params, int head, const float *head_w,
                  const float *head_b, int n_out, int act, int isa) {
-    if (F < 1 || L < 1 || !info || !params || !head_w || !head_b || (head != HEAD_LAST && head != HEAD_AVG) ||
+    if (F < 1 || L < 1 || !info || !params || !head_w || !head_b || (head != HEAD_LAST && head != HEAD_AVG && head != HEAD_MAX) ||
         n_out < 1 || (act != ACT_SIGMOID && act != ACT_SOFTMAX) || !gru_isa_supported(isa))
         return NULL;
     for (int l = 0; l < L; l++) {
         const int *in = info + (size_t)l * LAYER_INFO;
-        if (in[0] < 1 || (in[1] != 1 && in[1] != 2) || (in[2] != 0 && in[2] != 1)) return NULL;
+        if (in[0] < 1 || (in[1] != 1 && in[1] != 2) || (in[2] != 0 && in[2] != 1) || in[7] < MERGE_CONCAT ||
+            in[7] > MERGE_AVE || (in[7] != MERGE_CONCAT && in[1] != 2))
+            return NULL;
     }
     gru_model *m = (gru_model *)calloc(1, sizeof(gru_model));
     if (!m) return NULL;
@@ -103,7 +108,7 @@ void *gru_create(int F, int L, const int *info, const float *params, int head, c
     for (int l = 0; l < L; l++) {
         const int *in = info + (size_t)l * LAYER_INFO;
         gru_layer *ly = &m->layer[l];
-        ly->H = in[0]; ly->D = in[1]; ly->lbr = in[2];
+        ly->H = in[0]; ly->D = in[1]; ly->lbr = in[2]; ly->merge = in[7];
         const int H = ly->H, D = ly->D;
         const float *W = p, *R = W + (size_t)D * 3 * H * Fl, *B = R + (size_t)D * 3 * H * H;
         p = B + (size_t)D * 6 * H;
@@ -115,16 +120,20 @@ void *gru_create(int F, int L, const int *info, const float *params, int head, c
         }
         int width = D * ly->cell[0].Hp * (ly->lbr ? 3 : 6);
         if (width > m->scratch_w) m->scratch_w = width;
-        if (l < L - 1 && D * H > m->seq_w) m->seq_w = D * H;
-        Fl = D * H;
+        const int out_w = ly->merge == MERGE_CONCAT ? D * H : H;  /* values per step handed on */
+        if (l < L - 1 && out_w > m->seq_w) m->seq_w = out_w;
+        Fl = out_w;
     }
     const gru_layer *last = &m->layer[L - 1];
     for (int d = 0; d < last->D; d++)
-        if (head == HEAD_AVG && last->reverse[d] && !last->flip[d]) m->hist_w = last->cell[0].Hp;
+        if ((head == HEAD_AVG && last->reverse[d] && !last->flip[d]) ||
+            (head != HEAD_LAST && last->merge != MERGE_CONCAT))
+            m->hist_w = last->cell[0].Hp;
     m->head_w = (float *)gru_aligned(sizeof(float) * (size_t)Fl * n_out);
     m->head_b = (float *)gru_aligned(sizeof(float) * (size_t)n_out);
     if (!m->head_w || !m->head_b) { gru_destroy(m); return NULL; }
     memcpy(m->head_w, head_w, sizeof(float) * (size_t)Fl * n_out);
+    m->head_in_w = Fl;
     memcpy(m->head_b, head_b, sizeof(float) * (size_t)n_out);
     return m;
 }
@@ -168,6 +177,77 @@ int gru_set_input_scaling(void *handle, int n, const int *ops, const float *cons
     m->scale_c = c;
     m->n_scale = n;
     return 0;
+}
+
+/* Dense layers between the pooling and the head's Gemm, input side first: units_act (n, 2) {units,
+ * DENSE_*}; params: each layer's W (inputs, units) then b (units,), one layer after the other, a
+ * layer's inputs being the previous one's units (the first's: the last GRU layer's D*H), then the
+ * head's Gemm weights (units of the last Dense, k), which replace the ones gru_create took. Returns
+ * 0, or -1 (bad arguments, no memory) with the model unchanged. Call once, before the first run. */
+int gru_set_dense(void *handle, int n, const int *units_act, const float *params) {
+    gru_model *m = (gru_model *)handle;
+    if (!m || m->n_dense || n < 0 || n > MAX_DENSE || (n && (!units_act || !params))) return -1;
+    const gru_layer *last = &m->layer[m->L - 1];
+    int in = last->merge == MERGE_CONCAT ? last->D * last->H : last->H, widest = in;
+    const float *p = params;
+    float *w[MAX_DENSE] = {0}, *b[MAX_DENSE] = {0};
+    int ok = 1;
+    for (int i = 0; i < n && ok; i++) {
+        const int units = units_act[2 * i], act = units_act[2 * i + 1];
+        if (units < 1 || act < DENSE_LINEAR || act > DENSE_SIGMOID) { ok = 0; break; }
+        w[i] = (float *)gru_aligned(sizeof(float) * (size_t)in * units);
+        b[i] = (float *)gru_aligned(sizeof(float) * (size_t)units);
+        if (!w[i] || !b[i]) { ok = 0; break; }
+        memcpy(w[i], p, sizeof(float) * (size_t)in * units);
+        memcpy(b[i], p + (size_t)in * units, sizeof(float) * (size_t)units);
+        p += (size_t)(in + 1) * units;
+        in = units;
+        if (units > widest) widest = units;
+    }
+    float *hw = ok && n ? (float *)gru_aligned(sizeof(float) * (size_t)in * m->n_out) : NULL;
+    if (!ok || (n && !hw)) {
+        for (int i = 0; i < n; i++) { free(w[i]); free(b[i]); }
+        free(hw);
+        return -1;
+    }
+    if (n) {
+        memcpy(hw, p, sizeof(float) * (size_t)in * m->n_out);
+        free(m->head_w);
+        m->head_w = hw;
+    }
+    for (int i = 0; i < n; i++) {
+        m->dense_w[i] = w[i]; m->dense_b[i] = b[i];
+        m->dense_out[i] = units_act[2 * i]; m->dense_act[i] = units_act[2 * i + 1];
+    }
+    m->n_dense = n;
+    m->head_in_w = widest;
+    return 0;
+}
+
+/* A token model: its input is ids (N, T) int64 and each id's row of table (vocab, F) float32 (the
+ * graph's Gather of the Embedding table, exact) is the first GRU layer's input. Returns 0, or -1 (bad
+ * arguments, no memory, already set). */
+int gru_set_embedding(void *handle, long vocab, const float *table) {
+    gru_model *m = (gru_model *)handle;
+    if (!m || m->embed || vocab < 1 || !table || m->n_scale) return -1;
+    float *e = (float *)gru_aligned(sizeof(float) * (size_t)vocab * m->F);
+    if (!e) return -1;
+    memcpy(e, table, sizeof(float) * (size_t)vocab * m->F);
+    m->embed = e;
+    m->vocab = vocab;
+    return 0;
+}
+
+/* dst (n steps, F) = the Embedding rows of ids; returns 1 if an id lies outside [0, vocab) (its row is
+ * then zeros). */
+int gru_embed_rows(const gru_model *m, const int64_t *ids, float *dst, size_t steps) {
+    int bad = 0;
+    for (size_t s = 0; s < steps; s++) {
+        const int64_t id = ids[s];
+        if (id < 0 || id >= m->vocab) { bad = 1; memset(dst + s * m->F, 0, sizeof(float) * m->F); continue; }
+        memcpy(dst + s * m->F, m->embed + (size_t)id * m->F, sizeof(float) * m->F);
+    }
+    return bad;
 }
 
 /* dst (n steps, F) = the scaled src; returns 1 if any scaled value is NaN or infinite (a NaN or

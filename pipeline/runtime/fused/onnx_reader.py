@@ -18,10 +18,13 @@ with no re-export, and the export side is untouched. The graph shape recognised 
 keeps today's onnxruntime path, with the reason recorded):
 
     x -> [Sub|Div|Mul|Add by a per-feature constant]* -> Transpose(1,0,2)
+      (token models: ids x [-> Cast(int64)] -> Gather(Embedding table, axis 0) -> Transpose(1,0,2))
       -> GRU -> SEQ(Y) -> GRU -> SEQ(Y) -> ... -> GRU      (one or more GRU layers, stacked)
       -> SEQ(Y) -> ReduceMean(axis 0)                      (average head)
+       | SEQ(Y) -> ReduceMax(axis 0)                       (max pooling head: exact in any order)
        | LAST(Y_h)                                         (last state)
-      -> Gemm(D*H -> k) -> Sigmoid | Softmax(axis -1) -> output
+      -> [Gemm(-> units) [-> Relu | Sigmoid]]*                (Dense layers: linear, relu, sigmoid)
+      -> Gemm(D*H or units -> k) -> Sigmoid | Softmax(axis -1) -> output
                                                  ([Identity]* allowed between any two of these)
 
     the head: Gemm to k >= 1 units (transA 0, alpha = beta = 1, constant float32 B and bias) then
@@ -40,7 +43,8 @@ keeps today's onnxruntime path, with the reason recorded):
 A reverse GRU is Keras' go_backwards: the exporter reverses its output sequence with the Slice, so a
 stacked layer after it reads the outputs in processing order (a mean over time does not depend on
 the order). A bidirectional GRU is Keras' Bidirectional with merge_mode="concat" (forward direction
-first); other merges (sum, mul, ave) are not covered. Stacked layers are Keras GRU / Bidirectional
+first), or "sum", "mul", "ave": Add(a, b), Mul(a, b), Mul(Add(a, b), 0.5) of its two directions'
+sequences (SEQ without the Concat) or last states (LAST without the Concat). Stacked layers are Keras GRU / Bidirectional
 layers with return_sequences=True feeding the next (Dropout between them is no node).
 """
 
@@ -376,6 +380,12 @@ class FusedLayer:
     direction: str         # "forward" | "reverse" | "bidirectional" (direction 0 forward, 1 reverse)
     flip: tuple = ()       # per direction: its output sequence reaches the next layer (or the mean) reversed in time
     linear_before_reset: int = 1
+    merge: str = "concat"  # bidirectional: "concat" (2H values per step) or "sum" | "mul" | "ave" (H values)
+
+    @property
+    def width(self) -> int:
+        """Values per step this layer hands on: D*H, or H for a merge other than concat."""
+        return self.hidden if self.merge != "concat" else self.directions * self.hidden
 
     @property
     def hidden(self) -> int:
@@ -400,11 +410,17 @@ class FusedSpec:
     (N, k) probabilities."""
 
     layers: list           # [FusedLayer], input side first
-    head: str              # "avg" | "last"
+    head: str              # "avg" | "max" | "last"
     head_w: np.ndarray     # (D*H, k) of the last layer (its directions concatenated) x outputs; (D*H,) = k 1
     head_b: Any            # (k,) float32; a float when k is 1
     prefix: list = field(default_factory=list)  # [(op, (F,) float32 constant)] applied to x first, in order
     activation: str = "sigmoid"  # "sigmoid" (each of the k outputs) | "softmax" (over the k outputs)
+    # Dense layers between the pooling and the head's Gemm, input side first: [(W (inputs, units) float32,
+    # b (units,) float32, "linear" | "relu" | "sigmoid")]; head_w then has the last one's units as rows
+    dense: list = field(default_factory=list)
+    # a token model: the Embedding table (vocab, F) float32 whose rows the (N, T) int64 ids select (Gather)
+    embedding: Optional[np.ndarray] = None
+    lengths: bool = False  # a variable-length graph: (N,) lengths in, each row real for its first lengths[i] steps
 
     def __post_init__(self) -> None:
         w = np.asarray(self.head_w, np.float32)
@@ -536,6 +552,32 @@ class _Graph:
         part = self.direction_part(_input(sq, 0), 1, 0)
         return None if part is None else [part]
 
+    def merged(self, name: str, kind: str) -> tuple[Optional[list], str]:
+        """(parts, merge) when ``name`` is a Bidirectional merge of a GRU's two directions (kind "sequence":
+        their output sequences, unreversed; "last": their last states): Add(a, b) ("sum"), Mul(a, b)
+        ("mul") or Mul(Add(a, b), 0.5) ("ave"), a the forward direction and b the reverse one; else
+        (None, "concat")."""
+        n = self.node(name)
+        if n is None or n.op_type not in ("Add", "Mul") or len(n.inputs) != 2:
+            return None, "concat"
+        merge = "sum" if n.op_type == "Add" else "mul"
+        consts = [i for i in n.inputs if i in self.init]
+        if n.op_type == "Mul" and len(consts) == 1:  # ave: (a + b) * 0.5
+            c = self.init[consts[0]]
+            inner = self.made_by(n.inputs[1 - n.inputs.index(consts[0])], "Add")
+            if c.dtype != np.float32 or c.size != 1 or float(c.reshape(-1)[0]) != 0.5 or inner is None:
+                return None, "concat"
+            n, merge = inner, "ave"
+        if len(n.inputs) != 2 or any(i in self.init for i in n.inputs):
+            return None, "concat"
+        get = self.sequence if kind == "sequence" else self.last_states
+        a, b = get(n.inputs[0]), get(n.inputs[1])
+        if not a or not b or len(a) != 1 or len(b) != 1 or [p[1] for p in a + b] != [0, 1] or a[0][0] is not b[0][0]:
+            return None, "concat"
+        if kind == "sequence" and (a[0][2] or b[0][2]):  # reversed in time by a Slice: not what Keras merges
+            return None, "concat"
+        return a + b, merge
+
     def sequence(self, name: str) -> Optional[list[tuple[Node, int, bool]]]:
         """[(GRU, direction, flipped)] when ``name`` (time, batch, D*H) is a GRU's output sequence,
         directions concatenated: Squeeze(Y, axis 1) or Squeeze(Split(Y, axis 1)[d], axis 1), reversed
@@ -575,7 +617,7 @@ def _one_gru(parts: list, what: str) -> tuple[Optional[Node], str]:
     return gru, ""
 
 
-def _gru_layer(gru: Node, init: dict, flip: tuple) -> tuple[Optional[FusedLayer], str]:
+def _gru_layer(gru: Node, init: dict, flip: tuple, lengths: bool = False) -> tuple[Optional[FusedLayer], str]:
     """The weights of one GRU node when its options are ones the kernel covers, else (None, reason)."""
     direction = _attr(gru, "direction", "forward", str)
     if direction not in _DIRECTIONS:
@@ -596,7 +638,7 @@ def _gru_layer(gru: Node, init: dict, flip: tuple) -> tuple[Optional[FusedLayer]
     if _attr(gru, "layout", 0, int) != 0:
         return None, "GRU layout=1"
     ins = [_input(gru, i) for i in range(6)]
-    if ins[4] or ins[5]:
+    if (ins[4] and not lengths) or ins[5]:
         return None, "GRU with sequence_lens or initial_h (masked or stateful models keep the onnxruntime path)"
     W, R = init.get(ins[1]), init.get(ins[2])
     B = init.get(ins[3]) if ins[3] else None
@@ -612,12 +654,54 @@ def _gru_layer(gru: Node, init: dict, flip: tuple) -> tuple[Optional[FusedLayer]
                       direction=direction, flip=tuple(flip) or (False,) * D, linear_before_reset=int(lbr)), ""
 
 
-def match_fused(graph: Graph, input_name: str, output_name: str) -> tuple[Optional[FusedSpec], str]:
-    """(spec, "") when the graph is the shape the kernel covers, else (None, reason)."""
+_MAX_DENSE = 8  # the C MAX_DENSE
+
+
+def _gemm_weights(gemm: Node, init: dict) -> tuple[Optional[np.ndarray], Optional[np.ndarray], str]:
+    """(W (inputs, units), b (units,), "") of a Dense layer's Gemm (transA 0, alpha = beta = 1, constant
+    float32 weights and bias, or no bias), else (None, None, reason)."""
+    transB = _attr(gemm, "transB", 0, int)
+    if (len(gemm.inputs) < 2 or _attr(gemm, "transA", 0, int) != 0 or _attr(gemm, "alpha", 1.0, float) != 1.0
+            or _attr(gemm, "beta", 1.0, float) != 1.0 or transB not in (0, 1)):
+        return None, None, "its Gemm has transA/alpha/beta options"
+    W = init.get(gemm.inputs[1])
+    if W is None or W.dtype != np.float32 or W.ndim != 2 or min(W.shape) < 1:
+        return None, None, "it has no constant float32 (inputs, units) weights"
+    W = np.ascontiguousarray(W.T if transB else W)  # (inputs, units)
+    U = W.shape[1]
+    b = init.get(gemm.inputs[2]) if len(gemm.inputs) > 2 and gemm.inputs[2] else np.zeros(U, np.float32)
+    if b is None or b.dtype != np.float32 or b.size not in (1, U) or (b.ndim > 1 and b.shape[-1] != b.size):
+        return None, None, f"its bias is not a float32 constant of 1 or {U} values"
+    return W, np.broadcast_to(b.reshape(-1), (U,)).astype(np.float32), ""
+
+
+def _masked_mean(g: "_Graph", name: str) -> Optional[str]:
+    """The (time, batch, H) sequence whose mean over each row's real steps ``name`` is, in a variable-length
+    graph: Div(ReduceSum(Mul(seq | Where(real, seq, last), mask), axis 0), ReduceSum(mask, axis 0))."""
+    div = g.made_by(name, "Div")
+    num = g.made_by(_input(div, 0), "ReduceSum") if div is not None else None
+    den = g.made_by(_input(div, 1), "ReduceSum") if div is not None else None
+    if num is None or den is None or _axes(num, g.init) != [0] or _axes(den, g.init) != [0] \
+            or _attr(num, "keepdims", 1, int) != 0:
+        return None
+    mul = g.made_by(_input(num, 0), "Mul")
+    if mul is None or g.resolve(_input(mul, 1)) != g.resolve(_input(den, 0)):
+        return None
+    seq = _input(mul, 0)
+    where = g.made_by(seq, "Where")  # Keras' last output carried over padded steps: masked out next
+    return _input(where, 1) if where is not None else seq
+
+
+def match_fused(graph: Graph, input_name: str, output_name: str,
+                lengths_name: Optional[str] = None) -> tuple[Optional[FusedSpec], str]:
+    """(spec, "") when the graph is the shape the kernel covers, else (None, reason). ``lengths_name``: the
+    graph's second input of a variable-length model (the spec then has ``lengths``: forward GRU layers, an
+    average over each row's real steps, and the input padded past the lengths by a Where)."""
     g = _Graph(graph)
     init = g.init
-    if graph.inputs != [input_name] or graph.outputs != [output_name]:
-        return None, f"expected one input {input_name!r} and one output {output_name!r}"
+    if graph.inputs != [input_name] + ([lengths_name] if lengths_name else []) or graph.outputs != [output_name]:
+        return None, (f"expected the input {input_name!r}{f' and {lengths_name!r}' if lengths_name else ''} and one "
+                      f"output {output_name!r}")
     act = g.node(output_name)
     if act is None or act.op_type not in ("Sigmoid", "Softmax"):
         return None, ("the output is not a Sigmoid or Softmax (fused: Dense(k) heads with sigmoid, or softmax "
@@ -642,39 +726,77 @@ def match_fused(graph: Graph, input_name: str, output_name: str) -> tuple[Option
         return None, f"the Dense layer's bias is not a float32 constant of 1 or {k} values (one per unit)"
     if k < 1:
         return None, "the Dense layer has no output units"
-    feat = gemm.inputs[0]
-    mean = g.made_by(feat, "ReduceMean")
-    if mean is not None:
-        if _axes(mean, init) != [0] or _attr(mean, "keepdims", 1, int) != 0:
-            return None, "the pooling is not a mean over time (ReduceMean axes [0], keepdims 0)"
-        head, parts = "avg", g.sequence(_input(mean, 0))
+    feat, dense = gemm.inputs[0], []
+    for _ in range(len(graph.nodes) + 1):  # Dense layers between the pooling and the head, output side first
+        act_node = g.node(feat)
+        act_name = {"Relu": "relu", "Sigmoid": "sigmoid"}.get(act_node.op_type) if act_node is not None else None
+        hidden = g.made_by(_input(act_node, 0), "Gemm") if act_name else g.made_by(feat, "Gemm")
+        if hidden is None:
+            if act_node is not None and act_node.op_type in ("Tanh", "Softmax", "LeakyRelu", "Elu", "HardSigmoid"):
+                return None, (f"a Dense layer with activation {act_node.op_type} between the pooling and the "
+                              "classifier (fused: linear, relu, sigmoid)")
+            break
+        W_h, b_h, why = _gemm_weights(hidden, init)
+        if W_h is None:
+            return None, f"a Dense layer between the pooling and the classifier: {why}"
+        if len(dense) == _MAX_DENSE:
+            return None, f"more than {_MAX_DENSE} Dense layers between the pooling and the classifier"
+        dense.insert(0, (W_h, b_h, act_name or "linear"))
+        feat = hidden.inputs[0]
     else:
-        head, parts = "last", g.last_states(feat)
+        return None, "the Dense layers feed each other in a cycle"
+    for (W_a, _, _), (W_b, _, _) in zip(dense, dense[1:] + [(dW, None, None)]):
+        if W_a.shape[1] != W_b.shape[0]:
+            return None, f"a Dense layer of {W_b.shape[0]} inputs is fed {W_a.shape[1]} values"
+    mean = g.made_by(feat, "ReduceMean") or g.made_by(feat, "ReduceMax")
+    if lengths_name:
+        src = _masked_mean(g, feat)
+        if src is None:
+            return None, ("variable length: the Dense layer's input is not the mean over each row's real steps "
+                          "(fused: average head)")
+        head, merge = "avg", "concat"
+        parts = g.sequence(src)
+    elif mean is not None:
+        pool = "mean" if mean.op_type == "ReduceMean" else "max"
+        if _axes(mean, init) != [0] or _attr(mean, "keepdims", 1, int) != 0:
+            return None, f"the pooling is not a {pool} over time ({mean.op_type} axes [0], keepdims 0)"
+        head, src = ("avg" if pool == "mean" else "max"), _input(mean, 0)
+        parts, merge = g.sequence(src), "concat"
+    else:
+        head, src = "last", feat
+        parts, merge = g.last_states(feat), "concat"
+    if not parts and not lengths_name:
+        parts, merge = g.merged(src, "sequence" if head != "last" else "last")
     if not parts:
-        pooled = g.node(_input(mean, 0) if mean is not None else feat)
-        if pooled is not None and pooled.op_type in ("Add", "Mul"):
-            return None, "a Bidirectional merge other than concat (fused: merge_mode='concat' only)"
-        reason = "max pooling" if g.made_by(feat, "ReduceMax") else "not a GRU state or its mean over time"
-        return None, f"the Dense layer's input is {reason} (fused: last state or average head)"
+        return None, ("the Dense layer's input is not a GRU state or its mean or max over time (fused: last state, "
+                      "average or max pooling head)")
     gru, why = _one_gru(parts, "the Dense layer's input")
     if gru is None:
         return None, why
     layers: list[FusedLayer] = []
     # the last layer: an average head sums its output sequence in the order the graph pools it
     # (go_backwards: reversed by a Slice, i.e. in processing order); the last state has no order
-    flip: tuple = tuple(f for _, _, f in parts) if head == "avg" else ()
+    flip: tuple = tuple(f for _, _, f in parts) if head != "last" else ()
     for _ in range(len(graph.nodes) + 1):  # a cycle of GRU nodes ends here: more layers than nodes
-        layer, why = _gru_layer(gru, init, flip)
+        layer, why = _gru_layer(gru, init, flip, lengths=bool(lengths_name))
         if layer is None:
             return None, why
-        if layers and layers[0].features != layer.directions * layer.hidden:
-            return None, f"a GRU of {layers[0].features} inputs is fed {layer.directions * layer.hidden} values per step"
+        if lengths_name and (layer.direction != "forward" or any(layer.flip)):
+            return None, "variable length with a reverse or bidirectional GRU layer (fused: forward layers)"
+        layer.merge = merge
+        if layers and layers[0].features != layer.width:
+            return None, f"a GRU of {layers[0].features} inputs is fed {layer.width} values per step"
         layers.insert(0, layer)
         x = _input(gru, 0)
         tr = g.made_by(x, "Transpose")
         if tr is not None:
             break
-        parts = g.sequence(x)
+        carried = g.made_by(x, "Where") if lengths_name else None
+        if carried is not None:  # Keras' last output carried over padded steps: the next GRU never reads them
+            x = _input(carried, 1)
+        parts, merge = g.sequence(x), "concat"
+        if not parts:
+            parts, merge = g.merged(x, "sequence")
         if not parts:
             return None, ("the GRU input is neither the model input transposed to time-major nor the output "
                           "sequence of another GRU")
@@ -687,11 +809,30 @@ def match_fused(graph: Graph, input_name: str, output_name: str) -> tuple[Option
     if _attr(tr, "perm", [], list) != [1, 0, 2]:
         return None, "the GRU input is not the model input transposed to time-major"
     last = layers[-1]
-    if dW.shape[0] != last.directions * last.hidden:
-        return None, f"the Dense layer has {dW.shape[0]} inputs, the GRU gives {last.directions * last.hidden}"
+    first_in = dense[0][0].shape[0] if dense else dW.shape[0]
+    if first_in != last.width:
+        return None, f"the Dense layer has {first_in} inputs, the GRU gives {last.width}"
     F = layers[0].features
     prefix, cur = [], _input(tr, 0)
     producer = g.producer
+    if lengths_name:  # the model input past each row's length replaced by padding: Where(real, x, pad)
+        where = g.made_by(cur, "Where")
+        if where is None or _input(where, 2) not in init:
+            return None, "variable length: the GRU input is not the padded model input (Where(real, x, pad))"
+        cur = g.resolve(_input(where, 1))
+    gather = g.made_by(cur, "Gather") if not lengths_name else None
+    if gather is not None:  # a token model: x (N, T) ids [-> Cast to int64] -> Gather(table, ids, axis 0)
+        table = init.get(_input(gather, 0))
+        ids = g.resolve(_input(gather, 1))
+        cast = producer.get(ids)
+        if cast is not None and cast.op_type == "Cast" and _attr(cast, "to", 0, int) == _INT64:
+            ids = g.resolve(_input(cast, 0))
+        if (table is None or table.dtype != np.float32 or table.ndim != 2 or table.shape[1] != F
+                or _attr(gather, "axis", 0, int) != 0 or ids != input_name):
+            return None, "the GRU input is a Gather that is not an Embedding lookup of the model input"
+        return FusedSpec(layers=layers, head=head, head_w=np.ascontiguousarray(dW),
+                         head_b=np.broadcast_to(db.reshape(-1), (k,)).astype(np.float32), activation=activation,
+                         dense=dense, embedding=np.ascontiguousarray(table)), ""
     while cur != input_name:
         if len(prefix) > len(graph.nodes):
             return None, "the input scaling nodes form a cycle"
@@ -710,4 +851,4 @@ def match_fused(graph: Graph, input_name: str, output_name: str) -> tuple[Option
         prefix.insert(0, (n.op_type, np.broadcast_to(const.reshape(-1), (F,)).astype(np.float32)))
     return FusedSpec(layers=layers, head=head, head_w=np.ascontiguousarray(dW),
                      head_b=np.broadcast_to(db.reshape(-1), (k,)).astype(np.float32), prefix=prefix,
-                     activation=activation), ""
+                     activation=activation, dense=dense, lengths=bool(lengths_name)), ""
