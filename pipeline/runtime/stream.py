@@ -398,7 +398,7 @@ class Stream:
             for name in self._state_names:
                 off, D, H = self._fused.layout[name]
                 s = rows[:, off:off + H]  # (B, H): D is 1 for every stream the kernel runs
-                out[name] = s[:1].copy() if self.n_streams is None else np.ascontiguousarray(s[:, None, :])
+                out[name] = s[:1].copy() if self.n_streams is None else s[:, None, :].copy()  # a copy even when s is the whole row buffer
             return out
         for name, s in zip(self._state_names, self._states[self._cur]):
             out[name] = s[:, 0, :].copy() if self.n_streams is None else s.transpose(1, 0, 2).copy()
