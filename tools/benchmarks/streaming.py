@@ -18,14 +18,7 @@ __all__ = ["bench_stream", "format_results", "rows_roof"]
 
 def _per_push_us(push, steps: np.ndarray, n: int) -> tuple[float, float]:
     """Median and 99th percentile of n individually timed pushes (after a warm-up), in us."""
-    for _ in range(min(200, n)):
-        push(steps)
-    clock = time.perf_counter_ns
-    t = np.empty(n, np.int64)
-    for i in range(n):
-        t0 = clock()
-        push(steps)
-        t[i] = clock() - t0
+    t = _push_times_ns(push, steps, n)
     return float(np.median(t)) / 1e3, float(np.percentile(t, 99)) / 1e3
 
 
