@@ -48,7 +48,8 @@ class Case:
     """One configuration: a name, the layers after the input, and how the input looks.
 
     ``layers`` is called with no argument and returns fresh Keras layers applied in order after
-    the input (and the Masking layer when ``masked``); a Dense(1, sigmoid) head is appended.
+    the input (and the Masking layer when ``masked``); a Dense(1, sigmoid) head is appended. An entry
+    may also be a function of the tensor so far (a block with branches: GRU-FCN, residuals, attention).
     """
 
     name: str
@@ -82,6 +83,44 @@ def _layer(name: str, *args, **kw):
     import keras
 
     return getattr(keras.layers, name)(*args, **kw)
+
+
+def _gru_fcn(x):
+    """GRU-FCN: a GRU branch and a Conv1D + BatchNormalization + pooling branch, concatenated."""
+    import keras
+
+    conv = _layer("Conv1D", 4, 3, padding="same", activation="relu")(x)
+    conv = _layer("GlobalAveragePooling1D")(_layer("BatchNormalization")(conv))
+    return keras.layers.Concatenate()([_gru()(x), conv])
+
+
+def _residual_gru_stack(x):
+    """Two GRUs with LayerNormalization and residual Adds (units = the input width)."""
+    import keras
+
+    h = keras.layers.Dense(6)(x)                                                     # (batch, time, 6)
+    h = keras.layers.Add()([h, _layer("LayerNormalization")(_gru(6, return_sequences=True)(h))])
+    return keras.layers.Add()([h, _layer("LayerNormalization")(_gru(6, return_sequences=True)(h))])
+
+
+def _pooled_views(x):
+    """The last state, the mean and the max over time of one GRU's outputs, concatenated."""
+    import keras
+
+    h, last = _gru(return_sequences=True, return_state=True)(x)  # (batch, time, 8), (batch, 8)
+    return keras.layers.Concatenate()([last, _layer("GlobalAveragePooling1D")(h), _layer("GlobalMaxPooling1D")(h)])
+
+
+def _attention(kind: str):
+    """Attention pooling over a GRU's outputs: the sequence as query, key and value, then the mean over time."""
+    def block(x):
+        h = _gru(return_sequences=True)(x)
+        if kind == "MultiHeadAttention":
+            a = _layer("MultiHeadAttention", num_heads=2, key_dim=4)(h, h)
+        else:
+            a = _layer(kind)([h, h])
+        return _layer("GlobalAveragePooling1D")(a)
+    return block
 
 
 def _raw_normalization(adapt: bool = False):
@@ -187,7 +226,34 @@ CASES: list[Case] = [
                   _layer("Dense", 6, activation="selu")]),
     Case("GRU + Dense stack silu, elu, softplus, hard_silu, relu6",
          lambda: [_gru()] + [_layer("Dense", 6, activation=a) for a in ("silu", "elu", "softplus", "hard_silu", "relu6")]),
+    Case("GRU + Dense stack gelu(tanh), tanh, sigmoid, softsign, leaky_relu, hard_sigmoid, linear",
+         lambda: [_gru(), _layer("Dense", 6, activation=keras_gelu_tanh())] +
+                 [_layer("Dense", 6, activation=a) for a in ("tanh", "sigmoid", "softsign", "leaky_relu",
+                                                             "hard_sigmoid", "linear")]),
+    Case("Conv1D valid strides 2 + GRU", lambda: [_layer("Conv1D", 4, 3, strides=2), _gru()]),
+    Case("Conv1D groups 3 + GRU", lambda: [_layer("Conv1D", 6, 3, padding="same", groups=3), _gru()]),
+    Case("DepthwiseConv1D + GRU", lambda: [_layer("DepthwiseConv1D", 3, padding="same", depth_multiplier=2), _gru()]),
+    Case("UpSampling1D + ZeroPadding1D + Cropping1D + GRU",
+         lambda: [_layer("UpSampling1D", 2), _layer("ZeroPadding1D", 1), _layer("Cropping1D", (2, 1)), _gru()]),
+    Case("inference no-ops: SpatialDropout1D, GaussianNoise, GaussianDropout, ActivityRegularization + GRU",
+         lambda: [_layer("SpatialDropout1D", 0.3), _layer("GaussianNoise", 0.5), _layer("GaussianDropout", 0.3),
+                  _layer("ActivityRegularization", l1=0.01), _gru()]),
+    Case("identity Reshape and Permute + GRU", lambda: [_layer("Reshape", (-1, FEATURES)), _layer("Permute", (1, 2)),
+                                                        _gru()]),
+    Case("GRU-FCN (GRU and Conv1D branches concatenated)", lambda: [_gru_fcn]),
+    Case("residual GRU stack with LayerNormalization", lambda: [_residual_gru_stack, _layer("GlobalAveragePooling1D")]),
+    Case("GRU last + mean + max pooled views concatenated", lambda: [_pooled_views]),
+    Case("GRU + Attention pooling", lambda: [_attention("Attention")]),
+    Case("GRU + AdditiveAttention pooling", lambda: [_attention("AdditiveAttention")]),
+    Case("GRU + MultiHeadAttention pooling", lambda: [_attention("MultiHeadAttention")]),
 ]
+
+
+def keras_gelu_tanh():
+    """gelu in its tanh form (what keras.ops.gelu computes by default)."""
+    import keras
+
+    return keras.ops.gelu
 
 
 def case_by_name(name: str) -> Case:
@@ -327,6 +393,7 @@ class CaseResult:
     # max |unrolled - native| over the same inputs, one unrolled graph per sequence length
     unrolled_vs_keras: Optional[float] = None
     unrolled_vs_native: Optional[float] = None
+    unrolled_reason: str = ""            # why unroll_grus refused, when it did
     export_seconds: float = 0.0          # export_native wall time (build stage, this machine)
     stream: str = ""                     # "yes", or why stream.onnx cannot be built
     kernel: str = ""                     # "yes" when the fused kernel runs the graph, else its reason
@@ -357,12 +424,12 @@ def measure_case(case: Case, seed: int = 0) -> CaseResult:
     stream_reason = stream_support(model)
     spec, why = match_fused(parse_model(proto.SerializeToString()), INPUT_NAME, proto.graph.output[0].name)
     session = ort_session(proto)
-    unrolled = {}
+    unrolled, unrolled_reason = {}, ""
     if not case.variable_length:
         try:  # layers that change the number of timesteps (Conv, pooling) have no per-step graph
             unrolled = {T: ort_session(unroll_grus(proto, T)) for T in TIMESTEPS}
-        except UnsupportedModelError:
-            unrolled = {}
+        except UnsupportedModelError as e:
+            unrolled, unrolled_reason = {}, str(e)
     per_batch: dict[str, float] = {}
     vs_keras, vs_native = [], []
 
@@ -384,5 +451,5 @@ def measure_case(case: Case, seed: int = 0) -> CaseResult:
     real = max(v for k, v in per_batch.items() if k.startswith("order task"))
     return CaseResult(case.name, graph_ops(proto), sum(n.op_type == "GRU" for n in proto.graph.node),
                       rand, real, per_batch, max(vs_keras, default=None), max(vs_native, default=None),
-                      seconds, "yes" if stream_reason is None else f"no: {stream_reason}",
+                      unrolled_reason, seconds, "yes" if stream_reason is None else f"no: {stream_reason}",
                       "yes" if spec is not None else f"no: {why}")

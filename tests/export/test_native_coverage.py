@@ -49,7 +49,7 @@ def test_native_gru_matches_keras(case: coverage.Case) -> None:
     if case.variable_length:
         assert result.unrolled_vs_keras is None
     elif result.unrolled_vs_keras is None:  # a layer changes the number of timesteps: no per-step graph
-        assert {"Conv", "MaxPool", "AveragePool"} & set(result.ops), result.ops
+        assert "change the number of timesteps" in result.unrolled_reason, result.unrolled_reason
     else:
         assert result.unrolled_vs_keras <= ATOL, result.unrolled_vs_keras
         assert result.unrolled_vs_native <= STRATEGY_ATOL, result.unrolled_vs_native
