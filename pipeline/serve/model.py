@@ -44,13 +44,13 @@ LENGTHS_TENSOR = "lengths"
 
 @dataclass(frozen=True)
 class ServeLimits:
-    """The knobs of gru-serve (the CLI's flags; defaults in pipeline.serve.cli)."""
+    """The knobs of gru-serve (the CLI's flags; their defaults are declared once, in pipeline.serve.cli)."""
 
-    max_batch: int = 64
-    max_delay_us: int = 0
-    max_queue: int = 1024
-    max_sequences: int = 10000
-    sequence_idle_s: float = 300.0
+    max_batch: int
+    max_delay_us: int
+    max_queue: int
+    max_sequences: int
+    sequence_idle_s: float
 
 
 @dataclass

@@ -19,7 +19,6 @@ import signal
 import socket
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Optional
 
 from pipeline.errors import ConfigError
@@ -157,6 +156,3 @@ def version_of_package() -> str:
     except Exception:  # noqa: BLE001 - a source checkout without metadata
         return "0"
 
-
-def default_model_dirs(given: list[str]) -> list[str]:
-    return given or [str(Path("exported"))]

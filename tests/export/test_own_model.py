@@ -50,6 +50,16 @@ def _export(tmp_path, model, X, name, *extra, lengths=None, y=None, expect=0, ca
     return model_file, out
 
 
+def _kernel_isas() -> list:
+    """The fused kernel's ISA variants this CPU runs (skips the test when the library is not built)."""
+    from pipeline.runtime import fused
+
+    lib, _ = fused.load_library()
+    if lib is None:
+        pytest.skip("fused library not built")
+    return fused.supported_isas(lib)
+
+
 def test_sequential_writeup_model(tmp_path):
     """Sequential, GRU(16, input_shape=(T, F)), Dense(1, sigmoid): native GRU op, equal on unseen data."""
     model = keras.Sequential([keras.Input((T, F)), keras.layers.GRU(16), keras.layers.Dense(1, activation="sigmoid")])
@@ -286,10 +296,7 @@ def test_token_models_run_on_the_fused_kernel_bit_for_bit(tmp_path, monkeypatch)
     y = np.arange(40) % 3
     _, out = _export(tmp_path, model, ids, "tok", y=y)
     want = Predictor.load(out, fused=False).predict_proba(ids)
-    lib, _ = fused.load_library()
-    if lib is None:
-        pytest.skip("fused library not built")
-    isas = fused.supported_isas(lib)
+    isas = _kernel_isas()
     for isa in isas:
         monkeypatch.setattr(fused, "AUTO_ISAS", (isa,))
         p = Predictor.load(out)
@@ -323,10 +330,7 @@ def test_variable_length_models_run_on_the_fused_kernel_bit_for_bit(tmp_path, mo
     _, out = _export(tmp_path, model, X, "var", lengths=lens, y=np.arange(48) % 2)
     X[np.arange(T)[None, :] >= lens[:, None]] = np.nan  # past each length: never read
     want = Predictor.load(out, fused=False).predict_proba(X, lengths=lens)
-    lib, _ = fused.load_library()
-    if lib is None:
-        pytest.skip("fused library not built")
-    isas = fused.supported_isas(lib)
+    isas = _kernel_isas()
     for isa in isas:
         monkeypatch.setattr(fused, "AUTO_ISAS", (isa,))
         p = Predictor.load(out)
