@@ -86,10 +86,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     def go() -> int:
         progress.show_progress()
         cfg = load_config(args.config, overrides_from_args(args))
-        from pipeline.keras_source.tf_import import import_tensorflow
-
-        import_tensorflow()  # its start-up notices filtered, so errors stay one line
-        from pipeline.training.run import run_build
+        from pipeline.training.run import run_build  # TF-free until its train stage (data refusals are fast)
 
         run_build(cfg)
         return 0

@@ -1,7 +1,8 @@
 """Training data: the embedded default task, labelled data files, and train/validation/test splits.
 
 Owns: the seeded "which pulse came first" task, label encoding (k >= 2 classes), the checks a training
-file must pass, and stratified splits.
+file must pass, stratified splits, and the padding of variable-length rows (PAD_VALUE, pad_past_lengths:
+TensorFlow-free, so bad data is refused before TensorFlow is imported).
 
 Labels: integer labels whose smallest training value is 0 are class ids 0..k-1 (k = the largest id + 1:
 every id must occur in the training data, and test ids must be below k); any other labels (strings,
@@ -187,6 +188,29 @@ def load_splits(cfg: BuildConfig) -> tuple[Splits, list]:
         return Splits(rest, None, test_data), names
     train, val = stratified_split(rest, d.val_fraction, cfg.seed + 1)
     return Splits(train, val, test_data), names
+
+
+# What every padded step (t >= length) of the scaled inputs holds, and the Masking layer's mask value: exact
+# in float32 and far below anything standardized data reaches (training steps: |z| <= sqrt(number of steps);
+# gru-build refuses any scaled value <= PAD_GUARD), so the mask comes from the lengths and real all-zero
+# steps stay data.
+PAD_VALUE = float(np.float32(-1e30))
+PAD_GUARD = -1e29  # a scaled real value at or below this could be mistaken for PAD_VALUE: refused
+
+
+def pad_past_lengths(Z: np.ndarray, lengths: np.ndarray, where: str, ids) -> np.ndarray:
+    """Scaled Z (N, T, F) with every step t >= length set to PAD_VALUE, the Masking layer's mask value.
+
+    Refuses (one line) a real scaled value at or below PAD_GUARD: it could be read as padding.
+    """
+    real = np.arange(Z.shape[1])[None, :] < lengths[:, None]  # (N, T)
+    low = (Z <= PAD_GUARD) & real[..., None]
+    if low.any():
+        i, t, f = (int(v) for v in np.argwhere(low)[0])
+        raise DataFormatError(
+            f"{where}: sample {ids[i] if ids is not None else i} timestep {t} feature {f} scales to {Z[i, t, f]:.3g}; "
+            f"expected scaled values above {PAD_GUARD:g} (the padding value is {PAD_VALUE:g})")
+    return np.where(real[..., None], Z, np.float32(PAD_VALUE))  # (N, T, F)
 
 
 def pad_to(data: SequenceData, T: int) -> SequenceData:

@@ -3,8 +3,8 @@
 Owns: the architecture [Masking] -> GRU stack (optionally Bidirectional) -> [pooling] -> head, where
 the head is Dense(1, sigmoid) with binary cross-entropy for two classes and Dense(k, softmax) with sparse
 categorical cross-entropy for k >= 3, compiled with Adam; the member ensemble that trains ``members``
-independent GRUs side by side inside that one architecture (``MemberEnsemble``); and ``PAD_VALUE``, the
-value padded steps hold in the scaled inputs (the Masking layer's mask value).
+independent GRUs side by side inside that one architecture (``MemberEnsemble``). Its Masking layer's mask
+value is ``dataset.PAD_VALUE`` (re-exported here), the value padded steps hold in the scaled inputs.
 Imports: keras (heavy; build stage only). Reads/writes: nothing.
 """
 
@@ -15,17 +15,12 @@ import numpy as np
 
 from pipeline import artifact
 from pipeline.settings import ModelConfig
+from pipeline.training.dataset import PAD_GUARD, PAD_VALUE  # declared beside the padding (TF-free)
 
 __all__ = ["build_model", "INPUT_NAME", "PAD_VALUE", "SpectralNormCap", "MemberEnsemble", "BlockDiagonalCap",
            "BlockColumns", "head_width", "PAD_GUARD"]
 
 INPUT_NAME = artifact.INPUT_NAME
-# What every padded step (t >= length) of the scaled inputs holds, and the Masking layer's mask value: exact
-# in float32 and far below anything standardized data reaches (training steps: |z| <= sqrt(number of steps);
-# gru-build refuses any scaled value <= PAD_GUARD), so the mask comes from the lengths and real all-zero
-# steps stay data.
-PAD_VALUE = float(np.float32(-1e30))
-PAD_GUARD = -1e29  # a scaled real value at or below this could be mistaken for PAD_VALUE: refused
 
 
 def head_width(n_classes: int) -> int:

@@ -5,7 +5,7 @@ settings, metrics, history, refused attempts) and the conditioning retrain. Expo
 publishing are ``pipeline.packaging.exporter.export_model``, which this module calls after training.
 Two classes train the binary head (task "binary", a threshold); k >= 3 the softmax head (task "multiclass",
 argmax). Variable-length data is masked from its lengths: every padded step of the scaled inputs holds
-``model.PAD_VALUE`` (the Masking layer's mask value), so real all-zero steps are data; the artifact takes
+``dataset.PAD_VALUE`` (the Masking layer's mask value), so real all-zero steps are data; the artifact takes
 the lengths as an input (``mask_value`` null).
 Layer: training (the top). Imports: pipeline.training (TensorFlow/Keras through it), pipeline.packaging,
 pipeline.keras_source, pipeline.report. Reads: the data file(s) named in the settings. Writes:
@@ -20,17 +20,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from pipeline import progress
-from pipeline.errors import ConfigError, DataFormatError, VerificationError
+from pipeline.errors import ConfigError, VerificationError
 from pipeline.packaging.exporter import EXPORT_STAGES, ExportResult, export_model
 from pipeline.packaging.publish import check_out_dir
 from pipeline.decision import decision_entry
 from pipeline.packaging.spec import ArtifactSpec, TrainingRecord, VerificationPlan
 from pipeline.preprocessing import apply_preprocessing, fit_standardization
 from pipeline.settings import BuildConfig
-from pipeline.training.dataset import load_splits, pad_to
+from pipeline.training.dataset import load_splits, pad_past_lengths, pad_to
 
 __all__ = ["BuildResult", "run_build"]
 
@@ -79,23 +78,6 @@ def _task(class_names: list, cfg: BuildConfig) -> str:
     return "multiclass"
 
 
-def _padded(Z: np.ndarray, lengths: np.ndarray, where: str, ids) -> np.ndarray:
-    """Scaled Z (N, T, F) with every step t >= length set to PAD_VALUE, the Masking layer's mask value.
-
-    Refuses (one line) a real scaled value at or below PAD_GUARD: it could be read as padding.
-    """
-    from pipeline.training.model import PAD_GUARD, PAD_VALUE
-
-    real = np.arange(Z.shape[1])[None, :] < lengths[:, None]  # (N, T)
-    low = (Z <= PAD_GUARD) & real[..., None]
-    if low.any():
-        i, t, f = (int(v) for v in np.argwhere(low)[0])
-        raise DataFormatError(
-            f"{where}: sample {ids[i] if ids is not None else i} timestep {t} feature {f} scales to {Z[i, t, f]:.3g}; "
-            f"expected scaled values above {PAD_GUARD:g} (the padding value is {PAD_VALUE:g})")
-    return np.where(real[..., None], Z, np.float32(PAD_VALUE))
-
-
 def _build_once(cfg: BuildConfig, started: float, refused: list[dict[str, Any]]) -> BuildResult:
     """One train -> export -> verify -> publish pass (see ``run_build``)."""
     check_out_dir(Path(cfg.out))
@@ -121,13 +103,16 @@ def _build_once(cfg: BuildConfig, started: float, refused: list[dict[str, Any]])
     def scale(name):  # raw -> scaled (N, T, F), the model's input; masked: padded steps hold PAD_VALUE
         d = parts[name]
         Z = apply_preprocessing(d.X, prep, d.lengths)
-        return _padded(Z, d.lengths, sources[name] or "default task", d.ids) if masking else Z
+        return pad_past_lengths(Z, d.lengths, sources[name] or "default task", d.ids) if masking else Z
 
     scaled = {name: scale(name) for name in parts}
     log(f"  train {train.n_samples}, validation {0 if val is None else val.n_samples}, test {test.n_samples} "
         f"sequences; T={T}{' (variable, masked)' if masking else ''}, F={F}, classes {class_names}")
 
     progress.stage("train")
+    from pipeline.keras_source.tf_import import import_tensorflow
+
+    import_tensorflow()  # only now: the data was read and checked without it; its notices filtered
     from pipeline.training.baseline import order_blind_accuracy
     from pipeline.training.fit import fit, plan_schedule, seed_everything
     from pipeline.training.model import MemberEnsemble, build_model

@@ -150,10 +150,8 @@ def test_variable_length_with_real_zero_steps_builds_and_ignores_what_lies_past_
     assert {i.name for i in graph.input} == {"x", "lengths"}
 
 
-def test_padded_steps_hold_the_sentinel_and_real_values_near_it_are_refused():
-    pytest.importorskip("tensorflow")
-    from pipeline.training.model import PAD_VALUE
-    from pipeline.training.run import _padded
+def test_padded_steps_hold_the_sentinel_and_real_values_near_it_are_refused():  # TF-free: the quick tier
+    from pipeline.training.dataset import PAD_VALUE, pad_past_lengths as _padded
 
     Z = np.zeros((2, 4, 1), np.float32)  # real all-zero steps
     padded = _padded(Z, np.array([4, 2]), "f.npz", np.array(["a", "b"]))
