@@ -17,7 +17,9 @@ pipeline.export module is imported; tests/export/test_self_contained.py checks
 and then, as the model's own Masking layer does, the steps not all equal to ``pad_value`` are
 counted into the GRU's ``sequence_lens`` (right padding). Heads: ``binary`` Dense(1, sigmoid) ->
 ``probability`` (batch, 1); ``multiclass`` Dense(k) + Softmax and ``multilabel`` Dense(k, sigmoid)
--> ``probabilities`` (batch, k). ``write_tiny_model`` makes variants (other feature count, task,
+-> ``probabilities`` (batch, k). A token model (``vocabulary_size``) takes ids (batch, time) int64 and
+gathers the GRU's input rows from an Embedding table (vocabulary_size, F) instead; no scaling, fixed
+length. ``write_tiny_model`` makes variants (other feature count, task,
 variable length with or without a user's mask value, a streaming graph, a broken manifest, old
 schemas...) in any folder.
 """
@@ -48,7 +50,8 @@ def _weights(F: int, H: int, width: int, seed: int) -> dict[str, np.ndarray]:
 
 
 def _graph(n_features: int, units: int, seed: int, input_name: str, raw_input: Optional[dict[str, Any]],
-           masking: bool, pad_value: float, task: str, n_classes: int, stream: bool):
+           masking: bool, pad_value: float, task: str, n_classes: int, stream: bool,
+           vocabulary_size: Optional[int] = None):
     """(nodes, initializers, inputs, outputs) of the batch graph, or of the stream graph (``stream``)."""
     from onnx import TensorProto, helper, numpy_helper
 
@@ -59,6 +62,12 @@ def _graph(n_features: int, units: int, seed: int, input_name: str, raw_input: O
     inits.append(numpy_helper.from_array(np.array([0], dtype=np.int64), "axes0"))
     inputs = [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, ["batch", "time", F])]
     nodes, current = [], input_name
+    if vocabulary_size:  # ids (batch, time) -> Embedding rows (batch, time, F)
+        table = np.random.default_rng(seed + 1).standard_normal((vocabulary_size, F)).astype(np.float32)
+        inits.append(numpy_helper.from_array(table, "embedding"))
+        inputs = [helper.make_tensor_value_info(input_name, TensorProto.INT64, ["batch", "time"])]
+        nodes.append(helper.make_node("Gather", ["embedding", input_name], ["embedded"], axis=0))
+        current = "embedded"
     if raw_input is not None and raw_input.get("type") == "standardize":
         inits += [numpy_helper.from_array(np.asarray(raw_input["mean"], np.float32), "mean"),
                   numpy_helper.from_array(np.asarray(raw_input["std"], np.float32), "std")]
@@ -112,20 +121,22 @@ def _graph(n_features: int, units: int, seed: int, input_name: str, raw_input: O
 def tiny_model_proto(n_features: int = TINY_FEATURES, units: int = TINY_UNITS, seed: int = 0,
                      input_name: str = INPUT_NAME, output_name: str = OUTPUT_NAME,
                      raw_input: Optional[dict[str, Any]] = None, masking: bool = False, pad_value: float = 0.0,
-                     task: str = "binary", n_classes: Optional[int] = None, stream: bool = False):
+                     task: str = "binary", n_classes: Optional[int] = None, stream: bool = False,
+                     vocabulary_size: Optional[int] = None):
     """ONNX graph x (batch, time, F) [, lengths (batch,)] -> GRU -> Dense head (see the module docstring).
 
     ``raw_input``: a standardize entry whose scaling the graph does itself first; ``masking``: the
     variable-length form with the ``lengths`` input, padding with ``pad_value`` past each length;
     ``stream``: the streaming form (no lengths; the GRU state in ``h_in_0`` and out ``h_out_0``).
-    ``output_name`` is only for the binary head (tests of misnamed outputs).
+    ``output_name`` is only for the binary head (tests of misnamed outputs); ``vocabulary_size``: a token
+    model, ids (batch, time) int64 through an Embedding table.
     """
     import onnx
     from onnx import helper
 
     n_classes = n_classes or TASK_CLASSES[task]
     nodes, inits, inputs, outputs = _graph(n_features, units, seed, input_name, raw_input, masking, pad_value,
-                                           task, n_classes, stream)
+                                           task, n_classes, stream, vocabulary_size)
     if task == "binary" and output_name != OUTPUT_NAME:
         nodes[-1 if not stream else -2].output[0] = output_name
         outputs[0].name = output_name
@@ -193,14 +204,16 @@ def tiny_manifest(model_sha256: str, n_features: int = TINY_FEATURES, masking: b
 def write_tiny_model(folder: str | os.PathLike, n_features: int = TINY_FEATURES, units: int = TINY_UNITS,
                      seed: int = 0, masking: bool = False, preprocessing: Optional[dict[str, Any]] = None,
                      schema_version: int = 3, task: str = "binary", class_names: Optional[list] = None,
-                     mask_value: Optional[float] = None, stream: bool = False, **manifest_kw) -> Path:
+                     mask_value: Optional[float] = None, stream: bool = False,
+                     vocabulary_size: Optional[int] = None, **manifest_kw) -> Path:
     """Write model.onnx + manifest.json (and stream.onnx with ``stream``) into ``folder`` (created); return it.
 
     ``masking``: a variable-length model (the ``lengths`` input); ``mask_value``: a user's own
     Masking value (the graph pads with it and the manifest names it; None: a gru-build model that
     pads with 0 on the scaled values and whose manifest has mask_value null). ``schema_version`` 3
     (current); 2: the manifest of the previous layout; 1: a graph that takes standardized
-    features, the scaling only in the manifest (runtimes refuse both).
+    features, the scaling only in the manifest (runtimes refuse both). ``vocabulary_size``: a token
+    model (ids in [0, vocabulary_size); no preprocessing, no lengths).
     """
     from pipeline import artifact
 
@@ -208,13 +221,17 @@ def write_tiny_model(folder: str | os.PathLike, n_features: int = TINY_FEATURES,
     folder.mkdir(parents=True, exist_ok=True)
     model_path = folder / artifact.MODEL_FILE
     prep = tiny_preprocessing(n_features) if preprocessing is None else preprocessing
+    if vocabulary_size:
+        prep = {"type": "none"}
     n_classes = len(class_names) if class_names is not None else TASK_CLASSES[task]
     proto_kw = dict(raw_input=prep if schema_version >= 2 else None, task=task, n_classes=n_classes,
-                    pad_value=0.0 if mask_value is None else mask_value)
+                    pad_value=0.0 if mask_value is None else mask_value, vocabulary_size=vocabulary_size)
     proto = tiny_model_proto(n_features, units, seed, masking=masking, **proto_kw)
     model_path.write_bytes(proto.SerializeToString())
     manifest = tiny_manifest(artifact.sha256_file(model_path), n_features, masking, prep, schema_version,
                              task=task, class_names=class_names, mask_value=mask_value, **manifest_kw)
+    if vocabulary_size:
+        manifest["input"].update(dtype="int64", shape=["batch", "time"], kind="tokens", vocabulary_size=vocabulary_size)
     if stream:
         path = folder / artifact.STREAM_MODEL_FILE
         path.write_bytes(tiny_model_proto(n_features, units, seed, stream=True, **proto_kw).SerializeToString())

@@ -5,7 +5,7 @@ waits for its ready line (60 s at most) and returns a ``Server`` (ports, process
 ``Server.stop()`` sends SIGTERM and returns the exit code and the rest of stderr. Every server a
 test starts is stopped at the end of it. The model folders: ``exported/`` (binary, the fused
 kernel, streams) and tiny graphs written with onnx.helper (tests/tiny_models.py): a 3-class model
-with a stream graph, and a variable-length one with a ``lengths`` input.
+with a stream graph, a variable-length one with a ``lengths`` input, and a token-id (Embedding) one.
 """
 
 from __future__ import annotations
@@ -110,3 +110,9 @@ def multiclass_dir(tmp_path_factory) -> Path:
 def variable_dir(tmp_path_factory) -> Path:
     """A tiny binary variable-length model (the ``lengths`` input), in a folder named ``varlen``."""
     return write_tiny_model(tmp_path_factory.mktemp("serve") / "varlen", masking=True)
+
+
+@pytest.fixture(scope="session")
+def tokens_dir(tmp_path_factory) -> Path:
+    """A tiny 3-class token-id model (ids in [0, 40), INT64 (batch, time)), in a folder named ``tokens``."""
+    return write_tiny_model(tmp_path_factory.mktemp("serve") / "tokens", task="multiclass", vocabulary_size=40)

@@ -30,7 +30,7 @@ def _http_infer(client, model, name, X, binary=True, outputs=None, **kw):
 
 
 def _grpc_infer(client, model, name, X, **kw):
-    inp = tg.InferInput(name, list(X.shape), "FP32")
+    inp = tg.InferInput(name, list(X.shape), "FP32" if X.dtype == np.float32 else "INT64")
     inp.set_data_from_numpy(X)
     return client.infer(model, [inp], **kw)
 
@@ -143,6 +143,29 @@ def test_variable_length_model_takes_lengths(start_server, variable_dir):
     # no stream graph: sequences are refused with the manifest's reason
     with pytest.raises(InferenceServerException, match="cannot run sequences"):
         _http_infer(http, "varlen", p.input_name, X[:1, :2], sequence_id=1, sequence_start=True)
+
+
+def test_token_model_takes_int64_ids(start_server, tokens_dir):
+    server = start_server((tokens_dir,))
+    p = Predictor.load(tokens_dir)
+    ids = np.random.default_rng(6).integers(0, 40, (6, 11)).astype(np.int64)  # (batch, time)
+    ids[0, :3], ids[1, -1] = 0, 39                                            # both ends of the vocabulary
+    http = th.InferenceServerClient(server.url)
+    meta = http.get_model_metadata("tokens")
+    assert meta["inputs"] == [{"name": p.input_name, "datatype": "INT64", "shape": [-1, -1]}]
+    want = p.predict_proba(ids)
+    for binary in (True, False):
+        got = _http_infer(http, "tokens", p.input_name, ids, binary=binary).as_numpy("probabilities")
+        np.testing.assert_allclose(got, want, rtol=0, atol=ATOL)
+    grpc = tg.InferenceServerClient(server.grpc_url)
+    np.testing.assert_allclose(_grpc_infer(grpc, "tokens", p.input_name, ids).as_numpy("probabilities"), want,
+                               rtol=0, atol=ATOL)
+    with pytest.raises(InferenceServerException, match=r"token ids in \[0, 39\], got ids in \[0, 40\]"):
+        _http_infer(http, "tokens", p.input_name, np.array([[0, 40]], np.int64))
+    with pytest.raises(InferenceServerException, match="expected datatype INT64, got FP32"):
+        _http_infer(http, "tokens", p.input_name, ids.astype(np.float32))
+    code, err = server.stop()
+    assert code == 0, err
 
 
 def test_request_errors_are_one_sentence(start_server):
