@@ -194,3 +194,13 @@ def test_two_node_ray_cluster_runs_two_worker_processes(tmp_path, long_data, pre
             p.kill()
             p.wait(10)
         shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.mark.parametrize("task", ["multiclass", "multilabel"])
+def test_ray_engine_k_class_model_writes_label_and_probabilities(ray_local, tmp_path, task):
+    from tests.runtime.test_classes import check_k_class_job
+    from tests.tiny_models import write_tiny_model
+
+    from pipeline.runtime import Predictor
+
+    check_k_class_job(Predictor.load(write_tiny_model(tmp_path / task, task=task)), tmp_path, "ray")

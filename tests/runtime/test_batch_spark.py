@@ -155,3 +155,13 @@ def test_local_cluster_runs_two_executor_processes(tmp_path, data, predictor):
     got = as_map(scored)
     np.testing.assert_allclose([got[i] for i in range(4000)], predictor.predict_proba(X), atol=1e-6, rtol=0)
     print(f"local-cluster: Python workers {s['workers_seen']}; wall {s['wall_seconds']} s")
+
+
+@pytest.mark.parametrize("task", ["multiclass", "multilabel"])
+def test_spark_engine_k_class_model_writes_label_and_probabilities(spark, tmp_path, task):
+    from tests.runtime.test_classes import check_k_class_job
+    from tests.tiny_models import write_tiny_model
+
+    from pipeline.runtime import Predictor
+
+    check_k_class_job(Predictor.load(write_tiny_model(tmp_path / task, task=task)), tmp_path, "spark")

@@ -171,9 +171,13 @@ def test_cli_stream_prints_k_probabilities_per_step(tmp_path, k_model):
 pa = pytest.importorskip("pyarrow", reason="the parquet extra is not installed (pip install -e '.[parquet]')")
 
 
-def test_local_batch_job_writes_label_and_probabilities(tmp_path, k_model):
+def check_k_class_job(model: Predictor, tmp_path, engine: str) -> None:
+    """A k-class Parquet job on ``engine`` ("local" through gru-predict, "ray" / "spark" through run_job):
+    label + probabilities columns, the one NaN row refused with its reason, every other row once and
+    equal to ``predict_proba``. Shared by tests/runtime/test_batch_{ray,spark}.py (their slow tier)."""
     import pyarrow.parquet as pq
 
+    from pipeline.runtime.batch.job import run_job
     from tests.runtime.parquet_data import nested_table, ragged, read_output, write_files
 
     seqs = ragged(60, F, lo=1, hi=9, seed=8)
@@ -181,8 +185,12 @@ def test_local_batch_job_writes_label_and_probabilities(tmp_path, k_model):
     seqs[7][0, 1] = np.nan  # refused, with its reason, never dropped
     ids = [f"s{i}" for i in range(60)]
     write_files(tmp_path / "in", nested_table(seqs, ids), 2, 16)
-    rc, _, err = run_cli([k_model.model_dir, tmp_path / "in", "--output", tmp_path / "out", "--workers", "1"])
-    assert rc != 0 and "1 of 60 sequences could not be scored" in err
+    if engine == "local":
+        rc, _, err = run_cli([model.model_dir, tmp_path / "in", "--output", tmp_path / "out", "--workers", "1"])
+        assert rc != 0 and "1 of 60 sequences could not be scored" in err
+    else:
+        summary = run_job(str(model.model_dir), str(tmp_path / "in"), str(tmp_path / "out"), engine=engine, workers=2)
+        assert summary["engine"] == engine and summary["rows_refused"] == 1 and summary["rows_out"] == 59, summary
     scored, refused, summary = read_output(tmp_path / "out")
     assert scored.column_names == ["id", "label", "probabilities"]
     assert scored.schema.field("probabilities").type == pa.list_(pa.float32())
@@ -190,15 +198,19 @@ def test_local_batch_job_writes_label_and_probabilities(tmp_path, k_model):
     assert sorted(scored.column("id").to_pylist() + ["s7"]) == sorted(ids)  # each row once
     good = [i for i in range(60) if i != 7]
     by_id = dict(zip(scored.column("id").to_pylist(), scored.column("probabilities").to_pylist()))
-    want = k_model.predict_proba([seqs[i] for i in good])
+    want = model.predict_proba([seqs[i] for i in good])
     np.testing.assert_array_equal(np.array([by_id[ids[i]] for i in good], np.float32), want)
     labels = dict(zip(scored.column("id").to_pylist(), scored.column("label").to_pylist()))
-    assert [labels[ids[i]] for i in good] == _decided_names(k_model, want)
-    if k_model.task == "multilabel":
+    assert [labels[ids[i]] for i in good] == _decided_names(model, want)
+    if model.task == "multilabel":
         assert scored.schema.field("label").type == pa.list_(pa.string())
     else:
         assert scored.schema.field("label").type == pa.string()
     assert pq.read_table(sorted((tmp_path / "out").glob("part-*.parquet"))[0]).num_rows > 0
+
+
+def test_local_batch_job_writes_label_and_probabilities(tmp_path, k_model):
+    check_k_class_job(k_model, tmp_path, "local")
 
 
 def test_user_job_api_carries_the_same_columns_and_nulls_for_refused_rows(k_model):
