@@ -241,6 +241,34 @@ def test_shapes_still_refused_say_why(keras_tier):
     assert spec is None and "token ids" in why and "\n" not in why, why
 
 
+@pytest.mark.parametrize("case", ["Bidirectional sum last", "go_backwards max", "3 stacked mixed avg"])
+def test_damaged_lengths_graphs_are_refused_or_read(case, keras_tier):
+    """The reader's contract on the new recognisers (valid_last, the max over the padded sequence): a damaged
+    variable-length model.onnx either fails to parse with OnnxReadError or match_fused returns a spec or a
+    one-line reason, never another exception."""
+    from pipeline.runtime.fused.onnx_reader import OnnxReadError
+
+    data = _model_bytes(case)
+    rng = np.random.default_rng(len(case))
+    tally = {"read error": 0, "refused": 0, "spec": 0}
+    damaged = [data[:n] for n in range(0, len(data), max(1, len(data) // 150))]
+    for _ in range(300):
+        b = bytearray(data)
+        for pos in rng.integers(0, len(b), 3):
+            b[pos] = int(rng.integers(0, 256))
+        damaged.append(bytes(b))
+    for d in damaged:
+        try:
+            graph = parse_model(d)
+        except OnnxReadError:
+            tally["read error"] += 1
+            continue
+        spec, why = match_fused(graph, "x", _output(case), "lengths")
+        assert (spec is None) == bool(why) and "\n" not in why, why
+        tally["spec" if spec is not None else "refused"] += 1
+    assert tally["refused"] and tally["read error"], tally
+
+
 # ---------------------------------------------------------------------------- numpy specs (no Keras)
 def _numpy_spec(layers, head: str, seed: int, outputs: int = 1, activation: str = "sigmoid", dense=()) -> FusedSpec:
     """A variable-length FusedSpec with random weights: ``layers`` [(H, direction, linear_before_reset[, merge])],

@@ -603,7 +603,8 @@ class _Graph:
             y_d, forward = _input(tr, 0), True
         else:
             first = self.made_by(_input(unsq, 0), "Gather")
-            if first is None or _attr(first, "axis", 0, int) != 0 or _ints(self.init, _input(first, 1)) != [0]:
+            if (first is None or _attr(first, "axis", 0, int) != 0 or _ints(self.init, _input(first, 1)) != [0]
+                    or self.init[_input(first, 1)].ndim != 0):
                 return None
             y_d, forward = _input(first, 0), False
         pick = self.made_by(y_d, "Gather")
