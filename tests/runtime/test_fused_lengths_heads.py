@@ -1,275 +1,27 @@
-"""Variable-length batches on the fused kernel beyond forward layers with the mean (issue 26): the last-state
-head (each row's state at its own end; a reverse direction's at step 0), reverse (go_backwards) and
-Bidirectional layers with every merge, stacked, max pooling over the padded sequence (Y's zeros past a row's
-length, or Keras' last output carried there), k-way heads and Dense layers before the classifier.
+"""Variable-length batches on the fused kernel beyond forward layers with the mean (issue 26), without any
+graph: specs built in numpy (reverse and Bidirectional layers with every merge, stacked; last-state, mean and
+max heads; k-way heads and Dense layers before the classifier). Without reversed hand-on or pooled padding
+zeros, each row of a padded batch (lengths 1 .. T, NaN past them) gets the bits of its unpadded row run alone,
+for every ISA and thread count; tests/runtime/test_kernel_sanitizers.py runs these under ASan/UBSan and TSan.
+The exported graphs, bit for bit against onnxruntime on model.onnx with lengths:
+tests/export/test_fused_lengths_coverage.py.
 
-Two kinds of test:
-  - graphs the exporter writes (``_model_bytes``: a Keras model behind Masking(-1), ``export_native``, then
-    ``embed_preprocessing`` with the lengths input, as gru-export ships it): the kernel's ``run_lengths`` gives
-    plain onnxruntime's bits on model.onnx fed x and lengths, for every ISA variant and thread count, on
-    batches with real zeros, lengths 1 and T, a block whose lengths all differ and N not a multiple of the
-    block size (needs Keras: the keras tier);
-  - specs built in numpy (no graph, no Keras: the quick tier, and tests/runtime/test_kernel_sanitizers.py
-    runs them under ASan/UBSan and TSan): without reversed hand-on or pooled padding zeros, each row of a
-    padded batch gets the bits of its unpadded row run alone.
-
-Imports numpy, pytest, onnxruntime (through pipeline.runtime.sessions), pipeline.runtime.fused, pipeline.export
-(inside the Keras tests) and tests/fused_support.py.
+Imports numpy, pytest, pipeline.runtime.fused and tests/fused_support.py (no TensorFlow, no onnx).
 """
 
 from __future__ import annotations
-
-from functools import lru_cache
 
 import numpy as np
 import pytest
 
 from pipeline.runtime import fused
-from pipeline.runtime.fused.onnx_reader import FusedLayer, FusedSpec, match_fused, parse_model
-from pipeline.runtime.sessions import open_session
+from pipeline.runtime.fused.onnx_reader import FusedLayer, FusedSpec
 
-from fused_support import ISAS, LIB, needs_library
+from fused_support import ISAS, LIB, needs_library, padded_batches
 
 F = 3
-MASK_VALUE = -1.0  # the models' Masking value: zeros are data
-OPSET = 17
-
-# name -> (the layers after Masking, the head the spec must read, k, the classifier's activation); the
-# layers are made by a function of the keras module
-CASES = {
-    "GRU last": (lambda k: [k.layers.GRU(20)], "last", 1, "sigmoid"),
-    "GRU reset_after=False H=33 last": (lambda k: [k.layers.GRU(33, reset_after=False)], "last", 1, "sigmoid"),
-    "go_backwards last": (lambda k: [k.layers.GRU(20, go_backwards=True)], "last", 1, "sigmoid"),
-    "Bidirectional last": (lambda k: [k.layers.Bidirectional(k.layers.GRU(12))], "last", 1, "sigmoid"),
-    "Bidirectional sum last": (lambda k: [k.layers.Bidirectional(k.layers.GRU(12), merge_mode="sum")], "last", 1,
-                               "sigmoid"),
-    "Bidirectional mul last": (lambda k: [k.layers.Bidirectional(k.layers.GRU(9), merge_mode="mul")], "last", 1,
-                               "sigmoid"),
-    "GRU avg": (lambda k: [k.layers.GRU(16, return_sequences=True), k.layers.GlobalAveragePooling1D()], "avg", 1,
-                "sigmoid"),
-    "go_backwards avg": (lambda k: [k.layers.GRU(10, go_backwards=True, return_sequences=True),
-                                    k.layers.GlobalAveragePooling1D()], "avg", 1, "sigmoid"),
-    "Bidirectional avg": (lambda k: [k.layers.Bidirectional(k.layers.GRU(12, return_sequences=True)),
-                                     k.layers.GlobalAveragePooling1D()], "avg", 1, "sigmoid"),
-    "Bidirectional ave avg": (lambda k: [k.layers.Bidirectional(k.layers.GRU(12, return_sequences=True), merge_mode="ave"),
-                                         k.layers.GlobalAveragePooling1D()], "avg", 1, "sigmoid"),
-    "GRU max (last output carried)": (lambda k: [k.layers.GRU(24, return_sequences=True), k.layers.GlobalMaxPooling1D()],
-                                      "max", 1, "sigmoid"),
-    "GRU zero_output_for_mask max": (lambda k: [k.layers.GRU(8, return_sequences=True, zero_output_for_mask=True),
-                                                k.layers.GlobalMaxPooling1D()], "max", 1, "sigmoid"),
-    "go_backwards max": (lambda k: [k.layers.GRU(10, go_backwards=True, return_sequences=True),
-                                    k.layers.GlobalMaxPooling1D()], "max", 1, "sigmoid"),
-    "Bidirectional max": (lambda k: [k.layers.Bidirectional(k.layers.GRU(7, return_sequences=True)),
-                                     k.layers.GlobalMaxPooling1D()], "max", 1, "sigmoid"),
-    "Bidirectional sum max": (lambda k: [k.layers.Bidirectional(k.layers.GRU(7, return_sequences=True), merge_mode="sum"),
-                                         k.layers.GlobalMaxPooling1D()], "max", 1, "sigmoid"),
-    # stacked: sequences handed on (go_backwards reversed in time, merged, concatenated)
-    "go_backwards sequence + GRU last": (lambda k: [k.layers.GRU(10, go_backwards=True, return_sequences=True),
-                                                    k.layers.GRU(12)], "last", 1, "sigmoid"),
-    "GRU sequence + go_backwards avg": (lambda k: [k.layers.GRU(10, return_sequences=True),
-                                                   k.layers.GRU(12, go_backwards=True, return_sequences=True),
-                                                   k.layers.GlobalAveragePooling1D()], "avg", 1, "sigmoid"),
-    "Bidirectional mul sequence + GRU last": (lambda k: [
-        k.layers.Bidirectional(k.layers.GRU(10, return_sequences=True), merge_mode="mul"), k.layers.GRU(12)], "last", 1,
-        "sigmoid"),
-    "Bidirectional ave sequence + reset_after=False Bidirectional sum avg": (lambda k: [
-        k.layers.Bidirectional(k.layers.GRU(9, return_sequences=True), merge_mode="ave"),
-        k.layers.Bidirectional(k.layers.GRU(14, reset_after=False, return_sequences=True), merge_mode="sum"),
-        k.layers.GlobalAveragePooling1D()], "avg", 1, "sigmoid"),
-    "3 stacked mixed avg": (lambda k: [k.layers.GRU(10, go_backwards=True, return_sequences=True),
-                                       k.layers.Bidirectional(k.layers.GRU(7, return_sequences=True)),
-                                       k.layers.GRU(20, return_sequences=True), k.layers.GlobalAveragePooling1D()],
-                            "avg", 1, "sigmoid"),
-    "2 stacked Bidirectional ave max": (lambda k: [
-        k.layers.Bidirectional(k.layers.GRU(5, return_sequences=True)),
-        k.layers.Bidirectional(k.layers.GRU(17, return_sequences=True), merge_mode="ave"),
-        k.layers.GlobalMaxPooling1D()], "max", 1, "sigmoid"),
-    "Bidirectional + go_backwards last": (lambda k: [k.layers.Bidirectional(k.layers.GRU(9, return_sequences=True)),
-                                                     k.layers.GRU(7, go_backwards=True)], "last", 1, "sigmoid"),
-    # k-way heads and Dense layers before the classifier
-    "softmax k=5 Bidirectional last": (lambda k: [k.layers.Bidirectional(k.layers.GRU(12))], "last", 5, "softmax"),
-    "softmax k=10 go_backwards avg": (lambda k: [k.layers.GRU(33, go_backwards=True, return_sequences=True),
-                                                 k.layers.GlobalAveragePooling1D()], "avg", 10, "softmax"),
-    "multilabel k=4 Bidirectional max": (lambda k: [k.layers.Bidirectional(k.layers.GRU(9, return_sequences=True)),
-                                                    k.layers.GlobalMaxPooling1D()], "max", 4, "sigmoid"),
-    "last + Dense(16, sigmoid) + Dense(8) softmax k=3": (lambda k: [
-        k.layers.GRU(12, go_backwards=True), k.layers.Dense(16, activation="sigmoid"), k.layers.Dense(8)], "last", 3,
-        "softmax"),
-    "max + Dense(32, relu) binary": (lambda k: [k.layers.GRU(20, return_sequences=True), k.layers.GlobalMaxPooling1D(),
-                                                k.layers.Dense(32, activation="relu")], "max", 1, "sigmoid"),
-}
 
 
-def _output(case: str) -> str:
-    return "probability" if CASES[case][2] == 1 else "probabilities"
-
-
-@lru_cache(maxsize=None)
-def _model_bytes(case: str) -> bytes:
-    """model.onnx of ``case`` as gru-export ships a variable-length model: x (batch, time, F) and lengths (batch,)
-    -> Where(real, x, -1) -> Masking(-1) -> layers -> Dense(k, activation), random weights."""
-    import keras
-
-    from coverage_cases import randomize_weights  # tests/coverage_cases.py (imports keras)
-    from pipeline.export.native import export_native
-    from pipeline.export.scaling import embed_preprocessing
-
-    layers, _, k, activation = CASES[case]
-    keras.utils.set_random_seed(0)
-    inputs = keras.Input(shape=(None, F), name="x")  # (batch, time, F)
-    x = keras.layers.Masking(mask_value=MASK_VALUE)(inputs)
-    for layer in layers(keras):
-        x = layer(x)
-    model = keras.Model(inputs, keras.layers.Dense(k, activation=activation)(x))  # (batch, k)
-    randomize_weights(model, seed=sum(map(ord, case)))
-    proto = embed_preprocessing(export_native(model, "x", OPSET), {"type": "none"}, masking=True, pad_value=MASK_VALUE)
-    return proto.SerializeToString()
-
-
-def _spec(case: str) -> FusedSpec:
-    spec, why = match_fused(parse_model(_model_bytes(case)), "x", _output(case), "lengths")
-    assert spec is not None, f"{case}: {why}"
-    return spec
-
-
-def _batches(T: int, rng: np.random.Generator) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(X (N, T, F) with NaN past each length, lengths (N,)): 61 rows (not a multiple of a block) with lengths 1
-    and T, all-zero steps and zero values; T rows whose lengths are 1 .. T, all different (one block); one row."""
-    out = []
-    for n, lens in ((61, rng.integers(1, T + 1, 61)), (T, rng.permutation(np.arange(1, T + 1))), (1, np.array([T]))):
-        X = (rng.standard_normal((n, T, F)) * 2).astype(np.float32)
-        lens = np.asarray(lens, np.int64)
-        if n > 2:
-            lens[:2] = T, 1
-            X[2, :] = 0.0  # a row of real zeros
-            X[3, 0] = 0.0  # a real all-zero step
-            X[rng.random((n, T, F)) < 0.1] = 0.0
-        for i, m in enumerate(lens):
-            X[i, m:] = np.nan  # past each length: never read (the graph's Where replaces it)
-        out.append((X, lens))
-    return out
-
-
-@pytest.fixture
-def keras_tier():
-    """The Keras tests' marker (tests/conftest.py reads the import): the graphs are made with Keras."""
-    return pytest.importorskip("keras")
-
-
-def test_the_cases_are_what_they_claim(keras_tier):
-    for case, (_, head, k, activation) in CASES.items():
-        spec = _spec(case)
-        assert spec.lengths and (spec.head, spec.outputs, spec.activation) == (head, k, activation), case
-        assert spec.max_reads_zeros == (head == "max" and case != "GRU max (last output carried)"
-                                        and not case.startswith("max + Dense")), case
-    assert [(la.direction, la.flip) for la in _spec("go_backwards avg").layers] == [("reverse", (True,))]
-    assert [(la.direction, la.flip) for la in _spec("go_backwards last").layers] == [("reverse", (False,))]
-    assert [(la.direction, la.merge) for la in _spec("Bidirectional ave sequence + reset_after=False Bidirectional "
-                                                     "sum avg").layers] == [("bidirectional", "ave"),
-                                                                            ("bidirectional", "sum")]
-    assert [(la.direction, la.flip) for la in _spec("3 stacked mixed avg").layers] == [
-        ("reverse", (True,)), ("bidirectional", (False, False)), ("forward", (False,))]
-    assert [act for _, _, act in _spec("last + Dense(16, sigmoid) + Dense(8) softmax k=3").dense] == ["sigmoid", "linear"]
-
-
-@needs_library
-@pytest.mark.parametrize("case", list(CASES))
-def test_run_lengths_is_model_onnx_bit_for_bit(case, keras_tier):
-    """Every ISA variant and thread count: plain onnxruntime's bits on model.onnx fed x and lengths."""
-    data = _model_bytes(case)
-    sess = open_session(data, name=case)
-    rng = np.random.default_rng(len(case))
-    for T in (13, 1):
-        for X, lens in _batches(T, rng):
-            want = sess.run(None, {"x": X, "lengths": lens})[0]  # (N, k)
-            for isa in ISAS:
-                kernel = fused.FusedKernel(LIB, _spec(case), isa)
-                for threads in (1, 2):
-                    got = kernel.run_lengths(X, lens, threads=threads).reshape(want.shape)
-                    bad = int((got != want).any(axis=1).sum())
-                    assert not bad, f"{case} {isa} T={T} N={len(X)} threads={threads}: {bad} rows differ"
-
-
-@needs_library
-@pytest.mark.parametrize("case", ["Bidirectional max", "go_backwards avg", "3 stacked mixed avg"])
-def test_garbage_past_the_lengths_and_row_order_change_nothing(case, keras_tier):
-    """What lies past each length is never read, and a row's bits do not depend on the other rows (the order the
-    kernel sorts them in, or the block they land in)."""
-    kernel = fused.FusedKernel(LIB, _spec(case), ISAS[0])
-    X, lens = _batches(11, np.random.default_rng(3))[0]
-    want = kernel.run_lengths(X, lens, threads=2)
-    G = np.where(np.isnan(X), np.float32(3e38), X)
-    assert np.array_equal(kernel.run_lengths(G, lens, threads=2), want)
-    perm = np.random.default_rng(4).permutation(len(X))
-    assert np.array_equal(kernel.run_lengths(X[perm], lens[perm], threads=1), want[perm])
-
-
-@needs_library
-def test_predictor_runs_the_kernel_with_lengths(tmp_path, keras_tier):
-    """A variable-length artifact of a newly covered shape: the Predictor's self-check passes and it runs the
-    kernel, with the numbers of the onnxruntime path."""
-    import onnx
-
-    from fused_support import write_folder
-    from pipeline.runtime import Predictor
-
-    case = "softmax k=5 Bidirectional last"
-    folder = write_folder(tmp_path / "m", onnx.load_from_string(_model_bytes(case)), task="multiclass",
-                          class_names=[f"c{j}" for j in range(5)], masking=True, preprocessing={"type": "none"})
-
-    p = Predictor.load(folder)
-    X, lens = _batches(13, np.random.default_rng(5))[0]
-    got = p.predict_proba(np.nan_to_num(X), lens)
-    info = p.debug_info()["fused"]
-    assert info["used"], info
-    assert np.array_equal(got, Predictor.load(folder, fused=False).predict_proba(np.nan_to_num(X), lens))
-
-
-def test_shapes_still_refused_say_why(keras_tier):
-    """A variable-length token model (Embedding mask_zero) keeps the onnxruntime path with a one-line reason."""
-    import keras
-
-    from pipeline.export.native import export_native
-    from pipeline.export.scaling import embed_preprocessing
-
-    keras.utils.set_random_seed(0)
-    inputs = keras.Input(shape=(None,), name="x", dtype="int64")
-    x = keras.layers.GRU(6)(keras.layers.Embedding(20, 4, mask_zero=True)(inputs))
-    model = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(x))
-    proto = embed_preprocessing(export_native(model, "x", OPSET), {"type": "none"}, masking=True)
-    spec, why = match_fused(parse_model(proto.SerializeToString()), "x", "probability", "lengths")
-    assert spec is None and "token ids" in why and "\n" not in why, why
-
-
-@pytest.mark.parametrize("case", ["Bidirectional sum last", "go_backwards max", "3 stacked mixed avg"])
-def test_damaged_lengths_graphs_are_refused_or_read(case, keras_tier):
-    """The reader's contract on the new recognisers (valid_last, the max over the padded sequence): a damaged
-    variable-length model.onnx either fails to parse with OnnxReadError or match_fused returns a spec or a
-    one-line reason, never another exception."""
-    from pipeline.runtime.fused.onnx_reader import OnnxReadError
-
-    data = _model_bytes(case)
-    rng = np.random.default_rng(len(case))
-    tally = {"read error": 0, "refused": 0, "spec": 0}
-    damaged = [data[:n] for n in range(0, len(data), max(1, len(data) // 150))]
-    for _ in range(300):
-        b = bytearray(data)
-        for pos in rng.integers(0, len(b), 3):
-            b[pos] = int(rng.integers(0, 256))
-        damaged.append(bytes(b))
-    for d in damaged:
-        try:
-            graph = parse_model(d)
-        except OnnxReadError:
-            tally["read error"] += 1
-            continue
-        spec, why = match_fused(graph, "x", _output(case), "lengths")
-        assert (spec is None) == bool(why) and "\n" not in why, why
-        tally["spec" if spec is not None else "refused"] += 1
-    assert tally["refused"] and tally["read error"], tally
-
-
-# ---------------------------------------------------------------------------- numpy specs (no Keras)
 def _numpy_spec(layers, head: str, seed: int, outputs: int = 1, activation: str = "sigmoid", dense=()) -> FusedSpec:
     """A variable-length FusedSpec with random weights: ``layers`` [(H, direction, linear_before_reset[, merge])],
     input side first, nothing handed on reversed; ``dense`` [(units, activation)] before the head."""
@@ -308,7 +60,7 @@ def test_rows_get_the_bits_they_get_alone(layers, head, outputs, activation, den
     spec = _numpy_spec(layers, head, seed=sum(la[0] for la in layers), outputs=outputs, activation=activation,
                        dense=dense)
     rng = np.random.default_rng(12)
-    for X, lens in _batches(17, rng):
+    for X, lens in padded_batches(17, rng):
         for isa in ISAS:
             kernel = fused.FusedKernel(LIB, spec, isa)
             alone = np.concatenate([kernel.run(X[i:i + 1, :n], threads=1) for i, n in enumerate(lens)])
@@ -321,6 +73,80 @@ def test_a_forward_output_reversed_in_time_is_refused():
     """No export hands a forward direction's output on reversed: the kernel refuses it rather than guess."""
     spec = _numpy_spec([(5, "forward", 1), (4, "forward", 1)], "avg", seed=2)
     spec.layers[0].flip = (True,)
-    X, lens = _batches(6, np.random.default_rng(1))[0]
+    X, lens = padded_batches(6, np.random.default_rng(1))[0]
     with pytest.raises(ValueError, match="reversed in time"):
         fused.FusedKernel(LIB, spec, ISAS[-1]).run_lengths(X, lens)
+
+
+def _float64_lengths_proba(spec: FusedSpec, X: np.ndarray, lens: np.ndarray) -> np.ndarray:
+    """The variable-length network in float64 (numpy), as model.onnx computes it: each direction over the row's
+    own steps (a reverse one from step L-1, zero state), Y zero past L; a flipped output is the whole padded Y
+    reversed in time; the next layer and the mean read positions 0 .. L-1; the max reads all T positions when
+    ``spec.max_reads_zeros`` (else the real ones); the last state at the row's end (reverse: step 0).
+    (N, k) probabilities."""
+    seq, (N, T) = X.astype(np.float64), X.shape[:2]
+    for layer in spec.layers:
+        H, outs, lasts = layer.hidden, [], []
+        for d in range(layer.directions):
+            W, R, B = (a[d].astype(np.float64) for a in (layer.W, layer.R, layer.B))  # (3H, F), (3H, H), (6H,)
+            Y, last = np.zeros((N, T, H)), np.zeros((N, H))
+            for i, L in enumerate(lens):
+                h = np.zeros(H)
+                for t in (range(L - 1, -1, -1) if layer.reverse(d) else range(L)):
+                    xw, hr = seq[i, t] @ W.T + B[:3 * H], h @ R.T + B[3 * H:]
+                    z = 1 / (1 + np.exp(-(xw[:H] + hr[:H])))
+                    r = 1 / (1 + np.exp(-(xw[H:2 * H] + hr[H:2 * H])))
+                    n = np.tanh(xw[2 * H:] + (r * hr[2 * H:] if layer.linear_before_reset
+                                              else (r * h) @ R[2 * H:].T + B[5 * H:]))
+                    h = (1 - z) * n + z * h
+                    Y[i, t] = h
+                last[i] = h
+            outs.append(Y[:, ::-1] if layer.flip[d] else Y)
+            lasts.append(last)
+        if layer.merge == "concat":
+            seq = np.concatenate(outs, axis=2)  # (N, T, D*H)
+        else:
+            op = {"sum": np.add, "mul": np.multiply, "ave": lambda a, b: (a + b) * 0.5}[layer.merge]
+            seq, lasts = op(outs[0], outs[1]), [op(lasts[0], lasts[1])]
+    real = np.arange(T)[None, :, None] < lens[:, None, None]  # (N, T, 1)
+    if spec.head == "avg":
+        v = (seq * real).sum(axis=1) / lens[:, None]
+    elif spec.head == "max":
+        v = np.where(real | spec.max_reads_zeros, seq, -np.inf).max(axis=1)
+    else:
+        v = np.concatenate(lasts, axis=1)
+    for W, b, act in spec.dense:
+        v = v @ W.astype(np.float64) + b.astype(np.float64)
+        v = np.maximum(v, 0) if act == "relu" else 1 / (1 + np.exp(-v)) if act == "sigmoid" else v
+    logits = v @ spec.head_w.astype(np.float64) + spec.head_b.astype(np.float64)
+    if spec.activation == "softmax":
+        e = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+    return 1 / (1 + np.exp(-logits))
+
+
+@needs_library
+@pytest.mark.parametrize("layers,flips,head,zeros", [
+    ([(6, "reverse", 1), (9, "forward", 0)], [(True,), (False,)], "last", False),    # go_backwards sequence + GRU
+    ([(8, "reverse", 1)], [(True,)], "avg", False),                                 # go_backwards mean
+    ([(8, "reverse", 0)], [(True,)], "max", True),                                  # go_backwards max: Y's zeros
+    ([(5, "bidirectional", 1), (7, "reverse", 1)], [(False, False), (True,)], "avg", False),
+    ([(7, "bidirectional", 1, "sum")], [(False, False)], "max", True),              # Bidirectional max: Y's zeros
+])
+def test_reversed_hand_on_and_pooled_zeros_follow_the_graph(layers, flips, head, zeros):
+    """Where a row's numbers depend on the batch's T (a go_backwards output reversed over the whole padded Y; a
+    max that reads Y's zeros past the length): the kernel is within 1e-5 of the float64 network with those
+    semantics, and far from the same network read as if each row were alone."""
+    spec = _numpy_spec(layers, head, seed=7 + len(layers))
+    for layer, flip in zip(spec.layers, flips):
+        layer.flip = flip
+    spec.max_reads_zeros = zeros
+    X, lens = padded_batches(15, np.random.default_rng(9))[0]
+    exact = _float64_lengths_proba(spec, np.nan_to_num(X), lens)
+    for isa in ISAS:
+        got = fused.FusedKernel(LIB, spec, isa).run_lengths(X, lens, threads=2).reshape(exact.shape)
+        assert np.abs(got - exact).max() <= 1e-5, isa
+    short = lens < X.shape[1]
+    alone = np.concatenate([_float64_lengths_proba(spec, np.nan_to_num(X[i:i + 1, :n]), lens[i:i + 1])
+                            for i, n in enumerate(lens)])
+    assert np.abs(alone - exact)[short].max() > 1e-3  # the test tells the two readings apart
