@@ -46,6 +46,20 @@ the order). A bidirectional GRU is Keras' Bidirectional with merge_mode="concat"
 first), or "sum", "mul", "ave": Add(a, b), Mul(a, b), Mul(Add(a, b), 0.5) of its two directions'
 sequences (SEQ without the Concat) or last states (LAST without the Concat). Stacked layers are Keras GRU / Bidirectional
 layers with return_sequences=True feeding the next (Dropout between them is no node).
+
+A variable-length graph (``lengths_name``: gru-export's second input, pipeline/export/scaling.py) has
+x -> [scaling] -> Where(real, x, pad) -> Transpose, every GRU with sequence_lens (Keras' Masking), Keras'
+last output carried over padded steps by a Where between layers (never read: the next GRU stops at the
+length), and one of these heads over each row's own steps (pipeline/export/native.py):
+    VALID(Y) -> ...                  the last states, read from Y at the row's end: Unsqueeze(GatherND(
+                                     Transpose(Gather(Y, d, axis 1)), sequence_lens - 1)) for a forward
+                                     direction, Unsqueeze(Gather(Gather(Y, d, axis 1), 0)) for a reverse
+                                     one; Concat(axis 0) -> Split -> Squeeze for two, as LAST
+    Div(ReduceSum(Mul(SEQ(Y) | Where(real, SEQ(Y), last), mask), axis 0), ReduceSum(mask, axis 0))
+    ReduceMax(SEQ(Y) | Where(real, SEQ(Y), last), axis 0)   over the whole padded sequence: Y's zeros past
+                                     each length, or Keras' last output carried there (``max_reads_zeros``)
+each with the Bidirectional merges as above. Token ids with lengths are refused (their mask is the
+nonzero ids, not the lengths input).
 """
 
 from __future__ import annotations
