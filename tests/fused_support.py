@@ -1,7 +1,7 @@
 """Shared by the fused-kernel tests (tests/runtime/test_fused.py: tiny graphs and the committed
 model; tests/export/test_fused_coverage.py: Keras models of every covered layer kind): the loaded
 library and the ISA variants this CPU runs, the stress families, a float64 evaluation of any
-covered network, and writing a model.onnx + manifest folder. Reads GRU_KERNEL_LIBRARY (through
+covered network, writing a model.onnx + manifest folder, and padded variable-length batches. Reads GRU_KERNEL_LIBRARY (through
 pipeline.runtime.fused): when it names a library that does not load, importing this module fails
 rather than letting every kernel test skip.
 
@@ -115,3 +115,22 @@ def run_in_threads(work: Callable[[int], None], n: int) -> None:
         t.start()
     for t in threads:
         t.join()
+
+
+def padded_batches(T: int, rng: np.random.Generator, F: int = 3) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Variable-length batches, [(X (N, T, F) with NaN past each length, lengths (N,))]: 61 rows (not a multiple of
+    a kernel block) with lengths 1 and T, a row of zeros, an all-zero step and zero values; T rows whose lengths
+    are 1 .. T, all different (one block); one full row."""
+    out = []
+    for n, lens in ((61, rng.integers(1, T + 1, 61)), (T, rng.permutation(np.arange(1, T + 1))), (1, np.array([T]))):
+        X = (rng.standard_normal((n, T, F)) * 2).astype(np.float32)
+        lens = np.asarray(lens, np.int64)
+        if n > 2:
+            lens[:2] = T, 1
+            X[2, :] = 0.0  # a row of real zeros
+            X[3, 0] = 0.0  # a real all-zero step
+            X[rng.random((n, T, F)) < 0.1] = 0.0
+        for i, m in enumerate(lens):
+            X[i, m:] = np.nan  # past each length: never read (the graph's Where replaces it)
+        out.append((X, lens))
+    return out

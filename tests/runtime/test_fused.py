@@ -526,7 +526,8 @@ def test_max_pooling_reproduces_model_onnx_bit_for_bit(isa):
 ])
 def test_variable_length_rows_get_the_bits_they_get_alone(layers, head, outputs, activation, dense):
     """run_lengths: each row of a right-padded batch (lengths 1 .. T, NaN past them, never read) gets the bits
-    of its unpadded row run alone, for every ISA and thread count; bad lengths and reverse layers refused."""
+    of its unpadded row run alone, for every ISA and thread count; bad lengths and a forward output handed on
+    reversed refused."""
     spec = _numpy_spec(layers, head, seed=11, outputs=outputs, activation=activation, dense=dense)
     rng = np.random.default_rng(12)
     T = 23
@@ -546,9 +547,9 @@ def test_variable_length_rows_get_the_bits_they_get_alone(layers, head, outputs,
     X[5, 0, 1] = np.inf  # on a real step: found
     with pytest.raises(NonFiniteInput):
         fused.FusedKernel(LIB, spec, ISAS[-1]).run_lengths(X, lens)
-    reverse = _numpy_spec([(5, "reverse", 1, (False,))], "avg", seed=1)
-    with pytest.raises(ValueError, match="forward"):
-        fused.FusedKernel(LIB, reverse, ISAS[-1]).run_lengths(X[:, :, :3], lens)
+    flipped = _numpy_spec([(5, "forward", 1, (True,)), (4, "forward", 1, (False,))], "avg", seed=1)
+    with pytest.raises(ValueError, match="forward"):  # (reverse layers: tests/runtime/test_fused_lengths_heads.py)
+        fused.FusedKernel(LIB, flipped, ISAS[-1]).run_lengths(X[:, :, :3], lens)
 
 
 @needs_library

@@ -39,7 +39,7 @@ __all__ = ["ISAS", "LIBRARY_MODULE", "FusedKernel", "library_path", "load_librar
 
 LIBRARY_MODULE = "pipeline.runtime.fused._gru_kernel"  # the ext-module name in pyproject.toml
 LIBRARY_ENV = "GRU_KERNEL_LIBRARY"  # a library path to load instead of the installed one (sanitizer builds)
-ABI_VERSION = 6  # the C GRU_ABI_VERSION
+ABI_VERSION = 7  # the C GRU_ABI_VERSION
 ISAS = {"avx512": 2, "avx2": 1, "generic": 0}  # best first; values are the C enum
 # the variants chosen automatically: the generic C one (0.8k samples/s here, scalar, a libm fmaf per
 # multiply-add) is slower than the onnxruntime graph, so it serves tests and explicit requests only
@@ -105,6 +105,7 @@ def load_library(path: Optional[Path] = None):
             lib.gru_set_dense.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
             lib.gru_run_lens.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
                                          ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_int]
+            lib.gru_set_padding.argtypes = [ctypes.c_void_p, ctypes.c_int]
             lib.gru_set_embedding.argtypes = [ctypes.c_void_p, ctypes.c_long, ctypes.c_void_p]
             lib.gru_run_ids.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_long, ctypes.c_long, ctypes.c_void_p,
                                         ctypes.c_int]
@@ -155,6 +156,8 @@ class FusedKernel:
             table = np.ascontiguousarray(spec.embedding, np.float32)  # (vocab, F)
             if lib.gru_set_embedding(self._handle, len(table), table.ctypes.data) != 0:
                 raise OSError(f"gru_set_embedding failed for a ({len(table)}, {table.shape[1]}) table")
+        if spec.lengths:  # a max head over the padded sequence: Y's zeros past each length, or the carried last output
+            lib.gru_set_padding(self._handle, int(spec.max_reads_zeros))
         if spec.dense:  # Dense layers between the pooling and the head: {units, act}, then W, b per layer, head W
             units_act = np.array([(W.shape[1], _DENSE_ACTS[act]) for W, _, act in spec.dense], np.int32)
             dense = np.concatenate([np.asarray(a, np.float32).reshape(-1) for W, b, _ in spec.dense for a in (W, b)]
@@ -200,7 +203,7 @@ class FusedKernel:
         first lengths[i] steps; what follows is never read) -> as ``run``. The rows run longest first.
 
         Raises NonFiniteInput (a NaN or an infinity in a real step, once scaled); ValueError for lengths
-        outside 1 .. T or a model with reverse or bidirectional layers."""
+        outside 1 .. T, a token model or a forward GRU output reversed in time (no export writes one)."""
         X = np.ascontiguousarray(X, np.float32)
         n, T = X.shape[0], X.shape[1]
         lens = np.ascontiguousarray(lengths, np.int64).reshape(-1)
@@ -214,7 +217,8 @@ class FusedKernel:
             if rc == 1:
                 raise NonFiniteInput("the scaled model input holds a NaN or an infinity")
             if rc != 0:
-                raise ValueError("the fused GRU kernel runs variable-length rows only through forward GRU layers")
+                raise ValueError("the fused GRU kernel runs variable-length rows of float features only, and no forward "
+                                 "GRU output reversed in time")
         return out
 
     @property

@@ -3,7 +3,7 @@
  * head. The kernel's design, numerics and layouts: gru_kernel.h.
  *
  * Owns: gru_run (fixed length), gru_run_ids (token ids), gru_run_lens (variable length: run_block_lens,
- * run_direction_lens), gru_stream / gru_stream_width (one chunk for each of N streams from their
+ * run_direction_lens; gru_set_padding), gru_stream / gru_stream_width (one chunk for each of N streams from their
  * carried states: run_stream_block); the blocks of one call (launch, gru_run_blocks,
  * gru_scratch_floats, the calling thread's cached scratch); one block through all layers (run_block,
  * run_direction, the Bidirectional merges merge1, max pooling); the ISA dispatch of a time step (step);
@@ -232,44 +232,146 @@ static void run_block(const gru_model *m, const float *x, long T, int rows, floa
     head_rows(m, fin, rows, T, m->head == HEAD_AVG, out, tv, NULL);
 }
 
-/* Variable length: direction 0 (forward) of layer ly over a block whose rows (longest first) are real
- * for their first rl[i] steps; in (rows, T, F) at a stride of T steps; runs rl[0] steps. planes and
- * dst as run_direction. Returns the plane of the last states, or of the sums when avg. */
-static float *run_direction_lens(const gru_model *m, const gru_layer *ly, const float *in, long T, int rows,
-                                 const int64_t *rl, float *planes, float *dst, int out_w, int avg) {
-    const gru_cell *c = &ly->cell[0];
-    const int Hp = c->Hp, H = c->H;
+/* Variable length: direction d of layer ly over a block whose rows (longest first) are real for their
+ * first rl[i] steps, as ONNX's GRU with sequence_lens runs them: a forward direction t = 0 .. rl[i]-1, a
+ * reverse one t = rl[i]-1 .. 0 from a zero state; with the rows longest first, the rows running at step t
+ * (rl[i] > t) are a prefix of the block for both, so each step runs that prefix (a forward row that ends
+ * keeps its last state in both planes; a reverse row joins with the zeros its planes hold). in (rows, T,
+ * F) at a stride of T steps; planes as run_direction. dst: the next layer's input (rows, T, out_w), or
+ * NULL: each row's positions < rl[i] (all the next layer reads) are written: its output of step t at t,
+ * or at T-1-t when flipped (go_backwards: the exporter's Slice reverses the whole padded Y, so the
+ * positions whose step lies past the row's length hold Y's zeros). pool (the last layer): HEAD_AVG sums
+ * each row's positions 0 .. rl[i]-1 in position order (the graph's ReduceSum of the masked sequence: the
+ * zeros it adds change nothing), running when the steps come in position order (forward, or reverse and
+ * flipped: only the steps whose position is < rl[i]), else through hist (T, rows, Hp) after the loop;
+ * HEAD_MAX keeps the max over the row's steps, then over a zero when pad_zero and rl[i] < T (the graph's
+ * ReduceMax over the whole padded sequence: Y's zeros, unless Keras' last output is carried there).
+ * to_hist: a merged last layer's pooled sequence, in time order: direction 0 writes hist, direction 1
+ * merges into it (run_block_lens pools it). Returns the plane of the last states, or of the sums or maxima. */
+static float *run_direction_lens(const gru_model *m, const gru_layer *ly, int d, const float *in, long T, int rows,
+                                 const int64_t *rl, float *planes, float *dst, int out_w, int pool, float *hist,
+                                 int to_hist) {
+    const gru_cell *c = &ly->cell[d];
+    const int Hp = c->Hp, H = c->H, rev = ly->reverse[d], flip = ly->flip[d];
     const size_t plane = (size_t)rows * Hp;
     float *hA = planes, *hB = planes + plane, *sum = planes + 2 * plane;
+    const int avg = pool == HEAD_AVG && !to_hist, mx = pool == HEAD_MAX && !to_hist;
+    const int running = avg && rev == flip;     /* the steps come in position order */
+    const int in_hist = (avg && !running) || to_hist;  /* (a forward flipped direction: gru_run_lens refuses) */
     memset(hA, 0, sizeof(float) * plane);
+    memset(hB, 0, sizeof(float) * plane);      /* a reverse row starts from zeros when it joins */
     memset(sum, 0, sizeof(float) * plane);
-    int active = rows;
-    for (long t = 0; t < rl[0]; t++) {
-        int a = active;
-        while (a > 0 && rl[a - 1] <= t) a--;
-        if (a < active) {  /* rows a .. active-1 ended: their last state stays in both planes */
-            memcpy(hB + (size_t)a * Hp, hA + (size_t)a * Hp, sizeof(float) * (size_t)(active - a) * Hp);
-            active = a;
+    if (mx)
+        for (int i = 0; i < rows; i++)
+            for (int j = 0; j < H; j++) sum[(size_t)i * Hp + j] = -INFINITY;
+    if (dst && flip)  /* positions p < rl[i] whose step T-1-p is past the row's length: Y's zeros */
+        for (int i = 0; i < rows; i++) {
+            const long n = rl[i] < T - rl[i] ? rl[i] : T - rl[i];
+            const size_t col = ly->merge == MERGE_CONCAT ? (size_t)d * H : 0;
+            for (long p = 0; p < n; p++) memset(dst + ((size_t)i * T + p) * out_w + col, 0, sizeof(float) * H);
         }
-        step(m->isa, ly->lbr, c, in, T, t, active, hA, hB, sum, avg, planes + 3 * plane);
+    const long n_steps = rl[0];
+    int active = rev ? 0 : rows;
+    for (long s = 0; s < n_steps; s++) {
+        const long t = rev ? n_steps - 1 - s : s;
+        if (rev) {
+            while (active < rows && rl[active] > t) active++;  /* rows joining at their own last step */
+        } else {
+            int a = active;
+            while (a > 0 && rl[a - 1] <= t) a--;
+            if (a < active) {  /* rows a .. active-1 ended: their last state stays in both planes */
+                memcpy(hB + (size_t)a * Hp, hA + (size_t)a * Hp, sizeof(float) * (size_t)(active - a) * Hp);
+                active = a;
+            }
+        }
+        step(m->isa, ly->lbr, c, in, T, t, active, hA, hB, sum, running && !rev, planes + 3 * plane);
+        const long pos = flip ? T - 1 - t : t;
+        if (running && rev) {  /* reverse and flipped: position pos counts for the rows with pos < rl[i] (a prefix) */
+            int k = 0;
+            while (k < active && rl[k] > pos) k++;
+            for (size_t e = 0; e < (size_t)k * Hp; e++) sum[e] += hB[e];
+        }
         if (dst)
-            for (int i = 0; i < active; i++)
-                memcpy(dst + ((size_t)i * T + t) * out_w, hB + (size_t)i * Hp, sizeof(float) * H);
+            for (int i = 0; i < active; i++) {
+                float *o = dst + ((size_t)i * T + pos) * out_w;
+                const float *h = hB + (size_t)i * Hp;
+                if (ly->merge != MERGE_CONCAT && d == 1)  /* the forward direction's value is there already */
+                    for (int j = 0; j < H; j++) o[j] = merge1(ly->merge, o[j], h[j]);
+                else
+                    memcpy(o + (ly->merge == MERGE_CONCAT ? (size_t)d * H : 0), h, sizeof(float) * H);
+            }
+        if (in_hist) {
+            float *hp = hist + (size_t)pos * plane;
+            if (to_hist && d == 1)  /* the merged sequence */
+                for (size_t e = 0; e < (size_t)active * Hp; e++) hp[e] = merge1(ly->merge, hp[e], hB[e]);
+            else
+                memcpy(hp, hB, sizeof(float) * (size_t)active * Hp);
+        }
+        if (mx)
+            for (size_t e = 0; e < (size_t)active * Hp; e++) sum[e] = hB[e] > sum[e] ? hB[e] : sum[e];
         float *tmp = hA; hA = hB; hB = tmp;
     }
-    return avg ? sum : hA;
+    if (in_hist && !to_hist)  /* positions 0 .. rl[i]-1 in order */
+        for (int i = 0; i < rows; i++)
+            for (long p = 0; p < rl[i]; p++) {
+                const float *v = hist + (size_t)p * plane + (size_t)i * Hp;
+                float *si = sum + (size_t)i * Hp;
+                for (int j = 0; j < Hp; j++) si[j] += v[j];
+            }
+    if (mx && m->pad_zero)
+        for (int i = 0; i < rows; i++)
+            if (rl[i] < T)
+                for (int j = 0; j < H; j++) {
+                    float *v = sum + (size_t)i * Hp + j;
+                    *v = 0.0f > *v ? 0.0f : *v;
+                }
+    return avg || mx ? sum : hA;
 }
 
-/* Variable length: x (rows, T, F) scaled, rows longest first with lengths rl -> out (rows, k). */
+/* Variable length: x (rows, T, F) scaled, rows longest first with lengths rl -> out (rows, k): every layer
+ * and direction through run_direction_lens, a merged last layer's last states or pooled sequence as
+ * run_block merges them (the pooled one over each row's positions < rl[i], and a zero when pad_zero and
+ * rl[i] < T for the max), then the head (the mean: / rl[i]). */
 static void run_block_lens(const gru_model *m, const float *x, long T, int rows, const int64_t *rl, float *out,
-                           float *scratch, float *seq, float *tv) {
+                           float *scratch, float *seq, float *hist, float *tv) {
     const float *in = x;
     const float *fin[2] = {NULL, NULL};
     for (int l = 0; l < m->L; l++) {
         const gru_layer *ly = &m->layer[l];
         const int last = l == m->L - 1;
         float *dst = last ? NULL : seq + (size_t)(l & 1) * rows * T * m->seq_w;
-        fin[0] = run_direction_lens(m, ly, in, T, rows, rl, scratch, dst, ly->H, last && m->head == HEAD_AVG);
+        const size_t dir_planes = (ly->lbr ? 3 : 6) * (size_t)rows * ly->cell[0].Hp;
+        const int merged = ly->merge != MERGE_CONCAT, pooled_merge = last && merged && m->head != HEAD_LAST;
+        for (int d = 0; d < ly->D; d++)
+            fin[d] = run_direction_lens(m, ly, d, in, T, rows, rl, scratch + d * dir_planes, dst,
+                                        merged ? ly->H : ly->D * ly->H, last ? m->head : HEAD_LAST, hist, pooled_merge);
+        if (last && merged) {  /* fin[0] (the forward direction's plane) becomes the merged head input */
+            const int Hp = ly->cell[0].Hp;
+            const size_t plane = (size_t)rows * Hp;
+            float *p = (float *)fin[0];  /* this block's scratch */
+            if (!pooled_merge)
+                for (size_t k = 0; k < plane; k++) p[k] = merge1(ly->merge, p[k], fin[1][k]);
+            else
+                for (int i = 0; i < rows; i++) {
+                    float *pi = p + (size_t)i * Hp;
+                    const float *h0 = hist + (size_t)i * Hp;
+                    if (m->head == HEAD_AVG) {  /* ReduceSum of the merged sequence, in time order */
+                        memset(pi, 0, sizeof(float) * Hp);
+                        for (long t = 0; t < rl[i]; t++)
+                            for (int j = 0; j < Hp; j++) pi[j] += h0[(size_t)t * plane + j];
+                    } else {
+                        memcpy(pi, h0, sizeof(float) * Hp);
+                        for (long t = 1; t < rl[i]; t++)
+                            for (int j = 0; j < Hp; j++) {
+                                const float v = h0[(size_t)t * plane + j];
+                                pi[j] = v > pi[j] ? v : pi[j];
+                            }
+                        if (m->pad_zero && rl[i] < T)
+                            for (int j = 0; j < Hp; j++) pi[j] = 0.0f > pi[j] ? 0.0f : pi[j];
+                    }
+                }
+            fin[1] = NULL;
+        }
         in = dst;
     }
     head_rows(m, fin, rows, T, m->head == HEAD_AVG, out, tv, rl);
@@ -333,7 +435,7 @@ void gru_run_blocks(gru_job *job, float *scratch) {
                                       (size_t)rl[i]);
             }
             if (bad) atomic_store_explicit(&job->nonfinite, 1, memory_order_relaxed);
-            run_block_lens(m, xs, job->T, rows, rl, ob, scratch, seq, tv);
+            run_block_lens(m, xs, job->T, rows, rl, ob, scratch, seq, hist, tv);
             for (int i = 0; i < rows; i++)
                 memcpy(job->out + (size_t)job->order[r0 + i] * m->n_out, ob + (size_t)i * m->n_out,
                        sizeof(float) * m->n_out);
@@ -440,14 +542,16 @@ int gru_run_ids(void *handle, const int64_t *ids, long N, long T, float *out, in
 
 /* Variable length: x (N, T, F) right-padded, row i real for its first lens[i] steps (1 .. T; what follows
  * is never read, whatever it holds), order (N,) the rows sorted longest first (any order of equal
- * lengths) -> out (N, k) in row order. Forward layers only. Returns as gru_run (1: a NaN or an infinity
- * in a real step). */
+ * lengths) -> out (N, k) in row order. Every layer kind and head (gru_kernel.h, "Variable length"); a
+ * max head reads zeros past each row's length when gru_set_padding said so. Returns as gru_run (1: a NaN
+ * or an infinity in a real step). */
 int gru_run_lens(void *handle, const float *x, const int64_t *lens, const int64_t *order, long N, long T, float *out,
                  int nthreads) {
     const gru_model *m = (const gru_model *)handle;
     if (!m || m->embed || !x || !lens || !order || !out || N < 0 || T < 1) return -1;
-    for (int l = 0; l < m->L; l++)
-        if (m->layer[l].D != 1 || m->layer[l].reverse[0]) return -1;
+    for (int l = 0; l < m->L; l++)  /* a forward direction's output reversed in time: no export writes one */
+        for (int d = 0; d < m->layer[l].D; d++)
+            if (m->layer[l].flip[d] && !m->layer[l].reverse[d]) return -1;
     for (long p = 0; p < N; p++) {  /* a permutation, longest first, every length in 1 .. T */
         const int64_t r = order[p];
         if (r < 0 || r >= N || lens[r] < 1 || lens[r] > T || (p && lens[order[p - 1]] < lens[r])) return -1;
@@ -457,6 +561,17 @@ int gru_run_lens(void *handle, const float *x, const int64_t *lens, const int64_
     memset(&job, 0, sizeof(job));
     job.m = m; job.x = x; job.T = T; job.N = N; job.out = out; job.lens = lens; job.order = order;
     return launch(&job, nthreads);
+}
+
+/* Variable length, max head: whether the graph's ReduceMax reads zeros past each row's length (1: ONNX GRU's
+ * Y there, as go_backwards, Bidirectional and zero_output_for_mask leave it) or Keras' last real output
+ * carried there by a Where (0, the default: never above the max of the real steps). Returns 0; -1 without
+ * a model. */
+int gru_set_padding(void *handle, int zeros) {
+    gru_model *m = (gru_model *)handle;
+    if (!m) return -1;
+    m->pad_zero = zeros ? 1 : 0;
+    return 0;
 }
 
 /* Floats in one stream's state (gru_kernel.h, "Streams"), or -1 when the model cannot stream here (a

@@ -60,12 +60,19 @@
  * graph's ReduceMean/ReduceMax read the merged sequence); a last-state head reads the merge of the
  * two last states.
  *
- * Variable length (gru_run_lens; forward layers): row i is real for its first lens[i] steps and
- * padding after, never read. The rows run longest first (order), so the rows of a block still running
- * at step t are a prefix of it: each step runs that prefix, a row that ends keeps its last state, and a
- * block stops at its longest row. The mean is over each row's own steps (sum in time order / its
- * length: the graph's ReduceSum of the masked outputs, which adds zeros after them, then Div by the
- * count), so each row gets the bits it gets alone, unpadded.
+ * Variable length (gru_run_lens; every layer kind and head): row i is real for its first lens[i] steps
+ * and padding after, never read; ONNX's GRU with sequence_lens runs a forward direction over t = 0 ..
+ * lens[i]-1 and a reverse one over t = lens[i]-1 .. 0 from a zero state, and Y is zero past the length.
+ * The rows run longest first (order), so the rows of a block running at step t (lens > t) are a prefix
+ * of it for both directions: each step runs that prefix, a forward row that ends keeps its last state,
+ * a reverse row joins from zeros, and a block stops at its longest row. The last state is each row's own
+ * (forward: at step lens[i]-1; reverse: at step 0). The next layer and the pooling read positions
+ * 0 .. lens[i]-1 of the sequence handed on; a go_backwards layer's output is the whole padded Y reversed
+ * (the exporter's Slice), so position p holds the output of step T-1-p, or Y's zero when that step is
+ * past the length: results then depend on the batch's T, as model.onnx's do. The mean sums those
+ * positions in order (the graph's ReduceSum of the masked sequence, which adds zeros after them; Div by
+ * the count); the max is over the real steps and, when the graph pools Y's zeros past the length
+ * (pad_zero: not Keras' last output carried there), over a zero too when lens[i] < T.
  *
  * Stacked layers: a block of rows runs layer by layer. A layer that is not the last writes each
  * direction's state after each step into a sequence buffer (rows, T, D*H), direction d at columns
@@ -96,7 +103,7 @@
 
 #define GRU_HIDDEN __attribute__((visibility("hidden")))  /* shared between the files, not exported */
 
-#define GRU_ABI_VERSION 6
+#define GRU_ABI_VERSION 7
 #define TILE 16        /* hidden units per column tile (one zmm) */
 #define BLOCK_ROWS 24  /* rows that run all time steps together, h and the mean resident in L1 */
 #define MAX_SCALE_OPS 8
@@ -151,6 +158,7 @@ typedef struct {
     float *dense_w[MAX_DENSE];    /* (inputs, units): the Gemm's B, not transposed */
     float *dense_b[MAX_DENSE];    /* (units,) */
     int head_in_w;                /* the widest vector the head reads: D*H of the last layer, or a Dense's units */
+    int pad_zero;                 /* variable length, max head: zeros past each row's length are pooled (gru_set_padding) */
 } gru_model;
 
 /* One gru_run call: N rows cut into n_blocks blocks that the caller and its helpers take in turn. */
@@ -208,6 +216,7 @@ int gru_set_embedding(void *handle, long vocab, const float *table);
 int gru_run_ids(void *handle, const int64_t *ids, long N, long T, float *out, int nthreads);
 int gru_run_lens(void *handle, const float *x, const int64_t *lens, const int64_t *order, long N, long T, float *out,
                  int nthreads);
+int gru_set_padding(void *handle, int zeros);
 int gru_run(void *handle, const float *x, long N, long T, float *out, int nthreads);
 int gru_stream_width(void *handle);
 /* gru_stream's arguments, one struct so that a push is a one-argument call (ctypes converts each

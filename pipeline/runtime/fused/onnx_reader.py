@@ -46,6 +46,20 @@ the order). A bidirectional GRU is Keras' Bidirectional with merge_mode="concat"
 first), or "sum", "mul", "ave": Add(a, b), Mul(a, b), Mul(Add(a, b), 0.5) of its two directions'
 sequences (SEQ without the Concat) or last states (LAST without the Concat). Stacked layers are Keras GRU / Bidirectional
 layers with return_sequences=True feeding the next (Dropout between them is no node).
+
+A variable-length graph (``lengths_name``: gru-export's second input, pipeline/export/scaling.py) has
+x -> [scaling] -> Where(real, x, pad) -> Transpose, every GRU with sequence_lens (Keras' Masking), Keras'
+last output carried over padded steps by a Where between layers (never read: the next GRU stops at the
+length), and one of these heads over each row's own steps (pipeline/export/native.py):
+    VALID(Y) -> ...                  the last states, read from Y at the row's end: Unsqueeze(GatherND(
+                                     Transpose(Gather(Y, d, axis 1)), sequence_lens - 1)) for a forward
+                                     direction, Unsqueeze(Gather(Gather(Y, d, axis 1), 0)) for a reverse
+                                     one; Concat(axis 0) -> Split -> Squeeze for two, as LAST
+    Div(ReduceSum(Mul(SEQ(Y) | Where(real, SEQ(Y), last), mask), axis 0), ReduceSum(mask, axis 0))
+    ReduceMax(SEQ(Y) | Where(real, SEQ(Y), last), axis 0)   over the whole padded sequence: Y's zeros past
+                                     each length, or Keras' last output carried there (``max_reads_zeros``)
+each with the Bidirectional merges as above. Token ids with lengths are refused (their mask is the
+nonzero ids, not the lengths input).
 """
 
 from __future__ import annotations
@@ -421,6 +435,9 @@ class FusedSpec:
     # a token model: the Embedding table (vocab, F) float32 whose rows the (N, T) int64 ids select (Gather)
     embedding: Optional[np.ndarray] = None
     lengths: bool = False  # a variable-length graph: (N,) lengths in, each row real for its first lengths[i] steps
+    # variable length, max head: the graph's ReduceMax reads the GRU's zeros past each row's length (False: Keras'
+    # last real output is carried there by a Where, so only the real steps count)
+    max_reads_zeros: bool = False
 
     def __post_init__(self) -> None:
         w = np.asarray(self.head_w, np.float32)
@@ -552,9 +569,82 @@ class _Graph:
         part = self.direction_part(_input(sq, 0), 1, 0)
         return None if part is None else [part]
 
+    def valid_last(self, name: str) -> Optional[list[tuple[Node, int]]]:
+        """[(GRU, direction)] when ``name`` (batch, D*H) is a variable-length graph's last states, directions
+        concatenated: Squeeze(axis 0) of one direction's state (``_valid_state``), or of Split(Concat(the two
+        directions' states, axis 0), axis 0)[d], joined by Concat(axis 1) (pipeline/export/native.py,
+        ``_last_valid_states``: the graph never reads the GRU's own Y_h when sequence_lens is set)."""
+        cat = self.made_by(name, "Concat")
+        if cat is not None:
+            if _axes(cat, self.init) not in ([1], [-1]) or not self.nested():
+                return None
+            self.depth += 1
+            parts = [self.valid_last(i) for i in cat.inputs]
+            self.depth -= 1
+            return None if any(p is None for p in parts) else [x for p in parts for x in p]
+        sq = self.made_by(name, "Squeeze")
+        if sq is None or _axes(sq, self.init) != [0]:
+            return None
+        state = self.resolve(_input(sq, 0))
+        split = self.producer.get(state)
+        if split is not None and split.op_type == "Split":  # a bidirectional GRU's states, (2, batch, H), split
+            sizes = _attr(split, "split", [], list)
+            if sizes == []:
+                sizes = _ints(self.init, _input(split, 1))
+            both = self.made_by(_input(split, 0), "Concat")
+            if (len(split.outputs) != 2 or _axes(split, self.init) != [0] or sizes not in ([], [1, 1]) or both is None
+                    or _axes(both, self.init) != [0] or len(both.inputs) != 2):
+                return None
+            d = split.outputs.index(state)
+            part = self._valid_state(both.inputs[d])
+            return [part] if part is not None and part[1] == d else None
+        part = self._valid_state(state)
+        return [part] if part is not None else None
+
+    def _valid_state(self, name: str) -> Optional[tuple[Node, int]]:
+        """(GRU, direction d) when ``name`` (1, batch, H) is Unsqueeze(axis 0) of direction d's state at each
+        row's own end, read from Y: GatherND(Transpose(Gather(Y, d, axis 1), (1, 0, 2)), Unsqueeze(Cast(Sub(
+        sequence_lens, 1)), axis 1), batch_dims 1) for a forward direction (step sequence_lens - 1), Gather(
+        Gather(Y, d, axis 1), 0, axis 0) for a reverse one (step 0)."""
+        unsq = self.made_by(name, "Unsqueeze")
+        if unsq is None or _axes(unsq, self.init) != [0]:
+            return None
+        nd = self.made_by(_input(unsq, 0), "GatherND")
+        if nd is not None:
+            tr = self.made_by(_input(nd, 0), "Transpose")
+            if _attr(nd, "batch_dims", 0, int) != 1 or tr is None or _attr(tr, "perm", [], list) != [1, 0, 2]:
+                return None
+            y_d, forward = _input(tr, 0), True
+        else:
+            first = self.made_by(_input(unsq, 0), "Gather")
+            if (first is None or _attr(first, "axis", 0, int) != 0 or _ints(self.init, _input(first, 1)) != [0]
+                    or self.init[_input(first, 1)].ndim != 0):
+                return None
+            y_d, forward = _input(first, 0), False
+        pick = self.made_by(y_d, "Gather")
+        d = _ints(self.init, _input(pick, 1)) if pick is not None and _attr(pick, "axis", 0, int) == 1 else None
+        gru = self.gru_output(_input(pick, 0), 0) if d is not None and len(d) == 1 else None
+        if gru is None or self.init[_input(pick, 1)].ndim != 0:
+            return None
+        direction, d = _attr(gru, "direction", "forward", str), d[0]
+        if direction not in _DIRECTIONS or not 0 <= d < _DIRECTIONS[direction]:
+            return None
+        if forward != (direction == "forward" or (direction == "bidirectional" and d == 0)):
+            return None  # a forward direction's state at the row's end, a reverse one's at step 0
+        if forward:  # the row's end: its sequence_lens - 1
+            ends = self.made_by(_input(nd, 1), "Unsqueeze")
+            cast = self.made_by(_input(ends, 0), "Cast") if ends is not None and _axes(ends, self.init) == [1] else None
+            sub = self.made_by(_input(cast, 0), "Sub") if cast is not None and _attr(cast, "to", 0, int) == _INT64 \
+                else None
+            if sub is None or _ints(self.init, _input(sub, 1)) != [1] or not _input(gru, 4) \
+                    or self.resolve(_input(sub, 0)) != self.resolve(_input(gru, 4)):
+                return None
+        return gru, d
+
     def merged(self, name: str, kind: str) -> tuple[Optional[list], str]:
         """(parts, merge) when ``name`` is a Bidirectional merge of a GRU's two directions (kind "sequence":
-        their output sequences, unreversed; "last": their last states): Add(a, b) ("sum"), Mul(a, b)
+        their output sequences, unreversed; "last": their last states; "valid_last": a variable-length graph's
+        last states, ``valid_last``): Add(a, b) ("sum"), Mul(a, b)
         ("mul") or Mul(Add(a, b), 0.5) ("ave"), a the forward direction and b the reverse one; else
         (None, "concat")."""
         n = self.node(name)
@@ -570,7 +660,7 @@ class _Graph:
             n, merge = inner, "ave"
         if len(n.inputs) != 2 or any(i in self.init for i in n.inputs):
             return None, "concat"
-        get = self.sequence if kind == "sequence" else self.last_states
+        get = {"sequence": self.sequence, "last": self.last_states, "valid_last": self.valid_last}[kind]
         a, b = get(n.inputs[0]), get(n.inputs[1])
         if not a or not b or len(a) != 1 or len(b) != 1 or [p[1] for p in a + b] != [0, 1] or a[0][0] is not b[0][0]:
             return None, "concat"
@@ -695,8 +785,10 @@ def _masked_mean(g: "_Graph", name: str) -> Optional[str]:
 def match_fused(graph: Graph, input_name: str, output_name: str,
                 lengths_name: Optional[str] = None) -> tuple[Optional[FusedSpec], str]:
     """(spec, "") when the graph is the shape the kernel covers, else (None, reason). ``lengths_name``: the
-    graph's second input of a variable-length model (the spec then has ``lengths``: forward GRU layers, an
-    average over each row's real steps, and the input padded past the lengths by a Where)."""
+    graph's second input of a variable-length model (the spec then has ``lengths``: GRU layers with
+    sequence_lens, the input padded past the lengths by a Where, and a head over each row's own steps: the
+    states at its end (``_Graph.valid_last``), the mean over its real steps (``_masked_mean``), or the max
+    over the padded sequence, ``max_reads_zeros`` unless Keras' last output is carried past the length)."""
     g = _Graph(graph)
     init = g.init
     if graph.inputs != [input_name] + ([lengths_name] if lengths_name else []) or graph.outputs != [output_name]:
@@ -749,13 +841,30 @@ def match_fused(graph: Graph, input_name: str, output_name: str,
         if W_a.shape[1] != W_b.shape[0]:
             return None, f"a Dense layer of {W_b.shape[0]} inputs is fed {W_a.shape[1]} values"
     mean = g.made_by(feat, "ReduceMean") or g.made_by(feat, "ReduceMax")
+    carry = None  # variable length, max head: the Where that carries Keras' last output past each length
     if lengths_name:
-        src = _masked_mean(g, feat)
-        if src is None:
-            return None, ("variable length: the Dense layer's input is not the mean over each row's real steps "
-                          "(fused: average head)")
-        head, merge = "avg", "concat"
-        parts = g.sequence(src)
+        pooled = g.made_by(feat, "ReduceMax")
+        if pooled is not None:  # over the whole padded sequence (Keras' GlobalMaxPooling1D ignores the mask)
+            if _axes(pooled, init) != [0] or _attr(pooled, "keepdims", 1, int) != 0:
+                return None, "the pooling is not a max over time (ReduceMax axes [0], keepdims 0)"
+            head, src = "max", _input(pooled, 0)
+            carry = g.made_by(src, "Where")
+            src = _input(carry, 1) if carry is not None else src
+        else:
+            src = _masked_mean(g, feat)
+            head = "avg" if src is not None else "last"
+            src = feat if src is None else src
+        parts, merge = (g.valid_last(src) if head == "last" else g.sequence(src)), "concat"
+        if not parts:
+            parts, merge = g.merged(src, "valid_last" if head == "last" else "sequence")
+        if not parts:
+            return None, ("variable length: the Dense layer's input is not a GRU's state at each row's own end, nor its "
+                          "mean over each row's real steps or max over time (fused: last state, average or max pooling)")
+        if carry is not None and not (len(parts) == 1 and _attr(parts[0][0], "direction", "forward", str) == "forward"
+                                        and not parts[0][2] and g.valid_last(_input(carry, 2)) == [p[:2] for p in parts]
+                                        and merge == "concat"):
+            return None, ("variable length: the max pools a Where that is not a forward GRU's output with its last "
+                          "state carried past each length")
     elif mean is not None:
         pool = "mean" if mean.op_type == "ReduceMean" else "max"
         if _axes(mean, init) != [0] or _attr(mean, "keepdims", 1, int) != 0:
@@ -765,7 +874,7 @@ def match_fused(graph: Graph, input_name: str, output_name: str,
     else:
         head, src = "last", feat
         parts, merge = g.last_states(feat), "concat"
-    if not parts and not lengths_name:
+    if not parts:
         parts, merge = g.merged(src, "sequence" if head != "last" else "last")
     if not parts:
         return None, ("the Dense layer's input is not a GRU state or its mean or max over time (fused: last state, "
@@ -781,8 +890,10 @@ def match_fused(graph: Graph, input_name: str, output_name: str,
         layer, why = _gru_layer(gru, init, flip, lengths=bool(lengths_name))
         if layer is None:
             return None, why
-        if lengths_name and (layer.direction != "forward" or any(layer.flip)):
-            return None, "variable length with a reverse or bidirectional GRU layer (fused: forward layers)"
+        if lengths_name and not _input(gru, 4):
+            return None, "variable length: a GRU without sequence_lens runs every step of the padded rows"
+        if lengths_name and any(f and not layer.reverse(d) for d, f in enumerate(layer.flip)):
+            return None, "variable length: a forward GRU's output reversed in time (no export writes one)"
         layer.merge = merge
         if layers and layers[0].features != layer.width:
             return None, f"a GRU of {layers[0].features} inputs is fed {layer.width} values per step"
@@ -815,6 +926,9 @@ def match_fused(graph: Graph, input_name: str, output_name: str,
     F = layers[0].features
     prefix, cur = [], _input(tr, 0)
     producer = g.producer
+    if lengths_name and g.made_by(cur, "Gather") is not None:
+        return None, ("variable length with token ids: the graph's sequence_lens counts each row's nonzero ids "
+                      "(Embedding mask_zero), not the lengths input (fused: fixed-length token ids)")
     if lengths_name:  # the model input past each row's length replaced by padding: Where(real, x, pad)
         where = g.made_by(cur, "Where")
         if where is None or _input(where, 2) not in init:
@@ -851,4 +965,5 @@ def match_fused(graph: Graph, input_name: str, output_name: str,
         prefix.insert(0, (n.op_type, np.broadcast_to(const.reshape(-1), (F,)).astype(np.float32)))
     return FusedSpec(layers=layers, head=head, head_w=np.ascontiguousarray(dW),
                      head_b=np.broadcast_to(db.reshape(-1), (k,)).astype(np.float32), prefix=prefix,
-                     activation=activation, dense=dense, lengths=bool(lengths_name)), ""
+                     activation=activation, dense=dense, lengths=bool(lengths_name),
+                     max_reads_zeros=bool(lengths_name) and head == "max" and carry is None), ""
