@@ -52,10 +52,10 @@ from pipeline.runtime.sessions import open_session, usable_cpus
 
 __all__ = ["Predictor"]
 
-# Execution strategy. With graph="auto" (the default), float feature models the fused GRU kernel
-# covers (pipeline.runtime.fused; the shapes match_fused in fused/onnx_reader.py recognises: GRU
-# layers ending in a last-state or average head and Dense(k) with a sigmoid or softmax; fixed length) run
-# every batch in
+# Execution strategy. With graph="auto" (the default), models the fused GRU kernel covers
+# (pipeline.runtime.fused; the shapes match_fused in fused/onnx_reader.py recognises: float features of fixed
+# or variable length, or fixed-length token ids; GRU layers in any direction and merge ending in a last-state,
+# mean or max head, optional Dense layers, and Dense(k) with a sigmoid or softmax) run every batch in
 # one native call with its own threads inside, once the kernel has reproduced model.onnx within 1e-6
 # on the artifact's reference rows and stress rows (checked on first use; the outcome is in
 # debug_info(); it does onnxruntime's arithmetic, so on AVX2+FMA CPUs the numbers are the same bits). Otherwise, and with graph="native" or

@@ -36,6 +36,9 @@ from coverage_cases import randomize_weights  # noqa: E402  (tests/coverage_case
 
 from fused_support import ISAS, LIB, needs_library, padded_batches, write_folder  # noqa: E402
 
+# Keras' GlobalMaxPooling1D ignores the mask (it says so in a UserWarning): the graph reproduces exactly that
+pytestmark = pytest.mark.filterwarnings("ignore:Layer 'global_max_pooling1d.*does not support masking:UserWarning")
+
 F = 3
 MASK_VALUE = -1.0  # the models' Masking value: zeros are data
 OPSET = 17
