@@ -410,6 +410,7 @@ class CaseResult:
 def measure_case(case: Case, seed: int = 0) -> CaseResult:
     """Build, export natively, run both sides on every input batch; the errors per batch."""
     from pipeline.export.native import UnsupportedModelError, export_native
+    from pipeline.export.scaling import LENGTHS_NAME, embed_preprocessing
     from pipeline.export.unrolled import unroll_grus
 
     import time
@@ -422,7 +423,11 @@ def measure_case(case: Case, seed: int = 0) -> CaseResult:
     proto = export_native(model, INPUT_NAME, OPSET)
     seconds = time.perf_counter() - start
     stream_reason = stream_support(model)
-    spec, why = match_fused(parse_model(proto.SerializeToString()), INPUT_NAME, proto.graph.output[0].name)
+    # the kernel reads the artifact's graph: a masked (or token) model takes the lengths input there, padding
+    # past each length with the mask value 0.0 (id 0) as pipeline.export.scaling writes it
+    shipped = embed_preprocessing(proto, {"type": "none"}, masking=True) if case.masked or case.tokens else proto
+    spec, why = match_fused(parse_model(shipped.SerializeToString()), INPUT_NAME, proto.graph.output[0].name,
+                            LENGTHS_NAME if shipped is not proto else None)
     session = ort_session(proto)
     unrolled, unrolled_reason = {}, ""
     if not case.variable_length:
