@@ -96,12 +96,14 @@
 
 #define GRU_HIDDEN __attribute__((visibility("hidden")))  /* shared between the files, not exported */
 
-#define GRU_ABI_VERSION 6
+#define GRU_ABI_VERSION 7
 #define TILE 16        /* hidden units per column tile (one zmm) */
 #define BLOCK_ROWS 24  /* rows that run all time steps together, h and the mean resident in L1 */
 #define MAX_SCALE_OPS 8
 #define LAYER_INFO 8   /* ints per layer given to gru_create */
 #define MAX_DENSE 8    /* Dense layers between the pooling and the classifier */
+#define FOLD_MAX_BYTES ((size_t)64 << 20)  /* the largest folded token table (vocab x D x 3 x Hp floats): above it,
+                                              gather then project */
 
 enum { ISA_GENERIC = 0, ISA_AVX2 = 1, ISA_AVX512 = 2 };
 enum { HEAD_LAST = 0, HEAD_AVG = 1, HEAD_MAX = 2 };
@@ -111,12 +113,14 @@ enum { MERGE_CONCAT = 0, MERGE_SUM = 1, MERGE_MUL = 2, MERGE_AVE = 3 };  /* last
 enum { ACT_SIGMOID = 0, ACT_SOFTMAX = 1 };          /* the head's activation over its k outputs */
 enum { MLAS_SOFTMAX_FMA3 = 0, MLAS_SOFTMAX_AVX512F = 1 };  /* which MLAS softmax kernels to reproduce */
 enum { SCALE_SUB = 0, SCALE_DIV = 1, SCALE_MUL = 2, SCALE_ADD = 3 };
-enum { DENSE_LINEAR = 0, DENSE_RELU = 1, DENSE_SIGMOID = 2 };  /* a hidden Dense layer's activation */
+enum { DENSE_LINEAR = 0, DENSE_RELU = 1, DENSE_SIGMOID = 2, DENSE_TANH = 3 };  /* a hidden Dense layer's activation */
 
 typedef struct {                  /* one direction of one layer: what the tiles read */
     int F, H, Hp;                 /* inputs, hidden units, hidden units padded to a multiple of TILE */
     float *wpack;                 /* (Hp/16, F + H, 3, 16) */
     float *bz, *br, *bxn, *bhn;   /* (Hp,) each: Wbz+Rbz, Wbr+Rbr, Wbn (Wbn+Rbn when linear_before_reset=0), Rbn */
+    float *xw;                    /* a folded token model's layer 0 (gru_embedding_fold): (vocab, Hp/16, 3, 16) the
+                                     x.Wz, x.Wr, x.Wn sums of each token's Embedding row, or NULL */
 } gru_cell;
 
 typedef struct {
@@ -175,6 +179,7 @@ typedef struct {
 GRU_HIDDEN void *gru_aligned(size_t bytes);  /* zeroed, 64-byte aligned; NULL when out of memory */
 GRU_HIDDEN int gru_scale_rows(const gru_model *m, const float *src, float *dst, size_t steps);
 GRU_HIDDEN int gru_embed_rows(const gru_model *m, const int64_t *ids, float *dst, size_t steps);
+GRU_HIDDEN int gru_fold_ids(const gru_model *m, const int64_t *ids, int32_t *dst, size_t steps);
 
 /* gru_kernel.c: take the job's blocks until none is left; scratch: gru_scratch_floats floats */
 GRU_HIDDEN void gru_run_blocks(gru_job *job, float *scratch);
@@ -188,11 +193,22 @@ GRU_HIDDEN size_t gru_scratch_floats(const gru_model *m, int block_rows, long T)
 #define GRU_STEP0_ARGS GRU_STEP_ARGS, float *zb, float *xnb, float *rh
 GRU_HIDDEN void gru_step_generic(GRU_STEP_ARGS);
 GRU_HIDDEN void gru_step0_generic(GRU_STEP0_ARGS);
+/* The folded forms (layer 0 of a folded token model): each row's x.W read from the cell's table xw at
+ * its token, ids (rows, T) int32 (gru_fold_ids), instead of summed from x. */
+#define GRU_STEPX_ARGS const gru_cell *c, const int32_t *ids, long T, long t, int rows, const float *hA, float *hB, \
+                       float *sum, int avg
+#define GRU_STEPX0_ARGS GRU_STEPX_ARGS, float *zb, float *xnb, float *rh
+GRU_HIDDEN void gru_stepx_generic(GRU_STEPX_ARGS);
+GRU_HIDDEN void gru_stepx0_generic(GRU_STEPX0_ARGS);
 #if GRU_X86
 GRU_HIDDEN void gru_step_avx2(GRU_STEP_ARGS);
 GRU_HIDDEN void gru_step0_avx2(GRU_STEP0_ARGS);
 GRU_HIDDEN void gru_step_avx512(GRU_STEP_ARGS);
 GRU_HIDDEN void gru_step0_avx512(GRU_STEP0_ARGS);
+GRU_HIDDEN void gru_stepx_avx2(GRU_STEPX_ARGS);
+GRU_HIDDEN void gru_stepx0_avx2(GRU_STEPX0_ARGS);
+GRU_HIDDEN void gru_stepx_avx512(GRU_STEPX_ARGS);
+GRU_HIDDEN void gru_stepx0_avx512(GRU_STEPX0_ARGS);
 #endif
 
 /* The library's API (ctypes, pipeline/runtime/fused/__init__.py) */
@@ -205,6 +221,8 @@ void gru_destroy(void *handle);
 int gru_set_input_scaling(void *handle, int n, const int *ops, const float *consts);
 int gru_set_dense(void *handle, int n, const int *units_act, const float *params);
 int gru_set_embedding(void *handle, long vocab, const float *table);
+int gru_embedding_fold(void *handle, int on);
+void gru_test_tanh(const float *x, float *y, long n);
 int gru_run_ids(void *handle, const int64_t *ids, long N, long T, float *out, int nthreads);
 int gru_run_lens(void *handle, const float *x, const int64_t *lens, const int64_t *order, long N, long T, float *out,
                  int nthreads);
