@@ -29,6 +29,7 @@ def _session(proto):
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
+    options.log_severity_level = 3  # not the unused-initializer warnings of the graphs built here
     return ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 

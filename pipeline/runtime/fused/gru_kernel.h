@@ -40,7 +40,8 @@
  *   order, + b_c (onnxruntime's Gemm with its B packed); p_c = Logistic(logit_c) (Sigmoid), or the
  *   row's softmax as MLAS computes it (MlasComputeSoftmax: ort_activations.h, mlas_softmax_row).
  *   Dense layers between the pooling and that Gemm (gru_set_dense) are the same Gemm arithmetic per
- *   unit, then Relu (max with 0: exact) or Logistic, or nothing (linear)
+ *   unit, then Relu (max with 0: exact), Logistic, Tanh (the Tanh op: MLAS' TanhKernelFma3,
+ *   ort_activations.h mlas_tanh1), or nothing (linear)
  * A reverse direction runs t = T-1 .. 0 and its state after step t is its output at time t (ONNX Y);
  * a layer direction marked "flip" hands that output to the next layer at time T-1-t instead (Keras
  * go_backwards with return_sequences: the exporter reverses Y along time with a Slice).
@@ -66,6 +67,15 @@
  * block stops at its longest row. The mean is over each row's own steps (sum in time order / its
  * length: the graph's ReduceSum of the masked outputs, which adds zeros after them, then Div by the
  * count), so each row gets the bits it gets alone, unpadded.
+ *
+ * Token models (gru_set_embedding, gru_run_ids): ids (N, T) select rows of the Embedding table (vocab, F),
+ * the first layer's input. Since x.W is a sum of its own, it is a function of the token alone: the model
+ * folds (gru_embedding_fold) each direction's table of every token's x.Wz, x.Wr, x.Wn sums, cell xw
+ * (vocab, Hp/16, 3, 16), summed as the steps sum (fused multiply-adds over k from 0, from 0.0f), once;
+ * layer 0's steps then read the row of each row's id (the folded forms gru_stepx*, ids as int32 in the
+ * block's input buffer) instead of summing x.W, with the same bits. Above FOLD_MAX_BYTES of tables
+ * (vocab x D x 3 x Hp floats) the block gathers the Embedding rows and the steps sum x.W as for a float
+ * input. Token models do not stream on the kernel (stream.onnx does).
  *
  * Stacked layers: a block of rows runs layer by layer. A layer that is not the last writes each
  * direction's state after each step into a sequence buffer (rows, T, D*H), direction d at columns
