@@ -4,8 +4,7 @@ path does, in every ISA variant; above the table cap the kernel gathers; a Dense
 between the pooling and the classifier is read and reproduces onnxruntime's Tanh op (MLAS'
 TanhKernelFma3) bit for bit, alone on every float family that matters and inside a model.
 
-The graphs are written here with onnx.helper (the build extra's ``onnx``, imported inside the
-functions, as tests/tiny_models.py does) from numpy weights: no Keras.
+The graphs are tests/fused_graphs.py's (onnx.helper from numpy weights: no Keras).
 """
 
 from __future__ import annotations
@@ -18,10 +17,9 @@ import pytest
 from pipeline.runtime import fused
 from pipeline.runtime.fused.onnx_reader import match_fused, parse_model
 
+from fused_graphs import gru_graph, tanh_proto
 from fused_support import ISAS, LIB, needs_fma_cpu, needs_library  # noqa: F401
 
-OPSET = 17
-FOLD_MAX_BYTES = 64 << 20  # gru_kernel.h's FOLD_MAX_BYTES, to pick a vocabulary just above it
 
 
 def _session(proto):
@@ -31,88 +29,6 @@ def _session(proto):
     options.intra_op_num_threads = 1
     options.log_severity_level = 3  # not the unused-initializer warnings of the graphs built here
     return ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
-
-
-def _model(rng, features: int, layers, head: str, dense=(), outputs: int = 1, activation: str = "sigmoid",
-           vocab: int = 0, dense_scale: float = 0.5):
-    """An ONNX graph: x (N, T, F) float, or (vocab > 0) ids (N, T) int64 -> Gather(Embedding (vocab, F));
-    -> Transpose -> GRU layers ``layers`` [(H, direction, linear_before_reset)] (each but the last handing
-    on its sequence, directions concatenated) -> ReduceMean over time ("avg") or the last state ("last")
-    -> Dense layers [(units, "linear" | "relu" | "sigmoid" | "tanh")] -> Gemm(k = outputs) -> Sigmoid or
-    Softmax. Random weights (numpy, seeded by rng)."""
-    from onnx import TensorProto, helper, numpy_helper
-
-    inits, nodes = [], []
-
-    def const(name, value):
-        inits.append(numpy_helper.from_array(np.asarray(value), name))
-        return name
-
-    const("axes0", np.array([0], np.int64))
-    const("axes1", np.array([1], np.int64))
-    if vocab:
-        table = rng.standard_normal((vocab, features)).astype(np.float32)
-        table[0] = 0  # the padding id's row
-        inputs = [helper.make_tensor_value_info("x", TensorProto.INT64, ["batch", "time"])]
-        nodes.append(helper.make_node("Gather", [const("embedding", table), "x"], ["emb"], axis=0))
-        cur = "emb"
-    else:
-        inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "time", features])]
-        cur = "x"
-    nodes.append(helper.make_node("Transpose", [cur], ["seq0"], perm=[1, 0, 2]))
-    cur, F = "seq0", features
-    for li, (H, direction, lbr) in enumerate(layers):
-        D = 2 if direction == "bidirectional" else 1
-        W = (rng.standard_normal((D, 3 * H, F)) * 0.4).astype(np.float32)
-        R = (rng.standard_normal((D, 3 * H, H)) * 0.4).astype(np.float32)
-        B = (rng.standard_normal((D, 6 * H)) * 0.1).astype(np.float32)
-        p = f"l{li}_"
-        nodes.append(helper.make_node("GRU", [cur, const(p + "W", W), const(p + "R", R), const(p + "B", B)],
-                                      [p + "Y", p + "Yh"], hidden_size=H, direction=direction,
-                                      linear_before_reset=lbr))
-        last = li == len(layers) - 1
-        if last and head == "last":
-            if D == 1:
-                nodes.append(helper.make_node("Squeeze", [p + "Yh", "axes0"], ["feat"]))
-            else:
-                nodes += [helper.make_node("Split", [p + "Yh"], [p + "h0", p + "h1"], axis=0),
-                          helper.make_node("Squeeze", [p + "h0", "axes0"], [p + "s0"]),
-                          helper.make_node("Squeeze", [p + "h1", "axes0"], [p + "s1"]),
-                          helper.make_node("Concat", [p + "s0", p + "s1"], ["feat"], axis=1)]
-            F = D * H
-            break
-        if D == 1:
-            nodes.append(helper.make_node("Squeeze", [p + "Y", "axes1"], [p + "seq"]))
-        else:
-            nodes += [helper.make_node("Split", [p + "Y"], [p + "y0", p + "y1"], axis=1),
-                      helper.make_node("Squeeze", [p + "y0", "axes1"], [p + "q0"]),
-                      helper.make_node("Squeeze", [p + "y1", "axes1"], [p + "q1"]),
-                      helper.make_node("Concat", [p + "q0", p + "q1"], [p + "seq"], axis=2)]
-        cur, F = p + "seq", D * H
-    if head == "avg":
-        nodes.append(helper.make_node("ReduceMean", [cur], ["feat"], axes=[0], keepdims=0))
-    cur = "feat"
-    for di, (units, act) in enumerate(dense):
-        W = (rng.standard_normal((F, units)) * dense_scale).astype(np.float32)
-        b = (rng.standard_normal(units) * 0.2).astype(np.float32)
-        out = f"d{di}" if act == "linear" else f"d{di}_pre"
-        nodes.append(helper.make_node("Gemm", [cur, const(f"d{di}_W", W), const(f"d{di}_b", b)], [out]))
-        if act != "linear":
-            nodes.append(helper.make_node({"relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh"}[act], [out],
-                                          [f"d{di}"]))
-        cur, F = f"d{di}", units
-    hw = (rng.standard_normal((F, outputs)) * 0.5).astype(np.float32)
-    hb = (0.1 * np.arange(outputs)).astype(np.float32)
-    nodes.append(helper.make_node("Gemm", [cur, const("head_W", hw), const("head_b", hb)], ["logit"]))
-    name = "probability" if outputs == 1 else "probabilities"
-    nodes.append(helper.make_node("Softmax" if activation == "softmax" else "Sigmoid", ["logit"], [name],
-                                  **({"axis": -1} if activation == "softmax" else {})))
-    graph = helper.make_graph(nodes, "g", inputs, [helper.make_tensor_value_info(name, TensorProto.FLOAT,
-                                                                                ["batch", outputs])],
-                              initializer=inits)
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="tests")
-    proto.ir_version = 8
-    return proto, name
 
 
 def _spec(proto, output: str):
@@ -148,7 +64,7 @@ def test_folded_tokens_reproduce_model_onnx_bit_for_bit(case):
     threads, with the padding id 0 and the last id in the data."""
     F, layers, head, outputs, activation, vocab = case
     rng = np.random.default_rng(F)
-    proto, name = _model(rng, F, layers, head, outputs=outputs, activation=activation, vocab=vocab)
+    proto, name = gru_graph(rng, F, layers, head, outputs=outputs, activation=activation, vocab=vocab)
     spec, sess = _spec(proto, name), _session(proto)
     T = 11
     ids = _ids(rng, 61, T, vocab)
@@ -175,9 +91,9 @@ def test_above_the_cap_the_kernel_gathers():
     from dataclasses import replace
 
     rng = np.random.default_rng(5)
-    proto, name = _model(rng, 2, [(16, "bidirectional", 1)], "avg")
+    proto, name = gru_graph(rng, 2, [(16, "bidirectional", 1)], "avg")
     spec = _spec(proto, name)
-    vocab = FOLD_MAX_BYTES // (2 * 3 * 16 * 4) + 1  # just above the cap for D = 2, Hp = 16
+    vocab = LIB.gru_fold_max_bytes() // (2 * 3 * 16 * 4) + 1  # just above the cap for D = 2, Hp = 16
     table = rng.standard_normal((vocab, 2)).astype(np.float32)
     ids = _ids(rng, 9, 6, vocab)
     kernel = fused.FusedKernel(LIB, replace(spec, embedding=table), ISAS[0])
@@ -193,7 +109,7 @@ def test_above_the_cap_the_kernel_gathers():
 def test_prepare_fused_says_which_token_path_runs():
     """prepare_fused's info (Predictor.debug_info()["fused"]) names the token path."""
     rng = np.random.default_rng(8)
-    proto, name = _model(rng, 6, [(10, "forward", 1)], "avg", vocab=40)
+    proto, name = gru_graph(rng, 6, [(10, "forward", 1)], "avg", vocab=40)
     sess = _session(proto)
     check = fused.self_check_ids(None, 40, 8)
     kernel, info = fused.prepare_fused(proto.SerializeToString(), "x", name,
@@ -203,14 +119,7 @@ def test_prepare_fused_says_which_token_path_runs():
 
 # ---------------------------------------------------------------------------- Dense tanh
 def _ort_tanh(x: np.ndarray) -> np.ndarray:
-    from onnx import TensorProto, helper
-
-    graph = helper.make_graph([helper.make_node("Tanh", ["x"], ["y"])], "tanh",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n"])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n"])])
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
-    proto.ir_version = 8
-    return _session(proto).run(None, {"x": x})[0]
+    return _session(tanh_proto()).run(None, {"x": x})[0]
 
 
 def _kernel_tanh(x: np.ndarray) -> np.ndarray:
@@ -270,7 +179,7 @@ def test_a_tanh_dense_layer_reproduces_model_onnx_bit_for_bit(case):
     layers, head, dense, outputs, activation = case
     rng = np.random.default_rng(len(dense) * 10 + outputs)
     F = 4
-    proto, name = _model(rng, F, layers, head, dense=dense, outputs=outputs, activation=activation, dense_scale=4.0)
+    proto, name = gru_graph(rng, F, layers, head, dense=dense, outputs=outputs, activation=activation, dense_scale=4.0)
     spec, sess = _spec(proto, name), _session(proto)
     assert [act for _, _, act in spec.dense] == [act for _, act in dense]
     X = (rng.standard_normal((203, 9, F)) * 3).astype(np.float32)

@@ -107,6 +107,7 @@ def load_library(path: Optional[Path] = None):
                                          ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_int]
             lib.gru_set_embedding.argtypes = [ctypes.c_void_p, ctypes.c_long, ctypes.c_void_p]
             lib.gru_embedding_fold.argtypes = [ctypes.c_void_p, ctypes.c_int]
+            lib.gru_fold_max_bytes.restype = ctypes.c_long
             lib.gru_test_tanh.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_long]
             lib.gru_test_tanh.restype = None
             lib.gru_run_ids.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_long, ctypes.c_long, ctypes.c_void_p,

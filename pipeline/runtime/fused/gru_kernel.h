@@ -232,6 +232,7 @@ int gru_set_input_scaling(void *handle, int n, const int *ops, const float *cons
 int gru_set_dense(void *handle, int n, const int *units_act, const float *params);
 int gru_set_embedding(void *handle, long vocab, const float *table);
 int gru_embedding_fold(void *handle, int on);
+long gru_fold_max_bytes(void);
 void gru_test_tanh(const float *x, float *y, long n);
 int gru_run_ids(void *handle, const int64_t *ids, long N, long T, float *out, int nthreads);
 int gru_run_lens(void *handle, const float *x, const int64_t *lens, const int64_t *order, long N, long T, float *out,

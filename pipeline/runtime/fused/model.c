@@ -6,9 +6,10 @@
  * gru_set_input_scaling and gru_scale_rows (the graph's Sub/Div/Mul/Add by per-feature constants,
  * the same float32 operations, with a NaN/infinity scan of the scaled values), gru_set_dense (Dense
  * layers between the pooling and the head), gru_set_embedding and gru_embed_rows (token models: the
- * ids' table rows), gru_embedding_fold and gru_fold_ids (token models folded into layer 0: each token's
- * x.W precomputed), gru_test_tanh (the tests' entry to the head's tanh, MLAS' TanhKernelFma3).
- * Includes gru_kernel.h, ort_activations.h. Reads: the arrays the caller passes. Writes: the model it allocates.
+ * ids' table rows), gru_embedding_fold, gru_fold_max_bytes and gru_fold_ids (token models folded into
+ * layer 0: each token's x.W precomputed), gru_test_tanh (the tests' entry to the head's tanh, MLAS'
+ * TanhKernelFma3). Includes gru_kernel.h, ort_activations.h. Reads: the arrays the caller passes.
+ * Writes: the model it allocates.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -291,6 +292,9 @@ int gru_embedding_fold(void *handle, int on) {
     }
     return 1;
 }
+
+/* FOLD_MAX_BYTES, for the tests and benches */
+long gru_fold_max_bytes(void) { return (long)FOLD_MAX_BYTES; }
 
 /* A folded token model's block input: dst (steps,) the ids as int32 (< vocab <= FOLD_MAX_BYTES / 4 / 48),
  * which the folded steps read; returns 1 if an id lies outside [0, vocab) (it is then 0). */
