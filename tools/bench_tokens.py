@@ -117,6 +117,7 @@ def main() -> int:
     ap.add_argument("--dim", type=int, default=64, help="Embedding dimension (the GRU's input features)")
     ap.add_argument("--hidden", type=int, default=64)
     ap.add_argument("--steps", type=int, default=100, help="T")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="the kernel's threads")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=0.4, help="timed seconds per engine, batch and round")
     args = ap.parse_args()
@@ -128,8 +129,11 @@ def main() -> int:
     if lib is None:
         raise SystemExit(why)
     isa = fused.supported_isas(lib)[0]
-    threads = os.cpu_count() or 1
-    fold, gather = fused.FusedKernel(lib, spec, isa), fused.FusedKernel(lib, spec, isa)
+    threads = args.threads
+    t0 = time.perf_counter()
+    fold = fused.FusedKernel(lib, spec, isa)  # packs the weights and makes the folded table
+    made_ms = (time.perf_counter() - t0) * 1e3
+    gather = fused.FusedKernel(lib, spec, isa)
     gather.token_path = "gather"
     if fold.token_path != "fold":
         raise SystemExit("the folded tables exceed the kernel's FOLD_MAX_BYTES: pick a smaller --vocab")
@@ -137,7 +141,8 @@ def main() -> int:
     load = os.getloadavg()
     table_mb = args.vocab * 3 * -(-args.hidden // 16) * 16 * 4 / 2**20
     print(f"token model: vocab {args.vocab}, Embedding dim {args.dim}, GRU({args.hidden}), T = {args.steps}, mean, "
-          f"Dense(1, sigmoid); kernel {isa} on {threads} threads, folded table {table_mb:.1f} MB; onnxruntime "
+          f"Dense(1, sigmoid); kernel {isa} on {threads} threads, folded table {table_mb:.1f} MB (cap "
+          f"{lib.gru_fold_max_bytes() / 2**20:.0f} MB; model made in {made_ms:.0f} ms); onnxruntime "
           f"default threads; load {load[0]:.2f} (1 min), {load[1]:.2f} (5 min) on {os.cpu_count()} CPUs")
     print("| B | fold samples/s | gather samples/s | onnxruntime | OpenVINO f32 | fold / gather | fold / onnxruntime "
           "| fold / OpenVINO | OpenVINO configuration |")
