@@ -208,6 +208,24 @@ GRU_HIDDEN void gru_step0_generic(GRU_STEP0_ARGS);
 #define GRU_STEPX_ARGS const gru_cell *c, const int32_t *ids, long T, long t, int rows, const float *hA, float *hB, \
                        float *sum, int avg
 #define GRU_STEPX0_ARGS GRU_STEPX_ARGS, float *zb, float *xnb, float *rh
+/* A folded step's prefetch of the table rows of each row's tokens at t - 1 and t + 1: the next step's, for a
+ * forward or a reverse direction (the other was just read, a cache hit). On a 15 MB table (20,000 tokens,
+ * GRU(64)) it gained 4-9 %; a distance of two steps, or 2 MB pages for the table, gained nothing more. */
+static inline void gru_xw_prefetch(const gru_cell *c, const int32_t *ids, long T, long t, int rows) {
+    const size_t w = (size_t)3 * c->Hp;  /* floats per token */
+    for (int i = 0; i < rows; i++)
+        for (long s = t - 1; s <= t + 1; s += 2) {
+            if (s < 0 || s >= T) continue;
+            const float *p = c->xw + (size_t)ids[(size_t)i * T + s] * w;
+            for (size_t o = 0; o < w; o += 16) {
+#if GRU_X86  /* asm: gcc 12 dropped this loop of __builtin_prefetch as dead code */
+                __asm__ volatile("prefetcht0 %0" : : "m"(p[o]));
+#else
+                __builtin_prefetch(p + o, 0, 3);
+#endif
+            }
+        }
+}
 GRU_HIDDEN void gru_stepx_generic(GRU_STEPX_ARGS);
 GRU_HIDDEN void gru_stepx0_generic(GRU_STEPX0_ARGS);
 #if GRU_X86

@@ -98,7 +98,10 @@ I256 void step256(const gru_cell *m, const float *x, const int32_t *ids, long T,
 }
 
 T256 void gru_step_avx2(GRU_STEP_ARGS) { step256(c, x, NULL, T, t, rows, hA, hB, sum, avg); }
-T256 void gru_stepx_avx2(GRU_STEPX_ARGS) { step256(c, NULL, ids, T, t, rows, hA, hB, sum, avg); }
+T256 void gru_stepx_avx2(GRU_STEPX_ARGS) {
+    gru_xw_prefetch(c, ids, T, t, rows);
+    step256(c, NULL, ids, T, t, rows, hA, hB, sum, avg);
+}
 
 /* linear_before_reset=0, phase 1, M rows (<= 3) x the 8 units at column c: z, x.Wn and r * h. */
 I256 void tile256_zr(const gru_cell *m, int M, int c, const float *x, const int32_t *ids, long T, long t,
@@ -196,5 +199,8 @@ I256 void step0_256(const gru_cell *m, const float *x, const int32_t *ids, long 
 }
 
 T256 void gru_step0_avx2(GRU_STEP0_ARGS) { step0_256(c, x, NULL, T, t, rows, hA, hB, sum, avg, zb, xnb, rh); }
-T256 void gru_stepx0_avx2(GRU_STEPX0_ARGS) { step0_256(c, NULL, ids, T, t, rows, hA, hB, sum, avg, zb, xnb, rh); }
+T256 void gru_stepx0_avx2(GRU_STEPX0_ARGS) {
+    gru_xw_prefetch(c, ids, T, t, rows);
+    step0_256(c, NULL, ids, T, t, rows, hA, hB, sum, avg, zb, xnb, rh);
+}
 #endif /* GRU_X86 */

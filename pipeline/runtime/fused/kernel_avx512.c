@@ -167,7 +167,10 @@ I512 void step512(const gru_cell *m, const float *x, const int32_t *ids, long T,
 }
 
 T512 void gru_step_avx512(GRU_STEP_ARGS) { step512(c, x, NULL, T, t, rows, hA, hB, sum, avg); }
-T512 void gru_stepx_avx512(GRU_STEPX_ARGS) { step512(c, NULL, ids, T, t, rows, hA, hB, sum, avg); }
+T512 void gru_stepx_avx512(GRU_STEPX_ARGS) {
+    gru_xw_prefetch(c, ids, T, t, rows);
+    step512(c, NULL, ids, T, t, rows, hA, hB, sum, avg);
+}
 
 /* linear_before_reset=0, phase 1, M rows x the 16 units at column c: z, x.Wn and r * h. */
 I512 void tile512_zr(const gru_cell *m, int M, int c, const float *x, const int32_t *ids, long T, long t,
@@ -270,5 +273,8 @@ I512 void step0_512(const gru_cell *m, const float *x, const int32_t *ids, long 
 }
 
 T512 void gru_step0_avx512(GRU_STEP0_ARGS) { step0_512(c, x, NULL, T, t, rows, hA, hB, sum, avg, zb, xnb, rh); }
-T512 void gru_stepx0_avx512(GRU_STEPX0_ARGS) { step0_512(c, NULL, ids, T, t, rows, hA, hB, sum, avg, zb, xnb, rh); }
+T512 void gru_stepx0_avx512(GRU_STEPX0_ARGS) {
+    gru_xw_prefetch(c, ids, T, t, rows);
+    step0_512(c, NULL, ids, T, t, rows, hA, hB, sum, avg, zb, xnb, rh);
+}
 #endif /* GRU_X86 */

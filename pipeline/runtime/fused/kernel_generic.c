@@ -56,7 +56,10 @@ static inline __attribute__((always_inline)) void step_body(const gru_cell *m, c
 }
 
 void gru_step_generic(GRU_STEP_ARGS) { step_body(c, x, NULL, T, t, rows, hA, hB, sum, avg); }
-void gru_stepx_generic(GRU_STEPX_ARGS) { step_body(c, NULL, ids, T, t, rows, hA, hB, sum, avg); }
+void gru_stepx_generic(GRU_STEPX_ARGS) {
+    gru_xw_prefetch(c, ids, T, t, rows);
+    step_body(c, NULL, ids, T, t, rows, hA, hB, sum, avg);
+}
 
 /* linear_before_reset=0: phase 1 stores z, x.Wn and r * h of every unit (zb, xnb, rh: (rows, Hp)),
  * phase 2 computes n = tanh(((r * h).Rn + x.Wn) + (Wbn + Rbn)) and h'. */
@@ -96,4 +99,7 @@ static inline __attribute__((always_inline)) void step0_body(const gru_cell *m, 
 }
 
 void gru_step0_generic(GRU_STEP0_ARGS) { step0_body(c, x, NULL, T, t, rows, hA, hB, sum, avg, zb, xnb, rh); }
-void gru_stepx0_generic(GRU_STEPX0_ARGS) { step0_body(c, NULL, ids, T, t, rows, hA, hB, sum, avg, zb, xnb, rh); }
+void gru_stepx0_generic(GRU_STEPX0_ARGS) {
+    gru_xw_prefetch(c, ids, T, t, rows);
+    step0_body(c, NULL, ids, T, t, rows, hA, hB, sum, avg, zb, xnb, rh);
+}
