@@ -58,7 +58,8 @@ help:
 	@echo "make kernel-check    the fused kernel's tests under AddressSanitizer+UBSan and ThreadSanitizer (~75 s)"
 	@echo "make bench           runtime vs Keras, tf.function, tf2onnx, OpenVINO, LiteRT; cold start,"
 	@echo "                     memory, install size, targets; streaming (kernel and stream.onnx); variable-length"
-	@echo "                     batches vs OpenVINO on the two-input graph (bench-results/)"
+	@echo "                     batches vs OpenVINO on the two-input graph; token models: the kernel's fold vs"
+	@echo "                     gather paths vs onnxruntime and OpenVINO (bench-results/)"
 	@echo "make lint            ruff (pyflakes + pycodestyle errors) over the whole tree, and the layer"
 	@echo "                     contracts of pyproject.toml (lint-imports: imports point one way down)"
 	@echo "make bench-cluster   Parquet batch scoring: in-process Predictor vs gru-predict --engine local,"
@@ -143,6 +144,7 @@ kernel-check: $(STAMP)
 bench: $(BENCH_STAMP)
 	$(PY) tools/bench.py
 	$(PY) tools/bench_lengths.py > bench-results/lengths.md && cat bench-results/lengths.md
+	$(PY) tools/bench_tokens.py > bench-results/tokens.md && cat bench-results/tokens.md
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -84,7 +84,8 @@ def float64_proba(spec, X: np.ndarray) -> np.ndarray:
     v = np.concatenate(lasts, axis=1) if v is None else v
     for W, b, act in getattr(spec, "dense", []):  # Dense layers between the pooling and the head
         v = v @ W.astype(np.float64) + b.astype(np.float64)
-        v = np.maximum(v, 0) if act == "relu" else 1 / (1 + np.exp(-v)) if act == "sigmoid" else v
+        v = (np.maximum(v, 0) if act == "relu" else 1 / (1 + np.exp(-v)) if act == "sigmoid" else np.tanh(v) if act == "tanh"
+             else v)
     logits = v @ spec.head_w.astype(np.float64) + spec.head_b.astype(np.float64)  # (N, k)
     if spec.activation == "softmax":
         e = np.exp(logits - logits.max(axis=1, keepdims=True))

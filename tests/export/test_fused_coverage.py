@@ -220,13 +220,28 @@ def test_bidirectional_merges_are_read_as_written():
     assert _spec("Bidirectional sum last").head_w.shape == (12, 1) and _spec("Bidirectional mul avg").layers[0].merge == "mul"
 
 
-def test_a_tanh_dense_layer_keeps_the_onnxruntime_path_with_the_reason():
+@needs_library
+def test_a_tanh_dense_layer_is_read_and_other_activations_keep_the_onnxruntime_path():
+    """Dense(tanh) is read (the kernel reproduces onnxruntime's Tanh op: tests/runtime/test_fused_tokens_tanh.py);
+    an activation the kernel does not cover keeps the onnxruntime path with the reason."""
     keras.utils.set_random_seed(0)
-    inputs = keras.Input(shape=(None, F), name="x")
-    x = keras.layers.Dense(8, activation="tanh")(keras.layers.GRU(6)(inputs))
-    model = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(x))
-    spec, why = match_fused(parse_model(export_native(model, "x", OPSET).SerializeToString()), "x", "probability")
-    assert spec is None and "activation Tanh" in why, why
+    for act, op in (("tanh", None), ("hard_sigmoid", "HardSigmoid")):
+        inputs = keras.Input(shape=(None, F), name="x")
+        x = keras.layers.Dense(8, activation=act)(keras.layers.GRU(6)(inputs))
+        model = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(x))
+        data = export_native(model, "x", OPSET).SerializeToString()
+        spec, why = match_fused(parse_model(data), "x", "probability")
+        if op:
+            assert spec is None and f"activation {op}" in why, why
+            continue
+        assert spec is not None and [a for _, _, a in spec.dense] == ["tanh"], why
+        X = np.random.default_rng(1).standard_normal((37, T, F)).astype(np.float32) * 3
+        want = open_session(data, name="tanh").run(None, {"x": X})[0].reshape(-1)
+        for isa in ISAS:
+            got = fused.FusedKernel(LIB, spec, isa).run(X)
+            assert np.abs(got - want).max() <= ATOL, isa
+            if "avx2" in ISAS:  # onnxruntime runs its FMA kernels (Tanh: TanhKernelFma3): the same bits
+                assert np.array_equal(got, want), isa
 
 
 @needs_library

@@ -1,7 +1,7 @@
 """``make kernel-check``: the fused kernel built under AddressSanitizer + UndefinedBehaviorSanitizer
-and, separately, under ThreadSanitizer, each running tests/runtime/test_fused.py, test_fused_streams.py and
-test_fused_lengths_heads.py in a child python;
-any sanitizer report fails the check.
+and, separately, under ThreadSanitizer, each running tests/runtime/test_fused.py, test_fused_streams.py,
+test_fused_lengths_heads.py (variable length) and test_fused_tokens_tanh.py (the folded token path, the
+Dense tanh) in a child python; any sanitizer report fails the check.
 
 Owns: the two sanitizer builds and their runs. Imports: os, subprocess, sys, shutil, pathlib,
 tomllib (tomli before Python 3.11), pytest. Reads: pyproject.toml's ext-module (the sources and
@@ -48,7 +48,7 @@ except ModuleNotFoundError:  # Python 3.10: the build extra's tomli
 
 ROOT = Path(__file__).resolve().parents[2]
 FUSED_TESTS = ["tests/runtime/test_fused.py", "tests/runtime/test_fused_streams.py",
-               "tests/runtime/test_fused_lengths_heads.py"]
+               "tests/runtime/test_fused_lengths_heads.py", "tests/runtime/test_fused_tokens_tanh.py"]
 SANITIZE_FLAGS = ["-O1", "-g", "-fno-omit-frame-pointer"]  # after the project's flags: -O1 replaces -O3
 TSAN_SUPPRESSIONS = "race:onnxruntime_pybind11_state\n"
 # name -> (compile flags, runtime to preload, options variable -> options)

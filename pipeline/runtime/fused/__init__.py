@@ -39,7 +39,7 @@ __all__ = ["ISAS", "LIBRARY_MODULE", "FusedKernel", "library_path", "load_librar
 
 LIBRARY_MODULE = "pipeline.runtime.fused._gru_kernel"  # the ext-module name in pyproject.toml
 LIBRARY_ENV = "GRU_KERNEL_LIBRARY"  # a library path to load instead of the installed one (sanitizer builds)
-ABI_VERSION = 7  # the C GRU_ABI_VERSION
+ABI_VERSION = 8  # the C GRU_ABI_VERSION
 ISAS = {"avx512": 2, "avx2": 1, "generic": 0}  # best first; values are the C enum
 # the variants chosen automatically: the generic C one (0.8k samples/s here, scalar, a libm fmaf per
 # multiply-add) is slower than the onnxruntime graph, so it serves tests and explicit requests only
@@ -49,7 +49,7 @@ _HEADS = {"last": 0, "avg": 1, "max": 2}  # the C HEAD_*
 _ACTIVATIONS = {"sigmoid": 0, "softmax": 1}  # the C ACT_*: the head's activation over its k outputs
 SOFTMAX_KINDS = {"fma3": 0, "avx512f": 1}  # the C MLAS_SOFTMAX_*: which MLAS softmax kernels the head reproduces
 _SCALE_OPS = {"Sub": 0, "Div": 1, "Mul": 2, "Add": 3}  # the C enum SCALE_*
-_DENSE_ACTS = {"linear": 0, "relu": 1, "sigmoid": 2}  # the C enum DENSE_*: a hidden Dense layer's activation
+_DENSE_ACTS = {"linear": 0, "relu": 1, "sigmoid": 2, "tanh": 3}  # the C enum DENSE_*: a hidden Dense layer's activation
 _LAYER_INFO = 8  # ints per layer in gru_create's layer info (the C LAYER_INFO)
 _MERGES = {"concat": 0, "sum": 1, "mul": 2, "ave": 3}  # the C MERGE_*: a Bidirectional layer's merge_mode
 # the C gru_stream_args, one int64 each, in order
@@ -107,6 +107,10 @@ def load_library(path: Optional[Path] = None):
                                          ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_int]
             lib.gru_set_padding.argtypes = [ctypes.c_void_p, ctypes.c_int]
             lib.gru_set_embedding.argtypes = [ctypes.c_void_p, ctypes.c_long, ctypes.c_void_p]
+            lib.gru_embedding_fold.argtypes = [ctypes.c_void_p, ctypes.c_int]
+            lib.gru_fold_max_bytes.restype = ctypes.c_long
+            lib.gru_test_tanh.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_long]
+            lib.gru_test_tanh.restype = None
             lib.gru_run_ids.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_long, ctypes.c_long, ctypes.c_void_p,
                                         ctypes.c_int]
             lib.gru_set_input_scaling.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
@@ -164,6 +168,19 @@ class FusedKernel:
                                    + [np.asarray(spec.head_w, np.float32).reshape(-1)])
             if lib.gru_set_dense(self._handle, len(units_act), units_act.ctypes.data, dense.ctypes.data) != 0:
                 raise OSError(f"gru_set_dense failed for {len(units_act)} Dense layers")
+
+    @property
+    def token_path(self) -> Optional[str]:
+        """A token model's path: "fold" (layer 0 reads each token's x.W from a table made once, when the
+        tables fit the kernel's FOLD_MAX_BYTES) or "gather" (the Embedding rows, then x.W each step); the
+        same bits. None for a float-input model."""
+        if self.spec.embedding is None:
+            return None
+        return "fold" if self.lib.gru_embedding_fold(self._handle, -1) == 1 else "gather"
+
+    @token_path.setter
+    def token_path(self, name: str) -> None:  # tests and benches: the other path ("fold" may stay "gather")
+        self.lib.gru_embedding_fold(self._handle, 1 if name == "fold" else 0)
 
     @property
     def softmax_kind(self) -> str:
@@ -366,6 +383,8 @@ def prepare_fused(model_bytes: bytes, input_name: str, output_name: str, onnx_pr
         info["checks"][name] = check
         if check["passed"]:
             info.update(used=True, isa=name, reason="")
+            if spec.embedding is not None:  # which token path runs (gru_embedding_fold)
+                info["tokens"] = kernel.token_path
             return kernel, info
     failed = ", ".join(f"{k}: {v.get('error') or 'max |kernel - model.onnx| %.3g > %g' % (v['max_abs_vs_model_onnx'], SELF_CHECK_ATOL)}"
                        for k, v in info["checks"].items())

@@ -58,7 +58,8 @@ static inline __attribute__((always_inline)) void head_block_body(const gru_mode
             float *o = tv2 + (size_t)u * rows;
             for (int i = 0; i < rows; i++) {
                 const float y = acc[i] + m->dense_b[l][u];
-                o[i] = act == DENSE_RELU ? (y > 0.0f ? y : 0.0f) : act == DENSE_SIGMOID ? logistic1(y) : y;
+                o[i] = act == DENSE_RELU ? (y > 0.0f ? y : 0.0f) : act == DENSE_SIGMOID ? logistic1(y)
+                       : act == DENSE_TANH ? mlas_tanh1(y) : y;
             }
         }
         float *t = tv; tv = tv2; tv2 = t;
@@ -126,6 +127,19 @@ static void step(int isa, int lbr, const gru_cell *c, const float *x, long T, lo
                  const float *hA, float *hB, float *sum, int avg, float *tmp) {
     const size_t plane = (size_t)rows * c->Hp;
     float *zb = tmp, *xnb = tmp + plane, *rh = tmp + 2 * plane;
+    if (c->xw) {  /* a folded token model's layer 0: x holds the block's ids (rows, T) int32 (gru_fold_ids) */
+        const int32_t *ids = (const int32_t *)(const void *)x;
+#if GRU_X86
+        if (isa == ISA_AVX512 && lbr) gru_stepx_avx512(c, ids, T, t, rows, hA, hB, sum, avg);
+        else if (isa == ISA_AVX512) gru_stepx0_avx512(c, ids, T, t, rows, hA, hB, sum, avg, zb, xnb, rh);
+        else if (isa == ISA_AVX2 && lbr) gru_stepx_avx2(c, ids, T, t, rows, hA, hB, sum, avg);
+        else if (isa == ISA_AVX2) gru_stepx0_avx2(c, ids, T, t, rows, hA, hB, sum, avg, zb, xnb, rh);
+        else
+#endif
+        if (lbr) gru_stepx_generic(c, ids, T, t, rows, hA, hB, sum, avg);
+        else gru_stepx0_generic(c, ids, T, t, rows, hA, hB, sum, avg, zb, xnb, rh);
+        return;
+    }
 #if GRU_X86
     if (isa == ISA_AVX512) {
         if (lbr) gru_step_avx512(c, x, T, t, rows, hA, hB, sum, avg);
@@ -441,8 +455,11 @@ void gru_run_blocks(gru_job *job, float *scratch) {
                        sizeof(float) * m->n_out);
             continue;
         }
-        if (job->ids) {  /* token ids: their Embedding rows (a bad id: the caller discards the output) */
-            if (gru_embed_rows(m, job->ids + (size_t)r0 * job->T, xs, (size_t)rows * job->T))
+        if (job->ids) {  /* token ids: their Embedding rows, or folded their int32 ids (a bad id: the caller discards
+                            the output) */
+            if (m->layer[0].cell[0].xw ? gru_fold_ids(m, job->ids + (size_t)r0 * job->T, (int32_t *)(void *)xs,
+                                                      (size_t)rows * job->T)
+                                       : gru_embed_rows(m, job->ids + (size_t)r0 * job->T, xs, (size_t)rows * job->T))
                 atomic_store_explicit(&job->nonfinite, 2, memory_order_relaxed);
         } else if (gru_scale_rows(m, job->x + (size_t)r0 * job->T * m->F, xs, (size_t)rows * job->T))
             atomic_store_explicit(&job->nonfinite, 1, memory_order_relaxed);  /* the caller discards the output */

@@ -40,7 +40,8 @@
  *   order, + b_c (onnxruntime's Gemm with its B packed); p_c = Logistic(logit_c) (Sigmoid), or the
  *   row's softmax as MLAS computes it (MlasComputeSoftmax: ort_activations.h, mlas_softmax_row).
  *   Dense layers between the pooling and that Gemm (gru_set_dense) are the same Gemm arithmetic per
- *   unit, then Relu (max with 0: exact) or Logistic, or nothing (linear)
+ *   unit, then Relu (max with 0: exact), Logistic, Tanh (the Tanh op: MLAS' TanhKernelFma3,
+ *   ort_activations.h mlas_tanh1), or nothing (linear)
  * A reverse direction runs t = T-1 .. 0 and its state after step t is its output at time t (ONNX Y);
  * a layer direction marked "flip" hands that output to the next layer at time T-1-t instead (Keras
  * go_backwards with return_sequences: the exporter reverses Y along time with a Slice).
@@ -74,6 +75,15 @@
  * the count); the max is over the real steps and, when the graph pools Y's zeros past the length
  * (pad_zero: not Keras' last output carried there), over a zero too when lens[i] < T.
  *
+ * Token models (gru_set_embedding, gru_run_ids): ids (N, T) select rows of the Embedding table (vocab, F),
+ * the first layer's input. Since x.W is a sum of its own, it is a function of the token alone: the model
+ * folds (gru_embedding_fold) each direction's table of every token's x.Wz, x.Wr, x.Wn sums, cell xw
+ * (vocab, Hp/16, 3, 16), summed as the steps sum (fused multiply-adds over k from 0, from 0.0f), once;
+ * layer 0's steps then read the row of each row's id (the folded forms gru_stepx*, ids as int32 in the
+ * block's input buffer) instead of summing x.W, with the same bits. Above FOLD_MAX_BYTES of tables
+ * (vocab x D x 3 x Hp floats) the block gathers the Embedding rows and the steps sum x.W as for a float
+ * input. Token models do not stream on the kernel (stream.onnx does).
+ *
  * Stacked layers: a block of rows runs layer by layer. A layer that is not the last writes each
  * direction's state after each step into a sequence buffer (rows, T, D*H), direction d at columns
  * d*H .. d*H+H-1 (unpadded): the layout of x (rows, T, F), so the next layer's cell reads it as its
@@ -103,12 +113,14 @@
 
 #define GRU_HIDDEN __attribute__((visibility("hidden")))  /* shared between the files, not exported */
 
-#define GRU_ABI_VERSION 7
+#define GRU_ABI_VERSION 8
 #define TILE 16        /* hidden units per column tile (one zmm) */
 #define BLOCK_ROWS 24  /* rows that run all time steps together, h and the mean resident in L1 */
 #define MAX_SCALE_OPS 8
 #define LAYER_INFO 8   /* ints per layer given to gru_create */
 #define MAX_DENSE 8    /* Dense layers between the pooling and the classifier */
+#define FOLD_MAX_BYTES ((size_t)64 << 20)  /* the largest folded token table (vocab x D x 3 x Hp floats): above it,
+                                              gather then project */
 
 enum { ISA_GENERIC = 0, ISA_AVX2 = 1, ISA_AVX512 = 2 };
 enum { HEAD_LAST = 0, HEAD_AVG = 1, HEAD_MAX = 2 };
@@ -118,12 +130,14 @@ enum { MERGE_CONCAT = 0, MERGE_SUM = 1, MERGE_MUL = 2, MERGE_AVE = 3 };  /* last
 enum { ACT_SIGMOID = 0, ACT_SOFTMAX = 1 };          /* the head's activation over its k outputs */
 enum { MLAS_SOFTMAX_FMA3 = 0, MLAS_SOFTMAX_AVX512F = 1 };  /* which MLAS softmax kernels to reproduce */
 enum { SCALE_SUB = 0, SCALE_DIV = 1, SCALE_MUL = 2, SCALE_ADD = 3 };
-enum { DENSE_LINEAR = 0, DENSE_RELU = 1, DENSE_SIGMOID = 2 };  /* a hidden Dense layer's activation */
+enum { DENSE_LINEAR = 0, DENSE_RELU = 1, DENSE_SIGMOID = 2, DENSE_TANH = 3 };  /* a hidden Dense layer's activation */
 
 typedef struct {                  /* one direction of one layer: what the tiles read */
     int F, H, Hp;                 /* inputs, hidden units, hidden units padded to a multiple of TILE */
     float *wpack;                 /* (Hp/16, F + H, 3, 16) */
     float *bz, *br, *bxn, *bhn;   /* (Hp,) each: Wbz+Rbz, Wbr+Rbr, Wbn (Wbn+Rbn when linear_before_reset=0), Rbn */
+    float *xw;                    /* a folded token model's layer 0 (gru_embedding_fold): (vocab, Hp/16, 3, 16) the
+                                     x.Wz, x.Wr, x.Wn sums of each token's Embedding row, or NULL */
 } gru_cell;
 
 typedef struct {
@@ -183,6 +197,7 @@ typedef struct {
 GRU_HIDDEN void *gru_aligned(size_t bytes);  /* zeroed, 64-byte aligned; NULL when out of memory */
 GRU_HIDDEN int gru_scale_rows(const gru_model *m, const float *src, float *dst, size_t steps);
 GRU_HIDDEN int gru_embed_rows(const gru_model *m, const int64_t *ids, float *dst, size_t steps);
+GRU_HIDDEN int gru_fold_ids(const gru_model *m, const int64_t *ids, int32_t *dst, size_t steps);
 
 /* gru_kernel.c: take the job's blocks until none is left; scratch: gru_scratch_floats floats */
 GRU_HIDDEN void gru_run_blocks(gru_job *job, float *scratch);
@@ -196,11 +211,40 @@ GRU_HIDDEN size_t gru_scratch_floats(const gru_model *m, int block_rows, long T)
 #define GRU_STEP0_ARGS GRU_STEP_ARGS, float *zb, float *xnb, float *rh
 GRU_HIDDEN void gru_step_generic(GRU_STEP_ARGS);
 GRU_HIDDEN void gru_step0_generic(GRU_STEP0_ARGS);
+/* The folded forms (layer 0 of a folded token model): each row's x.W read from the cell's table xw at
+ * its token, ids (rows, T) int32 (gru_fold_ids), instead of summed from x. */
+#define GRU_STEPX_ARGS const gru_cell *c, const int32_t *ids, long T, long t, int rows, const float *hA, float *hB, \
+                       float *sum, int avg
+#define GRU_STEPX0_ARGS GRU_STEPX_ARGS, float *zb, float *xnb, float *rh
+/* A folded step's prefetch of the table rows of each row's tokens at t - 1 and t + 1: the next step's, for a
+ * forward or a reverse direction (the other was just read, a cache hit). On a 15 MB table (20,000 tokens,
+ * GRU(64)) it gained 4-9 %; a distance of two steps, or 2 MB pages for the table, gained nothing more. */
+static inline void gru_xw_prefetch(const gru_cell *c, const int32_t *ids, long T, long t, int rows) {
+    const size_t w = (size_t)3 * c->Hp;  /* floats per token */
+    for (int i = 0; i < rows; i++)
+        for (long s = t - 1; s <= t + 1; s += 2) {
+            if (s < 0 || s >= T) continue;
+            const float *p = c->xw + (size_t)ids[(size_t)i * T + s] * w;
+            for (size_t o = 0; o < w; o += 16) {
+#if GRU_X86  /* asm: gcc 12 dropped this loop of __builtin_prefetch as dead code */
+                __asm__ volatile("prefetcht0 %0" : : "m"(p[o]));
+#else
+                __builtin_prefetch(p + o, 0, 3);
+#endif
+            }
+        }
+}
+GRU_HIDDEN void gru_stepx_generic(GRU_STEPX_ARGS);
+GRU_HIDDEN void gru_stepx0_generic(GRU_STEPX0_ARGS);
 #if GRU_X86
 GRU_HIDDEN void gru_step_avx2(GRU_STEP_ARGS);
 GRU_HIDDEN void gru_step0_avx2(GRU_STEP0_ARGS);
 GRU_HIDDEN void gru_step_avx512(GRU_STEP_ARGS);
 GRU_HIDDEN void gru_step0_avx512(GRU_STEP0_ARGS);
+GRU_HIDDEN void gru_stepx_avx2(GRU_STEPX_ARGS);
+GRU_HIDDEN void gru_stepx0_avx2(GRU_STEPX0_ARGS);
+GRU_HIDDEN void gru_stepx_avx512(GRU_STEPX_ARGS);
+GRU_HIDDEN void gru_stepx0_avx512(GRU_STEPX0_ARGS);
 #endif
 
 /* The library's API (ctypes, pipeline/runtime/fused/__init__.py) */
@@ -213,6 +257,9 @@ void gru_destroy(void *handle);
 int gru_set_input_scaling(void *handle, int n, const int *ops, const float *consts);
 int gru_set_dense(void *handle, int n, const int *units_act, const float *params);
 int gru_set_embedding(void *handle, long vocab, const float *table);
+int gru_embedding_fold(void *handle, int on);
+long gru_fold_max_bytes(void);
+void gru_test_tanh(const float *x, float *y, long n);
 int gru_run_ids(void *handle, const int64_t *ids, long N, long T, float *out, int nthreads);
 int gru_run_lens(void *handle, const float *x, const int64_t *lens, const int64_t *order, long N, long T, float *out,
                  int nthreads);

@@ -2,7 +2,8 @@
  * of accumulators at once (12 of the 16 ymm registers).
  *
  * Owns: gru_step_avx2 (linear_before_reset=1) and gru_step0_avx2 (linear_before_reset=0, two
- * phases). Every function carries its target attributes (T256, I256): the file builds with the
+ * phases), and their folded forms gru_stepx_avx2 / gru_stepx0_avx2 (x.W read from the cell's token
+ * table at each row's id). Every function carries its target attributes (T256, I256): the file builds with the
  * project's common flags and runs only where gru_isa_supported(ISA_AVX2) says so. Includes
  * gru_kernel.h, ort_activations.h, immintrin.h (x86 only; elsewhere the file is empty). Reads the
  * packed cell, x and hA; writes hB, sum and the phase planes it is given.
@@ -19,25 +20,34 @@
 
 ORT_ACTIVATIONS(I256, __m256, _mm256_, 256)
 
-/* M rows (<= 3) x one 8-wide half-tile: 12 accumulators of the 16 ymm registers. */
-I256 void tile256(const gru_cell *m, int M, int c, const float *x, long T, long t,
+/* M rows (<= 3) x one 8-wide half-tile: 12 accumulators of the 16 ymm registers. x (M, T, F), or ids
+ * (M, T) (folded; x unused). */
+I256 void tile256(const gru_cell *m, int M, int c, const float *x, const int32_t *ids, long T, long t,
                   const float *hA, float *hB, float *sum, int avg) {
     const int F = m->F, H = m->H, Hp = m->Hp, K = F + H;
     __m256 az[3], ar[3], axn[3], ahn[3], xz[3], xr[3];
 #pragma GCC unroll 3
     for (int i = 0; i < M; i++) { az[i] = ar[i] = axn[i] = _mm256_setzero_ps(); }
     const float *w0 = m->wpack + (size_t)(c / TILE) * K * 3 * TILE + (c % TILE);
-    for (int k = 0; k < F; k++) {
-        const float *wk = w0 + (size_t)k * 3 * TILE;
-        __m256 wz = _mm256_load_ps(wk), wr = _mm256_load_ps(wk + TILE), wn = _mm256_load_ps(wk + 2 * TILE);
+    if (ids) {  /* folded: the sums of each row's token, (vocab, Hp/16, 3, 16) */
+        const float *xw = m->xw + (size_t)(c / TILE) * 3 * TILE + (c % TILE);
 #pragma GCC unroll 3
         for (int i = 0; i < M; i++) {
-            __m256 xv = _mm256_broadcast_ss(x + ((size_t)i * T + t) * F + k);
-            az[i] = _mm256_fmadd_ps(xv, wz, az[i]);
-            ar[i] = _mm256_fmadd_ps(xv, wr, ar[i]);
-            axn[i] = _mm256_fmadd_ps(xv, wn, axn[i]);
+            const float *p = xw + (size_t)ids[(size_t)i * T + t] * 3 * Hp;
+            az[i] = _mm256_load_ps(p); ar[i] = _mm256_load_ps(p + TILE); axn[i] = _mm256_load_ps(p + 2 * TILE);
         }
-    }
+    } else
+        for (int k = 0; k < F; k++) {
+            const float *wk = w0 + (size_t)k * 3 * TILE;
+            __m256 wz = _mm256_load_ps(wk), wr = _mm256_load_ps(wk + TILE), wn = _mm256_load_ps(wk + 2 * TILE);
+#pragma GCC unroll 3
+            for (int i = 0; i < M; i++) {
+                __m256 xv = _mm256_broadcast_ss(x + ((size_t)i * T + t) * F + k);
+                az[i] = _mm256_fmadd_ps(xv, wz, az[i]);
+                ar[i] = _mm256_fmadd_ps(xv, wr, ar[i]);
+                axn[i] = _mm256_fmadd_ps(xv, wn, axn[i]);
+            }
+        }
 #pragma GCC unroll 3
     for (int i = 0; i < M; i++) { xz[i] = az[i]; xr[i] = ar[i]; az[i] = ar[i] = ahn[i] = _mm256_setzero_ps(); }
     for (int k = 0; k < H; k++) {
@@ -69,43 +79,57 @@ I256 void tile256(const gru_cell *m, int M, int c, const float *x, long T, long 
     }
 }
 
-/* One time step, all hidden units of `rows` rows. */
-T256 void gru_step_avx2(const gru_cell *m, const float *x, long T, long t, int rows,
-                        const float *hA, float *hB, float *sum, int avg) {
+/* x or ids of the rows from i0 on */
+#define XI0 (x ? x + (size_t)i0 * T * F : NULL), (ids ? ids + (size_t)i0 * T : NULL)
+
+/* One time step, all hidden units of `rows` rows: x (rows, T, F), or ids (rows, T) (folded). */
+I256 void step256(const gru_cell *m, const float *x, const int32_t *ids, long T, long t, int rows,
+                  const float *hA, float *hB, float *sum, int avg) {
     const int Hp = m->Hp, F = m->F;
     for (int c = 0; c < Hp; c += 8) {
         int i0 = 0;
         for (; i0 + 3 <= rows; i0 += 3)
-            tile256(m, 3, c, x + (size_t)i0 * T * F, T, t, hA + (size_t)i0 * Hp, hB + (size_t)i0 * Hp,
-                    sum + (size_t)i0 * Hp, avg);
+            tile256(m, 3, c, XI0, T, t, hA + (size_t)i0 * Hp, hB + (size_t)i0 * Hp, sum + (size_t)i0 * Hp, avg);
         if (rows - i0 == 2)
-            tile256(m, 2, c, x + (size_t)i0 * T * F, T, t, hA + (size_t)i0 * Hp, hB + (size_t)i0 * Hp,
-                    sum + (size_t)i0 * Hp, avg);
+            tile256(m, 2, c, XI0, T, t, hA + (size_t)i0 * Hp, hB + (size_t)i0 * Hp, sum + (size_t)i0 * Hp, avg);
         else if (rows - i0 == 1)
-            tile256(m, 1, c, x + (size_t)i0 * T * F, T, t, hA + (size_t)i0 * Hp, hB + (size_t)i0 * Hp,
-                    sum + (size_t)i0 * Hp, avg);
+            tile256(m, 1, c, XI0, T, t, hA + (size_t)i0 * Hp, hB + (size_t)i0 * Hp, sum + (size_t)i0 * Hp, avg);
     }
 }
 
+T256 void gru_step_avx2(GRU_STEP_ARGS) { step256(c, x, NULL, T, t, rows, hA, hB, sum, avg); }
+T256 void gru_stepx_avx2(GRU_STEPX_ARGS) {
+    gru_xw_prefetch(c, ids, T, t, rows);
+    step256(c, NULL, ids, T, t, rows, hA, hB, sum, avg);
+}
+
 /* linear_before_reset=0, phase 1, M rows (<= 3) x the 8 units at column c: z, x.Wn and r * h. */
-I256 void tile256_zr(const gru_cell *m, int M, int c, const float *x, long T, long t, const float *hA,
-                     float *zb, float *xnb, float *rh) {
+I256 void tile256_zr(const gru_cell *m, int M, int c, const float *x, const int32_t *ids, long T, long t,
+                     const float *hA, float *zb, float *xnb, float *rh) {
     const int F = m->F, H = m->H, Hp = m->Hp, K = F + H;
     __m256 az[3], ar[3], axn[3], xz[3], xr[3];
 #pragma GCC unroll 3
     for (int i = 0; i < M; i++) { az[i] = ar[i] = axn[i] = _mm256_setzero_ps(); }
     const float *w0 = m->wpack + (size_t)(c / TILE) * K * 3 * TILE + (c % TILE);
-    for (int k = 0; k < F; k++) {
-        const float *wk = w0 + (size_t)k * 3 * TILE;
-        __m256 wz = _mm256_load_ps(wk), wr = _mm256_load_ps(wk + TILE), wn = _mm256_load_ps(wk + 2 * TILE);
+    if (ids) {  /* folded: the sums of each row's token, (vocab, Hp/16, 3, 16) */
+        const float *xw = m->xw + (size_t)(c / TILE) * 3 * TILE + (c % TILE);
 #pragma GCC unroll 3
         for (int i = 0; i < M; i++) {
-            __m256 xv = _mm256_broadcast_ss(x + ((size_t)i * T + t) * F + k);
-            az[i] = _mm256_fmadd_ps(xv, wz, az[i]);
-            ar[i] = _mm256_fmadd_ps(xv, wr, ar[i]);
-            axn[i] = _mm256_fmadd_ps(xv, wn, axn[i]);
+            const float *p = xw + (size_t)ids[(size_t)i * T + t] * 3 * Hp;
+            az[i] = _mm256_load_ps(p); ar[i] = _mm256_load_ps(p + TILE); axn[i] = _mm256_load_ps(p + 2 * TILE);
         }
-    }
+    } else
+        for (int k = 0; k < F; k++) {
+            const float *wk = w0 + (size_t)k * 3 * TILE;
+            __m256 wz = _mm256_load_ps(wk), wr = _mm256_load_ps(wk + TILE), wn = _mm256_load_ps(wk + 2 * TILE);
+#pragma GCC unroll 3
+            for (int i = 0; i < M; i++) {
+                __m256 xv = _mm256_broadcast_ss(x + ((size_t)i * T + t) * F + k);
+                az[i] = _mm256_fmadd_ps(xv, wz, az[i]);
+                ar[i] = _mm256_fmadd_ps(xv, wr, ar[i]);
+                axn[i] = _mm256_fmadd_ps(xv, wn, axn[i]);
+            }
+        }
 #pragma GCC unroll 3
     for (int i = 0; i < M; i++) {
         _mm256_store_ps(xnb + (size_t)i * Hp + c, axn[i]);
@@ -155,7 +179,7 @@ I256 void tile256_n(const gru_cell *m, int M, int c, const float *hA, float *hB,
     }
 }
 
-#define ZR256(M_) tile256_zr(m, M_, c, x + (size_t)i0 * T * F, T, t, hA + (size_t)i0 * Hp, zb + (size_t)i0 * Hp, \
+#define ZR256(M_) tile256_zr(m, M_, c, XI0, T, t, hA + (size_t)i0 * Hp, zb + (size_t)i0 * Hp, \
                              xnb + (size_t)i0 * Hp, rh + (size_t)i0 * Hp)
 #define N256(M_) tile256_n(m, M_, c, hA + (size_t)i0 * Hp, hB + (size_t)i0 * Hp, sum + (size_t)i0 * Hp, avg, \
                            zb + (size_t)i0 * Hp, xnb + (size_t)i0 * Hp, rh + (size_t)i0 * Hp)
@@ -167,10 +191,16 @@ I256 void tile256_n(const gru_cell *m, int M, int c, const float *hA, float *hB,
         else if (rows - i0 == 1) CALL(1);                                \
     } while (0)
 
-T256 void gru_step0_avx2(const gru_cell *m, const float *x, long T, long t, int rows, const float *hA,
-                         float *hB, float *sum, int avg, float *zb, float *xnb, float *rh) {
+I256 void step0_256(const gru_cell *m, const float *x, const int32_t *ids, long T, long t, int rows,
+                    const float *hA, float *hB, float *sum, int avg, float *zb, float *xnb, float *rh) {
     const int Hp = m->Hp, F = m->F;
     for (int c = 0; c < Hp; c += 8) ROWS_IN_THREES(ZR256);
     for (int c = 0; c < Hp; c += 8) ROWS_IN_THREES(N256);
+}
+
+T256 void gru_step0_avx2(GRU_STEP0_ARGS) { step0_256(c, x, NULL, T, t, rows, hA, hB, sum, avg, zb, xnb, rh); }
+T256 void gru_stepx0_avx2(GRU_STEPX0_ARGS) {
+    gru_xw_prefetch(c, ids, T, t, rows);
+    step0_256(c, NULL, ids, T, t, rows, hA, hB, sum, avg, zb, xnb, rh);
 }
 #endif /* GRU_X86 */

@@ -2,7 +2,8 @@
  * column tiles of accumulators at once.
  *
  * Owns: gru_step_avx512 (linear_before_reset=1) and gru_step0_avx512 (linear_before_reset=0, two
- * phases). Every function carries its target attributes (T512, I512): the file builds with the
+ * phases), and their folded forms gru_stepx_avx512 / gru_stepx0_avx512 (x.W read from the cell's
+ * token table at each row's id). Every function carries its target attributes (T512, I512): the file builds with the
  * project's common flags and runs only where gru_isa_supported(ISA_AVX512) says so. Includes
  * gru_kernel.h, ort_activations.h, immintrin.h (x86 only; elsewhere the file is empty). Reads the
  * packed cell, x and hA; writes hB, sum and the phase planes it is given.
@@ -19,8 +20,9 @@
 
 ORT_ACTIVATIONS(I512, __m512, _mm512_, 512)
 
-/* M rows x J column tiles of one step: 4 accumulators (z, r, x_n, h_n) per row and tile. */
-I512 void tile512(const gru_cell *m, int M, int J, int j0, const float *x, long T, long t,
+/* M rows x J column tiles of one step: 4 accumulators (z, r, x_n, h_n) per row and tile. x (M, T, F), or
+ * ids (M, T) (folded; x unused). */
+I512 void tile512(const gru_cell *m, int M, int J, int j0, const float *x, const int32_t *ids, long T, long t,
                   const float *hA, float *hB, float *sum, int avg) {
     const int F = m->F, H = m->H, Hp = m->Hp, K = F + H;
     __m512 az[6][4], ar[6][4], axn[6][4], ahn[6][4];
@@ -32,23 +34,35 @@ I512 void tile512(const gru_cell *m, int M, int J, int j0, const float *x, long 
     }
     const float *w0 = m->wpack + (size_t)j0 * K * 3 * TILE;
     const size_t jstride = (size_t)K * 3 * TILE;
-    for (int k = 0; k < F; k++) {
-        const float *wk = w0 + (size_t)k * 3 * TILE;
-        __m512 xv[6];
+    if (ids) {  /* folded: the sums of each row's token, (vocab, Hp/16, 3, 16) */
 #pragma GCC unroll 6
-        for (int i = 0; i < M; i++) xv[i] = _mm512_set1_ps(x[((size_t)i * T + t) * F + k]);
+        for (int i = 0; i < M; i++) {
+            const float *p = m->xw + (size_t)ids[(size_t)i * T + t] * 3 * Hp + (size_t)j0 * 3 * TILE;
 #pragma GCC unroll 4
-        for (int j = 0; j < J; j++) {
-            __m512 wz = _mm512_load_ps(wk + j * jstride), wr = _mm512_load_ps(wk + j * jstride + TILE);
-            __m512 wn = _mm512_load_ps(wk + j * jstride + 2 * TILE);
-#pragma GCC unroll 6
-            for (int i = 0; i < M; i++) {
-                az[i][j] = _mm512_fmadd_ps(xv[i], wz, az[i][j]);
-                ar[i][j] = _mm512_fmadd_ps(xv[i], wr, ar[i][j]);
-                axn[i][j] = _mm512_fmadd_ps(xv[i], wn, axn[i][j]);
+            for (int j = 0; j < J; j++) {
+                az[i][j] = _mm512_load_ps(p + j * 3 * TILE);
+                ar[i][j] = _mm512_load_ps(p + j * 3 * TILE + TILE);
+                axn[i][j] = _mm512_load_ps(p + j * 3 * TILE + 2 * TILE);
             }
         }
-    }
+    } else
+        for (int k = 0; k < F; k++) {
+            const float *wk = w0 + (size_t)k * 3 * TILE;
+            __m512 xv[6];
+#pragma GCC unroll 6
+            for (int i = 0; i < M; i++) xv[i] = _mm512_set1_ps(x[((size_t)i * T + t) * F + k]);
+#pragma GCC unroll 4
+            for (int j = 0; j < J; j++) {
+                __m512 wz = _mm512_load_ps(wk + j * jstride), wr = _mm512_load_ps(wk + j * jstride + TILE);
+                __m512 wn = _mm512_load_ps(wk + j * jstride + 2 * TILE);
+#pragma GCC unroll 6
+                for (int i = 0; i < M; i++) {
+                    az[i][j] = _mm512_fmadd_ps(xv[i], wz, az[i][j]);
+                    ar[i][j] = _mm512_fmadd_ps(xv[i], wr, ar[i][j]);
+                    axn[i][j] = _mm512_fmadd_ps(xv[i], wn, axn[i][j]);
+                }
+            }
+        }
 #pragma GCC unroll 4
     for (int j = 0; j < J; j++) {
 #pragma GCC unroll 6
@@ -96,13 +110,14 @@ I512 void tile512(const gru_cell *m, int M, int J, int j0, const float *x, long 
     }
 }
 
-#define TILE512(M_, J_) tile512(m, M_, J_, jt, x + (size_t)i0 * T * F, T, t, hA + (size_t)i0 * Hp, \
+/* x or ids of the rows from i0 on */
+#define XI0 (x ? x + (size_t)i0 * T * F : NULL), (ids ? ids + (size_t)i0 * T : NULL)
+#define TILE512(M_, J_) tile512(m, M_, J_, jt, XI0, T, t, hA + (size_t)i0 * Hp, \
                                  hB + (size_t)i0 * Hp, sum + (size_t)i0 * Hp, avg)
 
-/* One time step of one or two rows: several column tiles at once, for independent FMA chains.
- * noinline: inlined into gru_step_avx512, its accumulators spill to the stack (twice the time). */
-T512 __attribute__((noinline)) static void step_small512(const gru_cell *m, const float *x, long T, long t, int rows,
-                               const float *hA, float *hB, float *sum, int avg) {
+/* One time step of one or two rows: several column tiles at once, for independent FMA chains. */
+I512 void small512(const gru_cell *m, const float *x, const int32_t *ids, long T, long t, int rows,
+                   const float *hA, float *hB, float *sum, int avg) {
     const int Hp = m->Hp, F = m->F, NJ = Hp / TILE;
     for (int jt = 0; jt < NJ;) {
         int i0 = 0, left = NJ - jt;
@@ -117,12 +132,24 @@ T512 __attribute__((noinline)) static void step_small512(const gru_cell *m, cons
     }
 }
 
-/* One time step, all hidden units of `rows` rows: up to 6 rows of one column tile together. */
-T512 void gru_step_avx512(const gru_cell *m, const float *x, long T, long t, int rows,
-                          const float *hA, float *hB, float *sum, int avg) {
+/* noinline: inlined into gru_step_avx512, their accumulators spill to the stack (twice the time). */
+T512 __attribute__((noinline)) static void step_small512(const gru_cell *m, const float *x, long T, long t, int rows,
+                                                        const float *hA, float *hB, float *sum, int avg) {
+    small512(m, x, NULL, T, t, rows, hA, hB, sum, avg);
+}
+T512 __attribute__((noinline)) static void stepx_small512(const gru_cell *m, const int32_t *ids, long T, long t,
+                                                         int rows, const float *hA, float *hB, float *sum, int avg) {
+    small512(m, NULL, ids, T, t, rows, hA, hB, sum, avg);
+}
+
+/* One time step, all hidden units of `rows` rows: up to 6 rows of one column tile together. x (rows, T, F),
+ * or ids (rows, T) (folded). */
+I512 void step512(const gru_cell *m, const float *x, const int32_t *ids, long T, long t, int rows,
+                  const float *hA, float *hB, float *sum, int avg) {
     const int Hp = m->Hp, F = m->F, NJ = Hp / TILE;
     if (rows <= 2) {
-        step_small512(m, x, T, t, rows, hA, hB, sum, avg);
+        if (ids) stepx_small512(m, ids, T, t, rows, hA, hB, sum, avg);
+        else step_small512(m, x, T, t, rows, hA, hB, sum, avg);
         return;
     }
     for (int jt = 0; jt < NJ; jt++) {
@@ -139,25 +166,38 @@ T512 void gru_step_avx512(const gru_cell *m, const float *x, long T, long t, int
     }
 }
 
+T512 void gru_step_avx512(GRU_STEP_ARGS) { step512(c, x, NULL, T, t, rows, hA, hB, sum, avg); }
+T512 void gru_stepx_avx512(GRU_STEPX_ARGS) {
+    gru_xw_prefetch(c, ids, T, t, rows);
+    step512(c, NULL, ids, T, t, rows, hA, hB, sum, avg);
+}
+
 /* linear_before_reset=0, phase 1, M rows x the 16 units at column c: z, x.Wn and r * h. */
-I512 void tile512_zr(const gru_cell *m, int M, int c, const float *x, long T, long t, const float *hA,
-                     float *zb, float *xnb, float *rh) {
+I512 void tile512_zr(const gru_cell *m, int M, int c, const float *x, const int32_t *ids, long T, long t,
+                     const float *hA, float *zb, float *xnb, float *rh) {
     const int F = m->F, H = m->H, Hp = m->Hp, K = F + H;
     __m512 az[6], ar[6], axn[6], xz[6], xr[6];
 #pragma GCC unroll 6
     for (int i = 0; i < M; i++) { az[i] = ar[i] = axn[i] = _mm512_setzero_ps(); }
     const float *w0 = m->wpack + (size_t)(c / TILE) * K * 3 * TILE;
-    for (int k = 0; k < F; k++) {
-        const float *wk = w0 + (size_t)k * 3 * TILE;
-        __m512 wz = _mm512_load_ps(wk), wr = _mm512_load_ps(wk + TILE), wn = _mm512_load_ps(wk + 2 * TILE);
+    if (ids) {  /* folded: the sums of each row's token, (vocab, Hp/16, 3, 16) */
 #pragma GCC unroll 6
         for (int i = 0; i < M; i++) {
-            __m512 xv = _mm512_set1_ps(x[((size_t)i * T + t) * F + k]);
-            az[i] = _mm512_fmadd_ps(xv, wz, az[i]);
-            ar[i] = _mm512_fmadd_ps(xv, wr, ar[i]);
-            axn[i] = _mm512_fmadd_ps(xv, wn, axn[i]);
+            const float *p = m->xw + (size_t)ids[(size_t)i * T + t] * 3 * Hp + (size_t)(c / TILE) * 3 * TILE;
+            az[i] = _mm512_load_ps(p); ar[i] = _mm512_load_ps(p + TILE); axn[i] = _mm512_load_ps(p + 2 * TILE);
         }
-    }
+    } else
+        for (int k = 0; k < F; k++) {
+            const float *wk = w0 + (size_t)k * 3 * TILE;
+            __m512 wz = _mm512_load_ps(wk), wr = _mm512_load_ps(wk + TILE), wn = _mm512_load_ps(wk + 2 * TILE);
+#pragma GCC unroll 6
+            for (int i = 0; i < M; i++) {
+                __m512 xv = _mm512_set1_ps(x[((size_t)i * T + t) * F + k]);
+                az[i] = _mm512_fmadd_ps(xv, wz, az[i]);
+                ar[i] = _mm512_fmadd_ps(xv, wr, ar[i]);
+                axn[i] = _mm512_fmadd_ps(xv, wn, axn[i]);
+            }
+        }
 #pragma GCC unroll 6
     for (int i = 0; i < M; i++) {
         _mm512_store_ps(xnb + (size_t)i * Hp + c, axn[i]);
@@ -220,15 +260,21 @@ I512 void tile512_n(const gru_cell *m, int M, int c, const float *hA, float *hB,
             default: break;                                              \
         }                                                                \
     } while (0)
-#define ZR512(M_) tile512_zr(m, M_, c, x + (size_t)i0 * T * F, T, t, hA + (size_t)i0 * Hp, zb + (size_t)i0 * Hp, \
+#define ZR512(M_) tile512_zr(m, M_, c, XI0, T, t, hA + (size_t)i0 * Hp, zb + (size_t)i0 * Hp, \
                              xnb + (size_t)i0 * Hp, rh + (size_t)i0 * Hp)
 #define N512(M_) tile512_n(m, M_, c, hA + (size_t)i0 * Hp, hB + (size_t)i0 * Hp, sum + (size_t)i0 * Hp, avg, \
                            zb + (size_t)i0 * Hp, xnb + (size_t)i0 * Hp, rh + (size_t)i0 * Hp)
 
-T512 void gru_step0_avx512(const gru_cell *m, const float *x, long T, long t, int rows, const float *hA,
-                           float *hB, float *sum, int avg, float *zb, float *xnb, float *rh) {
+I512 void step0_512(const gru_cell *m, const float *x, const int32_t *ids, long T, long t, int rows,
+                    const float *hA, float *hB, float *sum, int avg, float *zb, float *xnb, float *rh) {
     const int Hp = m->Hp, F = m->F;
     for (int c = 0; c < Hp; c += TILE) ROWS_IN_SIXES(ZR512);
     for (int c = 0; c < Hp; c += TILE) ROWS_IN_SIXES(N512);
+}
+
+T512 void gru_step0_avx512(GRU_STEP0_ARGS) { step0_512(c, x, NULL, T, t, rows, hA, hB, sum, avg, zb, xnb, rh); }
+T512 void gru_stepx0_avx512(GRU_STEPX0_ARGS) {
+    gru_xw_prefetch(c, ids, T, t, rows);
+    step0_512(c, NULL, ids, T, t, rows, hA, hB, sum, avg, zb, xnb, rh);
 }
 #endif /* GRU_X86 */

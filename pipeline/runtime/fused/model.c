@@ -6,14 +6,17 @@
  * gru_set_input_scaling and gru_scale_rows (the graph's Sub/Div/Mul/Add by per-feature constants,
  * the same float32 operations, with a NaN/infinity scan of the scaled values), gru_set_dense (Dense
  * layers between the pooling and the head), gru_set_embedding and gru_embed_rows (token models: the
- * ids' table rows).
- * Includes gru_kernel.h. Reads: the arrays the caller passes. Writes: the model it allocates.
+ * ids' table rows), gru_embedding_fold, gru_fold_max_bytes and gru_fold_ids (token models folded into
+ * layer 0: each token's x.W precomputed), gru_test_tanh (the tests' entry to the head's tanh, MLAS'
+ * TanhKernelFma3). Includes gru_kernel.h, ort_activations.h. Reads: the arrays the caller passes.
+ * Writes: the model it allocates.
  */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "gru_kernel.h"
+#include "ort_activations.h"
 
 /* ------------------------------------------------------------------ CPU features */
 int gru_abi_version(void) { return GRU_ABI_VERSION; }
@@ -40,7 +43,7 @@ void *gru_aligned(size_t bytes) {
 }
 
 static void free_cell(gru_cell *c) {
-    free(c->wpack); free(c->bz); free(c->br); free(c->bxn); free(c->bhn);
+    free(c->wpack); free(c->bz); free(c->br); free(c->bxn); free(c->bhn); free(c->xw);
 }
 
 void gru_destroy(void *handle) {
@@ -194,7 +197,7 @@ int gru_set_dense(void *handle, int n, const int *units_act, const float *params
     int ok = 1;
     for (int i = 0; i < n && ok; i++) {
         const int units = units_act[2 * i], act = units_act[2 * i + 1];
-        if (units < 1 || act < DENSE_LINEAR || act > DENSE_SIGMOID) { ok = 0; break; }
+        if (units < 1 || act < DENSE_LINEAR || act > DENSE_TANH) { ok = 0; break; }
         w[i] = (float *)gru_aligned(sizeof(float) * (size_t)in * units);
         b[i] = (float *)gru_aligned(sizeof(float) * (size_t)units);
         if (!w[i] || !b[i]) { ok = 0; break; }
@@ -235,7 +238,80 @@ int gru_set_embedding(void *handle, long vocab, const float *table) {
     memcpy(e, table, sizeof(float) * (size_t)vocab * m->F);
     m->embed = e;
     m->vocab = vocab;
+    (void)gru_embedding_fold(m, 1);  /* within FOLD_MAX_BYTES: fold; else (or out of memory) gather */
     return 0;
+}
+
+/* xw (vocab, Hp/16, 3, 16) = each token's Embedding row . W of cell c: per unit and gate the sum over
+ * k in order from 0 of fused multiply-adds, from 0.0f, as every step variant sums x.W (fmaf is one
+ * rounding however it is emitted, so any ISA builds the same table). */
+static inline __attribute__((always_inline)) void fold_body(const gru_cell *c, const float *embed, long vocab,
+                                                            float *xw) {
+    const int F = c->F, K = F + c->H, NJ = c->Hp / TILE;
+    for (long v = 0; v < vocab; v++) {
+        const float *e = embed + (size_t)v * F;
+        for (int jt = 0; jt < NJ; jt++) {
+            float acc[3 * TILE] = {0};  /* (3, 16): z, r, n */
+            const float *w = c->wpack + (size_t)jt * K * 3 * TILE;  /* (F + H, 3, 16): the first F rows */
+            for (int k = 0; k < F; k++)
+                for (int l = 0; l < 3 * TILE; l++) acc[l] = fmaf(e[k], w[(size_t)k * 3 * TILE + l], acc[l]);
+            memcpy(xw + ((size_t)v * NJ + jt) * 3 * TILE, acc, sizeof acc);
+        }
+    }
+}
+
+static void fold_generic(const gru_cell *c, const float *embed, long vocab, float *xw) { fold_body(c, embed, vocab, xw); }
+#if GRU_X86
+__attribute__((target("avx2,fma"))) static void fold_fma(const gru_cell *c, const float *embed, long vocab, float *xw) {
+    fold_body(c, embed, vocab, xw);
+}
+#endif
+
+/* A token model's path: on 1 fold the Embedding into layer 0 (each direction's table of every token's
+ * x.W, which its steps then read instead of summing x.W: the same bits) when the tables take at most
+ * FOLD_MAX_BYTES; on 0 drop the tables (gather the rows, then project them each step); on < 0 only
+ * ask. Returns 1 when folded, 0 when not, -1 on bad arguments. Not while the model runs. */
+int gru_embedding_fold(void *handle, int on) {
+    gru_model *m = (gru_model *)handle;
+    if (!m || !m->embed) return -1;
+    gru_layer *ly = &m->layer[0];
+    if (on == 0)
+        for (int d = 0; d < ly->D; d++) { free(ly->cell[d].xw); ly->cell[d].xw = NULL; }
+    if (on <= 0 || ly->cell[0].xw) return ly->cell[0].xw != NULL;
+    const size_t floats = (size_t)m->vocab * 3 * ly->cell[0].Hp;  /* one direction's (vocab, Hp/16, 3, 16) */
+    if (floats * ly->D * sizeof(float) > FOLD_MAX_BYTES) return 0;
+    for (int d = 0; d < ly->D; d++) {
+        float *xw = (float *)gru_aligned(sizeof(float) * floats);
+        if (!xw) { (void)gru_embedding_fold(m, 0); return 0; }
+#if GRU_X86
+        if (gru_isa_supported(ISA_AVX2)) fold_fma(&ly->cell[d], m->embed, m->vocab, xw);
+        else
+#endif
+            fold_generic(&ly->cell[d], m->embed, m->vocab, xw);
+        ly->cell[d].xw = xw;
+    }
+    return 1;
+}
+
+/* FOLD_MAX_BYTES, for the tests and benches */
+long gru_fold_max_bytes(void) { return (long)FOLD_MAX_BYTES; }
+
+/* A folded token model's block input: dst (steps,) the ids as int32 (< vocab <= FOLD_MAX_BYTES / 4 / 48),
+ * which the folded steps read; returns 1 if an id lies outside [0, vocab) (it is then 0). */
+int gru_fold_ids(const gru_model *m, const int64_t *ids, int32_t *dst, size_t steps) {
+    int bad = 0;
+    for (size_t s = 0; s < steps; s++) {
+        const int64_t id = ids[s];
+        const int ok = id >= 0 && id < m->vocab;
+        bad |= !ok;
+        dst[s] = ok ? (int32_t)id : 0;
+    }
+    return bad;
+}
+
+/* y (n,) = the head's tanh of x (n,) (mlas_tanh1: onnxruntime's Tanh op); the tests' entry. */
+void gru_test_tanh(const float *x, float *y, long n) {
+    for (long i = 0; i < n; i++) y[i] = mlas_tanh1(x[i]);
 }
 
 /* dst (n steps, F) = the Embedding rows of ids; returns 1 if an id lies outside [0, vocab) (its row is

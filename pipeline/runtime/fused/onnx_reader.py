@@ -23,7 +23,7 @@ keeps today's onnxruntime path, with the reason recorded):
       -> SEQ(Y) -> ReduceMean(axis 0)                      (average head)
        | SEQ(Y) -> ReduceMax(axis 0)                       (max pooling head: exact in any order)
        | LAST(Y_h)                                         (last state)
-      -> [Gemm(-> units) [-> Relu | Sigmoid]]*                (Dense layers: linear, relu, sigmoid)
+      -> [Gemm(-> units) [-> Relu | Sigmoid | Tanh]]*         (Dense layers: linear, relu, sigmoid, tanh)
       -> Gemm(D*H or units -> k) -> Sigmoid | Softmax(axis -1) -> output
                                                  ([Identity]* allowed between any two of these)
 
@@ -430,7 +430,7 @@ class FusedSpec:
     prefix: list = field(default_factory=list)  # [(op, (F,) float32 constant)] applied to x first, in order
     activation: str = "sigmoid"  # "sigmoid" (each of the k outputs) | "softmax" (over the k outputs)
     # Dense layers between the pooling and the head's Gemm, input side first: [(W (inputs, units) float32,
-    # b (units,) float32, "linear" | "relu" | "sigmoid")]; head_w then has the last one's units as rows
+    # b (units,) float32, "linear" | "relu" | "sigmoid" | "tanh")]; head_w then has the last one's units as rows
     dense: list = field(default_factory=list)
     # a token model: the Embedding table (vocab, F) float32 whose rows the (N, T) int64 ids select (Gather)
     embedding: Optional[np.ndarray] = None
@@ -821,12 +821,13 @@ def match_fused(graph: Graph, input_name: str, output_name: str,
     feat, dense = gemm.inputs[0], []
     for _ in range(len(graph.nodes) + 1):  # Dense layers between the pooling and the head, output side first
         act_node = g.node(feat)
-        act_name = {"Relu": "relu", "Sigmoid": "sigmoid"}.get(act_node.op_type) if act_node is not None else None
+        act_name = ({"Relu": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh"}.get(act_node.op_type)
+                    if act_node is not None else None)
         hidden = g.made_by(_input(act_node, 0), "Gemm") if act_name else g.made_by(feat, "Gemm")
         if hidden is None:
-            if act_node is not None and act_node.op_type in ("Tanh", "Softmax", "LeakyRelu", "Elu", "HardSigmoid"):
+            if act_node is not None and act_node.op_type in ("Softmax", "LeakyRelu", "Elu", "HardSigmoid"):
                 return None, (f"a Dense layer with activation {act_node.op_type} between the pooling and the "
-                              "classifier (fused: linear, relu, sigmoid)")
+                              "classifier (fused: linear, relu, sigmoid, tanh)")
             break
         W_h, b_h, why = _gemm_weights(hidden, init)
         if W_h is None:

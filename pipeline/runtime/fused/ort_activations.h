@@ -2,7 +2,7 @@
  * order: the kernel's numbers are onnxruntime's bits only while this file matches it.
  *
  * Owns: the coefficients, the scalar forms (logistic1, tanh_pq1, reset1, tanh1: the generic C step
- * and every variant's head), MLAS' softmax of one row (mlas_softmax_row: every variant's k-way head)
+ * and every variant's head; mlas_tanh1: the Tanh op, a Dense layer's tanh in the head), MLAS' softmax of one row (mlas_softmax_row: every variant's k-way head)
  * and ORT_ACTIVATIONS, which defines the same four functions on a vector
  * type for the AVX2 and AVX-512 files (one operation order for every width). Header only: the
  * functions are inlined where they are used. Needs <math.h> (fmaf) and, for ORT_ACTIVATIONS, the
@@ -53,6 +53,7 @@
 #define TANH_B4 1.18534705686654e-04f
 #define TANH_B2 2.26843463243900e-03f
 #define TANH_B0 4.89352518554385e-03f
+#define MLAS_TANH_BOUND 9.0f  /* MlasTanhConstants.UpperRange (LowerRange: -9) */
 
 static inline float clampf_(float x, float b) { return x < -b ? -b : (x > b ? b : x); }
 
@@ -73,6 +74,27 @@ static inline float tanh_pq1(float x) {  /* P(x) / Q(x), no fused operations */
     p = x * p;
     float q = x2 * TANH_B6 + TANH_B4;
     q = x2 * q + TANH_B2; q = x2 * q + TANH_B0;
+    return p / q;
+}
+
+/* onnxruntime's Tanh op (float; a Dense layer's tanh): MlasComputeTanh, on x86-64 with FMA3 MLAS'
+ * MlasComputeTanhF32KernelFma3 (mlas/lib/x86_64/TanhKernelFma3.S, constants MlasTanhConstants in
+ * tanh.cpp; platform.cpp picks it on AVX2+FMA CPUs, AVX-512 ones included: MLAS has no AVX-512 tanh):
+ *   v = min(9, max(-9, x))                     vmaxps / vminps (a NaN stays a NaN)
+ *   p = fma(...fma(fma(x2, a13, a11), x2, a9)..., x2, a1) * v,   x2 = v * v
+ *   q = fma(fma(fma(x2, b6, b4), x2, b2), x2, b0)
+ *   y = p / q
+ * The coefficients are rnn_helpers' (TANH_A*, TANH_B*), here with fused multiply-adds. */
+static inline float mlas_tanh1(float x) {
+    float v = -MLAS_TANH_BOUND > x ? -MLAS_TANH_BOUND : x;
+    v = MLAS_TANH_BOUND < v ? MLAS_TANH_BOUND : v;
+    const float x2 = v * v;
+    float p = fmaf(x2, TANH_A13, TANH_A11);
+    p = fmaf(p, x2, TANH_A9); p = fmaf(p, x2, TANH_A7); p = fmaf(p, x2, TANH_A5); p = fmaf(p, x2, TANH_A3);
+    p = fmaf(p, x2, TANH_A1);
+    p = p * v;
+    float q = fmaf(x2, TANH_B6, TANH_B4);
+    q = fmaf(q, x2, TANH_B2); q = fmaf(q, x2, TANH_B0);
     return p / q;
 }
 

@@ -1,0 +1,186 @@
+"""Benchmark a token model's two kernel paths: ``python tools/bench_tokens.py [--vocab 20000 --dim 64 --hidden 64
+--steps 100] [--rounds 3]``.
+
+A token model (ids (B, T) int64 -> Embedding (vocab, dim) Gather -> GRU(H) -> mean over time -> Dense(1,
+sigmoid)) with random weights, written with onnx.helper (no TensorFlow), run by: the fused kernel with
+the Embedding folded into the first layer (each token's x.W made once, read each step: "fold"), the same
+kernel gathering the Embedding rows and projecting them each step ("gather"), onnxruntime on model.onnx
+(the faster of one intra-op thread and its default, per batch) and OpenVINO f32 on it (the fastest of a LATENCY and a THROUGHPUT sync request and
+an AsyncInferQueue over its optimal number of requests), at B = 1, 64, 1024. The engines run in turn
+within each round, the order rotating; ratios are taken within a round, then the median. Every engine's
+output is checked against onnxruntime's first (the kernel's bit for bit).
+
+Owns: nothing the package uses. Imports: numpy, onnx (the build extra), onnxruntime, openvino (the bench
+extra; skipped when absent), pipeline.runtime.fused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pipeline.runtime import fused  # noqa: E402
+from pipeline.runtime.fused.onnx_reader import match_fused, parse_model  # noqa: E402
+from pipeline.runtime.sessions import open_session  # noqa: E402
+
+BATCHES = (1, 64, 1024)
+
+
+def token_model(vocab: int, dim: int, H: int, seed: int = 0) -> bytes:
+    """model.onnx of ids (B, T) -> Gather(Embedding) -> Transpose -> GRU(H) -> ReduceMean(time) -> Gemm(1) -> Sigmoid."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    inits = {"embedding": rng.standard_normal((vocab, dim)).astype(np.float32),
+             "W": (rng.standard_normal((1, 3 * H, dim)) * 0.3).astype(np.float32),
+             "R": (rng.standard_normal((1, 3 * H, H)) * 0.3).astype(np.float32),
+             "B": (rng.standard_normal((1, 6 * H)) * 0.1).astype(np.float32),
+             "axes1": np.array([1], np.int64),
+             "head_W": rng.standard_normal((H, 1)).astype(np.float32), "head_b": np.array([0.1], np.float32)}
+    nodes = [helper.make_node("Gather", ["embedding", "x"], ["emb"], axis=0),
+             helper.make_node("Transpose", ["emb"], ["seq"], perm=[1, 0, 2]),
+             helper.make_node("GRU", ["seq", "W", "R", "B"], ["Y", ""], hidden_size=H, linear_before_reset=1),
+             helper.make_node("Squeeze", ["Y", "axes1"], ["y"]),
+             helper.make_node("ReduceMean", ["y"], ["mean"], axes=[0], keepdims=0),
+             helper.make_node("Gemm", ["mean", "head_W", "head_b"], ["logit"]),
+             helper.make_node("Sigmoid", ["logit"], ["probability"])]
+    graph = helper.make_graph(nodes, "tokens", [helper.make_tensor_value_info("x", TensorProto.INT64, ["batch", "time"])],
+                              [helper.make_tensor_value_info("probability", TensorProto.FLOAT, ["batch", 1])],
+                              initializer=[numpy_helper.from_array(v, k) for k, v in inits.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="bench_tokens")
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def _openvino(data: bytes, ids: np.ndarray):
+    """(run, description) of the fastest OpenVINO f32 configuration on this batch, or (None, why)."""
+    try:
+        import openvino as ov
+    except ImportError:
+        return None, "OpenVINO not installed"
+    core = ov.Core()
+    B, T = ids.shape
+
+    def compile_(rows: int, hint: str):
+        m = core.read_model(data)
+        m.reshape({"x": [rows, T]})
+        return core.compile_model(m, "CPU", {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": hint})
+
+    cands = {}
+    for hint in ("LATENCY", "THROUGHPUT"):
+        req = compile_(B, hint).create_infer_request()
+        cands[f"{hint} sync"] = lambda req=req: req.infer({"x": ids}, share_inputs=True)[0]
+    tput = compile_(B, "THROUGHPUT")
+    n = int(tput.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+    if n > 1 and B % n == 0:
+        rows = B // n
+        q = ov.AsyncInferQueue(compile_(rows, "THROUGHPUT"), n)
+
+        def queued():
+            for s in range(0, B, rows):
+                q.start_async({"x": ids[s:s + rows]}, share_inputs=True)
+            q.wait_all()
+        cands[f"THROUGHPUT, AsyncInferQueue {n} x {rows} rows"] = queued
+    timed = {}
+    for k, f in cands.items():
+        f()
+        t0, c = time.perf_counter(), 0
+        while time.perf_counter() - t0 < 0.3:
+            f()
+            c += 1
+        timed[k] = (time.perf_counter() - t0) / c
+    best = min(timed, key=timed.get)
+    return cands[best], f"{best}, f32, OpenVINO {ov.__version__.split('-')[0]}", cands["LATENCY sync"]
+
+
+def _rate(run, B: int, seconds: float) -> float:
+    run()
+    t0, c = time.perf_counter(), 0
+    while time.perf_counter() - t0 < seconds:
+        run()
+        c += 1
+    return B * c / (time.perf_counter() - t0)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--vocab", type=int, default=20000)
+    ap.add_argument("--dim", type=int, default=64, help="Embedding dimension (the GRU's input features)")
+    ap.add_argument("--hidden", type=int, default=64)
+    ap.add_argument("--steps", type=int, default=100, help="T")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="the kernel's threads")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--seconds", type=float, default=0.4, help="timed seconds per engine, batch and round")
+    args = ap.parse_args()
+    data = token_model(args.vocab, args.dim, args.hidden)
+    spec, why = match_fused(parse_model(data), "x", "probability")
+    if spec is None:
+        raise SystemExit(f"the kernel does not read the bench model: {why}")
+    lib, why = fused.load_library()
+    if lib is None:
+        raise SystemExit(why)
+    isa = fused.supported_isas(lib)[0]
+    threads = args.threads
+    t0 = time.perf_counter()
+    fold = fused.FusedKernel(lib, spec, isa)  # packs the weights and makes the folded table
+    made_ms = (time.perf_counter() - t0) * 1e3
+    gather = fused.FusedKernel(lib, spec, isa)
+    gather.token_path = "gather"
+    if fold.token_path != "fold":
+        raise SystemExit("the folded tables exceed the kernel's FOLD_MAX_BYTES: pick a smaller --vocab")
+    sessions = {"1 thread": open_session(data, threads=1, name="bench tokens"),
+                "default threads": open_session(data, threads=None, name="bench tokens")}
+    sess = sessions["1 thread"]
+    load = os.getloadavg()
+    table_mb = args.vocab * 3 * -(-args.hidden // 16) * 16 * 4 / 2**20
+    print(f"token model: vocab {args.vocab}, Embedding dim {args.dim}, GRU({args.hidden}), T = {args.steps}, mean, "
+          f"Dense(1, sigmoid); kernel {isa} on {threads} threads, folded table {table_mb:.1f} MB (cap "
+          f"{lib.gru_fold_max_bytes() / 2**20:.0f} MB; model made in {made_ms:.0f} ms); onnxruntime: "
+          f"the faster of 1 thread and its default; load {load[0]:.2f} (1 min), {load[1]:.2f} (5 min) on {os.cpu_count()} CPUs")
+    print("| B | fold samples/s | gather samples/s | onnxruntime | OpenVINO f32 | fold / gather | fold / onnxruntime "
+          "| fold / OpenVINO | onnxruntime setting | OpenVINO configuration |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---|---|")
+    rng = np.random.default_rng(1)
+    for B in BATCHES:
+        ids = rng.integers(0, args.vocab, (B, args.steps)).astype(np.int64)
+        ids[:, :3] = 0  # padding ids
+        want = sess.run(None, {"x": ids})[0].reshape(-1)
+        ort_runs = {k: (lambda s=s: s.run(None, {"x": ids})) for k, s in sessions.items()}
+        ort_what = max(ort_runs, key=lambda k: _rate(ort_runs[k], B, 0.3))  # the faster onnxruntime setting
+        engines = {"fold": lambda: fold.run(ids, threads), "gather": lambda: gather.run(ids, threads),
+                   "onnxruntime": ort_runs[ort_what]}
+        for name in ("fold", "gather"):
+            if not np.array_equal(engines[name](), want):
+                raise SystemExit(f"B={B}: the kernel's {name} path differs from onnxruntime")
+        ov_run, ov_what, *ov_check = _openvino(data, ids)
+        if ov_run is not None:
+            err = float(np.abs(np.asarray(ov_check[0]()).reshape(-1) - want).max())
+            ov_what += f"; max |OpenVINO - onnxruntime| {err:.1e}"
+            engines["openvino"] = ov_run
+        rates = {k: [] for k in engines}
+        for r in range(args.rounds):
+            names = list(engines)[r % len(engines):] + list(engines)[:r % len(engines)]
+            for k in names:
+                rates[k].append(_rate(engines[k], B, args.seconds))
+        med = {k: float(np.median(v)) for k, v in rates.items()}
+
+        def ratio(k: str) -> str:
+            return f"{float(np.median(np.array(rates['fold']) / np.array(rates[k]))):.2f}x" if k in rates else "-"
+        ov = f"{med['openvino']:,.0f}" if "openvino" in med else "-"
+        print(f"| {B} | {med['fold']:,.0f} | {med['gather']:,.0f} | {med['onnxruntime']:,.0f} | {ov} | {ratio('gather')} "
+              f"| {ratio('onnxruntime')} | {ratio('openvino')} | {ort_what} | {ov_what} |")
+    print(f"load after: {os.getloadavg()[0]:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
