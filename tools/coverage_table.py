@@ -78,7 +78,8 @@ def docs_section(results: list[coverage.CaseResult], latency: Optional[dict[str,
         markdown_table(results),
         "",
         "stream.onnx / fused kernel: \"yes\", or \"no\" with the reason (also in the manifest and `Predictor.debug_info()`:",
-        "streams need per-step layers only; the fused kernel covers plain GRU stacks with sigmoid/tanh).",
+        "streams need per-step layers only; the fused kernel covers GRU stacks with sigmoid/tanh in any direction, fixed or",
+        "variable length, under the heads [kernel.md](kernel.md) lists; a masked row is read as shipped, with its lengths input).",
     ]
     if latency:
         parts += [
