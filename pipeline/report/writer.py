@@ -70,7 +70,10 @@ def write_plots(folder: Path, history: dict[str, list[float]], curves: dict[str,
             ax.set_xlabel("round of updates")
             ax.set_ylabel(key)
             ax.grid(alpha=0.3)
-            ax.legend()
+            if ax.get_lines():
+                ax.legend()
+            else:  # a history without this metric (e.g. a model compiled without accuracy)
+                ax.text(0.5, 0.5, f"{key} not recorded", ha="center", va="center", transform=ax.transAxes)
         axes[0].set_title("loss")
         axes[1].set_title("accuracy")
         save(fig, "training")
