@@ -145,6 +145,7 @@ bench: $(BENCH_STAMP)
 	$(PY) tools/bench.py
 	$(PY) tools/bench_lengths.py > bench-results/lengths.md && cat bench-results/lengths.md
 	$(PY) tools/bench_tokens.py > bench-results/tokens.md && cat bench-results/tokens.md
+	$(PY) tools/bench_tokens.py --lengths > bench-results/tokens_lengths.md && cat bench-results/tokens_lengths.md
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

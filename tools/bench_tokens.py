@@ -1,5 +1,5 @@
 """Benchmark a token model's two kernel paths: ``python tools/bench_tokens.py [--vocab 20000 --dim 64 --hidden 64
---steps 100] [--rounds 3]``.
+--steps 100] [--rounds 3] [--lengths]``.
 
 A token model (ids (B, T) int64 -> Embedding (vocab, dim) Gather -> GRU(H) -> mean over time -> Dense(1,
 sigmoid)) with random weights, written with onnx.helper (no TensorFlow), run by: the fused kernel with
@@ -10,8 +10,15 @@ an AsyncInferQueue over its optimal number of requests), at B = 1, 64, 1024. The
 within each round, the order rotating; ratios are taken within a round, then the median. Every engine's
 output is checked against onnxruntime's first (the kernel's bit for bit).
 
+``--lengths``: the variable-length form of the same model as gru-export ships an Embedding(mask_zero=True)
+model (``pipeline.export.scaling.embed_preprocessing``: ids and lengths in, ids past each length padded
+with 0; the GRU's sequence_lens and the mean's mask are the nonzero ids), every engine fed that same
+two-input model.onnx, at B = 64, 1024, 8192 with lengths uniform in [T/4, T] (ids 1 .. vocab-1 before each
+length, 0 after); the kernel runs ``run_lengths`` (gru_run_ids_lens: rows longest first, each over its
+own steps).
+
 Owns: nothing the package uses. Imports: numpy, onnx (the build extra), onnxruntime, openvino (the bench
-extra; skipped when absent), pipeline.runtime.fused.
+extra; skipped when absent), pipeline.runtime.fused, pipeline.export.scaling (``--lengths``).
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from pipeline.runtime.fused.onnx_reader import match_fused, parse_model  # noqa:
 from pipeline.runtime.sessions import open_session  # noqa: E402
 
 BATCHES = (1, 64, 1024)
+BATCHES_LENGTHS = (64, 1024, 8192)
 
 
 def token_model(vocab: int, dim: int, H: int, seed: int = 0) -> bytes:
@@ -61,24 +69,65 @@ def token_model(vocab: int, dim: int, H: int, seed: int = 0) -> bytes:
     return model.SerializeToString()
 
 
-def _openvino(data: bytes, ids: np.ndarray):
-    """(run, description) of the fastest OpenVINO f32 configuration on this batch, or (None, why)."""
+def token_model_lengths(vocab: int, dim: int, H: int, seed: int = 0) -> bytes:
+    """The variable-length form of ``token_model`` as gru-export ships an Embedding(mask_zero=True) model: ids
+    (B, T) and lengths (B,) -> Where(steps < lengths, ids, 0) -> Cast(int64) -> Gather(Embedding), the nonzero
+    ids' count as the GRU's sequence_lens and their mask for the mean (pipeline/export/native.py, _embedding and
+    the masked average; a GRU with zero_output_for_mask=True: no Where carrying its last output) -> Dense(1,
+    sigmoid). The weights are ``token_model``'s."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from pipeline.export.scaling import embed_preprocessing
+
+    proto = onnx.load_from_string(token_model(vocab, dim, H, seed))
+    g = proto.graph
+    g.initializer.extend([numpy_helper.from_array(np.array(0, np.int64), "zero_id"),
+                          numpy_helper.from_array(np.array([0], np.int64), "axes0"),
+                          numpy_helper.from_array(np.array([2], np.int64), "axes2")])
+    nodes = [helper.make_node("Cast", ["x"], ["ids"], to=TensorProto.INT64),
+             helper.make_node("Gather", ["embedding", "ids"], ["emb"], axis=0),             # (B, T, dim)
+             helper.make_node("Equal", ["ids", "zero_id"], ["is_pad"]),
+             helper.make_node("Not", ["is_pad"], ["not_pad"]),
+             helper.make_node("Cast", ["not_pad"], ["mask_f"], to=TensorProto.FLOAT),      # (B, T)
+             helper.make_node("ReduceSum", ["mask_f", "axes1"], ["len_f"], keepdims=0),   # (B,)
+             helper.make_node("Cast", ["len_f"], ["seq_lens"], to=TensorProto.INT32),
+             helper.make_node("Transpose", ["mask_f"], ["mask_tb"], perm=[1, 0]),
+             helper.make_node("Unsqueeze", ["mask_tb", "axes2"], ["mask_tb1"]),            # (T, B, 1)
+             helper.make_node("Transpose", ["emb"], ["seq"], perm=[1, 0, 2]),
+             helper.make_node("GRU", ["seq", "W", "R", "B", "seq_lens"], ["Y", ""], hidden_size=H,
+                              linear_before_reset=1),
+             helper.make_node("Squeeze", ["Y", "axes1"], ["y"]),                           # (T, B, H)
+             helper.make_node("Mul", ["y", "mask_tb1"], ["masked"]),
+             helper.make_node("ReduceSum", ["masked", "axes0"], ["total"], keepdims=0),    # (B, H)
+             helper.make_node("ReduceSum", ["mask_tb1", "axes0"], ["count"], keepdims=0),  # (B, 1)
+             helper.make_node("Div", ["total", "count"], ["mean"]),
+             helper.make_node("Gemm", ["mean", "head_W", "head_b"], ["logit"]),
+             helper.make_node("Sigmoid", ["logit"], ["probability"])]
+    del g.node[:]
+    g.node.extend(nodes)
+    return embed_preprocessing(proto, {"type": "none"}, masking=True).SerializeToString()
+
+
+def _openvino(data: bytes, feeds: dict[str, np.ndarray]):
+    """(run, description, LATENCY sync run) of the fastest OpenVINO f32 configuration on this batch (``feeds``: each
+    graph input's array, batch first), or (None, why)."""
     try:
         import openvino as ov
     except ImportError:
         return None, "OpenVINO not installed"
     core = ov.Core()
-    B, T = ids.shape
+    B = len(feeds["x"])
 
     def compile_(rows: int, hint: str):
         m = core.read_model(data)
-        m.reshape({"x": [rows, T]})
+        m.reshape({k: [rows, *v.shape[1:]] for k, v in feeds.items()})
         return core.compile_model(m, "CPU", {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": hint})
 
     cands = {}
     for hint in ("LATENCY", "THROUGHPUT"):
         req = compile_(B, hint).create_infer_request()
-        cands[f"{hint} sync"] = lambda req=req: req.infer({"x": ids}, share_inputs=True)[0]
+        cands[f"{hint} sync"] = lambda req=req: req.infer(feeds, share_inputs=True)[0]
     tput = compile_(B, "THROUGHPUT")
     n = int(tput.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
     if n > 1 and B % n == 0:
@@ -87,7 +136,7 @@ def _openvino(data: bytes, ids: np.ndarray):
 
         def queued():
             for s in range(0, B, rows):
-                q.start_async({"x": ids[s:s + rows]}, share_inputs=True)
+                q.start_async({k: v[s:s + rows] for k, v in feeds.items()}, share_inputs=True)
             q.wait_all()
         cands[f"THROUGHPUT, AsyncInferQueue {n} x {rows} rows"] = queued
     timed = {}
@@ -120,9 +169,11 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="the kernel's threads")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=0.4, help="timed seconds per engine, batch and round")
+    ap.add_argument("--lengths", action="store_true",
+                    help="the variable-length (mask_zero) model, ids and lengths in [T/4, T], B = 64, 1024, 8192")
     args = ap.parse_args()
-    data = token_model(args.vocab, args.dim, args.hidden)
-    spec, why = match_fused(parse_model(data), "x", "probability")
+    data = (token_model_lengths if args.lengths else token_model)(args.vocab, args.dim, args.hidden)
+    spec, why = match_fused(parse_model(data), "x", "probability", "lengths" if args.lengths else None)
     if spec is None:
         raise SystemExit(f"the kernel does not read the bench model: {why}")
     lib, why = fused.load_library()
@@ -142,7 +193,8 @@ def main() -> int:
     sess = sessions["1 thread"]
     load = os.getloadavg()
     table_mb = args.vocab * 3 * -(-args.hidden // 16) * 16 * 4 / 2**20
-    print(f"token model: vocab {args.vocab}, Embedding dim {args.dim}, GRU({args.hidden}), T = {args.steps}, mean, "
+    form = "ids and lengths uniform in [T/4, T] (mask_zero), " if args.lengths else ""
+    print(f"token model: {form}vocab {args.vocab}, Embedding dim {args.dim}, GRU({args.hidden}), T = {args.steps}, mean, "
           f"Dense(1, sigmoid); kernel {isa} on {threads} threads, folded table {table_mb:.1f} MB (cap "
           f"{lib.gru_fold_max_bytes() / 2**20:.0f} MB; model made in {made_ms:.0f} ms); onnxruntime: "
           f"the faster of 1 thread and its default; load {load[0]:.2f} (1 min), {load[1]:.2f} (5 min) on {os.cpu_count()} CPUs")
@@ -150,18 +202,27 @@ def main() -> int:
           "| fold / OpenVINO | onnxruntime setting | OpenVINO configuration |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---|---|")
     rng = np.random.default_rng(1)
-    for B in BATCHES:
-        ids = rng.integers(0, args.vocab, (B, args.steps)).astype(np.int64)
-        ids[:, :3] = 0  # padding ids
-        want = sess.run(None, {"x": ids})[0].reshape(-1)
-        ort_runs = {k: (lambda s=s: s.run(None, {"x": ids})) for k, s in sessions.items()}
+    T = args.steps
+    for B in (BATCHES_LENGTHS if args.lengths else BATCHES):
+        if args.lengths:
+            lens = rng.integers(T // 4, T + 1, B).clip(1).astype(np.int64)  # (B,)
+            ids = np.where(np.arange(T)[None, :] < lens[:, None], rng.integers(1, args.vocab, (B, T)), 0)
+            feeds = {"x": ids, "lengths": lens}
+            kernels = {"fold": lambda: fold.run_lengths(ids, lens, threads),
+                       "gather": lambda: gather.run_lengths(ids, lens, threads)}
+        else:
+            ids = rng.integers(0, args.vocab, (B, T)).astype(np.int64)
+            ids[:, :3] = 0  # padding ids
+            feeds = {"x": ids}
+            kernels = {"fold": lambda: fold.run(ids, threads), "gather": lambda: gather.run(ids, threads)}
+        want = sess.run(None, feeds)[0].reshape(-1)
+        ort_runs = {k: (lambda s=s: s.run(None, feeds)) for k, s in sessions.items()}
         ort_what = max(ort_runs, key=lambda k: _rate(ort_runs[k], B, 0.3))  # the faster onnxruntime setting
-        engines = {"fold": lambda: fold.run(ids, threads), "gather": lambda: gather.run(ids, threads),
-                   "onnxruntime": ort_runs[ort_what]}
+        engines = {**kernels, "onnxruntime": ort_runs[ort_what]}
         for name in ("fold", "gather"):
             if not np.array_equal(engines[name](), want):
                 raise SystemExit(f"B={B}: the kernel's {name} path differs from onnxruntime")
-        ov_run, ov_what, *ov_check = _openvino(data, ids)
+        ov_run, ov_what, *ov_check = _openvino(data, feeds)
         if ov_run is not None:
             err = float(np.abs(np.asarray(ov_check[0]()).reshape(-1) - want).max())
             ov_what += f"; max |OpenVINO - onnxruntime| {err:.1e}"

@@ -53,8 +53,8 @@ from pipeline.runtime.sessions import open_session, usable_cpus
 __all__ = ["Predictor"]
 
 # Execution strategy. With graph="auto" (the default), models the fused GRU kernel covers
-# (pipeline.runtime.fused; the shapes match_fused in fused/onnx_reader.py recognises: float features of fixed
-# or variable length, or fixed-length token ids; GRU layers in any direction and merge ending in a last-state,
+# (pipeline.runtime.fused; the shapes match_fused in fused/onnx_reader.py recognises: float features or token
+# ids (Embedding, mask_zero with lengths), of fixed or variable length; GRU layers in any direction and merge ending in a last-state,
 # mean or max head, optional Dense layers, and Dense(k) with a sigmoid or softmax) run every batch in
 # one native call with its own threads inside, once the kernel has reproduced model.onnx within 1e-6
 # on the artifact's reference rows and stress rows (checked on first use; the outcome is in
@@ -171,10 +171,10 @@ class Predictor:
         return float(self.decision["threshold"]) if self.decision.get("rule") == "threshold" else None
 
     def _fused_covers(self) -> bool:
-        """Whether the fused kernel may cover this kind of model: float features (fixed or variable length) or
-        fixed-length token ids (the kernel's own reader, ``fused.onnx_reader.match_fused``, then decides on
-        the layers and the head)."""
-        return self.input_kind == "features" or (self.input_kind == "tokens" and self.lengths_name is None)
+        """Whether the fused kernel may cover this kind of model: float features or token ids, of fixed or variable
+        length (the kernel's own reader, ``fused.onnx_reader.match_fused``, then decides on the graph: the layers,
+        the head, and for token ids with lengths how the graph derives its sequence lengths)."""
+        return self.input_kind in _KIND_DTYPES
 
     def _check_graph_matches_manifest(self) -> None:
         """Refuse a manifest that does not describe this model.onnx: input/output names, input shape
@@ -274,7 +274,10 @@ class Predictor:
         check_X = (fused.self_check_ids(ref_X, int(self.vocabulary_size or 1), T) if tokens
                    else fused.self_check_inputs(ref_X, self.n_features, T))
         check_lens = None
-        if self.lengths_name is not None:  # every length from 1 to T over the rows, NaN past each (never read)
+        if self.lengths_name is not None and tokens:  # every length from 1 to T, no id 0 before it
+            check_X, check_lens = fused.self_check_token_lengths(check_X, int(self.vocabulary_size or 1))
+            keras = None  # Keras' numbers are for the full reference rows
+        elif self.lengths_name is not None:  # every length from 1 to T over the rows, NaN past each (never read)
             check_lens = (1 + (np.arange(len(check_X)) * 7919) % T).astype(np.int64)
             check_lens[:2] = T, 1
             check_X = check_X.copy()
@@ -304,7 +307,7 @@ class Predictor:
         else:
             why = ("disabled (fused=False)" if self.graph == "auto" and self._fused_covers()
                    else f"not used with graph={self.graph!r}" if self.graph != "auto"
-                   else "not used for variable-length token models")
+                   else f"not used for {self.input_kind!r} inputs")
             fused_info = {"used": False, "isa": None, "reason": why, "checks": {}}
         from pipeline.runtime.stream import fused_stream_info
 
@@ -323,9 +326,16 @@ class Predictor:
         """(n, T, F) float32 raw (or (n, T) int64 ids) [+ (n,) int64 lengths] -> (n,) or (n, k) float32."""
         kernel = self._fused() if X.dtype == (np.int64 if self.input_kind == "tokens" else np.float32) \
             and (lens is None) == (self.lengths_name is None) else None
-        if kernel is not None:  # the whole batch in one native call, threads inside it (it scales like the graph)
-            if lens is not None:  # variable length: the rows longest first, each over its own steps
+        if kernel is not None and lens is not None:  # variable length: the rows longest first, each over its own steps
+            from pipeline.runtime.fused import PaddingIdInLength  # loaded with the kernel
+
+            try:
                 return kernel.run_lengths(X, lens, self.workers).reshape(self._out_shape)
+            except PaddingIdInLength:
+                # id 0 before a row's length (a manifest without mask_value 0 lets it through the input check): the
+                # graph's own mask_zero lengths differ from lens there, so the graphs below answer, as model.onnx does
+                pass
+        elif kernel is not None:  # the whole batch in one native call, threads inside it (it scales like the graph)
             return kernel.run(X, self.workers).reshape(self._out_shape)  # (n,) or (n, k)
         n = X.shape[0]
         x_name, len_name, out_name, shape = self.input_name, self.lengths_name, [self.output_name], self._out_shape

@@ -339,3 +339,41 @@ def test_variable_length_models_run_on_the_fused_kernel_bit_for_bit(tmp_path, mo
         assert info["used"] and info["isa"] == isa and info["checks"][isa]["max_abs_vs_model_onnx"] <= 1e-6, info
         assert np.array_equal(got, want) if "avx2" in isas else np.abs(got - want).max() <= 1e-6, isa
         assert np.array_equal(p.predict_proba([X[i, :n] for i, n in enumerate(lens)]), got)
+
+
+def test_variable_length_token_models_run_on_the_fused_kernel_bit_for_bit(tmp_path, monkeypatch):
+    """Embedding(mask_zero) -> go_backwards GRU sequence -> Bidirectional GRU -> mean over the real steps ->
+    Dense(3, softmax), exported with lengths: the Predictor runs the fused kernel after its self-check on token rows
+    with every length, for every ISA variant, with model.onnx's bits (1e-6 where onnxruntime has no FMA kernels),
+    from padded ids with lengths and from a list of rows; id 0 before a row's length is refused."""
+    from pipeline.errors import InputError
+    from pipeline.runtime import fused
+
+    inputs = keras.Input((None,), dtype="int64")
+    x = keras.layers.Embedding(V, 6, mask_zero=True)(inputs)
+    x = keras.layers.GRU(9, go_backwards=True, return_sequences=True)(x)
+    x = keras.layers.Bidirectional(keras.layers.GRU(7, return_sequences=True))(x)
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(keras.layers.GlobalAveragePooling1D()(x)))
+    rng = np.random.default_rng(4)
+    lens = rng.integers(1, T + 1, 48)
+    lens[0] = T
+    ids = rng.integers(1, V, (48, T))
+    ids[np.arange(T)[None, :] >= lens[:, None]] = 0
+    _, out = _export(tmp_path, model, ids, "toklen", lengths=lens, y=np.arange(48) % 3)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["input"]["kind"] == "tokens" and manifest["input"]["lengths"] == "lengths"
+    want = Predictor.load(out, fused=False).predict_proba(ids, lengths=lens)
+    isas = _kernel_isas()
+    for isa in isas:
+        monkeypatch.setattr(fused, "AUTO_ISAS", (isa,))
+        p = Predictor.load(out)
+        got = p.predict_proba(ids, lengths=lens)
+        info = p.debug_info()["fused"]
+        assert info["used"] and info["isa"] == isa and info["tokens"] == "fold", info
+        assert info["checks"][isa]["max_abs_vs_model_onnx"] <= 1e-6, info
+        assert np.array_equal(got, want) if "avx2" in isas else np.abs(got - want).max() <= 1e-6, isa
+        assert np.array_equal(p.predict_proba([ids[i, :n] for i, n in enumerate(lens)]), got)
+        inside = ids.copy()
+        inside[0, T // 2] = 0
+        with pytest.raises(InputError):
+            p.predict_proba(inside, lengths=lens)

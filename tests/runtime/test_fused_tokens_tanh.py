@@ -3,8 +3,13 @@ first layer (each token's x.W made once, gru_embedding_fold) gives model.onnx's 
 path does, in every ISA variant; above the table cap the kernel gathers; a Dense layer with tanh
 between the pooling and the classifier is read and reproduces onnxruntime's Tanh op (MLAS'
 TanhKernelFma3) bit for bit, alone on every float family that matters and inside a model.
+Variable-length token ids (gru_run_ids_lens): folded or gathered, every direction, merge and head give the
+bits of the float variable-length path (gru_run_lens) on the ids' Embedding rows, whatever lies past each
+length; an id 0 before a row's length is refused (PaddingIdInLength). The exported graphs, bit for bit
+against onnxruntime: tests/export/test_fused_lengths_coverage.py.
 
-The graphs are tests/fused_graphs.py's (onnx.helper from numpy weights: no Keras).
+The graphs are tests/fused_graphs.py's (onnx.helper from numpy weights: no Keras); the variable-length specs
+are built in numpy.
 """
 
 from __future__ import annotations
@@ -14,8 +19,10 @@ import ctypes
 import numpy as np
 import pytest
 
+from dataclasses import replace
+
 from pipeline.runtime import fused
-from pipeline.runtime.fused.onnx_reader import match_fused, parse_model
+from pipeline.runtime.fused.onnx_reader import FusedLayer, FusedSpec, match_fused, parse_model
 
 from fused_graphs import gru_graph, tanh_proto
 from fused_support import ISAS, LIB, needs_fma_cpu, needs_library  # noqa: F401
@@ -87,9 +94,7 @@ def test_folded_tokens_reproduce_model_onnx_bit_for_bit(case):
 @needs_library
 def test_above_the_cap_the_kernel_gathers():
     """vocab x D x 3 x Hp x 4 bytes above FOLD_MAX_BYTES: no table, the gather path, the same numbers as
-    the float input of the Embedding rows; asking for the fold keeps the gather."""
-    from dataclasses import replace
-
+    the float input of the Embedding rows, with lengths too; asking for the fold keeps the gather."""
     rng = np.random.default_rng(5)
     proto, name = gru_graph(rng, 2, [(16, "bidirectional", 1)], "avg")
     spec = _spec(proto, name)
@@ -103,6 +108,14 @@ def test_above_the_cap_the_kernel_gathers():
     assert np.array_equal(kernel.run(ids, threads=2), fused.FusedKernel(LIB, spec, ISAS[0]).run(table[ids]))
     small = fused.FusedKernel(LIB, replace(spec, embedding=table[:vocab - 2]), ISAS[0])  # at the cap: folded
     assert small.token_path == "fold"
+    real = np.where(ids == 0, 1, ids)  # (9, 6) with lengths: no padding id before a length
+    lens = np.arange(9) % 6 + 1
+    X = table[real]
+    X[np.arange(6)[None, :] >= lens[:, None]] = np.nan
+    tokens = fused.FusedKernel(LIB, replace(spec, embedding=table, lengths=True), ISAS[0])
+    assert tokens.token_path == "gather"
+    assert np.array_equal(tokens.run_lengths(real, lens, threads=2),
+                          fused.FusedKernel(LIB, replace(spec, lengths=True), ISAS[0]).run_lengths(X, lens))
 
 
 @needs_library
@@ -115,6 +128,123 @@ def test_prepare_fused_says_which_token_path_runs():
     kernel, info = fused.prepare_fused(proto.SerializeToString(), "x", name,
                                        lambda X: sess.run(None, {"x": X})[0], check, isa=ISAS[0])
     assert kernel is not None and info["used"] and info["tokens"] == "fold", info
+
+
+# ---------------------------------------------------------------------------- tokens with lengths
+TOKEN_LENGTH_CASES = {  # name -> (layers [(H, direction, linear_before_reset, flip, merge)], head, max_reads_zeros, k)
+    "forward avg": ([(20, "forward", 1, (False,), "concat")], "avg", False, 1),
+    "forward max, last output carried": ([(6, "forward", 1, (False,), "concat")], "max", False, 1),
+    "go_backwards max, Y's zeros": ([(17, "reverse", 1, (True,), "concat")], "max", True, 1),
+    "go_backwards last": ([(10, "reverse", 0, (False,), "concat")], "last", False, 1),
+    "Bidirectional reset_after=False + GRU last, softmax": ([(9, "bidirectional", 0, (False, False), "concat"),
+                                                             (33, "forward", 1, (False,), "concat")], "last", False, 5),
+    "go_backwards sequence + Bidirectional sum avg": ([(12, "reverse", 0, (True,), "concat"),
+                                                       (8, "bidirectional", 1, (False, False), "sum")], "avg", False, 3),
+    "Bidirectional ave max": ([(7, "bidirectional", 1, (False, False), "ave")], "max", True, 1),
+}
+VOCAB, DIM = 50, 5
+
+
+def _token_lengths_specs(case: str) -> tuple[FusedSpec, FusedSpec]:
+    """(token spec, the same network on float features): random weights and an Embedding table (VOCAB, DIM)."""
+    layers, head, zeros, k = TOKEN_LENGTH_CASES[case]
+    rng = np.random.default_rng(len(case))
+    built, width = [], DIM
+    for H, direction, lbr, flip, merge in layers:
+        D = 2 if direction == "bidirectional" else 1
+        W, R = (rng.standard_normal((D, 3 * H, n)).astype(np.float32) * np.float32(0.4) for n in (width, H))
+        B = rng.standard_normal((D, 6 * H)).astype(np.float32) * np.float32(0.1)
+        built.append(FusedLayer(W=W, R=R, B=B, direction=direction, flip=flip, linear_before_reset=lbr, merge=merge))
+        width = built[-1].width
+    floats = FusedSpec(layers=built, head=head, lengths=True, max_reads_zeros=zeros,
+                       activation="softmax" if k > 1 else "sigmoid",
+                       head_w=rng.standard_normal((width, k)).astype(np.float32) * np.float32(0.5),
+                       head_b=np.float32(0.1) * np.arange(1, k + 1, dtype=np.float32))
+    table = rng.standard_normal((VOCAB, DIM)).astype(np.float32)  # (vocab, F)
+    return replace(floats, embedding=table), floats
+
+
+def _token_batches(T: int, rng) -> list[tuple[np.ndarray, np.ndarray]]:
+    """[(ids (N, T), lengths (N,))]: 61 rows (lengths 1 and T among them), T rows of all different lengths, one
+    full row; ids 1 .. VOCAB-1 (the last id in every long row) before each length, and past it the padding id
+    0, ids outside the table and real ids (never read)."""
+    out = []
+    for n, lens in ((61, rng.integers(1, T + 1, 61)), (T, rng.permutation(np.arange(1, T + 1))), (1, np.array([T]))):
+        ids = rng.integers(1, VOCAB, (n, T))
+        lens = np.asarray(lens, np.int64)
+        if n > 2:
+            lens[:2] = T, 1
+        ids[:, -1] = VOCAB - 1
+        junk = rng.choice(np.array([0, -7, VOCAB, VOCAB + 1000, 3]), (n, T))
+        out.append((np.where(np.arange(T)[None, :] < lens[:, None], ids, junk), lens))
+    return out
+
+
+@needs_library
+@pytest.mark.parametrize("case", list(TOKEN_LENGTH_CASES))
+def test_token_lengths_are_the_float_lengths_path_on_the_embedding_rows(case):
+    """gru_run_ids_lens, folded and gathered, every ISA, 1 and 2 threads: the bits of gru_run_lens on the ids'
+    Embedding rows (NaN past each length) with the same lengths, for T = 13 and 1."""
+    tokens, floats = _token_lengths_specs(case)
+    rng = np.random.default_rng(3)
+    compared = 0
+    for T in (13, 1):
+        for ids, lens in _token_batches(T, rng):
+            X = tokens.embedding[np.clip(ids, 0, VOCAB - 1)]  # (N, T, F)
+            X[np.arange(T)[None, :] >= lens[:, None]] = np.nan
+            for isa in ISAS:
+                want = fused.FusedKernel(LIB, floats, isa).run_lengths(X, lens, threads=2)
+                kernel = fused.FusedKernel(LIB, tokens, isa)
+                for path in ("fold", "gather"):
+                    kernel.token_path = path
+                    assert kernel.token_path == path
+                    for threads in (1, 2):
+                        got = kernel.run_lengths(ids, lens, threads=threads)
+                        bad = int((got != want).reshape(len(ids), -1).any(axis=1).sum())
+                        assert not bad, f"{case} {isa} {path} T={T} N={len(ids)} threads={threads}: {bad} rows differ"
+                        compared += got.size
+    assert compared > 0
+
+
+@needs_library
+def test_an_id_0_before_a_length_is_refused():
+    """Id 0 at a row's last real step: PaddingIdInLength (folded and gathered, nothing returned); at its first
+    padded step: the row runs. An id outside the table in a real step, or a length outside 1 .. T: ValueError."""
+    tokens, _ = _token_lengths_specs("forward avg")
+    ids, lens = _token_batches(9, np.random.default_rng(4))[0]
+    kernel = fused.FusedKernel(LIB, tokens, ISAS[0])
+    for path in ("fold", "gather"):
+        kernel.token_path = path
+        want = kernel.run_lengths(ids, lens, threads=2)
+        row = int(np.flatnonzero(lens < 9)[0])
+        past = ids.copy()
+        past[row, lens[row]] = 0
+        assert np.array_equal(kernel.run_lengths(past, lens, threads=2), want)
+        inside = ids.copy()
+        inside[row, lens[row] - 1] = 0
+        with pytest.raises(fused.PaddingIdInLength, match="before its row's length"):
+            kernel.run_lengths(inside, lens, threads=2)
+        outside = ids.copy()
+        outside[row, 0] = VOCAB
+        with pytest.raises(ValueError, match="outside the Embedding table") as caught:
+            kernel.run_lengths(outside, lens, threads=2)
+        assert not isinstance(caught.value, fused.PaddingIdInLength)
+        for bad in (0, 10):
+            with pytest.raises(ValueError, match="lengths"):
+                kernel.run_lengths(ids, np.where(np.arange(len(lens)) == row, bad, lens))
+
+
+@needs_library
+def test_the_self_check_token_rows_are_valid():
+    """self_check_token_lengths: every length 1 .. T over the rows, no id 0 before a length, ids in the table
+    everywhere, the padding id 0 of the input rows replaced; the kernel runs them."""
+    T = 12
+    ids, lens = fused.self_check_token_lengths(fused.self_check_ids(None, VOCAB, T), VOCAB)
+    real = np.arange(T)[None, :] < lens[:, None]
+    assert ids.shape[1] == T and set(lens.tolist()) == set(range(1, T + 1)) and lens[0] == T and lens[1] == 1
+    assert (ids[real] != 0).all() and (ids[~real] != 0).all() and ids.min() >= 1 and ids.max() < VOCAB
+    tokens, _ = _token_lengths_specs("go_backwards max, Y's zeros")
+    assert np.isfinite(fused.FusedKernel(LIB, tokens, ISAS[0]).run_lengths(ids, lens)).all()
 
 
 # ---------------------------------------------------------------------------- Dense tanh

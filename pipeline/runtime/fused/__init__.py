@@ -3,10 +3,11 @@ time as one shared object) driven through ctypes.
 
 Owns: finding and loading the library, the ISA variants it offers (``ISAS``: avx512, avx2
 (+FMA), generic C) and which of them this CPU runs, ``FusedKernel`` (one loaded model, one ISA:
-``run(X, threads)`` for a whole batch in one native call, threads inside the call; ``stream`` for
-one chunk of N streams from their carried states, the arithmetic of stream.onnx), and
-``prepare_fused``: read the weights out of model.onnx (``onnx_reader``), pick the best ISA that
-passes its self-check against model.onnx, and say why when none does. Imports: ctypes, numpy,
+``run(X, threads)`` for a whole batch in one native call, threads inside the call; ``run_lengths`` for
+right-padded rows with their lengths, float features or token ids; ``stream`` for one chunk of N streams
+from their carried states, the arithmetic of stream.onnx), the self-check rows (``self_check_inputs``,
+``self_check_ids``, ``self_check_token_lengths``), and ``prepare_fused``: read the weights out of model.onnx
+(``onnx_reader``), pick the best ISA that passes its self-check against model.onnx, and say why when none does. Imports: ctypes, numpy,
 pipeline.errors, pipeline.runtime.fused.onnx_reader (TF-free; no onnx package). Reads: the library file and the
 model bytes it is given; the environment variable GRU_KERNEL_LIBRARY (``LIBRARY_ENV``): when set,
 the path of the library to load instead of the installed one, e.g. a build of the same sources
@@ -34,12 +35,13 @@ import numpy as np
 from pipeline.errors import NonFiniteInput
 from pipeline.runtime.fused.onnx_reader import FusedSpec, OnnxReadError, match_fused, parse_model
 
-__all__ = ["ISAS", "LIBRARY_MODULE", "FusedKernel", "library_path", "load_library", "supported_isas",
-           "prepare_fused", "self_check_ids", "SELF_CHECK_ATOL", "STREAM_ARGS"]
+__all__ = ["ISAS", "LIBRARY_MODULE", "FusedKernel", "PaddingIdInLength", "library_path", "load_library",
+           "supported_isas", "prepare_fused", "self_check_ids", "self_check_token_lengths", "SELF_CHECK_ATOL",
+           "STREAM_ARGS"]
 
 LIBRARY_MODULE = "pipeline.runtime.fused._gru_kernel"  # the ext-module name in pyproject.toml
 LIBRARY_ENV = "GRU_KERNEL_LIBRARY"  # a library path to load instead of the installed one (sanitizer builds)
-ABI_VERSION = 8  # the C GRU_ABI_VERSION
+ABI_VERSION = 9  # the C GRU_ABI_VERSION
 ISAS = {"avx512": 2, "avx2": 1, "generic": 0}  # best first; values are the C enum
 # the variants chosen automatically: the generic C one (0.8k samples/s here, scalar, a libm fmaf per
 # multiply-add) is slower than the onnxruntime graph, so it serves tests and explicit requests only
@@ -105,6 +107,8 @@ def load_library(path: Optional[Path] = None):
             lib.gru_set_dense.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
             lib.gru_run_lens.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
                                          ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_int]
+            lib.gru_run_ids_lens.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+                                             ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_int]
             lib.gru_set_padding.argtypes = [ctypes.c_void_p, ctypes.c_int]
             lib.gru_set_embedding.argtypes = [ctypes.c_void_p, ctypes.c_long, ctypes.c_void_p]
             lib.gru_embedding_fold.argtypes = [ctypes.c_void_p, ctypes.c_int]
@@ -124,6 +128,12 @@ def load_library(path: Optional[Path] = None):
 def supported_isas(lib) -> list[str]:
     """The ISA variants this CPU runs, best first."""
     return [name for name, code in ISAS.items() if lib.gru_isa_supported(code)]
+
+
+class PaddingIdInLength(ValueError):
+    """A variable-length token model's row holds id 0 before its length: the graph (Embedding mask_zero) counts
+    and pools only the nonzero ids, not the lengths given, so the kernel refuses the batch (gru_run_ids_lens
+    returns 3); the Predictor then runs model.onnx."""
 
 
 class FusedKernel:
@@ -216,12 +226,16 @@ class FusedKernel:
         return out
 
     def run_lengths(self, X: np.ndarray, lengths: np.ndarray, threads: int = 1) -> np.ndarray:
-        """Variable length: (N, T, F) right-padded model input and (N,) lengths in 1 .. T (row i is real for its
-        first lengths[i] steps; what follows is never read) -> as ``run``. The rows run longest first.
+        """Variable length: (N, T, F) right-padded model input (a token model: (N, T) int64 ids) and (N,) lengths
+        in 1 .. T (row i is real for its first lengths[i] steps; what follows is never read) -> as ``run``. The
+        rows run longest first.
 
-        Raises NonFiniteInput (a NaN or an infinity in a real step, once scaled); ValueError for lengths
-        outside 1 .. T, a token model or a forward GRU output reversed in time (no export writes one)."""
-        X = np.ascontiguousarray(X, np.float32)
+        Raises NonFiniteInput (a NaN or an infinity in a real step, once scaled); PaddingIdInLength (a token
+        model: id 0 in a real step, where the graph's mask_zero lengths are not the lengths given); ValueError
+        for lengths outside 1 .. T, an id outside the Embedding table or a forward GRU output reversed in time
+        (no export writes one)."""
+        tokens = self.spec.embedding is not None
+        X = np.ascontiguousarray(X, np.int64 if tokens else np.float32)
         n, T = X.shape[0], X.shape[1]
         lens = np.ascontiguousarray(lengths, np.int64).reshape(-1)
         if lens.shape != (n,) or (n and (lens.min() < 1 or lens.max() > T)):
@@ -229,13 +243,18 @@ class FusedKernel:
         order = np.ascontiguousarray(np.argsort(-lens, kind="stable"), np.int64)  # longest first
         out = np.empty(n if self.spec.binary else (n, self.spec.outputs), np.float32)
         if n:
-            rc = self.lib.gru_run_lens(self._handle, X.ctypes.data, lens.ctypes.data, order.ctypes.data, n, T,
-                                       out.ctypes.data, int(threads))
+            run = self.lib.gru_run_ids_lens if tokens else self.lib.gru_run_lens
+            rc = run(self._handle, X.ctypes.data, lens.ctypes.data, order.ctypes.data, n, T, out.ctypes.data,
+                     int(threads))
             if rc == 1:
                 raise NonFiniteInput("the scaled model input holds a NaN or an infinity")
+            if rc == 2:
+                raise ValueError(f"a token id lies outside the Embedding table's {len(self.spec.embedding)} rows")
+            if rc == 3:
+                raise PaddingIdInLength("a token id 0 (padding) lies before its row's length: the graph would count "
+                                        "only the nonzero ids")
             if rc != 0:
-                raise ValueError("the fused GRU kernel runs variable-length rows of float features only, and no forward "
-                                 "GRU output reversed in time")
+                raise ValueError("the fused GRU kernel runs no forward GRU output reversed in time")
         return out
 
     @property
@@ -309,6 +328,20 @@ def self_check_ids(reference_ids: Optional[np.ndarray], vocab: int, T: int) -> n
     parts = ([reference_ids.astype(np.int64)] if reference_ids is not None and reference_ids.ndim == 2
              and reference_ids.shape[1] == T and ((reference_ids >= 0) & (reference_ids < vocab)).all() else [])
     return np.concatenate(parts + stress)
+
+
+def self_check_token_lengths(ids: np.ndarray, vocab: int) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, lengths) of a variable-length token model's self-check from (N, T) rows (``self_check_ids``): every
+    length from 1 to T over the rows (the first T, the second 1); before each length every id 0 (which Embedding
+    mask_zero reads as padding) replaced by a nonzero id, past it the nonzero ids 1 + id % (vocab - 1) (the graph
+    pads them to 0, the kernel must not read them). A vocabulary of the padding id alone gives id 1: refused."""
+    ids = np.array(ids, np.int64)  # (N, T), a copy
+    N, T = ids.shape
+    lens = (1 + (np.arange(N) * 7919) % T).astype(np.int64)  # (N,)
+    lens[:2] = T, 1
+    other = 1 + ids % max(vocab - 1, 1)  # (N, T) nonzero ids
+    real = np.arange(T)[None, :] < lens[:, None]  # (N, T)
+    return np.where(real & (ids != 0), ids, other), lens
 
 
 def prepare_fused(model_bytes: bytes, input_name: str, output_name: str, onnx_proba: Callable[..., np.ndarray],

@@ -2,10 +2,11 @@
  * the pool's workers take in turn, and each block runs every layer, direction and time step, then the
  * head. The kernel's design, numerics and layouts: gru_kernel.h.
  *
- * Owns: gru_run (fixed length), gru_run_ids (token ids), gru_run_lens (variable length: run_block_lens,
- * run_direction_lens; gru_set_padding), gru_stream / gru_stream_width (one chunk for each of N streams from their
- * carried states: run_stream_block); the blocks of one call (launch, gru_run_blocks,
- * gru_scratch_floats, the calling thread's cached scratch); one block through all layers (run_block,
+ * Owns: gru_run (fixed length), gru_run_ids (token ids), gru_run_lens and gru_run_ids_lens (variable length,
+ * float features or token ids: run_block_lens, run_direction_lens; gru_set_padding), gru_stream /
+ * gru_stream_width (one chunk for each of N streams from their carried states: run_stream_block); the blocks
+ * of one call (launch, gru_run_blocks, gru_scratch_floats, the calling thread's cached scratch, lens_ok); one
+ * block through all layers (run_block,
  * run_direction, the Bidirectional merges merge1, max pooling); the ISA dispatch of a time step (step);
  * the head (head_rows: Dense layers, then the Gemm to k outputs and Sigmoid or MLAS' softmax, rows as
  * vector lanes; the same arithmetic for every variant). Includes gru_kernel.h, ort_activations.h,
@@ -441,14 +442,24 @@ void gru_run_blocks(gru_job *job, float *scratch) {
         long r0 = b * job->N / job->n_blocks;  /* block b: rows [b N / n, (b + 1) N / n), sizes within 1 */
         int rows = (int)((b + 1) * job->N / job->n_blocks - r0);
         if (job->lens) {  /* variable length: rows order[r0 ..], longest first; only their real steps are read */
-            int bad = 0;
+            int bad = 0;  /* 1: a NaN or an infinity once scaled; 2: an id outside [0, vocab) */
             for (int i = 0; i < rows; i++) {
                 const int64_t row = job->order[r0 + i];
                 rl[i] = job->lens[row];
-                bad |= gru_scale_rows(m, job->x + (size_t)row * job->T * m->F, xs + (size_t)i * job->T * m->F,
-                                      (size_t)rl[i]);
+                if (!job->ids) {
+                    bad |= gru_scale_rows(m, job->x + (size_t)row * job->T * m->F, xs + (size_t)i * job->T * m->F,
+                                          (size_t)rl[i]);
+                } else if (m->layer[0].cell[0].xw) {  /* folded: (rows, T) int32 ids; past the length id 0, a
+                                                         valid row for the steps' prefetch of t + 1 */
+                    int32_t *dst = (int32_t *)(void *)xs + (size_t)i * job->T;
+                    bad |= 2 * gru_fold_ids(m, job->ids + (size_t)row * job->T, dst, (size_t)rl[i]);
+                    memset(dst + rl[i], 0, sizeof(int32_t) * (size_t)(job->T - rl[i]));
+                } else {  /* gathered: (rows, T, F) Embedding rows */
+                    bad |= 2 * gru_embed_rows(m, job->ids + (size_t)row * job->T, xs + (size_t)i * job->T * m->F,
+                                              (size_t)rl[i]);
+                }
             }
-            if (bad) atomic_store_explicit(&job->nonfinite, 1, memory_order_relaxed);
+            if (bad) atomic_store_explicit(&job->nonfinite, bad, memory_order_relaxed);
             run_block_lens(m, xs, job->T, rows, rl, ob, scratch, seq, hist, tv);
             for (int i = 0; i < rows; i++)
                 memcpy(job->out + (size_t)job->order[r0 + i] * m->n_out, ob + (size_t)i * m->n_out,
@@ -557,6 +568,19 @@ int gru_run_ids(void *handle, const int64_t *ids, long N, long T, float *out, in
     return launch(&job, nthreads);
 }
 
+/* The variable-length arguments: no forward direction's output reversed in time (no export writes one), and
+ * order (N,) a permutation of the rows, longest first, every length in 1 .. T. */
+static int lens_ok(const gru_model *m, const int64_t *lens, const int64_t *order, long N, long T) {
+    for (int l = 0; l < m->L; l++)
+        for (int d = 0; d < m->layer[l].D; d++)
+            if (m->layer[l].flip[d] && !m->layer[l].reverse[d]) return 0;
+    for (long p = 0; p < N; p++) {
+        const int64_t r = order[p];
+        if (r < 0 || r >= N || lens[r] < 1 || lens[r] > T || (p && lens[order[p - 1]] < lens[r])) return 0;
+    }
+    return 1;
+}
+
 /* Variable length: x (N, T, F) right-padded, row i real for its first lens[i] steps (1 .. T; what follows
  * is never read, whatever it holds), order (N,) the rows sorted longest first (any order of equal
  * lengths) -> out (N, k) in row order. Every layer kind and head (gru_kernel.h, "Variable length"); a
@@ -565,18 +589,33 @@ int gru_run_ids(void *handle, const int64_t *ids, long N, long T, float *out, in
 int gru_run_lens(void *handle, const float *x, const int64_t *lens, const int64_t *order, long N, long T, float *out,
                  int nthreads) {
     const gru_model *m = (const gru_model *)handle;
-    if (!m || m->embed || !x || !lens || !order || !out || N < 0 || T < 1) return -1;
-    for (int l = 0; l < m->L; l++)  /* a forward direction's output reversed in time: no export writes one */
-        for (int d = 0; d < m->layer[l].D; d++)
-            if (m->layer[l].flip[d] && !m->layer[l].reverse[d]) return -1;
-    for (long p = 0; p < N; p++) {  /* a permutation, longest first, every length in 1 .. T */
-        const int64_t r = order[p];
-        if (r < 0 || r >= N || lens[r] < 1 || lens[r] > T || (p && lens[order[p - 1]] < lens[r])) return -1;
-    }
+    if (!m || m->embed || !x || !lens || !order || !out || N < 0 || T < 1 || !lens_ok(m, lens, order, N, T)) return -1;
     if (N == 0) return 0;
     gru_job job;
     memset(&job, 0, sizeof(job));
     job.m = m; job.x = x; job.T = T; job.N = N; job.out = out; job.lens = lens; job.order = order;
+    return launch(&job, nthreads);
+}
+
+/* Variable-length token ids (gru_kernel.h, "Token models"): ids (N, T) right-padded, row i real for its first
+ * lens[i] steps (what follows is never read), order as gru_run_lens -> out (N, k) in row order, folded or
+ * gathered as gru_run_ids, every layer kind and head as gru_run_lens. The graph's lengths are the count of
+ * each row's nonzero ids (Embedding mask_zero) and its mask their positions, which are lens[i] and the row's
+ * first lens[i] steps only while no real step holds id 0: such a row is refused (3), nothing run. Returns 0;
+ * 2 when a real step's id lies outside [0, vocab) (out is then meaningless); 3 when a real step holds id 0;
+ * -1 on bad arguments / no memory. */
+int gru_run_ids_lens(void *handle, const int64_t *ids, const int64_t *lens, const int64_t *order, long N, long T,
+                     float *out, int nthreads) {
+    const gru_model *m = (const gru_model *)handle;
+    if (!m || !m->embed || !ids || !lens || !order || !out || N < 0 || T < 1 || !lens_ok(m, lens, order, N, T))
+        return -1;
+    for (long r = 0; r < N; r++)  /* (N, T): id 0 before the row's length */
+        for (long t = 0; t < lens[r]; t++)
+            if (ids[(size_t)r * T + t] == 0) return 3;
+    if (N == 0) return 0;
+    gru_job job;
+    memset(&job, 0, sizeof(job));
+    job.m = m; job.ids = ids; job.T = T; job.N = N; job.out = out; job.lens = lens; job.order = order;
     return launch(&job, nthreads);
 }
 

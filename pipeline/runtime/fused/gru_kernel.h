@@ -15,7 +15,7 @@
  *   kernel_generic.c   one time step in plain C (every CPU)
  *   kernel_avx2.c      one time step with AVX2 + FMA      } per-function target attributes: one
  *   kernel_avx512.c    one time step with AVX-512         } build holds every variant
- *   gru_kernel.c       the entry points gru_run, gru_run_ids, gru_run_lens, gru_stream: row blocks,
+ *   gru_kernel.c       the entry points gru_run, gru_run_ids, gru_run_lens, gru_run_ids_lens, gru_stream: row blocks,
  *                      layers, directions, merges, the head
  *   pool.c / pool.h    the worker threads of a call (one struct, C11 atomics + mutex/condvar)
  * Built by setuptools (pyproject.toml, [[tool.setuptools.ext-modules]]) with -O3 -ffp-contract=off
@@ -83,6 +83,10 @@
  * block's input buffer) instead of summing x.W, with the same bits. Above FOLD_MAX_BYTES of tables
  * (vocab x D x 3 x Hp floats) the block gathers the Embedding rows and the steps sum x.W as for a float
  * input. Token models do not stream on the kernel (stream.onnx does).
+ * Variable-length token models (gru_run_ids_lens): the rows run as gru_run_lens runs them, each block's real
+ * steps folded or gathered as above (a folded row holds id 0 past its length). The graph (Embedding mask_zero)
+ * runs each row over the count of its nonzero ids and pools over their positions, which are the row's first
+ * lens[i] steps only when none of them holds id 0: a batch with id 0 in a real step is refused, not run.
  *
  * Stacked layers: a block of rows runs layer by layer. A layer that is not the last writes each
  * direction's state after each step into a sequence buffer (rows, T, D*H), direction d at columns
@@ -113,7 +117,7 @@
 
 #define GRU_HIDDEN __attribute__((visibility("hidden")))  /* shared between the files, not exported */
 
-#define GRU_ABI_VERSION 8
+#define GRU_ABI_VERSION 9
 #define TILE 16        /* hidden units per column tile (one zmm) */
 #define BLOCK_ROWS 24  /* rows that run all time steps together, h and the mean resident in L1 */
 #define MAX_SCALE_OPS 8
@@ -180,7 +184,7 @@ typedef struct {
     const gru_model *m;
     const float *x;               /* (N, T, F) the model input, unscaled, never written */
     const int64_t *ids;           /* or (N, T) token ids (gru_run_ids): their Embedding rows are the input */
-    const int64_t *lens, *order;  /* gru_run_lens: row lengths (N,), and the rows longest first (N,): sorted
+    const int64_t *lens, *order;  /* gru_run_lens, gru_run_ids_lens: row lengths (N,), and the rows longest first (N,): sorted
                                      position p runs row order[p] (blocks of similar lengths) */
     long T, N;
     float *out;                   /* (N, k) each block writes its own rows */
@@ -263,6 +267,8 @@ void gru_test_tanh(const float *x, float *y, long n);
 int gru_run_ids(void *handle, const int64_t *ids, long N, long T, float *out, int nthreads);
 int gru_run_lens(void *handle, const float *x, const int64_t *lens, const int64_t *order, long N, long T, float *out,
                  int nthreads);
+int gru_run_ids_lens(void *handle, const int64_t *ids, const int64_t *lens, const int64_t *order, long N, long T,
+                     float *out, int nthreads);
 int gru_set_padding(void *handle, int zeros);
 int gru_run(void *handle, const float *x, long N, long T, float *out, int nthreads);
 int gru_stream_width(void *handle);

@@ -18,7 +18,8 @@ with no re-export, and the export side is untouched. The graph shape recognised 
 keeps today's onnxruntime path, with the reason recorded):
 
     x -> [Sub|Div|Mul|Add by a per-feature constant]* -> Transpose(1,0,2)
-      (token models: ids x [-> Cast(int64)] -> Gather(Embedding table, axis 0) -> Transpose(1,0,2))
+      (token models: ids x [-> Cast(int64)] -> Gather(Embedding table, axis 0) -> Transpose(1,0,2);
+       with lengths, as below)
       -> GRU -> SEQ(Y) -> GRU -> SEQ(Y) -> ... -> GRU      (one or more GRU layers, stacked)
       -> SEQ(Y) -> ReduceMean(axis 0)                      (average head)
        | SEQ(Y) -> ReduceMax(axis 0)                       (max pooling head: exact in any order)
@@ -58,8 +59,12 @@ length), and one of these heads over each row's own steps (pipeline/export/nativ
     Div(ReduceSum(Mul(SEQ(Y) | Where(real, SEQ(Y), last), mask), axis 0), ReduceSum(mask, axis 0))
     ReduceMax(SEQ(Y) | Where(real, SEQ(Y), last), axis 0)   over the whole padded sequence: Y's zeros past
                                      each length, or Keras' last output carried there (``max_reads_zeros``)
-each with the Bidirectional merges as above. Token ids with lengths are refused (their mask is the
-nonzero ids, not the lengths input).
+each with the Bidirectional merges as above. A token model with lengths (Embedding mask_zero) reads
+ids -> Where(Range(0, time) < lengths[:, None], ids, 0) -> Cast(int64) -> Gather(table), and its sequence_lens
+and masks are the nonzero ids, not the lengths input: every GRU's sequence_lens must be Cast(ReduceSum(
+Cast(Not(Equal(ids, 0)), float), axis 1), int32) and every mask the head reads (the mean's, the carrying
+Where's condition) that same nonzero mask, time-major; they equal the lengths and the first steps of each row
+while no real step holds id 0, and the kernel refuses a batch where one does (gru_run_ids_lens).
 """
 
 from __future__ import annotations
@@ -73,6 +78,7 @@ import numpy as np
 __all__ = ["OnnxReadError", "Graph", "Node", "FusedSpec", "FusedLayer", "parse_model", "match_fused"]
 
 _FLOAT, _INT32, _INT64, _DOUBLE = 1, 6, 7, 11
+_BOOL = 9  # TensorProto.BOOL: a Cast to it (the Where carrying Keras' last output past each length)
 _NP = {_FLOAT: np.float32, _INT64: np.int64, _INT32: np.int32, _DOUBLE: np.float64}  # the types read; others: empty
 _VARINT, _FIXED64, _BYTES, _FIXED32 = 0, 1, 2, 5  # protobuf wire types (3, 4: groups, never in ONNX)
 _MAX_FIELD = (1 << 29) - 1
@@ -765,9 +771,10 @@ def _gemm_weights(gemm: Node, init: dict) -> tuple[Optional[np.ndarray], Optiona
     return W, np.broadcast_to(b.reshape(-1), (U,)).astype(np.float32), ""
 
 
-def _masked_mean(g: "_Graph", name: str) -> Optional[str]:
-    """The (time, batch, H) sequence whose mean over each row's real steps ``name`` is, in a variable-length
-    graph: Div(ReduceSum(Mul(seq | Where(real, seq, last), mask), axis 0), ReduceSum(mask, axis 0))."""
+def _masked_mean(g: "_Graph", name: str) -> Optional[tuple[str, list[str]]]:
+    """(seq, masks) when ``name`` is the mean of the (time, batch, H) sequence seq over each row's real steps, in a
+    variable-length graph: Div(ReduceSum(Mul(seq | Where(real, seq, last), mask), axis 0), ReduceSum(mask, axis 0));
+    masks: the (time, batch, 1) mask, and the Where's condition when there is one."""
     div = g.made_by(name, "Div")
     num = g.made_by(_input(div, 0), "ReduceSum") if div is not None else None
     den = g.made_by(_input(div, 1), "ReduceSum") if div is not None else None
@@ -779,7 +786,78 @@ def _masked_mean(g: "_Graph", name: str) -> Optional[str]:
         return None
     seq = _input(mul, 0)
     where = g.made_by(seq, "Where")  # Keras' last output carried over padded steps: masked out next
-    return _input(where, 1) if where is not None else seq
+    if where is None:
+        return seq, [_input(mul, 1)]
+    return _input(where, 1), [_input(mul, 1), _input(where, 0)]
+
+
+def _steps_before_lengths(g: "_Graph", name: str, input_name: str, lengths_name: str) -> bool:
+    """Whether ``name`` (batch, time) is Less(Range(0, Gather(Shape(x), 1), 1), Unsqueeze(lengths, axis 1)): the
+    steps before each row's length (pipeline/export/scaling.py)."""
+    less = g.made_by(name, "Less")
+    steps = g.made_by(_input(less, 0), "Range") if less is not None else None
+    lens_b1 = g.made_by(_input(less, 1), "Unsqueeze") if less is not None else None
+    if (steps is None or lens_b1 is None or _axes(lens_b1, g.init) != [1]
+            or g.resolve(_input(lens_b1, 0)) != lengths_name
+            or _ints(g.init, _input(steps, 0)) != [0] or _ints(g.init, _input(steps, 2)) != [1]):
+        return False
+    time = g.made_by(_input(steps, 1), "Gather")
+    shape = g.made_by(_input(time, 0), "Shape") if time is not None else None
+    return (shape is not None and not shape.attrs and g.resolve(_input(shape, 0)) == input_name
+            and _attr(time, "axis", 0, int) == 0 and _ints(g.init, _input(time, 1)) == [1])
+
+
+def _nonzero_ids(g: "_Graph", name: str) -> str:
+    """The ids whose nonzero mask ``name`` (batch, time) is: Cast(Not(Equal(ids, 0)), to float) (Embedding
+    mask_zero, pipeline/export/native.py), else ""."""
+    cast = g.made_by(name, "Cast")
+    nz = g.made_by(_input(cast, 0), "Not") if cast is not None and _attr(cast, "to", 0, int) == _FLOAT else None
+    eq = g.made_by(_input(nz, 0), "Equal") if nz is not None else None
+    if eq is None or len(eq.inputs) != 2 or _ints(g.init, eq.inputs[1]) != [0]:
+        return ""
+    return g.resolve(eq.inputs[0])
+
+
+def _counted_mask(g: "_Graph", name: str) -> str:
+    """The (batch, time) mask whose count per row ``name`` is: Cast(ReduceSum(mask, axis 1), to int32) (a GRU's
+    sequence_lens), else ""."""
+    cast = g.made_by(name, "Cast")
+    total = g.made_by(_input(cast, 0), "ReduceSum") if cast is not None and _attr(cast, "to", 0, int) == _INT32 \
+        else None
+    if total is None or _axes(total, g.init) != [1] or _attr(total, "keepdims", 1, int) != 0:
+        return ""
+    return _input(total, 0)
+
+
+def _batch_major_mask(g: "_Graph", name: str) -> str:
+    """The (batch, time) mask whose (time, batch, 1) form ``name`` is: Unsqueeze(Transpose(mask, (1, 0)), axis 2),
+    or that cast to bool (a Where's condition), else ""."""
+    cast = g.made_by(name, "Cast")
+    if cast is not None:
+        if _attr(cast, "to", 0, int) != _BOOL:
+            return ""
+        name = _input(cast, 0)
+    unsq = g.made_by(name, "Unsqueeze")
+    tr = g.made_by(_input(unsq, 0), "Transpose") if unsq is not None and _axes(unsq, g.init) == [2] else None
+    return _input(tr, 0) if tr is not None and _attr(tr, "perm", [], list) == [1, 0] else ""
+
+
+def _token_lengths(g: "_Graph", ids: str, read: set, input_name: str, lengths_name: str, seq_lens: list,
+                   masks: list) -> str:
+    """"" when a variable-length token graph runs each row over its lengths: the ids ``ids`` are Where(steps before
+    lengths, x, 0) (pipeline/export/scaling.py), and every GRU's sequence_lens counts, and every mask the head
+    reads marks, the nonzero ids among ``read`` (those ids, or their Cast; Embedding mask_zero,
+    pipeline/export/native.py). The count is then each row's length and the mask its first steps while no id 0
+    lies before the length, which gru_run_ids_lens refuses. Else the reason."""
+    where = g.made_by(ids, "Where")
+    if (where is None or _ints(g.init, _input(where, 2)) != [0] or g.resolve(_input(where, 1)) != input_name
+            or not _steps_before_lengths(g, _input(where, 0), input_name, lengths_name)):
+        return "the ids are not the model input with id 0 past each row's length (Where(steps < lengths, x, 0))"
+    if any(_nonzero_ids(g, _counted_mask(g, n)) not in read for n in seq_lens):
+        return "a GRU's sequence_lens is not the count of each row's nonzero ids (Embedding mask_zero)"
+    if any(_nonzero_ids(g, _batch_major_mask(g, n)) not in read for n in masks):
+        return "the pooling's mask is not each row's nonzero ids (Embedding mask_zero)"
+    return ""
 
 
 def match_fused(graph: Graph, input_name: str, output_name: str,
@@ -843,6 +921,7 @@ def match_fused(graph: Graph, input_name: str, output_name: str,
             return None, f"a Dense layer of {W_b.shape[0]} inputs is fed {W_a.shape[1]} values"
     mean = g.made_by(feat, "ReduceMean") or g.made_by(feat, "ReduceMax")
     carry = None  # variable length, max head: the Where that carries Keras' last output past each length
+    masks: list[str] = []  # variable length: the (time, batch, 1) masks the head reads (a Where's condition too)
     if lengths_name:
         pooled = g.made_by(feat, "ReduceMax")
         if pooled is not None:  # over the whole padded sequence (Keras' GlobalMaxPooling1D ignores the mask)
@@ -850,11 +929,11 @@ def match_fused(graph: Graph, input_name: str, output_name: str,
                 return None, "the pooling is not a max over time (ReduceMax axes [0], keepdims 0)"
             head, src = "max", _input(pooled, 0)
             carry = g.made_by(src, "Where")
-            src = _input(carry, 1) if carry is not None else src
+            src, masks = (_input(carry, 1), [_input(carry, 0)]) if carry is not None else (src, [])
         else:
-            src = _masked_mean(g, feat)
-            head = "avg" if src is not None else "last"
-            src = feat if src is None else src
+            masked = _masked_mean(g, feat)
+            head = "avg" if masked is not None else "last"
+            src, masks = masked if masked is not None else (feat, [])
         parts, merge = (g.valid_last(src) if head == "last" else g.sequence(src)), "concat"
         if not parts:
             parts, merge = g.merged(src, "valid_last" if head == "last" else "sequence")
@@ -884,6 +963,7 @@ def match_fused(graph: Graph, input_name: str, output_name: str,
     if gru is None:
         return None, why
     layers: list[FusedLayer] = []
+    seq_lens: list[str] = []  # variable length: every GRU's sequence_lens
     # the last layer: an average head sums its output sequence in the order the graph pools it
     # (go_backwards: reversed by a Slice, i.e. in processing order); the last state has no order
     flip: tuple = tuple(f for _, _, f in parts) if head != "last" else ()
@@ -893,6 +973,7 @@ def match_fused(graph: Graph, input_name: str, output_name: str,
             return None, why
         if lengths_name and not _input(gru, 4):
             return None, "variable length: a GRU without sequence_lens runs every step of the padded rows"
+        seq_lens.append(_input(gru, 4))
         if lengths_name and any(f and not layer.reverse(d) for d, f in enumerate(layer.flip)):
             return None, "variable length: a forward GRU's output reversed in time (no export writes one)"
         layer.merge = merge
@@ -927,27 +1008,30 @@ def match_fused(graph: Graph, input_name: str, output_name: str,
     F = layers[0].features
     prefix, cur = [], _input(tr, 0)
     producer = g.producer
-    if lengths_name and g.made_by(cur, "Gather") is not None:
-        return None, ("variable length with token ids: the graph's sequence_lens counts each row's nonzero ids "
-                      "(Embedding mask_zero), not the lengths input (fused: fixed-length token ids)")
-    if lengths_name:  # the model input past each row's length replaced by padding: Where(real, x, pad)
-        where = g.made_by(cur, "Where")
-        if where is None or _input(where, 2) not in init:
-            return None, "variable length: the GRU input is not the padded model input (Where(real, x, pad))"
-        cur = g.resolve(_input(where, 1))
-    gather = g.made_by(cur, "Gather") if not lengths_name else None
-    if gather is not None:  # a token model: x (N, T) ids [-> Cast to int64] -> Gather(table, ids, axis 0)
+    gather = g.made_by(cur, "Gather")
+    if gather is not None:  # a token model: ids [-> Where(steps < lengths, ids, 0)] [-> Cast(int64)] -> Gather(table)
         table = init.get(_input(gather, 0))
-        ids = g.resolve(_input(gather, 1))
-        cast = producer.get(ids)
-        if cast is not None and cast.op_type == "Cast" and _attr(cast, "to", 0, int) == _INT64:
-            ids = g.resolve(_input(cast, 0))
+        read = g.resolve(_input(gather, 1))
+        cast = producer.get(read)
+        ids = g.resolve(_input(cast, 0)) if cast is not None and cast.op_type == "Cast" and \
+            _attr(cast, "to", 0, int) == _INT64 else read
+        if lengths_name:
+            why = _token_lengths(g, ids, {read, ids}, input_name, lengths_name, seq_lens, masks)
+            if why:
+                return None, f"variable length with token ids: {why}"
+            ids = g.resolve(_input(g.made_by(ids, "Where"), 1))
         if (table is None or table.dtype != np.float32 or table.ndim != 2 or table.shape[1] != F
                 or _attr(gather, "axis", 0, int) != 0 or ids != input_name):
             return None, "the GRU input is a Gather that is not an Embedding lookup of the model input"
         return FusedSpec(layers=layers, head=head, head_w=np.ascontiguousarray(dW),
                          head_b=np.broadcast_to(db.reshape(-1), (k,)).astype(np.float32), activation=activation,
-                         dense=dense, embedding=np.ascontiguousarray(table)), ""
+                         dense=dense, embedding=np.ascontiguousarray(table), lengths=bool(lengths_name),
+                         max_reads_zeros=bool(lengths_name) and head == "max" and carry is None), ""
+    if lengths_name:  # the model input past each row's length replaced by padding: Where(real, x, pad)
+        where = g.made_by(cur, "Where")
+        if where is None or _input(where, 2) not in init:
+            return None, "variable length: the GRU input is not the padded model input (Where(real, x, pad))"
+        cur = g.resolve(_input(where, 1))
     while cur != input_name:
         if len(prefix) > len(graph.nodes):
             return None, "the input scaling nodes form a cycle"
