@@ -58,7 +58,7 @@ help:
 	@echo "make kernel-check    the fused kernel's tests under AddressSanitizer+UBSan and ThreadSanitizer (~75 s)"
 	@echo "make bench           runtime vs Keras, tf.function, tf2onnx, OpenVINO, LiteRT; cold start,"
 	@echo "                     memory, install size, targets; streaming (kernel and stream.onnx); variable-length"
-	@echo "                     batches vs OpenVINO on the two-input graph; token models: the kernel's fold vs"
+	@echo "                     batches vs OpenVINO on the two-input graph; token models, fixed and with lengths: the kernel's fold vs"
 	@echo "                     gather paths vs onnxruntime and OpenVINO (bench-results/)"
 	@echo "make lint            ruff (pyflakes + pycodestyle errors) over the whole tree, and the layer"
 	@echo "                     contracts of pyproject.toml (lint-imports: imports point one way down)"
