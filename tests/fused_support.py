@@ -135,3 +135,21 @@ def padded_batches(T: int, rng: np.random.Generator, F: int = 3) -> list[tuple[n
             X[i, m:] = np.nan  # past each length: never read (the graph's Where replaces it)
         out.append((X, lens))
     return out
+
+
+def token_batches(T: int, vocab: int, rng: np.random.Generator) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Variable-length token batches, [(ids (N, T), lengths (N,))], the rows as ``padded_batches``: 61 rows with
+    lengths 1 and T among them, T rows of all different lengths, one full row. Ids 1 .. vocab-1 before each
+    length (the last id first in every other row and at step T-1 in every full row); past it the padding id 0,
+    ids outside the table and real ids (the graph pads them to 0; the kernel never reads them)."""
+    out = []
+    for n, lens in ((61, rng.integers(1, T + 1, 61)), (T, rng.permutation(np.arange(1, T + 1))), (1, np.array([T]))):
+        ids = rng.integers(1, vocab, (n, T))
+        lens = np.asarray(lens, np.int64)
+        if n > 2:
+            lens[:2] = T, 1
+        ids[::2, 0] = vocab - 1
+        ids[:, -1] = vocab - 1
+        junk = rng.choice(np.array([0, -5, vocab, 2 * vocab, 7]), (n, T))
+        out.append((np.where(np.arange(T)[None, :] < lens[:, None], ids, junk), lens))
+    return out

@@ -37,7 +37,7 @@ from pipeline.runtime.fused.onnx_reader import FusedSpec, OnnxReadError, match_f
 from pipeline.runtime.sessions import open_session  # noqa: E402
 from coverage_cases import randomize_weights  # noqa: E402  (tests/coverage_cases.py)
 
-from fused_support import ISAS, LIB, needs_library, padded_batches, write_folder  # noqa: E402
+from fused_support import ISAS, LIB, needs_library, padded_batches, token_batches, write_folder  # noqa: E402
 
 # Keras' GlobalMaxPooling1D ignores the mask (it says so in a UserWarning): the graph reproduces exactly that
 pytestmark = pytest.mark.filterwarnings("ignore:Layer 'global_max_pooling1d.*does not support masking:UserWarning")
@@ -270,22 +270,6 @@ def _token_spec(case: str) -> FusedSpec:
     return spec
 
 
-def _token_batches(T: int, rng) -> list[tuple[np.ndarray, np.ndarray]]:
-    """[(ids (N, T), lengths (N,))]: 61 rows with lengths 1 and T among them, T rows of all different lengths, one
-    full row; ids 1 .. VOCAB-1 before each length (the last id first in every other row), and past it id 0, ids
-    outside the table and real ids (the graph pads them to 0, the kernel never reads them)."""
-    out = []
-    for n, lens in ((61, rng.integers(1, T + 1, 61)), (T, rng.permutation(np.arange(1, T + 1))), (1, np.array([T]))):
-        ids = rng.integers(1, VOCAB, (n, T))
-        lens = np.asarray(lens, np.int64)
-        if n > 2:
-            lens[:2] = T, 1
-        ids[::2, 0] = VOCAB - 1
-        junk = rng.choice(np.array([0, -5, VOCAB, 2 * VOCAB, 7]), (n, T))
-        out.append((np.where(np.arange(T)[None, :] < lens[:, None], ids, junk), lens))
-    return out
-
-
 def test_the_token_cases_are_what_they_claim():
     for case, (_, head, k, activation) in TOKEN_CASES.items():
         spec = _token_spec(case)
@@ -306,7 +290,7 @@ def test_token_run_lengths_is_model_onnx_bit_for_bit(case):
     rng = np.random.default_rng(len(case))
     compared = 0
     for T in (13, 1):
-        for ids, lens in _token_batches(T, rng):
+        for ids, lens in token_batches(T, VOCAB, rng):
             want = sess.run(None, {"x": ids, "lengths": lens})[0]  # (N, k)
             for isa in ISAS:
                 kernel = fused.FusedKernel(LIB, _token_spec(case), isa)
@@ -398,7 +382,7 @@ def test_predictor_runs_token_models_with_lengths(tmp_path, monkeypatch):
 
     case = "Bidirectional last softmax k=4"
     folder = _token_folder(tmp_path / "m", case, 0.0)
-    ids, lens = _token_batches(13, np.random.default_rng(6))[0]
+    ids, lens = token_batches(13, VOCAB, np.random.default_rng(6))[0]
     ids = np.where(np.arange(13)[None, :] < lens[:, None], ids, 0)  # the runtime takes ids in the table
     want = Predictor.load(folder, fused=False).predict_proba(ids, lens)
     for isa in ISAS:

@@ -25,7 +25,7 @@ from pipeline.runtime import fused
 from pipeline.runtime.fused.onnx_reader import FusedLayer, FusedSpec, match_fused, parse_model
 
 from fused_graphs import gru_graph, tanh_proto
-from fused_support import ISAS, LIB, needs_fma_cpu, needs_library  # noqa: F401
+from fused_support import ISAS, LIB, needs_fma_cpu, needs_library, token_batches  # noqa: F401
 
 
 
@@ -164,22 +164,6 @@ def _token_lengths_specs(case: str) -> tuple[FusedSpec, FusedSpec]:
     return replace(floats, embedding=table), floats
 
 
-def _token_batches(T: int, rng) -> list[tuple[np.ndarray, np.ndarray]]:
-    """[(ids (N, T), lengths (N,))]: 61 rows (lengths 1 and T among them), T rows of all different lengths, one
-    full row; ids 1 .. VOCAB-1 (the last id in every long row) before each length, and past it the padding id
-    0, ids outside the table and real ids (never read)."""
-    out = []
-    for n, lens in ((61, rng.integers(1, T + 1, 61)), (T, rng.permutation(np.arange(1, T + 1))), (1, np.array([T]))):
-        ids = rng.integers(1, VOCAB, (n, T))
-        lens = np.asarray(lens, np.int64)
-        if n > 2:
-            lens[:2] = T, 1
-        ids[:, -1] = VOCAB - 1
-        junk = rng.choice(np.array([0, -7, VOCAB, VOCAB + 1000, 3]), (n, T))
-        out.append((np.where(np.arange(T)[None, :] < lens[:, None], ids, junk), lens))
-    return out
-
-
 @needs_library
 @pytest.mark.parametrize("case", list(TOKEN_LENGTH_CASES))
 def test_token_lengths_are_the_float_lengths_path_on_the_embedding_rows(case):
@@ -189,7 +173,7 @@ def test_token_lengths_are_the_float_lengths_path_on_the_embedding_rows(case):
     rng = np.random.default_rng(3)
     compared = 0
     for T in (13, 1):
-        for ids, lens in _token_batches(T, rng):
+        for ids, lens in token_batches(T, VOCAB, rng):
             X = tokens.embedding[np.clip(ids, 0, VOCAB - 1)]  # (N, T, F)
             X[np.arange(T)[None, :] >= lens[:, None]] = np.nan
             for isa in ISAS:
@@ -211,7 +195,7 @@ def test_an_id_0_before_a_length_is_refused():
     """Id 0 at a row's last real step: PaddingIdInLength (folded and gathered, nothing returned); at its first
     padded step: the row runs. An id outside the table in a real step, or a length outside 1 .. T: ValueError."""
     tokens, _ = _token_lengths_specs("forward avg")
-    ids, lens = _token_batches(9, np.random.default_rng(4))[0]
+    ids, lens = token_batches(9, VOCAB, np.random.default_rng(4))[0]
     kernel = fused.FusedKernel(LIB, tokens, ISAS[0])
     for path in ("fold", "gather"):
         kernel.token_path = path
