@@ -20,7 +20,6 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from pipeline.runtime import Predictor  # noqa: E402
-from benchmarks.throughput import matmul_roof_gflops  # noqa: E402
+from benchmarks.peers import openvino_fastest  # noqa: E402
+from benchmarks.throughput import matmul_roof_gflops, samples_per_second  # noqa: E402
 
 BATCHES = (64, 1024, 8192)
 # the models built without MODEL_DIR: name -> what follows Masking(PAD_VALUE), as a function of keras and H
@@ -74,54 +74,6 @@ def _build(out: Path, kind: str = "mean", T: int = 50, F: int = 8, H: int = 64) 
     return out
 
 
-def _openvino(model_path: Path, X: np.ndarray, L: np.ndarray):
-    """(run, description): the fastest OpenVINO f32 configuration on this batch."""
-    import openvino as ov
-
-    core = ov.Core()
-    B, T, F = X.shape
-
-    def compile_(rows: int, hint: str):
-        m = core.read_model(str(model_path))
-        m.reshape({"x": [rows, T, F], "lengths": [rows]})
-        return core.compile_model(m, "CPU", {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": hint})
-
-    cands = {}
-    for hint in ("LATENCY", "THROUGHPUT"):
-        req = compile_(B, hint).create_infer_request()
-        cands[f"{hint} sync"] = lambda req=req: req.infer({"x": X, "lengths": L}, share_inputs=True)
-    tput = compile_(B, "THROUGHPUT")
-    n = int(tput.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
-    if n > 1 and B % n == 0 and B >= n:
-        rows = B // n
-        q = ov.AsyncInferQueue(compile_(rows, "THROUGHPUT"), n)
-
-        def queued():
-            for s in range(0, B, rows):
-                q.start_async({"x": X[s:s + rows], "lengths": L[s:s + rows]}, share_inputs=True)
-            q.wait_all()
-        cands[f"THROUGHPUT, AsyncInferQueue {n} x {rows} rows"] = queued
-    timed = {}
-    for k, f in cands.items():
-        f()
-        t0, c = time.perf_counter(), 0
-        while time.perf_counter() - t0 < 0.3:
-            f()
-            c += 1
-        timed[k] = (time.perf_counter() - t0) / c
-    best = min(timed, key=timed.get)
-    return cands[best], f"{best}, f32, OpenVINO {ov.__version__.split('-')[0]}"
-
-
-def _rate(run, B: int, seconds: float) -> float:
-    run()
-    t0, c = time.perf_counter(), 0
-    while time.perf_counter() - t0 < seconds:
-        run()
-        c += 1
-    return B * c / (time.perf_counter() - t0)
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("model_dir", nargs="?")
@@ -157,14 +109,16 @@ def _bench(folder: Path, args) -> None:
         L = rng.integers(T // 4, T + 1, B).astype(np.int64)  # uniform in [T/4, T]
         for i, n in enumerate(L):
             X[i, n:] = 0.0
-        ov_run, ov_what = _openvino(folder / "model.onnx", X, L)
+        ov_run, ov_what, _ = openvino_fastest((folder / "model.onnx").read_bytes(), {"x": X, "lengths": L})
+        if ov_run is None:
+            raise SystemExit(f"bench_lengths compares with OpenVINO: {ov_what} (pip install -e '.[bench]')")
         engines = {"ours": lambda: ours.predict_proba(X, lengths=L),
                    "unfused": lambda: unfused.predict_proba(X, lengths=L), "openvino": ov_run}
         rates = {k: [] for k in engines}
         for r in range(args.rounds):
             names = list(engines)[r % 3:] + list(engines)[:r % 3]
             for k in names:
-                rates[k].append(_rate(engines[k], B, args.seconds))
+                rates[k].append(samples_per_second(engines[k], B, args.seconds))
         med = {k: float(np.median(v)) for k, v in rates.items()}
         vs_ov = float(np.median(np.array(rates["ours"]) / np.array(rates["openvino"])))
         vs_un = float(np.median(np.array(rates["ours"]) / np.array(rates["unfused"])))

@@ -18,7 +18,8 @@ length, 0 after); the kernel runs ``run_lengths`` (gru_run_ids_lens: rows longes
 own steps).
 
 Owns: nothing the package uses. Imports: numpy, onnx (the build extra), onnxruntime, openvino (the bench
-extra; skipped when absent), pipeline.runtime.fused, pipeline.export.scaling (``--lengths``).
+extra, through benchmarks.peers; skipped when absent), benchmarks.throughput (the timing loop),
+pipeline.runtime.fused, pipeline.export.scaling (``--lengths``).
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline.runtime import fused  # noqa: E402
 from pipeline.runtime.fused.onnx_reader import match_fused, parse_model  # noqa: E402
 from pipeline.runtime.sessions import open_session  # noqa: E402
+from benchmarks.peers import openvino_fastest  # noqa: E402
+from benchmarks.throughput import samples_per_second  # noqa: E402
 
 BATCHES = (1, 64, 1024)
 BATCHES_LENGTHS = (64, 1024, 8192)
@@ -109,57 +112,6 @@ def token_model_lengths(vocab: int, dim: int, H: int, seed: int = 0) -> bytes:
     return embed_preprocessing(proto, {"type": "none"}, masking=True).SerializeToString()
 
 
-def _openvino(data: bytes, feeds: dict[str, np.ndarray]):
-    """(run, description, LATENCY sync run) of the fastest OpenVINO f32 configuration on this batch (``feeds``: each
-    graph input's array, batch first), or (None, why)."""
-    try:
-        import openvino as ov
-    except ImportError:
-        return None, "OpenVINO not installed"
-    core = ov.Core()
-    B = len(feeds["x"])
-
-    def compile_(rows: int, hint: str):
-        m = core.read_model(data)
-        m.reshape({k: [rows, *v.shape[1:]] for k, v in feeds.items()})
-        return core.compile_model(m, "CPU", {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": hint})
-
-    cands = {}
-    for hint in ("LATENCY", "THROUGHPUT"):
-        req = compile_(B, hint).create_infer_request()
-        cands[f"{hint} sync"] = lambda req=req: req.infer(feeds, share_inputs=True)[0]
-    tput = compile_(B, "THROUGHPUT")
-    n = int(tput.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
-    if n > 1 and B % n == 0:
-        rows = B // n
-        q = ov.AsyncInferQueue(compile_(rows, "THROUGHPUT"), n)
-
-        def queued():
-            for s in range(0, B, rows):
-                q.start_async({k: v[s:s + rows] for k, v in feeds.items()}, share_inputs=True)
-            q.wait_all()
-        cands[f"THROUGHPUT, AsyncInferQueue {n} x {rows} rows"] = queued
-    timed = {}
-    for k, f in cands.items():
-        f()
-        t0, c = time.perf_counter(), 0
-        while time.perf_counter() - t0 < 0.3:
-            f()
-            c += 1
-        timed[k] = (time.perf_counter() - t0) / c
-    best = min(timed, key=timed.get)
-    return cands[best], f"{best}, f32, OpenVINO {ov.__version__.split('-')[0]}", cands["LATENCY sync"]
-
-
-def _rate(run, B: int, seconds: float) -> float:
-    run()
-    t0, c = time.perf_counter(), 0
-    while time.perf_counter() - t0 < seconds:
-        run()
-        c += 1
-    return B * c / (time.perf_counter() - t0)
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--vocab", type=int, default=20000)
@@ -217,21 +169,21 @@ def main() -> int:
             kernels = {"fold": lambda: fold.run(ids, threads), "gather": lambda: gather.run(ids, threads)}
         want = sess.run(None, feeds)[0].reshape(-1)
         ort_runs = {k: (lambda s=s: s.run(None, feeds)) for k, s in sessions.items()}
-        ort_what = max(ort_runs, key=lambda k: _rate(ort_runs[k], B, 0.3))  # the faster onnxruntime setting
+        ort_what = max(ort_runs, key=lambda k: samples_per_second(ort_runs[k], B, 0.3))  # the faster onnxruntime setting
         engines = {**kernels, "onnxruntime": ort_runs[ort_what]}
         for name in ("fold", "gather"):
             if not np.array_equal(engines[name](), want):
                 raise SystemExit(f"B={B}: the kernel's {name} path differs from onnxruntime")
-        ov_run, ov_what, *ov_check = _openvino(data, feeds)
+        ov_run, ov_what, ov_latency = openvino_fastest(data, feeds)
         if ov_run is not None:
-            err = float(np.abs(np.asarray(ov_check[0]()).reshape(-1) - want).max())
+            err = float(np.abs(np.asarray(ov_latency()).reshape(-1) - want).max())
             ov_what += f"; max |OpenVINO - onnxruntime| {err:.1e}"
             engines["openvino"] = ov_run
         rates = {k: [] for k in engines}
         for r in range(args.rounds):
             names = list(engines)[r % len(engines):] + list(engines)[:r % len(engines)]
             for k in names:
-                rates[k].append(_rate(engines[k], B, args.seconds))
+                rates[k].append(samples_per_second(engines[k], B, args.seconds))
         med = {k: float(np.median(v)) for k, v in rates.items()}
 
         def ratio(k: str) -> str:

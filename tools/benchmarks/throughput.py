@@ -85,6 +85,12 @@ def seconds_per_call(run: Callable[[], object], min_seconds: float) -> float:
             return (time.perf_counter() - t0) / reps
 
 
+def samples_per_second(run: Callable[[], object], batch: int, min_seconds: float) -> float:
+    """Samples per wall second of ``run`` on a batch of ``batch`` rows, after one untimed call."""
+    run()
+    return batch / seconds_per_call(run, min_seconds)
+
+
 def matmul_roof_gflops(n: int = 2048, reps: int = 3) -> float:
     a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
     a @ a
