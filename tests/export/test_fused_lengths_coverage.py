@@ -98,6 +98,14 @@ CASES = {
         k.layers.GlobalMaxPooling1D()], "max", 1, "sigmoid"),
     "Bidirectional + go_backwards last": (lambda k: [k.layers.Bidirectional(k.layers.GRU(9, return_sequences=True)),
                                                      k.layers.GRU(7, go_backwards=True)], "last", 1, "sigmoid"),
+    # Masking ahead of a Normalization: the graph pads the raw input (Where) before scaling it
+    "Normalization + Bidirectional sum max": (lambda k: [
+        k.layers.Normalization(mean=[0.5, -1.0, 0.2], variance=[4.0, 0.25, 1.0]),
+        k.layers.Bidirectional(k.layers.GRU(7, return_sequences=True), merge_mode="sum"),
+        k.layers.GlobalMaxPooling1D()], "max", 1, "sigmoid"),
+    "Normalization + GRU avg": (lambda k: [k.layers.Normalization(mean=[0.5, -1.0, 0.2], variance=[4.0, 0.25, 1.0]),
+                                           k.layers.GRU(11, return_sequences=True), k.layers.GlobalAveragePooling1D()],
+                                "avg", 1, "sigmoid"),
     # k-way heads and Dense layers before the classifier
     "softmax k=5 Bidirectional last": (lambda k: [k.layers.Bidirectional(k.layers.GRU(12))], "last", 5, "softmax"),
     "softmax k=10 go_backwards avg": (lambda k: [k.layers.GRU(33, go_backwards=True, return_sequences=True),
@@ -152,6 +160,8 @@ def test_the_cases_are_what_they_claim():
     assert [(la.direction, la.flip) for la in _spec("3 stacked mixed avg").layers] == [
         ("reverse", (True,)), ("bidirectional", (False, False)), ("forward", (False,))]
     assert [act for _, _, act in _spec("last + Dense(16, sigmoid) + Dense(8) softmax k=3").dense] == ["sigmoid", "linear"]
+    for case in ("Normalization + Bidirectional sum max", "Normalization + GRU avg"):  # the Where ahead of the scaling
+        assert [op for op, _ in _spec(case).prefix] == ["Sub", "Div"], case
 
 
 @needs_library
@@ -203,16 +213,16 @@ def test_predictor_runs_the_kernel_with_lengths(tmp_path):
 
 
 def test_shapes_still_refused_say_why():
-    """Masking -> Normalization -> GRU (the padding Where before the scaling the reader takes) keeps the onnxruntime
-    path with a one-line reason."""
+    """Normalization -> Masking -> GRU (Keras masks the normalized values: the graph's lengths and the GRU input are
+    not the padded model input's) keeps the onnxruntime path with a one-line reason."""
     keras.utils.set_random_seed(0)
     inputs = keras.Input(shape=(None, F), name="x")
     norm = keras.layers.Normalization(mean=[0.5] * F, variance=[2.0] * F)
-    x = keras.layers.GRU(6)(norm(keras.layers.Masking(mask_value=MASK_VALUE)(inputs)))
+    x = keras.layers.GRU(6)(keras.layers.Masking(mask_value=MASK_VALUE)(norm(inputs)))
     model = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(x))
     proto = embed_preprocessing(export_native(model, "x", OPSET), {"type": "none"}, masking=True, pad_value=MASK_VALUE)
     spec, why = match_fused(parse_model(proto.SerializeToString()), "x", "probability", "lengths")
-    assert spec is None and "variable length" in why and "\n" not in why, why
+    assert spec is None and "sequence_lens is not each row's steps of the padded input" in why and "\n" not in why, why
 
 
 # ---------------------------------------------------------------------------- token ids with lengths

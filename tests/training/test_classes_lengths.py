@@ -120,7 +120,7 @@ def test_variable_length_with_real_zero_steps_builds_and_ignores_what_lies_past_
     import onnx
     from onnx import numpy_helper
 
-    from pipeline.runtime import Predictor
+    from pipeline.runtime import Predictor, fused
     from pipeline.training.model import PAD_VALUE
 
     out, data_file = builds["zeros"]
@@ -136,6 +136,11 @@ def test_variable_length_with_real_zero_steps_builds_and_ignores_what_lies_past_
     predictor = Predictor.load(out)
     p = predictor.predict_proba(ref["X"], ref["lengths"])
     assert np.abs(p - ref["keras_proba"]).max() <= 1e-5  # Keras (zero steps as data) == the artifact
+    lib, _ = fused.load_library()
+    if lib is not None and set(fused.supported_isas(lib)) & set(fused.AUTO_ISAS):  # a CPU the kernel runs on
+        info = predictor.debug_info()["fused"]  # the kernel reads this graph's sequence_lens as the lengths given
+        assert info["used"], info
+        assert np.array_equal(p, Predictor.load(out, fused=False).predict_proba(ref["X"], ref["lengths"]))
     garbage = ref["X"].copy()
     rng = np.random.default_rng(0)
     pad = ~real

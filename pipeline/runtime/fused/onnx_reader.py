@@ -49,7 +49,7 @@ sequences (SEQ without the Concat) or last states (LAST without the Concat). Sta
 layers with return_sequences=True feeding the next (Dropout between them is no node).
 
 A variable-length graph (``lengths_name``: gru-export's second input, pipeline/export/scaling.py) has
-x -> [scaling] -> Where(real, x, pad) -> Transpose, every GRU with sequence_lens (Keras' Masking), Keras'
+x -> [scaling] -> Where(real, x, pad) -> Transpose (or the Where ahead of the scaling), every GRU with sequence_lens (Keras' Masking), Keras'
 last output carried over padded steps by a Where between layers (never read: the next GRU stops at the
 length), and one of these heads over each row's own steps (pipeline/export/native.py):
     VALID(Y) -> ...                  the last states, read from Y at the row's end: Unsqueeze(GatherND(
@@ -860,6 +860,46 @@ def _token_lengths(g: "_Graph", ids: str, read: set, input_name: str, lengths_na
     return ""
 
 
+def _steps_not_all(g: "_Graph", name: str) -> tuple[str, str]:
+    """(x, value) when the (batch, time) mask ``name`` marks the steps of x (batch, time, F) whose values are not
+    all ``value``: Cast(Cast(ReduceMax(Cast(Not(Equal(x, value)), float), axis 2), bool), float) (Keras'
+    Masking, pipeline/export/native.py), else ("", "")."""
+    chain, cur = [], name
+    for op in ("Cast", "Cast", "ReduceMax", "Cast", "Not", "Equal"):
+        node = g.made_by(cur, op)
+        if node is None:
+            return "", ""
+        chain.append(node)
+        cur = _input(node, 0)
+    f_mask, b_mask, any_, f_neq, _, eq = chain
+    if ([_attr(c, "to", 0, int) for c in (f_mask, b_mask, f_neq)] != [_FLOAT, _BOOL, _FLOAT]
+            or _axes(any_, g.init) not in ([2], [-1]) or _attr(any_, "keepdims", 1, int) != 0 or len(eq.inputs) != 2):
+        return "", ""
+    return g.resolve(eq.inputs[0]), eq.inputs[1]
+
+
+def _float_lengths(g: "_Graph", where: Node, input_name: str, lengths_name: str, seq_lens: list,
+                   masks: list) -> str:
+    """"" when a variable-length float graph runs each row over its lengths: the padded input ``where`` is
+    Where(steps before lengths, x, pad) (pipeline/export/scaling.py), and every GRU's sequence_lens counts, and
+    every mask the head reads marks, the steps of that padded input not all equal to the pad value (Keras'
+    Masking on it). The count is then each row's length while no real step is all mask value, which the
+    Predictor refuses (``refuse_masked_real_steps``). Else the reason: e.g. a Masking after a Normalization,
+    whose mask is on the normalized values, counts the padded steps as real."""
+    real = g.made_by(_input(where, 0), "Unsqueeze")  # (batch, time, 1) from the (batch, time) steps
+    if real is None or _axes(real, g.init) != [2] or not _steps_before_lengths(g, _input(real, 0), input_name,
+                                                                               lengths_name):
+        return "the Where padding the input is not the steps before each row's length"
+    padded, pad = g.resolve(where.outputs[0]), g.init[_input(where, 2)]
+    for kind, names, unwrap in (("a GRU's sequence_lens", seq_lens, _counted_mask),
+                                ("the pooling's mask", masks, _batch_major_mask)):
+        for n in names:
+            x, value = _steps_not_all(g, unwrap(g, n))
+            if x != padded or value not in g.init or not np.array_equal(g.init[value].reshape(-1), pad.reshape(-1)):
+                return f"{kind} is not each row's steps of the padded input (Keras' Masking on the raw input)"
+    return ""
+
+
 def match_fused(graph: Graph, input_name: str, output_name: str,
                 lengths_name: Optional[str] = None) -> tuple[Optional[FusedSpec], str]:
     """(spec, "") when the graph is the shape the kernel covers, else (None, reason). ``lengths_name``: the
@@ -1027,17 +1067,20 @@ def match_fused(graph: Graph, input_name: str, output_name: str,
                          head_b=np.broadcast_to(db.reshape(-1), (k,)).astype(np.float32), activation=activation,
                          dense=dense, embedding=np.ascontiguousarray(table), lengths=bool(lengths_name),
                          max_reads_zeros=bool(lengths_name) and head == "max" and carry is None), ""
-    if lengths_name:  # the model input past each row's length replaced by padding: Where(real, x, pad)
-        where = g.made_by(cur, "Where")
-        if where is None or _input(where, 2) not in init:
-            return None, "variable length: the GRU input is not the padded model input (Where(real, x, pad))"
-        cur = g.resolve(_input(where, 1))
+    # variable length: the model input past each row's length replaced by padding, Where(real, x, pad), after the
+    # scaling or before it (Keras' Masking ahead of a Normalization); the kernel never reads those steps
+    padding = None
     while cur != input_name:
         if len(prefix) > len(graph.nodes):
             return None, "the input scaling nodes form a cycle"
         n = producer.get(cur)
+        if lengths_name and padding is None and n is not None and n.op_type == "Where" and _input(n, 2) in init:
+            padding, cur = n, g.resolve(_input(n, 1))
+            continue
         if n is None or n.op_type not in ("Sub", "Div", "Mul", "Add") or len(n.inputs) != 2:
-            return None, f"the model input reaches the GRU through {n.op_type if n else '?'} (fused: per-feature Sub/Div/Mul/Add only)"
+            op = n.op_type if n else "?"
+            return None, (f"the model input reaches the GRU through {op if op.isprintable() else repr(op)} (fused: "
+                          "per-feature Sub/Div/Mul/Add only)")
         lhs, rhs = n.inputs
         if rhs in init and lhs not in init:
             const, cur = init[rhs], lhs
@@ -1048,6 +1091,12 @@ def match_fused(graph: Graph, input_name: str, output_name: str,
         if const.dtype != np.float32 or const.size not in (1, F) or (const.ndim > 1 and const.shape[-1] != const.size):
             return None, f"{n.op_type} before the GRU has a constant of shape {const.shape}, expected per-feature"
         prefix.insert(0, (n.op_type, np.broadcast_to(const.reshape(-1), (F,)).astype(np.float32)))
+    if lengths_name:
+        if padding is None:
+            return None, "variable length: the GRU input is not the padded model input (Where(real, x, pad))"
+        why = _float_lengths(g, padding, input_name, lengths_name, seq_lens, masks)
+        if why:
+            return None, f"variable length: {why}"
     return FusedSpec(layers=layers, head=head, head_w=np.ascontiguousarray(dW),
                      head_b=np.broadcast_to(db.reshape(-1), (k,)).astype(np.float32), prefix=prefix,
                      activation=activation, dense=dense, lengths=bool(lengths_name),
