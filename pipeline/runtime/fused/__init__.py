@@ -6,7 +6,7 @@ Owns: finding and loading the library, the ISA variants it offers (``ISAS``: avx
 ``run(X, threads)`` for a whole batch in one native call, threads inside the call; ``run_lengths`` for
 right-padded rows with their lengths, float features or token ids; ``stream`` for one chunk of N streams
 from their carried states, the arithmetic of stream.onnx), the self-check rows (``self_check_inputs``,
-``self_check_ids``, ``self_check_token_lengths``), and ``prepare_fused``: read the weights out of model.onnx
+``self_check_ids``, ``self_check_lengths``, ``self_check_token_lengths``), and ``prepare_fused``: read the weights out of model.onnx
 (``onnx_reader``), pick the best ISA that passes its self-check against model.onnx, and say why when none does. Imports: ctypes, numpy,
 pipeline.errors, pipeline.runtime.fused.onnx_reader (TF-free; no onnx package). Reads: the library file and the
 model bytes it is given; the environment variable GRU_KERNEL_LIBRARY (``LIBRARY_ENV``): when set,
@@ -36,8 +36,8 @@ from pipeline.errors import NonFiniteInput
 from pipeline.runtime.fused.onnx_reader import FusedSpec, OnnxReadError, match_fused, parse_model
 
 __all__ = ["ISAS", "LIBRARY_MODULE", "FusedKernel", "PaddingIdInLength", "library_path", "load_library",
-           "supported_isas", "prepare_fused", "self_check_ids", "self_check_token_lengths", "SELF_CHECK_ATOL",
-           "STREAM_ARGS"]
+           "supported_isas", "prepare_fused", "self_check_ids", "self_check_lengths", "self_check_token_lengths",
+           "SELF_CHECK_ATOL", "STREAM_ARGS"]
 
 LIBRARY_MODULE = "pipeline.runtime.fused._gru_kernel"  # the ext-module name in pyproject.toml
 LIBRARY_ENV = "GRU_KERNEL_LIBRARY"  # a library path to load instead of the installed one (sanitizer builds)
@@ -330,6 +330,14 @@ def self_check_ids(reference_ids: Optional[np.ndarray], vocab: int, T: int) -> n
     return np.concatenate(parts + stress)
 
 
+def self_check_lengths(N: int, T: int) -> np.ndarray:
+    """(N,) int64 lengths of a variable-length self-check: 1 + (i * 7919) % T, so every length from 1 to T over
+    N >= T rows (7919 is prime), then the first row T and the second 1."""
+    lens = (1 + (np.arange(N) * 7919) % T).astype(np.int64)  # (N,)
+    lens[:2] = T, 1
+    return lens
+
+
 def self_check_token_lengths(ids: np.ndarray, vocab: int) -> tuple[np.ndarray, np.ndarray]:
     """(ids, lengths) of a variable-length token model's self-check from (N, T) rows (``self_check_ids``): every
     length from 1 to T over the rows (the first T, the second 1); before each length every id 0 (which Embedding
@@ -337,8 +345,7 @@ def self_check_token_lengths(ids: np.ndarray, vocab: int) -> tuple[np.ndarray, n
     pads them to 0, the kernel must not read them). A vocabulary of the padding id alone gives id 1: refused."""
     ids = np.array(ids, np.int64)  # (N, T), a copy
     N, T = ids.shape
-    lens = (1 + (np.arange(N) * 7919) % T).astype(np.int64)  # (N,)
-    lens[:2] = T, 1
+    lens = self_check_lengths(N, T)  # (N,)
     other = 1 + ids % max(vocab - 1, 1)  # (N, T) nonzero ids
     real = np.arange(T)[None, :] < lens[:, None]  # (N, T)
     return np.where(real & (ids != 0), ids, other), lens

@@ -807,15 +807,38 @@ def _steps_before_lengths(g: "_Graph", name: str, input_name: str, lengths_name:
             and _attr(time, "axis", 0, int) == 0 and _ints(g.init, _input(time, 1)) == [1])
 
 
-def _nonzero_ids(g: "_Graph", name: str) -> str:
-    """The ids whose nonzero mask ``name`` (batch, time) is: Cast(Not(Equal(ids, 0)), to float) (Embedding
-    mask_zero, pipeline/export/native.py), else ""."""
+def _keras_mask(g: "_Graph", name: str) -> tuple[str, str]:
+    """(x, value) when the (batch, time) float mask ``name`` is Keras' mask of x against value
+    (pipeline/export/native.py), else ("", ""): Cast(Not(Equal(ids, value)), float) for token ids (Embedding
+    mask_zero), Cast(Cast(ReduceMax(Cast(Not(Equal(x, value)), float), axis 2), bool), float) for features
+    (Masking: a step is real when any of its values differs)."""
     cast = g.made_by(name, "Cast")
-    nz = g.made_by(_input(cast, 0), "Not") if cast is not None and _attr(cast, "to", 0, int) == _FLOAT else None
+    if cast is None or _attr(cast, "to", 0, int) != _FLOAT:
+        return "", ""
+    src = _input(cast, 0)
+    any_b = g.made_by(src, "Cast")
+    if any_b is not None:  # features: any value of the step differs
+        any_f = g.made_by(_input(any_b, 0), "ReduceMax") if _attr(any_b, "to", 0, int) == _BOOL else None
+        neq_f = g.made_by(_input(any_f, 0), "Cast") if any_f is not None and _axes(any_f, g.init) in ([2], [-1]) \
+            and _attr(any_f, "keepdims", 1, int) == 0 else None
+        if neq_f is None or _attr(neq_f, "to", 0, int) != _FLOAT:
+            return "", ""
+        src = _input(neq_f, 0)
+    nz = g.made_by(src, "Not")
     eq = g.made_by(_input(nz, 0), "Equal") if nz is not None else None
-    if eq is None or len(eq.inputs) != 2 or _ints(g.init, eq.inputs[1]) != [0]:
-        return ""
-    return g.resolve(eq.inputs[0])
+    if eq is None or len(eq.inputs) != 2:
+        return "", ""
+    return g.resolve(eq.inputs[0]), eq.inputs[1]
+
+
+def _lengths_not_from(g: "_Graph", seq_lens: list, masks: list, source) -> str:
+    """"" when every GRU's sequence_lens counts, and every (time, batch, 1) mask the head reads marks, the steps
+    of Keras' mask ``source(x, value)`` accepts (``_keras_mask``), else which of the two does not."""
+    for kind, names, unwrap in (("a GRU's sequence_lens", seq_lens, _counted_mask),
+                                ("the pooling's mask", masks, _batch_major_mask)):
+        if any(not source(*_keras_mask(g, unwrap(g, n))) for n in names):
+            return kind
+    return ""
 
 
 def _counted_mask(g: "_Graph", name: str) -> str:
@@ -853,29 +876,8 @@ def _token_lengths(g: "_Graph", ids: str, read: set, input_name: str, lengths_na
     if (where is None or _ints(g.init, _input(where, 2)) != [0] or g.resolve(_input(where, 1)) != input_name
             or not _steps_before_lengths(g, _input(where, 0), input_name, lengths_name)):
         return "the ids are not the model input with id 0 past each row's length (Where(steps < lengths, x, 0))"
-    if any(_nonzero_ids(g, _counted_mask(g, n)) not in read for n in seq_lens):
-        return "a GRU's sequence_lens is not the count of each row's nonzero ids (Embedding mask_zero)"
-    if any(_nonzero_ids(g, _batch_major_mask(g, n)) not in read for n in masks):
-        return "the pooling's mask is not each row's nonzero ids (Embedding mask_zero)"
-    return ""
-
-
-def _steps_not_all(g: "_Graph", name: str) -> tuple[str, str]:
-    """(x, value) when the (batch, time) mask ``name`` marks the steps of x (batch, time, F) whose values are not
-    all ``value``: Cast(Cast(ReduceMax(Cast(Not(Equal(x, value)), float), axis 2), bool), float) (Keras'
-    Masking, pipeline/export/native.py), else ("", "")."""
-    chain, cur = [], name
-    for op in ("Cast", "Cast", "ReduceMax", "Cast", "Not", "Equal"):
-        node = g.made_by(cur, op)
-        if node is None:
-            return "", ""
-        chain.append(node)
-        cur = _input(node, 0)
-    f_mask, b_mask, any_, f_neq, _, eq = chain
-    if ([_attr(c, "to", 0, int) for c in (f_mask, b_mask, f_neq)] != [_FLOAT, _BOOL, _FLOAT]
-            or _axes(any_, g.init) not in ([2], [-1]) or _attr(any_, "keepdims", 1, int) != 0 or len(eq.inputs) != 2):
-        return "", ""
-    return g.resolve(eq.inputs[0]), eq.inputs[1]
+    kind = _lengths_not_from(g, seq_lens, masks, lambda x, value: x in read and _ints(g.init, value) == [0])
+    return f"{kind} is not each row's nonzero ids (Embedding mask_zero)" if kind else ""
 
 
 def _float_lengths(g: "_Graph", where: Node, input_name: str, lengths_name: str, seq_lens: list,
@@ -890,14 +892,10 @@ def _float_lengths(g: "_Graph", where: Node, input_name: str, lengths_name: str,
     if real is None or _axes(real, g.init) != [2] or not _steps_before_lengths(g, _input(real, 0), input_name,
                                                                                lengths_name):
         return "the Where padding the input is not the steps before each row's length"
-    padded, pad = g.resolve(where.outputs[0]), g.init[_input(where, 2)]
-    for kind, names, unwrap in (("a GRU's sequence_lens", seq_lens, _counted_mask),
-                                ("the pooling's mask", masks, _batch_major_mask)):
-        for n in names:
-            x, value = _steps_not_all(g, unwrap(g, n))
-            if x != padded or value not in g.init or not np.array_equal(g.init[value].reshape(-1), pad.reshape(-1)):
-                return f"{kind} is not each row's steps of the padded input (Keras' Masking on the raw input)"
-    return ""
+    padded, pad = g.resolve(where.outputs[0]), g.init[_input(where, 2)].reshape(-1)
+    kind = _lengths_not_from(g, seq_lens, masks, lambda x, value: x == padded and value in g.init
+                             and np.array_equal(g.init[value].reshape(-1), pad))
+    return f"{kind} is not each row's steps of the padded input (Keras' Masking on the raw input)" if kind else ""
 
 
 def match_fused(graph: Graph, input_name: str, output_name: str,
