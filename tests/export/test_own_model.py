@@ -60,6 +60,23 @@ def _kernel_isas() -> list:
     return fused.supported_isas(lib)
 
 
+def _on_each_isa(monkeypatch, out, predict, want):
+    """For each ISA variant this CPU runs: the Predictor of ``out`` restricted to it, ``predict(p)`` and its
+    debug_info()["fused"], once the kernel ran that variant with the fallback's bits ``want`` (within 1e-6 where
+    onnxruntime has no FMA kernels)."""
+    from pipeline.runtime import fused
+
+    isas = _kernel_isas()
+    for isa in isas:
+        monkeypatch.setattr(fused, "AUTO_ISAS", (isa,))
+        p = Predictor.load(out)
+        got = predict(p)
+        info = p.debug_info()["fused"]
+        assert info["used"] and info["isa"] == isa, info
+        assert np.array_equal(got, want) if "avx2" in isas else np.abs(got - want).max() <= 1e-6, isa
+        yield p, got, info
+
+
 def test_sequential_writeup_model(tmp_path):
     """Sequential, GRU(16, input_shape=(T, F)), Dense(1, sigmoid): native GRU op, equal on unseen data."""
     model = keras.Sequential([keras.Input((T, F)), keras.layers.GRU(16), keras.layers.Dense(1, activation="sigmoid")])
@@ -286,7 +303,6 @@ def test_token_models_run_on_the_fused_kernel_bit_for_bit(tmp_path, monkeypatch)
     ISA variant, with model.onnx's bits (within 1e-6 on a CPU where onnxruntime has no FMA kernels); an id
     outside the vocabulary is still refused with the one-line error."""
     from pipeline.errors import InputError
-    from pipeline.runtime import fused
 
     inputs = keras.Input((T,), dtype="int64")
     x = keras.layers.Bidirectional(keras.layers.GRU(12, return_sequences=True), merge_mode="ave")(
@@ -296,14 +312,8 @@ def test_token_models_run_on_the_fused_kernel_bit_for_bit(tmp_path, monkeypatch)
     y = np.arange(40) % 3
     _, out = _export(tmp_path, model, ids, "tok", y=y)
     want = Predictor.load(out, fused=False).predict_proba(ids)
-    isas = _kernel_isas()
-    for isa in isas:
-        monkeypatch.setattr(fused, "AUTO_ISAS", (isa,))
-        p = Predictor.load(out)
-        got = p.predict_proba(ids)
-        info = p.debug_info()["fused"]
-        assert info["used"] and info["isa"] == isa and info["tokens"] == "fold", info  # debug_info names the path
-        assert np.array_equal(got, want) if "avx2" in isas else np.abs(got - want).max() <= 1e-6, isa
+    for p, got, info in _on_each_isa(monkeypatch, out, lambda p: p.predict_proba(ids), want):
+        assert info["tokens"] == "fold", info  # debug_info names the path
         rows = [ids[0], ids[1, :4]]  # a list of rows of different lengths: each as alone
         assert np.array_equal(p.predict_proba(rows)[0], got[0])
         with pytest.raises(InputError):
@@ -315,7 +325,6 @@ def test_variable_length_models_run_on_the_fused_kernel_bit_for_bit(tmp_path, mo
     the real steps -> Dense(1, sigmoid)): the Predictor runs the fused kernel (rows longest first, each over
     its own steps) after a self-check over every length, for every ISA variant, with model.onnx's bits (1e-6
     where onnxruntime has no FMA kernels), from a padded array with lengths and from a list of rows."""
-    from pipeline.runtime import fused
     from pipeline.training.model import PAD_VALUE
 
     inputs = keras.Input((None, F))
@@ -330,14 +339,8 @@ def test_variable_length_models_run_on_the_fused_kernel_bit_for_bit(tmp_path, mo
     _, out = _export(tmp_path, model, X, "var", lengths=lens, y=np.arange(48) % 2)
     X[np.arange(T)[None, :] >= lens[:, None]] = np.nan  # past each length: never read
     want = Predictor.load(out, fused=False).predict_proba(X, lengths=lens)
-    isas = _kernel_isas()
-    for isa in isas:
-        monkeypatch.setattr(fused, "AUTO_ISAS", (isa,))
-        p = Predictor.load(out)
-        got = p.predict_proba(X, lengths=lens)
-        info = p.debug_info()["fused"]
-        assert info["used"] and info["isa"] == isa and info["checks"][isa]["max_abs_vs_model_onnx"] <= 1e-6, info
-        assert np.array_equal(got, want) if "avx2" in isas else np.abs(got - want).max() <= 1e-6, isa
+    for p, got, info in _on_each_isa(monkeypatch, out, lambda p: p.predict_proba(X, lengths=lens), want):
+        assert info["checks"][info["isa"]]["max_abs_vs_model_onnx"] <= 1e-6, info
         assert np.array_equal(p.predict_proba([X[i, :n] for i, n in enumerate(lens)]), got)
 
 
@@ -347,7 +350,6 @@ def test_variable_length_token_models_run_on_the_fused_kernel_bit_for_bit(tmp_pa
     with every length, for every ISA variant, with model.onnx's bits (1e-6 where onnxruntime has no FMA kernels),
     from padded ids with lengths and from a list of rows; id 0 before a row's length is refused."""
     from pipeline.errors import InputError
-    from pipeline.runtime import fused
 
     inputs = keras.Input((None,), dtype="int64")
     x = keras.layers.Embedding(V, 6, mask_zero=True)(inputs)
@@ -363,15 +365,8 @@ def test_variable_length_token_models_run_on_the_fused_kernel_bit_for_bit(tmp_pa
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["input"]["kind"] == "tokens" and manifest["input"]["lengths"] == "lengths"
     want = Predictor.load(out, fused=False).predict_proba(ids, lengths=lens)
-    isas = _kernel_isas()
-    for isa in isas:
-        monkeypatch.setattr(fused, "AUTO_ISAS", (isa,))
-        p = Predictor.load(out)
-        got = p.predict_proba(ids, lengths=lens)
-        info = p.debug_info()["fused"]
-        assert info["used"] and info["isa"] == isa and info["tokens"] == "fold", info
-        assert info["checks"][isa]["max_abs_vs_model_onnx"] <= 1e-6, info
-        assert np.array_equal(got, want) if "avx2" in isas else np.abs(got - want).max() <= 1e-6, isa
+    for p, got, info in _on_each_isa(monkeypatch, out, lambda p: p.predict_proba(ids, lengths=lens), want):
+        assert info["tokens"] == "fold" and info["checks"][info["isa"]]["max_abs_vs_model_onnx"] <= 1e-6, info
         assert np.array_equal(p.predict_proba([ids[i, :n] for i, n in enumerate(lens)]), got)
         inside = ids.copy()
         inside[0, T // 2] = 0
