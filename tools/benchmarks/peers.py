@@ -11,6 +11,8 @@ error) when its package is missing; once installed, any failure is a real error.
   when THROUGHPUT asks for several infer requests, an ``AsyncInferQueue`` that splits the batch
   evenly across them and (large batches) one that feeds them 64-row jobs; a short calibration
   picks the fastest, which is the one timed and reported (with the others' calibration numbers).
+  ``openvino_fastest`` makes the same choice (without the 64-row jobs) for a graph of any inputs, e.g. a
+  lengths or token model (tools/bench_lengths.py, tools/bench_tokens.py).
 - LiteRT runs a ``.tflite`` converted per batch size from a concrete function of the Keras rebuilt
   with a fully static input (batch, T, F) and frozen weights (without freezing, the GRU's While
   body reads resource variables the interpreter cannot resolve). The converter is restricted to
@@ -124,9 +126,6 @@ def openvino_peer(model_path: Path, calib_seconds: float = 0.2) -> Peer:
     return peer
 
 
-# -------------------------------------------------------------------------------------- LiteRT
-
-
 def openvino_fastest(model: bytes, feeds: dict[str, np.ndarray]):
     """(run, description, LATENCY sync run) of the fastest OpenVINO f32 configuration on this batch of a graph
     with any inputs (``feeds``: each graph input's array, batch first; static shapes compiled for it), or
@@ -158,12 +157,12 @@ def openvino_fastest(model: bytes, feeds: dict[str, np.ndarray]):
                 q.start_async({k: v[s:s + rows] for k, v in feeds.items()}, share_inputs=True)
             q.wait_all()
         cands[f"THROUGHPUT, AsyncInferQueue {n} x {rows} rows"] = queued
-    timed = {}
-    for k, f in cands.items():
-        f()  # compile-time caches warmed, untimed
-        timed[k] = seconds_per_call(f, 0.3)
+    timed = {k: _seconds_per_call(f, 0.3, rounds=1) for k, f in cands.items()}
     best = min(timed, key=timed.get)
     return cands[best], f"{best}, f32, OpenVINO {ov.__version__.split('-')[0]}", cands["LATENCY sync"]
+
+
+# -------------------------------------------------------------------------------------- LiteRT
 
 
 def tflite_fixed_batch(model, batch: int, T: int, F: int) -> bytes:
